@@ -1,0 +1,55 @@
+"""`cxloop`: the command line for CX admins. Parses arguments and calls tasks or flows; nothing more.
+
+Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 cycle held by the data-quality gate.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from commands import actions, collect, comments, cycle, effects, kpis, quality, report
+from commands.common import CxError
+from config import ConfigError
+from output import EXIT_ERROR, EXIT_USAGE
+
+app = typer.Typer(
+    name="cxloop",
+    help="Run the customer-experience improvement loop: collect -> validate -> KPIs -> actions -> "
+    "notify -> re-measure -> report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+
+@app.command()
+def version() -> None:
+    """Print the installed cxloop version."""
+    from importlib.metadata import version as dist_version
+
+    typer.echo(f"cxloop {dist_version('cxloop')}")
+
+
+for module in (cycle, collect, quality, kpis, actions, effects, report, comments):
+    module.register(app)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit non-zero, never a traceback."""
+    err = Console(stderr=True)
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[bold red]config error[/] {exc}", highlight=False)
+        sys.exit(EXIT_USAGE)
+    except CxError as exc:
+        err.print(f"[bold red]error[/] {exc}", highlight=False)
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()

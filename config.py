@@ -1,0 +1,332 @@
+"""The `cxloop.toml` schema: validated once at start-up so a typo fails loudly, not mid-cycle.
+
+Every value may be overridden from the environment (`CXLOOP_DATABASE_URL`,
+`CXLOOP_DEPARTMENTS__LOGISTICS__NOTIFY`, ...) and `${VAR}` inside any string is expanded,
+so secrets such as SMTP passwords need not sit in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from models import CANONICAL_FIELDS, SCORE_FIELDS
+
+Scope = Literal[
+    "overall", "department", "journey_stage", "touchpoint", "channel", "segment", "region", "topic"
+]
+OWNABLE = ("journey_stage", "touchpoint", "channel", "topic")
+KPI_NAMES = (
+    "nps", "csat", "ces", "ces_top", "cx_index", "cx_success", "cx_effort", "cx_emotion",
+    "complaint_rate", "first_response_hours", "first_response_p90", "first_response_sla",
+    "resolution_hours", "resolution_p90", "resolution_sla", "responses",
+    "theme_share", "theme_negative_share",
+)
+ENV_PREFIX = "CXLOOP_"
+DEFAULT_CHANNELS = ["web", "app", "hotline", "store", "email", "social", "ticket", "wechat", "survey"]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the key path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectConfig(Strict):
+    name: str = "cxloop"
+    timezone: str = "Asia/Shanghai"
+    language: Literal["zh", "en"] = "zh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {v!r}") from exc
+        return v
+
+
+class DatabaseConfig(Strict):
+    url: str = ""
+
+
+class SourceConfig(Strict):
+    """One feedback export. Canonical field names given directly are constants for the whole source."""
+
+    name: str
+    kind: Literal["csv", "excel", "json", "jsonl", "sql"]
+    path: str | None = None
+    url: str | None = None
+    query: str | None = None
+    encoding: str = "auto"
+    sheet: str | int | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    values: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    constants: dict[str, Any] = Field(default_factory=dict)
+    data_owners: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_constants(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            consts = dict(data.get("constants", {}))
+            for key in [k for k in data if k in CANONICAL_FIELDS]:
+                consts[key] = data.pop(key)
+            if consts:
+                data["constants"] = consts
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceConfig:
+        if self.kind == "sql":
+            if not (self.url and self.query):
+                raise ValueError("a sql source needs both `url` and `query`")
+        elif not self.path:
+            raise ValueError(f"a {self.kind} source needs `path` (a file or glob)")
+        for section, fields in (("columns", self.columns), ("values", self.values),
+                                ("constants", self.constants)):
+            unknown = sorted(set(fields) - set(CANONICAL_FIELDS))
+            if unknown:
+                raise ValueError(f"{section}: unknown canonical field(s) {unknown}; "
+                                 f"known: {', '.join(CANONICAL_FIELDS)}")
+        return self
+
+
+class DepartmentConfig(Strict):
+    name: str
+    head: str = ""
+    language: Literal["zh", "en"] | None = None
+    notify: list[str] = Field(default_factory=list)
+    owns: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("owns")
+    @classmethod
+    def _ownable(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        bad = sorted(set(v) - set(OWNABLE))
+        if bad:
+            raise ValueError(f"can own only {', '.join(OWNABLE)}; not {bad}")
+        return v
+
+
+class TargetConfig(Strict):
+    kpi: str
+    scope: Scope = "overall"
+    match: str | None = None
+    value: float
+    min_n: int | None = Field(default=None, ge=1)
+
+    @field_validator("kpi")
+    @classmethod
+    def _known_kpi(cls, v: str) -> str:
+        if v not in KPI_NAMES:
+            raise ValueError(f"unknown KPI {v!r}; known: {', '.join(KPI_NAMES)}")
+        return v
+
+
+class KpiConfig(Strict):
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    min_n: int = Field(default=30, ge=1)
+    min_n_per_kpi: dict[str, int] = Field(default_factory=dict)
+    first_response_sla_hours: float = 24.0
+    resolution_sla_hours: float = 72.0
+    crossings: list[list[Scope]] = Field(default_factory=list)
+    bootstrap_resamples: int = Field(default=999, ge=99)
+    history_cycles: int = Field(default=12, ge=3)
+
+
+class ActionsConfig(Strict):
+    default_owner: str = "cx_office"
+    due_days: dict[str, int] = Field(default_factory=lambda: {"high": 14, "medium": 30, "low": 45})
+    watch_cycles: int = Field(default=3, ge=0)
+    escalation_notify: list[str] = Field(default_factory=list)
+    min_effect: float = 0.0
+    worst_comments: int = Field(default=3, ge=0)
+
+
+class ScheduleConfig(Strict):
+    cron: str = "0 6 1 * *"
+
+
+class QualityConfig(Strict):
+    max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
+    volume_band: tuple[float, float] = (0.5, 2.0)
+    volume_history: int = Field(default=6, ge=1)
+    null_rate_jump: float = Field(default=0.25, ge=0, le=1)
+    data_owners: list[str] = Field(default_factory=list)
+    severity: dict[str, Literal["warning", "critical"]] = Field(default_factory=dict)
+
+
+class NotifyConfig(Strict):
+    apprise_config: str | None = None
+    all_clear: bool = False
+    retries: int = Field(default=3, ge=0)
+    report_base_url: str | None = None
+
+
+class VocabularyConfig(Strict):
+    channel: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    journey_stage: list[str] = Field(default_factory=list)
+    touchpoint: list[str] = Field(default_factory=list)
+
+
+class TopicConfig(Strict):
+    id: str
+    name_zh: str
+    name_en: str
+    keywords: dict[Literal["zh", "en"], list[str]] = Field(default_factory=dict)
+    patterns: dict[Literal["zh", "en"], list[str]] = Field(default_factory=dict)
+
+
+class CommentsConfig(Strict):
+    model: Literal["auto", "snownlp", "trained"] = "auto"
+    model_path: str = "models/sentiment.joblib"
+    negative_below: float = Field(default=0.4, ge=0, le=1)
+    positive_above: float = Field(default=0.6, ge=0, le=1)
+
+
+class Settings(Strict):
+    project: ProjectConfig = Field(default_factory=ProjectConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    departments: dict[str, DepartmentConfig] = Field(default_factory=dict)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    kpis: KpiConfig = Field(default_factory=KpiConfig)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    vocabulary: VocabularyConfig = Field(default_factory=VocabularyConfig)
+    topics: list[TopicConfig] | None = None
+    comments: CommentsConfig = Field(default_factory=CommentsConfig)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources: duplicate source name(s) {dupes}")
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """Paths in the config are relative to the config file, not to where cxloop is run."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.project.timezone)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.base_dir / 'cxloop.db'}"
+
+    def department_language(self, dept_id: str) -> str:
+        dept = self.departments.get(dept_id)
+        return (dept.language if dept and dept.language else None) or self.project.language
+
+    def owner_of(self, field: str, value: str) -> str | None:
+        """The department whose `owns` lists this value, if any."""
+        for dept_id, dept in self.departments.items():
+            if value in dept.owns.get(field, []):
+                return dept_id
+        return None
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECTIONS = ("project", "database", "kpis", "actions", "schedule", "quality", "notify", "vocabulary",
+             "comments")
+
+
+def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) not in env:
+                raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+            return env[m.group(1)]
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}" if where else k, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_path(name: str) -> list[str] | None:
+    rest = name[len(ENV_PREFIX):].lower()
+    if rest == "config":
+        return None
+    if "__" in rest:
+        return rest.split("__")
+    section, _, key = rest.partition("_")
+    return [section, key] if section in _SECTIONS and key else None
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = _env_path(name)
+        if not path:
+            continue
+        node: Any = data
+        for part in path[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(path[-1])] = _parse_env_value(raw)
+        else:
+            node[path[-1]] = _parse_env_value(raw)
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        lines.append(f"  {loc or '(top level)'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def settings_from_dict(data: dict[str, Any], base_dir: Path, source: str = "config",
+                       env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    data = _expand(data, "", env)
+    _apply_env(data, env)
+    try:
+        return Settings(**data, base_dir=base_dir)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Load and validate a config file (default: $CXLOOP_CONFIG or ./cxloop.toml)."""
+    env = dict(os.environ) if env is None else env
+    cfg = Path(path or env.get("CXLOOP_CONFIG") or "cxloop.toml").expanduser()
+    if not cfg.exists():
+        raise ConfigError(f"{cfg}: config file not found (create one with `cxloop init`)")
+    try:
+        with cfg.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg}: not valid TOML: {exc}") from None
+    return settings_from_dict(data, cfg.resolve().parent, str(cfg), env)
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "settings_from_dict", "SCORE_FIELDS", "KPI_NAMES"]

@@ -1,0 +1,304 @@
+"""The tables of cxloop. One schema for SQLite and PostgreSQL; changes go through `migrations/`.
+
+Times are timezone-aware and stored in UTC (sqlmodel's UTCDateTime refuses naive ones). `period`
+("YYYY-MM", in the project time zone) is computed once at collection, so every later stage selects
+a month by an indexed string, not by time-zone arithmetic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# Canonical feedback record: name -> kind. Order is the order shown to users.
+CANONICAL_FIELDS: dict[str, str] = {
+    "response_id": "str",
+    "submitted_at": "datetime",
+    "channel": "str",
+    "journey_stage": "str",
+    "touchpoint": "str",
+    "department": "str",
+    "customer_id": "str",
+    "segment": "str",
+    "region": "str",
+    "language": "str",
+    "nps": "int",
+    "csat": "int",
+    "ces": "int",
+    "cx_success": "int",
+    "cx_effort": "int",
+    "cx_emotion": "int",
+    "comment": "str",
+    "is_complaint": "bool",
+    "opened_at": "datetime",
+    "first_response_at": "datetime",
+    "resolved_at": "datetime",
+}
+REQUIRED_FIELDS = ("response_id", "submitted_at", "channel")
+SCORE_FIELDS: dict[str, tuple[int, int]] = {
+    "nps": (0, 10), "csat": (1, 5), "ces": (1, 7),
+    "cx_success": (1, 7), "cx_effort": (1, 7), "cx_emotion": (1, 7),
+}
+SCOPE_FIELDS = ("department", "journey_stage", "touchpoint", "channel", "segment", "region")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(default: Any = None) -> Any:
+    return Field(default_factory=(lambda: default() if callable(default) else default),
+                 sa_column=Column(JSON, nullable=True))
+
+
+class Feedback(SQLModel, table=True):
+    """One customer response, clean or quarantined; key (source, response_id)."""
+
+    __table_args__ = (
+        UniqueConstraint("source", "response_id", name="uq_feedback_source_response"),
+        Index("ix_feedback_period_quarantined", "period", "quarantined"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True)
+    response_id: str
+    period: str
+    submitted_at: datetime
+    channel: str
+    journey_stage: str | None = None
+    touchpoint: str | None = None
+    department: str | None = None
+    customer_id: str | None = None
+    segment: str | None = None
+    region: str | None = None
+    language: str | None = None
+    nps: int | None = None
+    csat: int | None = None
+    ces: int | None = None
+    cx_success: int | None = None
+    cx_effort: int | None = None
+    cx_emotion: int | None = None
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    is_complaint: bool | None = None
+    opened_at: datetime | None = None
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
+    # Filled by the comments stage.
+    sentiment: str | None = None
+    sentiment_score: float | None = None
+    themes: str | None = None  # comma-separated topic ids, "" when none matched
+    # Bookkeeping.
+    content_hash: str
+    import_id: int | None = Field(default=None, foreign_key="import_record.id")
+    quarantined: bool = False
+    loaded_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime | None = None
+
+
+class ImportRecord(SQLModel, table=True):
+    __tablename__ = "import_record"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True)
+    file: str
+    content_hash: str
+    period: str = Field(index=True)
+    started_at: datetime = Field(default_factory=utcnow)
+    rows_read: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    updated: int = 0
+    rejected: int = 0
+    out_of_period: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class QuarantinedRow(SQLModel, table=True):
+    """A row that failed a check: kept with its raw values and every reason, never dropped."""
+
+    __tablename__ = "quarantined_row"
+    __table_args__ = (UniqueConstraint("period", "source", "row_key", name="uq_quarantine_row"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    source: str
+    row_key: str  # response_id when the row has one, else "file:line"
+    response_id: str | None = None
+    file: str | None = None
+    line: int | None = None
+    stage: str = "validate"  # collect | validate
+    raw: dict[str, Any] = _json(dict)
+    reasons: list[dict[str, Any]] = _json(list)
+    created_at: datetime = Field(default_factory=utcnow)
+    readmitted_at: datetime | None = None
+
+
+class Cycle(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(unique=True)
+    status: str = "running"  # running | completed | held | failed
+    gate: str | None = None  # passed | held | accepted
+    started_by: str = ""
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    risk_accepted_by: str | None = None
+    risk_accepted_at: datetime | None = None
+    risk_reason: str | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    report_path: str | None = None
+    validation_report_path: str | None = None
+
+
+class CycleStage(SQLModel, table=True):
+    __tablename__ = "cycle_stage"
+    __table_args__ = (UniqueConstraint("period", "stage", name="uq_cycle_stage"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    stage: str
+    status: str = "running"  # running | completed | failed | skipped
+    input_hash: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    counts: dict[str, Any] = _json(dict)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class QualityCheck(SQLModel, table=True):
+    """One expectation's result in one cycle's gate."""
+
+    __tablename__ = "quality_check"
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    suite: str
+    expectation: str
+    column: str | None = None
+    level: str = "row"  # row | batch
+    severity: str = "critical"
+    success: bool = True
+    unexpected_count: int = 0
+    observed: dict[str, Any] = _json(dict)
+    sample: list[Any] = _json(list)
+
+
+class KpiResult(SQLModel, table=True):
+    __tablename__ = "kpi_result"
+    __table_args__ = (UniqueConstraint("period", "kpi", "scope", "scope_value", name="uq_kpi_result"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    kpi: str
+    scope: str
+    scope_value: str
+    n: int
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    method: str = ""
+    target: float | None = None
+    min_n: int | None = None
+    status: str = "no_target"  # met | missed | at_risk | insufficient | no_target
+    signal: str | None = None  # signal_high | signal_low | None
+    provisional: bool = False
+    stats: dict[str, Any] = _json(dict)  # sufficient statistics (histogram) for merging / re-measuring
+
+
+class AppliedTarget(SQLModel, table=True):
+    """The targets in force when a period was computed, so a later config edit does not rewrite history."""
+
+    __tablename__ = "applied_target"
+    __table_args__ = (UniqueConstraint("period", "kpi", "scope", "match", name="uq_applied_target"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    kpi: str
+    scope: str
+    match: str = ""  # "" = every value of the scope
+    value: float
+    min_n: int
+
+
+class Action(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kpi: str
+    scope: str
+    scope_value: str
+    department: str = Field(index=True)
+    head: str = ""
+    status: str = Field(default="open", index=True)
+    severity: str = "medium"  # high | medium | low
+    opened_period: str = Field(index=True)
+    due: date | None = None
+    baseline_value: float | None = None
+    target: float | None = None
+    evidence: list[dict[str, Any]] = _json(list)  # one entry per cycle that (re)confirmed the gap
+    playbook: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    closed_period: str | None = None
+
+
+class ActionEvent(SQLModel, table=True):
+    """Every change of an action: who, when, why."""
+
+    __tablename__ = "action_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="action.id", index=True)
+    period: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+    by: str = "cxloop"
+    from_status: str | None = None
+    to_status: str | None = None
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Measurement(SQLModel, table=True):
+    """One re-measurement of one action in one cycle."""
+
+    __table_args__ = (UniqueConstraint("action_id", "period", name="uq_measurement"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="action.id", index=True)
+    period: str = Field(index=True)
+    value: float | None = None
+    n: int = 0
+    baseline: float | None = None
+    change: float | None = None
+    change_ci_low: float | None = None
+    change_ci_high: float | None = None
+    effect: float | None = None
+    effect_ci_low: float | None = None
+    effect_ci_high: float | None = None
+    method: str = ""  # did | pre_post
+    comparison_scopes: int = 0
+    verdict: str = "insufficient"  # improved | no_change | worsened | insufficient
+    decision: str | None = None
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A notice to send. Unique per (period, department, kind): re-runs never send twice."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (UniqueConstraint("period", "recipient", "kind", name="uq_outbox"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(index=True)
+    recipient: str  # department id, "data_owners", "escalation"
+    kind: str  # digest | escalation | data_quality | all_clear
+    route: str = ""  # masked description of where it goes
+    language: str = "zh"
+    subject: str = ""
+    body_html: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    body_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    status: str = Field(default="pending", index=True)  # pending | sent | failed | no_route
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    next_attempt_at: datetime | None = None

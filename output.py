@@ -1,0 +1,89 @@
+"""Rendering of list results for the CLI: a rich table for people, JSON or CSV for machines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# Exit codes, documented in the README.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
+
+STATUS_STYLES = {
+    "met": "green", "missed": "bold red", "at_risk": "yellow", "insufficient": "dim",
+    "no_target": "", "signal_low": "red", "signal_high": "green",
+    "open": "yellow", "escalated": "bold red", "verified": "green", "cancelled": "dim",
+    "improved": "green", "worsened": "red", "no_change": "yellow",
+    "sent": "green", "failed": "red", "pending": "yellow", "no_route": "magenta",
+    "completed": "green", "held": "bold yellow", "running": "cyan",
+}
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float):
+        return round(value, 4)
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[str] | None = None,
+         title: str | None = None, console: Console | None = None) -> None:
+    """Print rows; JSON and CSV keep every key, the table shows `columns` (default: all)."""
+    fmt = Format(fmt)
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows],
+                                    ensure_ascii=False, indent=2, default=str) + "\n")
+        return
+    cols = list(columns or (rows[0].keys() if rows else []))
+    if fmt is Format.csv:
+        buf = io.StringIO()
+        keys = list(rows[0].keys()) if rows else cols
+        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict)
+                                 else _plain(v)) for k, v in r.items()})
+        sys.stdout.write(buf.getvalue())
+        return
+    console = console or Console()
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        cells = []
+        for c in cols:
+            text = _cell(r.get(c))
+            style = STATUS_STYLES.get(text, "") if c in {"status", "signal", "verdict", "gate"} else ""
+            cells.append(f"[{style}]{text}[/]" if style else text.replace("[", r"\["))
+        table.add_row(*cells)
+    if not rows:
+        console.print(f"[dim]{title + ': ' if title else ''}nothing to show[/]")
+    else:
+        console.print(table)

@@ -1,0 +1,66 @@
+"""Shared fixtures. Every database test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from $CXLOOP_TEST_PG_URL (`.ci/run` starts a server and sets it). Each test gets
+its own schema there, so tests are isolated and can run in parallel. Outside CI, a missing server
+skips the PostgreSQL half with a reason; in CI (CI=true) it is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+PG_URL = os.environ.get("CXLOOP_TEST_PG_URL", "")
+
+
+def _pg_available() -> bool:
+    if not PG_URL:
+        return False
+    try:
+        with create_engine(PG_URL).connect() as conn:
+            conn.execute(text("select 1"))
+        return True
+    except Exception:
+        return False
+
+
+_PG_OK = _pg_available()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a file for SQLite, a fresh schema for PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cx.db'}"
+        return
+    if not _PG_OK:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL not reachable at CXLOOP_TEST_PG_URL={PG_URL!r}")
+        pytest.skip("PostgreSQL not available (set CXLOOP_TEST_PG_URL)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database engine (SQLite and PostgreSQL)."""
+    from db import open_db
+
+    eng = open_db(db_url)
+    yield eng
+    eng.dispose()
