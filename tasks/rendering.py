@@ -1,0 +1,72 @@
+"""One Jinja2 environment per language for every human-facing text (notices, reports, playbooks).
+
+Templates ending in `.html` are autoescaped (customer comments can hold `<script>`); text and
+Markdown templates are not. Translations are JSON catalogs `templates/i18n/<area>.<lang>.json`
+mapping the English text to the translation, used through `jinja2.ext.i18n` (`{{ _("...") }}`).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from paths import TEMPLATES
+from tasks.masking import mask_pii
+
+LANGUAGES = ("zh", "en")
+
+
+@cache
+def catalog(lang: str) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for path in sorted((TEMPLATES / "i18n").glob(f"*.{lang}.json")):
+        merged.update(json.loads(path.read_text(encoding="utf-8")))
+    return merged
+
+
+def translate(text: str, lang: str) -> str:
+    return catalog(lang).get(text, text) if lang != "en" else text
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):,.{digits}f}"
+
+
+def _signed(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):+,.{digits}f}"
+
+
+@cache
+def environment(lang: str = "en") -> Environment:
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r} not supported; use one of {LANGUAGES}")
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html", "htm", "xml", "html.j2"]),
+        undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    cat = catalog(lang)
+    env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda s: cat.get(s, s) if lang != "en" else s,
+        ngettext=lambda s, p, n: (cat.get(s, s) if n == 1 else cat.get(p, p)) if lang != "en"
+        else (s if n == 1 else p),
+        newstyle=True,
+    )
+    env.filters.update(mask=mask_pii, num=_num, signed=_signed)
+    env.globals["lang"] = lang
+    return env
+
+
+def render(template: str, lang: str, **context: Any) -> str:
+    """Render a template in a language; `lang` is also visible to the template."""
+    return environment(lang).get_template(template).render(lang=lang, **context)
