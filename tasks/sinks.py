@@ -1,7 +1,8 @@
 """`cxfile://localhost/<dir>`: an Apprise scheme that writes each notice to a file.
 
 For the demo and for trying cxloop without a mail server: every notice lands in a folder a user
-can open. Add `?format=html` to keep HTML bodies (Apprise converts to text otherwise).
+can open. Apprise hands custom schemes text or Markdown (it converts HTML to text first), so
+route Markdown digests here.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ def file_sink(body: str, title: str, notify_type: str, meta: dict[str, Any], *ar
               **kwargs: Any) -> bool:
     folder = Path(meta.get("fullpath") or ".")
     folder.mkdir(parents=True, exist_ok=True)
-    fmt = str(kwargs.get("body_format") or meta.get("qsd", {}).get("format") or "text")
-    ext = {"html": "html", "markdown": "md"}.get(fmt, "txt")
+    ext = "md" if "markdown" in str(kwargs.get("body_format", "")).lower() else "txt"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     name = _UNSAFE.sub("_", title or "notice").strip("_")[:80] or "notice"
-    text = f"<!-- {title} -->\n{body}" if ext == "html" else f"{title}\n\n{body}"
-    (folder / f"{stamp}-{name}.{ext}").write_text(text, encoding="utf-8")
+    (folder / f"{stamp}-{name}.{ext}").write_text(f"# {title}\n\n{body}\n", encoding="utf-8")
     return True
