@@ -169,6 +169,7 @@ class NotifyConfig(Strict):
     apprise_config: str | None = None
     all_clear: bool = False
     retries: int = Field(default=3, ge=0)
+    retry_delay_seconds: float = Field(default=2.0, ge=0)
     report_base_url: str | None = None
 
 

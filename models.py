@@ -302,3 +302,4 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    delivered: list[str] = _json(list)  # masked receivers already served, so a retry skips them

@@ -148,6 +148,7 @@ def upgrade() -> None:
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.Column('sent_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('next_attempt_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('delivered', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('period', 'recipient', 'kind', name='uq_outbox')
     )
