@@ -1,0 +1,522 @@
+"""Corrective actions: turn a KPI shortfall of a cycle into work for the department that owns it.
+
+Each cycle, every `missed` result and every `signal_low` (a control-chart signal in the worse
+direction) with enough responses becomes a candidate. A candidate is routed to its owner, and
+either opens a new action or adds its evidence to the action already open for the same KPI and
+scope, so a department is never handed the same problem twice. Re-running a period changes
+nothing: an action that already holds the period's evidence is left alone.
+
+Every change of an action goes through `tasks.lifecycle` so its history says who, when and why.
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, or_
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, select
+
+from config import Settings
+from db import session_scope
+from models import SCOPE_FIELDS, Action, ActionEvent, Feedback, KpiResult, Measurement
+from paths import TEMPLATES
+from periods import current_period, period_end_date
+from tasks import lifecycle
+from tasks.masking import mask_pii
+from tasks.rendering import environment, render, translate
+
+SYSTEM = "cxloop"
+CROSS = " x "  # scope of a crossing: "department x region"
+CROSS_VALUE = " | "  # its value: "logistics | east"
+SEVERITIES = ("high", "medium", "low")
+NEVER_OPEN = {"responses"}  # a count of answers is context, not a shortfall
+COMMENT_CHARS = 280
+
+# Direction of each KPI. Kept here until tasks/kpis.py exports LOWER_IS_BETTER (see docs/actions.md).
+LOWER_IS_BETTER = frozenset({
+    "complaint_rate", "first_response_hours", "first_response_p90", "resolution_hours",
+    "resolution_p90", "theme_share", "theme_negative_share",
+})
+KPI_LABELS: dict[str, str] = {
+    "nps": "NPS", "csat": "CSAT (top-2-box %)", "ces": "CES (mean, 1-7)", "ces_top": "CES (% 5-7)",
+    "cx_index": "CX index", "cx_success": "CX success", "cx_effort": "CX effort",
+    "cx_emotion": "CX emotion", "complaint_rate": "complaint rate",
+    "first_response_hours": "first response time (median hours)",
+    "first_response_p90": "first response time (p90 hours)",
+    "first_response_sla": "first responses within SLA (%)",
+    "resolution_hours": "resolution time (median hours)", "resolution_p90": "resolution time (p90 hours)",
+    "resolution_sla": "resolutions within SLA (%)", "responses": "responses",
+    "theme_share": "theme share", "theme_negative_share": "negative share of theme",
+}
+# The survey answer behind a KPI: its lowest answers are the worst comments to quote.
+_SCORE_COLUMN: dict[str, Any] = {
+    "nps": Feedback.nps, "csat": Feedback.csat, "ces": Feedback.ces, "ces_top": Feedback.ces,
+    "cx_success": Feedback.cx_success, "cx_effort": Feedback.cx_effort, "cx_emotion": Feedback.cx_emotion,
+}
+STATUS_WORDS = {"ack": "acknowledged", "start": "in_progress", "done": "done", "cancel": "cancelled"}
+
+
+class ActionError(ValueError):
+    """A request about an action that cannot be met (unknown id or department, closed action)."""
+
+
+@dataclass
+class ActionsSummary:
+    """What one run of the actions stage did; `action_ids` are the actions opened or updated."""
+
+    period: str
+    opened: int = 0
+    updated: int = 0
+    skipped: int = 0
+    candidates: int = 0
+    provisional: bool = False
+    action_ids: list[int] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int | float | str]:
+        return {"candidates": self.candidates, "opened": self.opened, "updated": self.updated,
+                "skipped": self.skipped, "provisional": int(self.provisional)}
+
+
+# --------------------------------------------------------------------------- KPI vocabulary
+
+def lower_is_better(kpi: str) -> bool:
+    return kpi in LOWER_IS_BETTER
+
+
+def kpi_label(kpi: str, lang: str = "en") -> str:
+    return translate(KPI_LABELS.get(kpi, kpi), lang)
+
+
+def scope_label(scope: str, lang: str = "en") -> str:
+    """"journey_stage x region" -> "journey stage × region", translated."""
+    parts = [p.strip() for p in scope.split(CROSS.strip())] if CROSS in scope else [scope]
+    return " × ".join(translate(p.replace("_", " "), lang) for p in parts)
+
+
+# --------------------------------------------------------------------------- candidates
+
+def effective_min_n(settings: Settings, result: KpiResult) -> int:
+    return result.min_n or settings.kpis.min_n_per_kpi.get(result.kpi) or settings.kpis.min_n
+
+
+def is_candidate(settings: Settings, result: KpiResult) -> bool:
+    """`missed`, or a worse-direction control-chart signal on enough responses; nothing else."""
+    if result.kpi in NEVER_OPEN:
+        return False
+    if result.status == "missed":
+        return True
+    return result.signal == "signal_low" and result.n >= effective_min_n(settings, result)
+
+
+def candidates(settings: Settings, session: Session, period: str) -> list[KpiResult] | None:
+    """The period's candidate results, or None when the period's KPIs are provisional (gate held)."""
+    rows = session.exec(select(KpiResult).where(KpiResult.period == period)
+                        .order_by(col(KpiResult.kpi), col(KpiResult.scope),
+                                  col(KpiResult.scope_value))).all()
+    if any(r.provisional for r in rows):
+        return None
+    return [r for r in rows if is_candidate(settings, r)]
+
+
+# --------------------------------------------------------------------------- routing
+
+def _split_crossing(scope: str, scope_value: str) -> list[tuple[str, str]]:
+    scopes = [s.strip() for s in scope.split(CROSS.strip()) if s.strip()] if CROSS in scope else [scope]
+    values = [v.strip() for v in scope_value.split("|")] if len(scopes) > 1 else [scope_value]
+    if len(values) != len(scopes):
+        return []
+    return list(zip(scopes, values, strict=True))
+
+
+def _department_id(settings: Settings, value: str) -> str | None:
+    if value in settings.departments:
+        return value
+    folded = value.strip().casefold()
+    for dept_id, dept in settings.departments.items():
+        if folded in (dept_id.casefold(), dept.name.casefold()):
+            return dept_id
+    return None
+
+
+def _owner(settings: Settings, scope: str, value: str) -> str | None:
+    if scope == "department":
+        return _department_id(settings, value)
+    if scope in ("journey_stage", "touchpoint", "channel", "topic"):
+        return settings.owner_of(scope, value)
+    return None
+
+
+def route(settings: Settings, scope: str, scope_value: str) -> str:
+    """The department that owns a scope; crossings go to their department part, the rest to the CX office.
+
+    A crossing without a department part (e.g. "channel x region") goes to the first part that has
+    an owner. Anything unowned (overall, segment, region, unknown values) goes to
+    `[actions] default_owner`.
+    """
+    parts = _split_crossing(scope, scope_value)
+    parts.sort(key=lambda p: p[0] != "department")  # the department part first, order kept otherwise
+    for part_scope, part_value in parts:
+        owner = _owner(settings, part_scope, part_value)
+        if owner:
+            return owner
+    return settings.actions.default_owner
+
+
+def head_of(settings: Settings, department: str) -> str:
+    dept = settings.departments.get(department)
+    return dept.head if dept else ""
+
+
+# --------------------------------------------------------------------------- evidence and severity
+
+def gap_of(kpi: str, value: float | None, target: float | None) -> float | None:
+    """How far the value is on the wrong side of the target: positive = worse than target."""
+    if value is None or target is None:
+        return None
+    return round(value - target if lower_is_better(kpi) else target - value, 6)
+
+
+def severity_of(gap: float | None, ci_low: float | None, ci_high: float | None, target: float | None,
+                n: int) -> str:
+    """high / medium / low from the size of the gap and the number of customers behind it.
+
+    size: 2 if the gap is at least 3 interval half-widths or 20% of the target, 1 if at least 1.5
+    half-widths or 10% (or when there is only a control-chart signal and no target gap), else 0.
+    reach: 2 for n >= 1000, 1 for n >= 100, else 0. size + reach >= 3 is high, 2 medium, else low.
+    """
+    if gap is None or gap <= 0:
+        size = 1
+    else:
+        half = (ci_high - ci_low) / 2 if ci_low is not None and ci_high is not None else 0.0
+        z = gap / half if half > 0 else math.inf
+        rel = gap / abs(target) if target else 0.0
+        size = 2 if z >= 3 or rel >= 0.20 else 1 if z >= 1.5 or rel >= 0.10 else 0
+    reach = 2 if n >= 1000 else 1 if n >= 100 else 0
+    points = size + reach
+    return "high" if points >= 3 else "medium" if points == 2 else "low"
+
+
+def due_date(settings: Settings, period: str, severity: str) -> date:
+    """Due from the END of the cycle's period, so a backfilled month gets the dates a live run would."""
+    days = settings.actions.due_days
+    return period_end_date(period) + timedelta(days=days.get(severity, days.get("medium", 30)))
+
+
+def _has_theme(topic: str) -> ColumnElement[bool]:
+    """Exact membership in the comma-separated `themes` column (LIKE wildcards in ids escaped)."""
+    esc = topic.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    themes = col(Feedback.themes)
+    return or_(themes == topic, *(themes.like(p, escape="\\")
+                                  for p in (f"{esc},%", f"%,{esc}", f"%,{esc},%")))
+
+
+def _scope_filters(scope: str, scope_value: str) -> list[ColumnElement[bool]] | None:
+    """SQL filters selecting a scope's feedback rows, None for a scope feedback cannot be filtered by."""
+    filters: list[ColumnElement[bool]] = []
+    if scope == "overall":
+        return filters
+    parts = _split_crossing(scope, scope_value)
+    if not parts:
+        return None
+    for part_scope, part_value in parts:
+        if part_scope in SCOPE_FIELDS:
+            filters.append(getattr(Feedback, part_scope) == part_value)
+        elif part_scope == "topic":
+            filters.append(_has_theme(part_value))
+        else:
+            return None
+    return filters
+
+
+def worst_comments(settings: Settings, session: Session, result: KpiResult) -> list[dict[str, Any]]:
+    """The scope's worst comments of the period, masked: lowest answers to the KPI's question, or negative.
+
+    KPIs without a survey question (complaints, times, themes) quote negative comments and
+    complaints, least positive first.
+    """
+    limit = settings.actions.worst_comments
+    spec = _scope_filters(result.scope, result.scope_value)
+    if limit <= 0 or spec is None:
+        return []
+    filters = spec
+    score: Any = _SCORE_COLUMN.get(result.kpi)
+    if result.kpi == "cx_index":
+        score = col(Feedback.cx_success) + col(Feedback.cx_effort) + col(Feedback.cx_emotion)
+    query = select(Feedback).where(Feedback.period == result.period, col(Feedback.quarantined).is_(False),
+                                   col(Feedback.comment).is_not(None), col(Feedback.comment) != "", *filters)
+    negative = col(Feedback.sentiment) == "negative"
+    if score is not None:
+        query = query.where(or_(score.is_not(None), negative)).order_by(
+            score.asc().nulls_last(), col(Feedback.sentiment_score).asc().nulls_last(), col(Feedback.id))
+    else:
+        query = query.where(or_(negative, col(Feedback.is_complaint).is_(True))).order_by(
+            col(Feedback.sentiment_score).asc().nulls_last(), col(Feedback.id))
+    out = []
+    for row in session.exec(query.limit(limit)).all():
+        text = mask_pii(row.comment)
+        if len(text) > COMMENT_CHARS:
+            text = text[: COMMENT_CHARS - 1] + "…"
+        out.append({"response_id": row.response_id, "score": _answer(result.kpi, row),
+                    "sentiment": row.sentiment, "text": text})
+    return out
+
+
+def _answer(kpi: str, row: Feedback) -> int | None:
+    """The customer's answer behind the KPI (cx_index: the sum of its three answers)."""
+    if kpi == "cx_index":
+        parts = (row.cx_success, row.cx_effort, row.cx_emotion)
+        return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+    column = _SCORE_COLUMN.get(kpi)
+    return getattr(row, column.key) if column is not None else None
+
+
+def evidence_entry(settings: Settings, session: Session, result: KpiResult) -> dict[str, Any]:
+    """One cycle's proof of the problem: the figures, the gap and what customers said."""
+    gap = gap_of(result.kpi, result.value, result.target)
+    return {
+        "period": result.period, "value": result.value, "ci_low": result.ci_low, "ci_high": result.ci_high,
+        "n": result.n, "target": result.target, "gap": gap, "status": result.status, "signal": result.signal,
+        "method": result.method,
+        "severity": severity_of(gap, result.ci_low, result.ci_high, result.target, result.n),
+        "worst_comments": worst_comments(settings, session, result),
+    }
+
+
+# --------------------------------------------------------------------------- playbooks
+
+def playbook_source(settings: Settings, department: str, kpi: str, lang: str) -> tuple[str, Path | None]:
+    """Where a playbook comes from; the first that exists wins.
+
+    1. `<project>/playbooks/<department>/<kpi>.<lang>.md.j2`
+    2. `<project>/playbooks/<kpi>.<lang>.md.j2`
+    3. shipped `templates/playbooks/<kpi>.<lang>.md.j2`
+    4. shipped `templates/playbooks/default.<lang>.md.j2`
+    `<project>` is the folder of the config file. Returns (shipped template name, None) or
+    ("", project file path).
+    """
+    name = f"{kpi}.{lang}.md.j2"
+    folder = settings.resolve("playbooks")
+    for path in (folder / department / name, folder / name):
+        if path.is_file():
+            return "", path
+    shipped = f"playbooks/{name}"
+    if (TEMPLATES / shipped).is_file():
+        return shipped, None
+    return f"playbooks/default.{lang}.md.j2", None
+
+
+def render_playbook(settings: Settings, action: Action, entry: dict[str, Any]) -> str:
+    """The suggested playbook, in the owning department's language, filled with the action's facts."""
+    lang = settings.department_language(action.department)
+    dept = settings.departments.get(action.department)
+    context: dict[str, Any] = {
+        "kpi": action.kpi, "kpi_label": kpi_label(action.kpi, lang), "scope": action.scope,
+        "scope_value": action.scope_value, "department": action.department,
+        "department_name": dept.name if dept else action.department, "head": action.head,
+        "severity": action.severity, "due": action.due.isoformat() if action.due else "",
+        "period": entry["period"], "value": entry["value"], "ci_low": entry["ci_low"],
+        "ci_high": entry["ci_high"], "n": entry["n"], "target": entry["target"], "gap": entry["gap"],
+        "status": entry["status"], "signal": entry["signal"], "comments": entry["worst_comments"],
+        "lower_is_better": lower_is_better(action.kpi), "action_id": action.id,
+        "scope_label": scope_label(action.scope, lang),
+        "confidence_pct": f"{settings.kpis.confidence * 100:g}",
+    }
+    template, path = playbook_source(settings, action.department, action.kpi, lang)
+    if path is not None:
+        return environment(lang).from_string(path.read_text(encoding="utf-8")).render(lang=lang, **context)
+    return render(template, lang, **context)
+
+
+# --------------------------------------------------------------------------- the stage
+
+def _covering_action(session: Session, result: KpiResult) -> tuple[Action | None, bool]:
+    """(the open action for this KPI and scope, whether any action already holds this period)."""
+    actions = session.exec(select(Action).where(
+        Action.kpi == result.kpi, Action.scope == result.scope, Action.scope_value == result.scope_value)
+        .order_by(col(Action.id))).all()
+    done_before = any(e.get("period") == result.period for a in actions for e in (a.evidence or []))
+    current = next((a for a in reversed(actions) if a.status in lifecycle.OPEN_STATUSES), None)
+    return current, done_before
+
+
+def _describe(entry: dict[str, Any], kpi: str) -> str:
+    what = entry["status"] if entry["status"] == "missed" else entry["signal"] or entry["status"]
+    bits = [f"{entry['period']}: {kpi} {what}", f"value {_fmt(entry['value'])}",
+            f"n={entry['n']}"]
+    if entry["target"] is not None:
+        bits.append(f"target {_fmt(entry['target'])}, gap {_fmt(entry['gap'])}")
+    return ", ".join(bits)
+
+
+def _fmt(x: Any) -> str:
+    return "–" if x is None else f"{float(x):.4g}"
+
+
+def open_actions(settings: Settings, engine: Engine, period: str) -> ActionsSummary:
+    """Open or update an action for every candidate of the period (one transaction for the period)."""
+    summary = ActionsSummary(period=period)
+    with session_scope(engine) as session:
+        found = candidates(settings, session, period)
+        if found is None:
+            summary.provisional = True
+            return summary
+        summary.candidates = len(found)
+        for result in found:
+            action, done_before = _covering_action(session, result)
+            if done_before:
+                summary.skipped += 1
+                continue
+            entry = evidence_entry(settings, session, result)
+            if action is not None:
+                action.evidence = sorted([*(action.evidence or []), entry], key=lambda e: e["period"])
+                lifecycle.record_note(session, action, by=SYSTEM, period=period,
+                                      note="new evidence: " + _describe(entry, result.kpi))
+                summary.updated += 1
+            else:
+                action = _new_action(settings, session, result, entry)
+                summary.opened += 1
+            session.flush()
+            summary.action_ids.append(action.id or 0)
+    return summary
+
+
+def _new_action(settings: Settings, session: Session, result: KpiResult, entry: dict[str, Any]) -> Action:
+    department = route(settings, result.scope, result.scope_value)
+    severity = entry["severity"]
+    action = Action(kpi=result.kpi, scope=result.scope, scope_value=result.scope_value,
+                    department=department, head=head_of(settings, department), status="open",
+                    severity=severity, opened_period=result.period,
+                    due=due_date(settings, result.period, severity), baseline_value=result.value,
+                    target=result.target, evidence=[entry])
+    session.add(action)
+    session.flush()  # the id goes into the playbook
+    action.playbook = render_playbook(settings, action, entry)
+    lifecycle.record_note(session, action, by=SYSTEM, period=result.period,
+                          note=f"opened for {department} ({severity}): " + _describe(entry, result.kpi))
+    return action
+
+
+# --------------------------------------------------------------------------- people's changes
+
+def default_actor() -> str:
+    try:
+        return os.environ.get("CXLOOP_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "admin"
+
+
+def _get(session: Session, action_id: int) -> Action:
+    action = session.get(Action, action_id)
+    if action is None:
+        raise ActionError(f"no action with id {action_id}")
+    return action
+
+
+def change_status(settings: Settings, engine: Engine, action_id: int, to_status: str, *, by: str,
+                  note: str = "") -> Action:
+    """A person moves an action (ack, start, done, cancel); refused moves raise TransitionError."""
+    with session_scope(engine) as session:
+        action = _get(session, action_id)
+        lifecycle.transition(session, action, to_status, by=by, note=note,
+                             period=current_period(settings.tz))
+        return action
+
+
+def assign(settings: Settings, engine: Engine, action_id: int, department: str, by: str,
+           note: str = "") -> Action:
+    """Hand an open action to another department (its head and playbook follow); history keeps why."""
+    dept = _department_id(settings, department)
+    if dept is None and department == settings.actions.default_owner:
+        dept = department
+    if dept is None:
+        known = ", ".join(sorted({*settings.departments, settings.actions.default_owner}))
+        raise ActionError(f"unknown department {department!r}; known: {known}")
+    with session_scope(engine) as session:
+        action = _get(session, action_id)
+        if action.status in lifecycle.CLOSED_STATUSES:
+            raise ActionError(f"action {action_id} is {action.status}: a closed action cannot be reassigned")
+        if action.department == dept:
+            raise ActionError(f"action {action_id} is already assigned to {dept}")
+        old = action.department
+        action.department = dept
+        action.head = head_of(settings, dept)
+        if action.evidence:
+            action.playbook = render_playbook(settings, action, action.evidence[0])
+        text = f"assigned from {old} to {dept}" + (f": {note}" if note.strip() else "")
+        lifecycle.record_note(session, action, by=by, note=text, period=current_period(settings.tz))
+        return action
+
+
+# --------------------------------------------------------------------------- queries
+
+def list_actions(engine: Engine, status: str | Sequence[str] | None = None, department: str | None = None,
+                 period: str | None = None) -> list[Action]:
+    """Actions by id. `status` may be a status, a list, or "active"/"closed"; `period`: opened or
+    re-confirmed in that period."""
+    statuses = _statuses(status)
+    query = select(Action).order_by(col(Action.id))
+    if statuses is not None:
+        query = query.where(col(Action.status).in_(statuses))
+    if department:
+        query = query.where(Action.department == department)
+    with Session(engine) as session:
+        rows = list(session.exec(query).all())
+    if period:
+        rows = [a for a in rows if a.opened_period == period
+                or any(e.get("period") == period for e in a.evidence or [])]
+    return rows
+
+
+def _statuses(status: str | Sequence[str] | None) -> list[str] | None:
+    if status is None:
+        return None
+    names = [s.strip() for s in (status.split(",") if isinstance(status, str) else status) if s.strip()]
+    out: list[str] = []
+    for name in names:
+        if name == "active":
+            out.extend(lifecycle.OPEN_STATUSES)
+        elif name == "closed":
+            out.extend(lifecycle.CLOSED_STATUSES)
+        elif name in lifecycle.ALLOWED:
+            out.append(name)
+        else:
+            known = ", ".join(["active", "closed", *lifecycle.ALLOWED])
+            raise ActionError(f"unknown status {name!r}; known: {known}")
+    return out
+
+
+def action_detail(engine: Engine, action_id: int) -> dict[str, Any]:
+    """{"action": Action, "events": [ActionEvent...], "measurements": [Measurement...]} oldest first."""
+    with Session(engine) as session:
+        action = _get(session, action_id)
+        events = list(session.exec(select(ActionEvent).where(ActionEvent.action_id == action_id)
+                                   .order_by(col(ActionEvent.at), col(ActionEvent.id))).all())
+        measurements = list(session.exec(select(Measurement).where(Measurement.action_id == action_id)
+                                         .order_by(col(Measurement.period))).all())
+    return {"action": action, "events": events, "measurements": measurements}
+
+
+def is_overdue(action: Action, on: date) -> bool:
+    return action.status in lifecycle.OPEN_STATUSES and action.status != "done" and \
+        action.due is not None and action.due < on
+
+
+def action_row(action: Action) -> dict[str, Any]:
+    """The flat view of an action used by `actions list` (JSON/CSV) and by digests."""
+    last = (action.evidence or [{}])[-1]
+    return {
+        "id": action.id, "kpi": action.kpi, "scope": action.scope, "scope_value": action.scope_value,
+        "department": action.department, "head": action.head, "status": action.status,
+        "opened_period": action.opened_period, "due": action.due, "severity": action.severity,
+        "baseline_value": action.baseline_value, "target": action.target,
+        "last_period": last.get("period"), "last_value": last.get("value"),
+        "cycles": len(action.evidence or []), "closed_period": action.closed_period,
+    }
