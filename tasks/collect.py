@@ -1,0 +1,705 @@
+"""Collection: every configured source -> canonical feedback rows of one period, loaded once.
+
+Why it is shaped this way:
+- Mapping and type coercion are vectorised pandas operations and the load is bulk SQLAlchemy Core
+  (chunked executemany), never row-by-row ORM: a million responses load in seconds.
+- The key is (source, response_id) with a hash of the canonical content, so re-collecting a file,
+  or an export that overlaps last month's, adds nothing twice; a changed response is updated.
+- Exports overlap months, so rows of other months are counted as `out_of_period`, not as errors.
+- This stage only rejects what cannot be turned into the canonical types (an unparseable date or
+  score, a missing key field, a record with neither score nor comment). Ranges and vocabularies
+  are the data-quality gate's job (`tasks/validate.py`). Rejected rows are kept in
+  `QuarantinedRow` (stage "collect") with the file, row and reasons; once the export is fixed,
+  the next collect loads the row and marks its quarantine entry readmitted.
+- One transaction per source file: a file either loads completely with its import record or
+  not at all, and a file that cannot be read records its error while the other files still load.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, select, update
+
+from config import Settings, SourceConfig
+from models import (
+    CANONICAL_FIELDS,
+    REQUIRED_FIELDS,
+    SCORE_FIELDS,
+    Feedback,
+    ImportRecord,
+    QuarantinedRow,
+    utcnow,
+)
+from periods import parse_period, period_bounds
+from tasks import readers
+from tasks.readers import RawTable, SourceError
+
+CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
+_IN_CHUNK = 1_000  # keys per IN (...) lookup
+NULL_TOKENS = frozenset({"", "null", "none", "nan", "n/a", "#n/a", "-"})
+TRUE_TOKENS = frozenset({"1", "true", "t", "yes", "y", "是", "真", "对"})
+FALSE_TOKENS = frozenset({"0", "false", "f", "no", "n", "否", "假", "错"})
+# Tried in order after ISO 8601 (which pandas also reads with "/" separators, e.g. 2026/10/3 14:05).
+DATE_FORMATS = (
+    "%Y年%m月%d日 %H:%M:%S", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日 %H时%M分", "%Y年%m月%d日",
+    "%Y.%m.%d %H:%M:%S", "%Y.%m.%d %H:%M", "%Y.%m.%d", "%Y%m%d",
+    "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%m/%d/%Y",
+    "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
+)
+# An explicit offset after a time of day: "…14:05:00Z", "…14:05+08:00", "…T14:05:00.5-0500".
+_AWARE = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+_EXCEL_EPOCH = datetime(1899, 12, 30)
+_INT_LIMIT = 2**31 - 1
+_DATETIME_FIELDS = [f for f, k in CANONICAL_FIELDS.items() if k == "datetime"]
+
+
+# --------------------------------------------------------------------------------------- results
+@dataclass
+class ImportSummary:
+    """What one source file contributed; mirrors its `ImportRecord`."""
+
+    source: str
+    file: str
+    rows_read: int = 0
+    loaded: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    out_of_period: int = 0
+    error: str | None = None
+    import_id: int | None = None
+    encoding: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {"source": self.source, "file": self.file, "read": self.rows_read, "loaded": self.loaded,
+                "updated": self.updated, "duplicates": self.duplicates, "rejected": self.rejected,
+                "out_of_period": self.out_of_period, "error": self.error or ""}
+
+
+COUNT_NAMES = ("rows_read", "loaded", "updated", "duplicates", "rejected", "out_of_period")
+
+
+@dataclass
+class CollectSummary:
+    period: str
+    imports: list[ImportSummary] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(i, name)) for i in self.imports)
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per file that could not be read; each message names the file."""
+        return [f"source {i.source!r}: {i.error}" for i in self.imports if i.error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def counts(self) -> dict[str, int | float | str]:
+        out: dict[str, int | float | str] = {"files": len(self.imports)}
+        out.update({name: self.total(name) for name in COUNT_NAMES})
+        out["errors"] = len(self.errors)
+        return out
+
+
+@dataclass
+class Rejection:
+    row_key: str
+    response_id: str | None
+    row: int
+    raw: dict[str, Any]
+    reasons: list[dict[str, Any]]
+
+
+@dataclass
+class Prepared:
+    """One file mapped to canonical rows and split into accepted / rejected / other months."""
+
+    records: pd.DataFrame  # accepted rows of the period, one per response_id, + content_hash
+    rejected: list[Rejection]
+    rows_read: int
+    out_of_period: int
+    repeated: int  # earlier copies of a response_id repeated later in the same file
+    fixed_keys: set[str]  # row keys that parse now: their collect-stage quarantine is readmitted
+
+
+# ------------------------------------------------------------------------------ value coercion
+def _key(value: Any) -> str:
+    """The form a source value is matched in (value maps, booleans): trimmed, case-folded text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return unicodedata.normalize("NFKC", str(value)).strip().casefold()
+
+
+def _is_str(s: pd.Series) -> np.ndarray:
+    return s.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+
+
+def _blank_to_none(s: pd.Series) -> pd.Series:
+    """Trim text and turn blanks and null markers ("", "NULL", "N/A", "-") into None."""
+    s = s.astype(object)
+    is_str = _is_str(s)
+    if is_str.any():
+        stripped = s[is_str].str.strip()
+        s[is_str] = stripped.where(~stripped.str.casefold().isin(NULL_TOKENS), None)
+    return s.where(s.notna(), None)
+
+
+def _map_values(s: pd.Series, mapping: dict[str, Any]) -> pd.Series:
+    """Replace source values by canonical ones (`[sources.values.<field>]`); others stay as they are."""
+    table = {_key(k): v for k, v in mapping.items()}
+    keys = s.map(_key, na_action="ignore")
+    hit = keys.isin(list(table)).to_numpy(dtype=bool)
+    if not hit.any():
+        return s
+    out = s.copy()
+    out[hit] = keys[hit].map(table)
+    return out
+
+
+def _to_text(s: pd.Series) -> pd.Series:
+    """Text fields as str; Excel and SQL numbers such as 1001.0 become "1001"."""
+    other = s.notna().to_numpy(dtype=bool) & ~_is_str(s)
+    if other.any():
+        s = s.copy()
+        s[other] = s[other].map(_key_text)
+    return s
+
+
+def _key_text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    return str(v)
+
+
+def _normalised_text(s: pd.Series) -> pd.Series:
+    """NFKC folds full-width digits and punctuation ("５", "２０２６／１０／３") to ASCII."""
+    return s.astype(str).str.normalize("NFKC").str.strip()
+
+
+def to_int(s: pd.Series) -> tuple[pd.Series, np.ndarray, list[str]]:
+    """Whole numbers as nullable Int64; -> (values, bad mask, message per row of the bad ones)."""
+    s = s.copy()
+    is_str = _is_str(s)
+    if is_str.any():
+        s[is_str] = _normalised_text(s[is_str])
+    num = pd.to_numeric(s.map(lambda v: float(v) if isinstance(v, bool) else v), errors="coerce")
+    num = num.astype(float)
+    present = s.notna().to_numpy(dtype=bool)
+    unparsed = present & num.isna().to_numpy(dtype=bool)
+    finite = num.to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        fraction = ~unparsed & present & (np.floor(finite) != finite)
+        huge = ~unparsed & present & ~fraction & (np.abs(finite) > _INT_LIMIT)
+    bad = unparsed | fraction | huge
+    messages = ["is not a whole number" if fraction[i] else
+                "is too large for a score" if huge[i] else "is not a number"
+                for i in np.flatnonzero(bad)]
+    values = num.where(~bad & present).astype("Int64")
+    return values, bad, messages
+
+
+def to_bool(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """yes/no, true/false, 1/0, 是/否 -> bool; anything else is reported as unparseable."""
+    def conv(v: Any) -> Any:
+        if v is None:
+            return None
+        k = _key(v)
+        return True if k in TRUE_TOKENS else False if k in FALSE_TOKENS else np.nan
+
+    out = s.map(conv).astype(object)
+    bad = out.map(lambda v: isinstance(v, float)).to_numpy(dtype=bool)
+    return out.where(~bad, None), bad
+
+
+def _localize(naive: pd.Series, tz: ZoneInfo) -> pd.Series:
+    """Naive wall-clock times in the project zone -> UTC. A repeated DST hour is read as standard
+    time and a skipped one is shifted forward, rather than losing the response."""
+    return naive.dt.tz_localize(tz, ambiguous=np.zeros(len(naive), dtype=bool),
+                                nonexistent="shift_forward").dt.tz_convert("UTC")
+
+
+def _native_datetime(v: Any, tz: ZoneInfo, excel_serial: bool) -> pd.Timestamp | None:
+    if isinstance(v, datetime):
+        ts = pd.Timestamp(v)
+    elif isinstance(v, date):
+        ts = pd.Timestamp(datetime(v.year, v.month, v.day))
+    elif excel_serial and isinstance(v, int | float) and not isinstance(v, bool) and 1 <= v < 2958466:
+        # An Excel date cell left unformatted arrives as its serial number (days since 1899-12-30).
+        ts = pd.Timestamp(_EXCEL_EPOCH + timedelta(days=float(v))).round("s")
+    else:
+        return None
+    if ts.tzinfo is not None:
+        return ts.tz_convert("UTC")
+    return ts.tz_localize(tz, ambiguous=False, nonexistent="shift_forward").tz_convert("UTC")
+
+
+def parse_datetimes(s: pd.Series, tz: ZoneInfo, excel_serial: bool = False) -> tuple[pd.Series, np.ndarray]:
+    """Aware UTC timestamps (NaT where empty) and the mask of present values that did not parse.
+
+    ISO 8601 first (vectorised), then common spreadsheet formats (2026/10/3 14:05, 2026年10月3日,
+    10/3/2026 2:05 PM, 03.10.2026); values with an offset keep it, naive ones are project time.
+    """
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
+    present = s.notna().to_numpy(dtype=bool)
+    if not present.any():
+        return out, np.zeros(len(s), dtype=bool)
+    is_str = _is_str(s)
+    if is_str.any():
+        strs = _normalised_text(s[is_str])
+        aware = strs.str.contains(_AWARE, regex=True).to_numpy(dtype=bool)
+        if aware.any():
+            parsed_aware = pd.to_datetime(strs[aware], format="ISO8601", utc=True, errors="coerce")
+            out.loc[parsed_aware.index] = parsed_aware.to_numpy()
+        naive = strs[~aware]
+        if len(naive):
+            parsed = pd.to_datetime(naive, format="ISO8601", errors="coerce")
+            for fmt in DATE_FORMATS:
+                todo = parsed.isna().to_numpy(dtype=bool)
+                if not todo.any():
+                    break
+                parsed[todo] = pd.to_datetime(naive[todo], format=fmt, errors="coerce")
+            out.loc[naive.index] = _localize(parsed.astype("datetime64[us]"), tz).to_numpy()
+    others = np.flatnonzero(present & ~is_str)
+    for i in others:
+        ts = _native_datetime(s.iloc[i], tz, excel_serial)
+        if ts is not None:
+            out.iloc[i] = ts
+    bad = present & out.isna().to_numpy(dtype=bool)
+    return out, bad
+
+
+# ------------------------------------------------------------------------------------ mapping
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | str):
+        return v
+    if isinstance(v, float):
+        return None if v != v else v
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    return str(v)
+
+
+def _source_series(source: SourceConfig, frame: pd.DataFrame, name: str, n: int
+                   ) -> tuple[pd.Series | None, str]:
+    """The canonical field's values before typing: mapped column, same-named column, constant."""
+    column = source.columns.get(name) or (name if name in frame.columns else None)
+    s = _blank_to_none(frame[column]) if column else None
+    if s is not None and name in source.values:
+        s = _map_values(s, source.values[name])
+    if name in source.constants:
+        const = source.constants[name]
+        if s is None:
+            return pd.Series([const] * n, index=frame.index, dtype=object), "(constant)"
+        s = s.where(s.notna(), const)  # a constant also fills the column's blank cells
+    return s, column or ""
+
+
+def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str, label: str) -> Prepared:
+    """Map one file's records to canonical typed rows and sort them into accepted / rejected."""
+    frame = raw.frame.reset_index(drop=True)
+    n = len(frame)
+    missing = [f"{col!r} (mapped to {name})" for name, col in source.columns.items()
+               if col not in frame.columns]
+    if missing and (n or source.kind in ("csv", "excel")):
+        raise SourceError(f"{label}: mapped column {', '.join(missing)} not found; "
+                          f"the file's columns are: {', '.join(map(str, frame.columns))}")
+    if n == 0:
+        return Prepared(pd.DataFrame(), [], 0, 0, 0, set())
+    for name in REQUIRED_FIELDS:
+        if name not in source.columns and name not in source.constants and name not in frame.columns:
+            raise SourceError(f"{label}: no column for required field {name!r}: map one under "
+                              f"[sources.columns] or set a constant `{name} = ...` on the source")
+
+    problems: dict[int, list[dict[str, Any]]] = {}
+    rows = raw.rows
+
+    def flag(mask: np.ndarray, check: str, name: str, column: str, values: pd.Series | None,
+             message: Callable[[int], str] | str) -> None:
+        for j, i in enumerate(np.flatnonzero(mask)):
+            value = _jsonable(values.iloc[i]) if values is not None else None
+            what = message(j) if callable(message) else message
+            col = f"column {column!r} ({name})" if column and column != "(constant)" else name
+            problems.setdefault(int(i), []).append({
+                "check": check, "column": column or name, "field": name, "value": value,
+                "message": f"{label} row {rows[i]}: {col}: "
+                           + (f"{value!r} {what}" if value is not None else what),
+            })
+
+    canon: dict[str, pd.Series] = {}
+    origin: dict[str, str] = {}
+    for name, kind in CANONICAL_FIELDS.items():
+        s, column = _source_series(source, frame, name, n)
+        if s is None:
+            continue
+        origin[name] = column
+        if kind == "str":
+            canon[name] = _to_text(s)
+        elif kind == "int":
+            ints, bad, msgs = to_int(s)
+            flag(bad, "parse_int", name, column, s, lambda j, m=msgs: m[j])  # type: ignore[misc]
+            canon[name] = ints
+        elif kind == "bool":
+            bools, bad = to_bool(s)
+            flag(bad, "parse_bool", name, column, s, "is not yes/no (true/false, 1/0, 是/否)")
+            canon[name] = bools
+        else:
+            times, bad = parse_datetimes(s, settings.tz, excel_serial=source.kind == "excel")
+            flag(bad, "parse_datetime", name, column, s,
+                 "is not a date/time (use ISO 8601 like 2026-10-03 14:05 or 2026/10/3 14:05)")
+            canon[name] = times
+
+    submitted = canon["submitted_at"]
+    for name in REQUIRED_FIELDS:
+        empty = canon[name].isna().to_numpy(dtype=bool).copy()
+        if name == "submitted_at":
+            empty &= ~_flagged(problems, n, "submitted_at")
+        flag(empty, "missing_required", name, origin.get(name, ""), None, "is empty (required)")
+
+    scores = [canon[f].notna().to_numpy(dtype=bool) for f in SCORE_FIELDS if f in canon]
+    has_score = np.logical_or.reduce(scores) if scores else np.zeros(n, dtype=bool)
+    has_comment = canon["comment"].notna().to_numpy(dtype=bool) if "comment" in canon else np.zeros(n, bool)
+    score_failed = np.zeros(n, dtype=bool)
+    for f in SCORE_FIELDS:
+        score_failed |= _flagged(problems, n, f)
+    flag(~has_score & ~has_comment & ~score_failed, "not_feedback", "scores/comment", "", None,
+         "no score and no comment: not feedback")
+
+    start, end = period_bounds(period, settings.tz)
+    known = submitted.notna().to_numpy(dtype=bool)
+    in_period = known & (submitted >= start).to_numpy(dtype=bool) & (submitted < end).to_numpy(dtype=bool)
+    out_of_period = known & ~in_period
+    problem = np.zeros(n, dtype=bool)
+    problem[list(problems)] = True
+    accepted = in_period & ~problem
+
+    _derive_department(settings, canon, n)
+
+    rids = canon["response_id"]
+    rejected: list[Rejection] = []
+    for i in sorted(problems):
+        if out_of_period[i]:
+            continue  # another month's row: that month's collect reports it
+        rid = rids.iloc[i]
+        rejected.append(Rejection(
+            row_key=str(rid) if rid is not None else f"{label}:{rows[i]}",
+            response_id=rid, row=int(rows[i]),
+            raw={str(c): _jsonable(v) for c, v in frame.iloc[i].items()},
+            reasons=problems[i],
+        ))
+    ok_rows = np.flatnonzero(~problem)
+    fixed = {str(rids.iloc[i]) for i in ok_rows} | {f"{label}:{rows[i]}" for i in ok_rows}
+
+    records = pd.DataFrame({name: s[accepted] for name, s in canon.items()})
+    repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
+    records = records[~repeated].reset_index(drop=True)
+    records["content_hash"] = content_hashes(records)
+    return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()), fixed)
+
+
+def _flagged(problems: dict[int, list[dict[str, Any]]], n: int, name: str) -> np.ndarray:
+    """Rows already flagged for `name`, so one fault is not reported twice."""
+    mask = np.zeros(n, dtype=bool)
+    for i, reasons in problems.items():
+        if any(r["field"] == name for r in reasons):
+            mask[i] = True
+    return mask
+
+
+def _derive_department(settings: Settings, canon: dict[str, pd.Series], n: int) -> None:
+    """Empty department <- owner of the journey stage, else of the touchpoint, else of the channel."""
+    if not settings.departments:
+        return
+    dept = canon.get("department")
+    if dept is None:
+        dept = pd.Series([None] * n, dtype=object, index=canon["response_id"].index)
+    for name in ("journey_stage", "touchpoint", "channel"):
+        empty = dept.isna().to_numpy(dtype=bool)
+        if name not in canon or not empty.any():
+            continue
+        values = canon[name]
+        owners = {v: settings.owner_of(name, v) for v in values[empty].dropna().unique()}
+        dept = dept.where(~empty, values.map(owners))
+    canon["department"] = dept.where(dept.notna(), None)
+
+
+def content_hashes(records: pd.DataFrame) -> list[str]:
+    """A stable digest of a row's canonical content: equal hash = nothing to update."""
+    parts: list[pd.Series] = []
+    for name, kind in CANONICAL_FIELDS.items():
+        if name not in records:
+            continue
+        s = records[name]
+        if kind == "datetime":
+            micros = pd.Series(s.array.asi8, index=s.index).astype(str)
+            parts.append(micros.where(s.notna(), ""))
+        else:
+            parts.append(s.astype(object).where(s.notna(), "").astype(str))
+        parts[-1] = name + "=" + parts[-1]
+    if not parts:
+        return []
+    joined = parts[0].str.cat(parts[1:], sep="\x1f")
+    return [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in joined]
+
+
+# ------------------------------------------------------------------------------------ storage
+def _py_column(s: pd.Series, kind: str) -> list[Any]:
+    """Plain Python values (None for empty) as the DB drivers want them."""
+    if kind == "datetime":
+        py = s.dt.to_pydatetime()
+        return [None if v is pd.NaT else v for v in py]
+    if kind == "int":
+        return [None if v is pd.NA else int(v) for v in s.tolist()]
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+            for v in s.tolist()]
+
+
+def _row_dicts(records: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    names = [n for n in CANONICAL_FIELDS if n in records]
+    columns = [_py_column(records[n], CANONICAL_FIELDS[n]) for n in names]
+    names.append("content_hash")
+    columns.append(records["content_hash"].tolist())
+    absent = {n: None for n in CANONICAL_FIELDS if n not in records}
+    return [{**absent, **extra, **dict(zip(names, values, strict=True))}
+            for values in zip(*columns, strict=True)]
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for k in range(0, len(items), size):
+        yield items[k:k + size]
+
+
+def _existing(conn: Connection, table: Table, source: str, keys: list[str]) -> dict[str, tuple[int, str]]:
+    """(id, content_hash) of the stored rows among `keys`: an index lookup for small files,
+    one scan of the source for big ones (cheaper than thousands of IN lists)."""
+    q = select(table.c.response_id, table.c.id, table.c.content_hash).where(table.c.source == source)
+    if len(keys) > 50_000:
+        wanted = set(keys)
+        return {r: (i, h) for r, i, h in conn.execute(q) if r in wanted}
+    found: dict[str, tuple[int, str]] = {}
+    for part in _chunks(keys, _IN_CHUNK):
+        for r, i, h in conn.execute(q.where(table.c.response_id.in_(list(part)))):
+            found[r] = (i, h)
+    return found
+
+
+def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, imp: ImportSummary,
+           content_hash: str) -> None:
+    """Upsert the accepted rows, quarantine the rejected ones and write the import record, in one
+    transaction."""
+    fb: Table = Feedback.__table__  # type: ignore[attr-defined]
+    qt: Table = QuarantinedRow.__table__  # type: ignore[attr-defined]
+    it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    with engine.begin() as conn:
+        import_id = conn.execute(insert(it).values(
+            source=source.name, file=imp.file, content_hash=content_hash, period=period, started_at=now,
+            **dict.fromkeys(COUNT_NAMES, 0), error=None,
+        )).inserted_primary_key[0]  # type: ignore[index]
+        imp.import_id = int(import_id)
+        records = prep.records
+        new_idx: list[int] = []
+        changed: list[tuple[int, int]] = []
+        same = 0
+        if len(records):
+            keys = records["response_id"].tolist()
+            stored = _existing(conn, fb, source.name, keys)
+            for pos, (rid, h) in enumerate(zip(keys, records["content_hash"].tolist(), strict=True)):
+                hit = stored.get(rid)
+                if hit is None:
+                    new_idx.append(pos)
+                elif hit[1] == h:
+                    same += 1
+                else:
+                    changed.append((pos, hit[0]))
+        if new_idx:
+            rows = _row_dicts(records.iloc[new_idx], {
+                "source": source.name, "period": period, "import_id": import_id, "quarantined": False,
+                "loaded_at": now, "updated_at": None, "sentiment": None, "sentiment_score": None,
+                "themes": None,
+            })
+            for part in _chunks(rows):
+                conn.execute(insert(fb), list(part))
+        if changed:
+            rows = _row_dicts(records.iloc[[p for p, _ in changed]], {
+                "period": period, "import_id": import_id, "updated_at": now,
+                # The content changed: the comments stage must look at it again.
+                "sentiment": None, "sentiment_score": None, "themes": None,
+            })
+            params = [{**{f"v_{k}": v for k, v in row.items()}, "b_id": row_id}
+                      for row, (_, row_id) in zip(rows, changed, strict=True)]
+            stmt = update(fb).where(fb.c.id == bindparam("b_id")).values(
+                {k: bindparam(f"v_{k}") for k in rows[0]})
+            for part in _chunks(params):
+                conn.execute(stmt, list(part))
+        _quarantine(conn, qt, source.name, period, prep, imp.file, now)
+        imp.rows_read, imp.loaded, imp.updated = prep.rows_read, len(new_idx), len(changed)
+        imp.duplicates, imp.rejected = same + prep.repeated, len(prep.rejected)
+        imp.out_of_period = prep.out_of_period
+        conn.execute(update(it).where(it.c.id == import_id).values(
+            rows_read=imp.rows_read, loaded=imp.loaded, updated=imp.updated, duplicates=imp.duplicates,
+            rejected=imp.rejected, out_of_period=imp.out_of_period))
+
+
+def _quarantine(conn: Connection, qt: Table, source: str, period: str, prep: Prepared, file: str,
+                now: datetime) -> None:
+    """Keep every rejected row with its reasons; readmit earlier rejections that parse now."""
+    stored = {key: (qid, stage, readmitted) for key, qid, stage, readmitted in conn.execute(
+        select(qt.c.row_key, qt.c.id, qt.c.stage, qt.c.readmitted_at)
+        .where(and_(qt.c.period == period, qt.c.source == source)))}
+    latest = {r.row_key: r for r in prep.rejected}  # a key repeated in the file: its last row
+    inserts, updates = [], []
+    for key, rej in latest.items():
+        values = {"response_id": rej.response_id, "file": file, "line": rej.row, "stage": "collect",
+                  "raw": rej.raw, "reasons": rej.reasons, "readmitted_at": None}
+        if key in stored:
+            updates.append({**{f"v_{k}": v for k, v in values.items()}, "b_id": stored[key][0]})
+        else:
+            inserts.append({**values, "period": period, "source": source, "row_key": key, "created_at": now})
+    for part in _chunks(inserts):
+        conn.execute(insert(qt), list(part))
+    if updates:
+        stmt = update(qt).where(qt.c.id == bindparam("b_id")).values(
+            {k[2:]: bindparam(k) for k in updates[0] if k != "b_id"})
+        for part in _chunks(updates):
+            conn.execute(stmt, list(part))
+    readmit = [qid for key, (qid, stage, readmitted) in stored.items()
+               if stage == "collect" and readmitted is None and key in prep.fixed_keys and key not in latest]
+    for part in _chunks(readmit, _IN_CHUNK):
+        conn.execute(update(qt).where(qt.c.id.in_(list(part))).values(readmitted_at=now))
+
+
+def _record_failure(engine: Engine, period: str, imp: ImportSummary, content_hash: str) -> None:
+    it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        imp.import_id = int(conn.execute(insert(it).values(
+            source=imp.source, file=imp.file, content_hash=content_hash, period=period,
+            started_at=utcnow(), error=imp.error, **dict.fromkeys(COUNT_NAMES, 0),
+        )).inserted_primary_key[0])  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------------------ sources
+def _label(settings: Settings, path: Path) -> str:
+    """How a file is named in messages and records: relative to the config when it is beneath it."""
+    try:
+        return str(path.resolve().relative_to(settings.base_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def source_files(settings: Settings, source: SourceConfig) -> list[Path]:
+    """The files a source's `path` names; a glob is expanded and taken in name order, so an
+    export named later (usually newer) wins when two overlap."""
+    assert source.path is not None
+    pattern = settings.resolve(source.path)
+    if glob.has_magic(str(pattern)):
+        matches = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if Path(p).is_file())
+        if not matches:
+            raise SourceError(f"{source.path}: no file matches (looked for {pattern})")
+        return matches
+    if not pattern.is_file():
+        raise SourceError(f"{source.path}: file not found (looked for {pattern})")
+    return [pattern]
+
+
+def _read(settings: Settings, source: SourceConfig, path: Path, label: str) -> RawTable:
+    if source.kind == "csv":
+        return readers.read_csv(path, source.encoding, label)
+    if source.kind == "excel":
+        return readers.read_excel(path, source.sheet, label)
+    if source.kind == "json":
+        return readers.read_json(path, source.encoding, label)
+    return readers.read_jsonl(path, source.encoding, label)
+
+
+def collect_source(settings: Settings, engine: Engine, source: SourceConfig, period: str
+                   ) -> list[ImportSummary]:
+    """Load one configured source (every file its glob matches, or its SQL query)."""
+    loaders: list[tuple[str, Callable[[], RawTable]]] = []
+    if source.kind == "sql":
+        assert source.url is not None and source.query is not None
+        url = readers.resolve_sql_url(source.url, settings.base_dir)
+        label = f"sql:{readers.mask_url(url)}"
+        loaders.append((label, lambda: readers.read_sql(url, source.query or "", label)))
+    else:
+        try:
+            files = source_files(settings, source)
+        except SourceError as exc:
+            imp = ImportSummary(source.name, source.path or "", error=str(exc))
+            _record_failure(engine, period, imp, "")
+            return [imp]
+        for path in files:
+            label = _label(settings, path)
+            loaders.append((label, lambda p=path, lb=label: _read(settings, source, p, lb)))  # type: ignore[misc]
+    done: list[ImportSummary] = []
+    for label, load in loaders:
+        imp = ImportSummary(source.name, label)
+        digest = ""
+        try:
+            raw = load()
+            digest, imp.encoding = raw.content_hash, raw.encoding
+            prep = prepare(settings, source, raw, period, label)
+        except SourceError as exc:
+            imp.error = str(exc)
+        except Exception as exc:  # an unforeseen shape of data must not stop the other sources
+            imp.error = f"{label}: cannot be read ({type(exc).__name__}: {exc})"
+        if imp.error:
+            _record_failure(engine, period, imp, digest)
+        else:
+            _store(engine, source, prep, period, imp, digest)
+        done.append(imp)
+    return done
+
+
+def collect_period(settings: Settings, engine: Engine, period: str) -> CollectSummary:
+    """Read every `[[sources]]` entry and load the responses submitted in `period`."""
+    summary = CollectSummary(parse_period(period))
+    for source in settings.sources:
+        summary.imports.extend(collect_source(settings, engine, source, summary.period))
+    return summary
+
+
+def list_imports(engine: Engine, period: str | None = None, source: str | None = None,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+    """Import records, newest first, for `cxloop imports`."""
+    it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+    q = select(it).order_by(it.c.id.desc())
+    if period:
+        q = q.where(it.c.period == period)
+    if source:
+        q = q.where(it.c.source == source)
+    if limit:
+        q = q.limit(limit)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    for r in rows:
+        r["started_at"] = _aware(r["started_at"])
+    return rows
+
+
+def _aware(v: datetime | None) -> datetime | None:
+    return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
+
+
+def feedback_count(engine: Engine, period: str) -> int:
+    fb: Table = Feedback.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        q = select(func.count()).select_from(fb).where(fb.c.period == period)
+        return int(conn.execute(q).scalar_one())
