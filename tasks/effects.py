@@ -1,0 +1,369 @@
+"""Did a corrective action work? Pure statistics on per-response scores (no database).
+
+Every KPI cxloop re-measures is a mean of per-response scores (NPS: +100/0/-100, CSAT: 100/0,
+CES: 1-7, ...), so one action's evidence is a handful of score arrays ("cells"):
+
+* the treated scope after the action (post) and in the cycle that opened it (pre, the trigger),
+* the treated scope's own earlier cycles (history), used against regression to the mean,
+* every comparison scope (same dimension, no action) in the same cycles.
+
+Three estimates come out of them:
+
+``change``  the naive before/after of the treated scope, with the two-period interval of
+            domain.md section 3 (adjusted Wald for nets such as NPS, Newcombe for proportions,
+            Welch for means). Shown to people as "value before -> after"; never the verdict.
+``effect``  what we credit to the action: a difference-in-differences against the mean of the
+            comparison scopes' own changes (each comparison scope weighs the same, so a shift
+            in how many responses each scope gets cannot fake an effect), computed from a
+            baseline corrected for regression to the mean. Interval: bootstrap resampling the
+            responses within every cell, the whole estimator (correction included) re-run on
+            each resample. Without comparison scopes it falls back to pre/post (``method``
+            "pre_post") and the note says so.
+``verdict`` improved / no_change / worsened from the effect interval in the KPI's better
+            direction, insufficient when a side has fewer than min_n responses.
+
+Regression to the mean (domain.md section 5). Actions are opened *because* a scope looked bad,
+so the trigger value x carries selected noise and a plain comparison with x credits the action
+with the bounce back. We correct the baseline, not the follow-up: with m the scope's own
+pre-trigger level, the trigger's dip relative to comparable scopes is
+``y = (x - m) - (x_C - m_C)`` and the baseline keeps only the part of it that is real:
+``baseline = x - (1 - r) y``. ``r`` is the posterior share of the dip that is real under a
+two-part prior for real movements: usual cycle-to-cycle movement N(0, tau^2), tau^2 estimated
+from how much every scope of the dimension moved between earlier cycles, plus a rare wide
+"genuine shift" component (heavy tail). A dip within about 2 se of m gets r near 0 (baseline
+near m), a dip of 4 se or more gets r near 1 (baseline near x), so a real collapse that recovers
+is still credited. r deliberately ignores how precise m is: x is the value that was selected,
+only m is free of that selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+
+Kind = Literal["net", "proportion", "mean"]
+Verdict = Literal["improved", "no_change", "worsened", "insufficient"]
+
+# Prior share of "genuine shift" among dips, and how wide genuine shifts are relative to the
+# noise of the dip. Chosen so r is about 0.05 at a 2-se dip, 0.3 at 3 se and 0.9 at 4 se.
+GENUINE_SHIFT_PRIOR = 0.03
+GENUINE_SHIFT_WIDTH = 5.0
+
+Cell = np.ndarray
+
+
+@dataclass
+class ScopeCells:
+    """Per-response scores of one scope: earlier cycles (aligned across scopes, None = no data),
+    the baseline cycle and the cycle being measured."""
+
+    pre: Cell
+    post: Cell
+    history: Sequence[Cell | None] = ()
+    name: str = ""
+
+
+@dataclass
+class EffectEstimate:
+    value: float | None
+    n: int
+    n_pre: int
+    raw_baseline: float | None
+    baseline: float | None = None
+    change: float | None = None
+    change_ci_low: float | None = None
+    change_ci_high: float | None = None
+    effect: float | None = None
+    effect_ci_low: float | None = None
+    effect_ci_high: float | None = None
+    method: str = "did"
+    comparison_scopes: int = 0
+    verdict: Verdict = "insufficient"
+    shrink: float | None = None  # r: share of the trigger's dip judged real
+    dip_se: float | None = None  # the trigger's dip in standard errors (negative = worse than usual)
+    tau2: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str:
+        return " ".join(self.notes)
+
+
+# --- small building blocks -------------------------------------------------------------------
+
+def as_cell(scores: Sequence[float] | np.ndarray) -> Cell:
+    """A float array without NaN (a response that did not answer the question is not a score)."""
+    arr = np.asarray(scores, dtype=float).ravel()
+    return arr[~np.isnan(arr)]
+
+
+def score_kind(*cells: Cell) -> Kind:
+    """net (+100/0/-100, e.g. NPS), proportion (100/0) or mean, from the values present."""
+    values = np.unique(np.concatenate([c for c in cells if c.size] or [np.zeros(0)]))
+    if values.size and np.isin(values, (-100.0, 0.0, 100.0)).all():
+        return "net" if (values < 0).any() else "proportion"
+    return "mean"
+
+
+def _z(confidence: float) -> float:
+    return float(stats.norm.ppf(0.5 + confidence / 2))
+
+
+def _var_of_mean(cell: Cell) -> float:
+    if cell.size < 2:
+        return float("nan")
+    return float(cell.var(ddof=1) / cell.size)
+
+
+def _adjusted_net(cell: Cell) -> tuple[float, float, float]:
+    """Adjusted-Wald net (Rocks 2016): add 0.75 detractors, 1.5 passives, 0.75 promoters."""
+    n_adj = cell.size + 3
+    p = ((cell > 0).sum() + 0.75) / n_adj
+    d = ((cell < 0).sum() + 0.75) / n_adj
+    return float(p - d), float(p + d - (p - d) ** 2), float(n_adj)
+
+
+def value_interval(cell: Cell, confidence: float = 0.95, kind: Kind | None = None) -> tuple[float, float]:
+    """Interval of one cell's KPI (domain.md section 3)."""
+    kind = kind or score_kind(cell)
+    if cell.size == 0:
+        return float("nan"), float("nan")
+    z = _z(confidence)
+    if kind == "net":
+        net, var, n_adj = _adjusted_net(cell)
+        half = z * np.sqrt(var / n_adj)
+        return 100 * (net - half), 100 * (net + half)
+    if kind == "proportion":
+        lo, hi = proportion_confint(int((cell > 0).sum()), cell.size, alpha=1 - confidence, method="wilson")
+        return 100 * float(lo), 100 * float(hi)
+    if cell.size < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, cell.size - 1)) * np.sqrt(_var_of_mean(cell))
+    return float(cell.mean() - half), float(cell.mean() + half)
+
+
+def prepost_change(pre: Cell, post: Cell, confidence: float = 0.95,
+                   kind: Kind | None = None) -> tuple[float, float, float]:
+    """Naive change post - pre with the two-period interval of domain.md (no correction at all)."""
+    kind = kind or score_kind(pre, post)
+    change = float(post.mean() - pre.mean())
+    if kind == "net":
+        n1, v1, a1 = _adjusted_net(post)
+        n0, v0, a0 = _adjusted_net(pre)
+        centre, half = n1 - n0, _z(confidence) * np.sqrt(v1 / a1 + v0 / a0)
+        return change, 100 * (centre - half), 100 * (centre + half)
+    if kind == "proportion":
+        lo, hi = confint_proportions_2indep(int((post > 0).sum()), post.size, int((pre > 0).sum()), pre.size,
+                                            method="newcomb", compare="diff", alpha=1 - confidence)
+        return change, 100 * float(lo), 100 * float(hi)
+    v1, v0 = _var_of_mean(post), _var_of_mean(pre)
+    se = np.sqrt(v1 + v0)
+    dof = (v1 + v0) ** 2 / (v1**2 / (post.size - 1) + v0**2 / (pre.size - 1)) if se > 0 else 1e9
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * se
+    return change, change - half, change + half
+
+
+def boot_means(cell: Cell, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `resamples` resamples of the responses (with replacement), vectorised.
+
+    Scores take few distinct values (NPS three), so drawing the counts of each value from a
+    multinomial is the same resampling as drawing responses, at a fraction of the cost.
+    """
+    if cell.size == 0:
+        return np.full(resamples, np.nan)
+    values, counts = np.unique(cell, return_counts=True)
+    if values.size <= 64:
+        draws = rng.multinomial(cell.size, counts / cell.size, size=resamples)
+        return np.asarray(draws @ values / cell.size, dtype=float)
+    idx = rng.integers(0, cell.size, size=(resamples, cell.size))
+    return np.asarray(cell[idx].mean(axis=1), dtype=float)
+
+
+# --- regression to the mean ------------------------------------------------------------------
+
+def estimate_tau2(series: Sequence[Sequence[Cell | None]], min_n: int = 30) -> float:
+    """Variance of real cycle-to-cycle movements of one scope relative to the others.
+
+    `series`: per scope, its cells over the same consecutive cycles (None = no data). For each
+    pair of consecutive cycles, every scope's change minus the mean change of all scopes
+    (company-wide movement is not a scope's own movement) is divided by its sampling standard
+    error; the robust (MAD) variance of these z-values beyond 1 is the real movement, back in
+    KPI units. MAD rather than variance so that a few genuine collapses (the heavy tail handled
+    separately) do not inflate the usual movement.
+    """
+    zs: list[float] = []
+    noise: list[float] = []
+    if not series:
+        return 0.0
+    cycles = min(len(s) for s in series)
+    for t in range(1, cycles):
+        diffs, vars_ = [], []
+        for s in series:
+            a, b = s[t - 1], s[t]
+            if a is None or b is None or a.size < max(min_n, 2) or b.size < max(min_n, 2):
+                continue
+            diffs.append(float(b.mean() - a.mean()))
+            vars_.append(_var_of_mean(a) + _var_of_mean(b))
+        k = len(diffs)
+        if k < 3:
+            continue
+        d = np.asarray(diffs) - np.mean(diffs)
+        v = np.asarray(vars_)
+        ok = v > 0
+        zs.extend((d[ok] / np.sqrt(v[ok] * (k - 1) / k)).tolist())
+        noise.extend(v[ok].tolist())
+    if len(zs) < 5:
+        return 0.0
+    z = np.asarray(zs)
+    mad = float(np.median(np.abs(z - np.median(z)))) * 1.4826
+    excess = max(0.0, mad**2 - 1.0)
+    # Var(change) = 2 tau^2 + noise: one cycle's deviation from the scope's level is half of it.
+    return float(excess * np.mean(noise) / 2)
+
+
+def shrink_factor(dip: np.ndarray | float, se_x2: float, v_m: float, tau2: float) -> np.ndarray:
+    """r: posterior share of the dip `dip` that is real (see the module docstring).
+
+    se_x2: sampling variance of the trigger value; v_m: sampling variance of the reference
+    level (history and comparison scopes); tau2: usual real movement. Vectorised over `dip`.
+    """
+    y = np.asarray(dip, dtype=float)
+    noise = se_x2 + v_m
+    slab = GENUINE_SHIFT_WIDTH**2 * noise + tau2
+    var1, var2 = tau2 + noise, slab + noise
+    log1 = np.log1p(-GENUINE_SHIFT_PRIOR) - 0.5 * np.log(var1) - y**2 / (2 * var1)
+    log2 = np.log(GENUINE_SHIFT_PRIOR) - 0.5 * np.log(var2) - y**2 / (2 * var2)
+    w2 = 1.0 / (1.0 + np.exp(np.clip(log1 - log2, -700, 700)))
+    r1 = tau2 / (tau2 + se_x2) if tau2 + se_x2 > 0 else 0.0
+    r2 = slab / (slab + se_x2) if slab + se_x2 > 0 else 1.0
+    return np.asarray((1 - w2) * r1 + w2 * r2)
+
+
+def _history_level(history: Sequence[Cell | None], min_n: int) -> tuple[list[Cell], float | None, float]:
+    """Cells of usable earlier cycles, their mean level (each cycle weighs the same) and its variance."""
+    usable = [h for h in history if h is not None and h.size >= max(min_n, 2)]
+    if not usable:
+        return [], None, 0.0
+    level = float(np.mean([h.mean() for h in usable]))
+    var = float(sum(_var_of_mean(h) for h in usable) / len(usable) ** 2)
+    return usable, level, var
+
+
+# --- the estimate ----------------------------------------------------------------------------
+
+def judge(low: float | None, high: float | None, higher_is_better: bool = True) -> Verdict:
+    """improved / worsened when the interval lies on one side of 0 (in the better direction)."""
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
+        return "insufficient"
+    if low > 0:
+        return "improved" if higher_is_better else "worsened"
+    if high < 0:
+        return "worsened" if higher_is_better else "improved"
+    return "no_change"
+
+
+def estimate_effect(treated: ScopeCells, controls: Sequence[ScopeCells] = (), *,
+                    higher_is_better: bool = True, confidence: float = 0.95, resamples: int = 999,
+                    min_n: int = 30, tau2: float | None = None, kind: Kind | None = None,
+                    seed: int | np.random.Generator = 0,
+                    all_series: Sequence[Sequence[Cell | None]] | None = None) -> EffectEstimate:
+    """Change, RTM-corrected difference-in-differences with a bootstrap interval, and verdict.
+
+    `all_series` (per scope of the dimension: history cells then the baseline cell) feeds the
+    tau^2 estimate; by default the treated and comparison scopes' own cycles.
+    """
+    pre, post = as_cell(treated.pre), as_cell(treated.post)
+    est = EffectEstimate(value=float(post.mean()) if post.size else None, n=int(post.size),
+                         n_pre=int(pre.size), raw_baseline=float(pre.mean()) if pre.size else None)
+    if pre.size < min_n or post.size < min_n:
+        side = "this cycle" if post.size < min_n else "the baseline cycle"
+        est.notes.append(f"Too few responses in {side} (n={min(pre.size, post.size)}, need {min_n}): "
+                         "no judgement.")
+        return est
+    kind = kind or score_kind(pre, post)
+    est.change, est.change_ci_low, est.change_ci_high = prepost_change(pre, post, confidence, kind)
+
+    usable = [c for c in controls
+              if as_cell(c.pre).size >= min_n and as_cell(c.post).size >= min_n]
+    est.comparison_scopes = len(usable)
+    est.method = "did" if usable else "pre_post"
+
+    t_hist, m_t, v_mt = _history_level([as_cell(h) if h is not None else None for h in treated.history],
+                                       min_n)
+    if tau2 is None:
+        series = all_series if all_series is not None else [
+            [*(list(s.history)), s.pre] for s in (treated, *usable)]
+        tau2 = estimate_tau2([[as_cell(c) if c is not None else None for c in s] for s in series], min_n)
+    est.tau2 = tau2
+
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    x_b = boot_means(pre, resamples, rng)
+    post_b = boot_means(post, resamples, rng)
+    x = float(pre.mean())
+
+    # Company-wide movement: comparison scopes' mean change (DiD) and their mean deviation at the
+    # trigger from their own history (so a dip every scope shared is not called noise).
+    ctrl_change = 0.0
+    ctrl_change_b = np.zeros(resamples)
+    ctrl_dev, ctrl_dev_b, v_ctrl = 0.0, np.zeros(resamples), 0.0
+    with_hist = 0
+    for c in usable:
+        cp, cq = as_cell(c.pre), as_cell(c.post)
+        cp_b = boot_means(cp, resamples, rng)
+        ctrl_change += float(cq.mean() - cp.mean()) / len(usable)
+        ctrl_change_b += (boot_means(cq, resamples, rng) - cp_b) / len(usable)
+        c_hist, m_c, v_mc = _history_level([as_cell(h) if h is not None else None for h in c.history], min_n)
+        if m_c is not None and m_t is not None:
+            hist_b = np.mean([boot_means(h, resamples, rng) for h in c_hist], axis=0)
+            ctrl_dev += float(cp.mean()) - m_c
+            ctrl_dev_b += cp_b - hist_b
+            v_ctrl += _var_of_mean(cp) + v_mc
+            with_hist += 1
+    if with_hist:
+        ctrl_dev /= with_hist
+        ctrl_dev_b /= with_hist
+        v_ctrl /= with_hist**2
+
+    if m_t is not None:
+        m_b = np.mean([boot_means(h, resamples, rng) for h in t_hist], axis=0)
+        dip = (x - m_t) - ctrl_dev
+        dip_b = (x_b - m_b) - ctrl_dev_b
+        se_x2 = _var_of_mean(pre)
+        v_ref = v_mt + v_ctrl
+        r = float(shrink_factor(dip, se_x2, v_ref, tau2))
+        est.shrink = r
+        est.dip_se = dip / float(np.sqrt(se_x2 + v_ref)) if se_x2 + v_ref > 0 else None
+        base = x - (1 - r) * dip
+        base_b = x_b - (1 - shrink_factor(dip_b, se_x2, v_ref, tau2)) * dip_b
+        if abs(1 - r) * abs(dip) >= 0.05:
+            est.notes.append(
+                f"Baseline corrected for regression to the mean: the trigger value {x:.1f} was "
+                f"{abs(est.dip_se or 0):.1f} standard errors {'below' if dip < 0 else 'above'} the scope's "
+                f"usual level; {100 * (1 - r):.0f}% of that is treated as noise, so the baseline "
+                f"is {base:.1f}.")
+    else:
+        base, base_b = x, x_b
+        est.notes.append("No earlier cycles of this scope: the baseline is not corrected for "
+                         "regression to the mean.")
+    est.baseline = base
+
+    effect = float(post.mean()) - base - ctrl_change
+    effect_b = post_b - base_b - ctrl_change_b
+    if tau2 > 0:  # the scope's own real wobble in the follow-up cycle is not sampling noise
+        effect_b = effect_b + rng.normal(0.0, np.sqrt(tau2), resamples)
+    # Percentile interval, re-centred on the point estimate (basic/percentile hybrid is
+    # unnecessary here: the estimator is nearly linear in the cell means).
+    lo, hi = np.nanpercentile(effect_b - np.nanmean(effect_b), [50 * (1 - confidence),
+                                                               50 * (1 + confidence)])
+    est.effect, est.effect_ci_low, est.effect_ci_high = effect, effect + float(lo), effect + float(hi)
+    est.verdict = judge(est.effect_ci_low, est.effect_ci_high, higher_is_better)
+    if est.method == "pre_post":
+        est.notes.insert(0, "No comparison scopes without an action: judged on the scope's own "
+                            "before/after (pre/post), which cannot separate the action from "
+                            "company-wide changes.")
+    return est
