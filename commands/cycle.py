@@ -1,9 +1,234 @@
-"""CLI commands of the cycle area (placeholder until its stage lands)."""
+"""Running the loop: run, backfill, status, serve, deploy and the demo."""
 
 from __future__ import annotations
 
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from sqlmodel import Session, select
+
+from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
+from config import load_settings
+from models import Cycle, CycleStage
+from output import EXIT_HELD, Format, emit
+from periods import current_period, parse_period, period_range, previous_period
+
+console = Console(stderr=True)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """Prefect logs every task to the terminal; an admin wants the outcome, not the chatter."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _config_path(config: Path | None) -> Path:
+    path = Path(config or os.environ.get("CXLOOP_CONFIG") or "cxloop.toml")
+    load_settings(path)  # fail fast with exit 2 on a bad config, before Prefect starts
+    return path.resolve()
+
+
+def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = False,
+               reason: str = "") -> list[dict[str, Any]]:
+    from flows.bookkeeping import CycleBusy
+    from flows.cycle import cx_monthly_cycle
+
+    outcomes = []
+    for period in periods:
+        status_ctx = console.status(f"cycle {period}: running …") if console.is_terminal else None
+        try:
+            if status_ctx:
+                status_ctx.start()
+            outcomes.append(cx_monthly_cycle(period, config=str(config), started_by=by,
+                                             accept_data_risk=accept_risk, risk_reason=reason))
+        except CycleBusy as exc:
+            raise CxError(str(exc)) from None
+        except Exception as exc:
+            raise CxError(f"cycle {period} failed: {type(exc).__name__}: {exc}\n"
+                          f"  see `cxloop status --period {period}`; re-running resumes") from None
+        finally:
+            if status_ctx:
+                status_ctx.stop()
+    return outcomes
+
+
+def _stage_rows(engine: Any, period: str) -> list[dict[str, Any]]:
+    from flows.cycle import STAGES
+
+    with Session(engine) as s:
+        rows = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == period))}
+    out = []
+    for name in STAGES:
+        r = rows.get(name)
+        if r is None:
+            continue
+        secs = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+        out.append({"stage": name, "status": r.status, "counts": r.counts, "error": r.error,
+                    "seconds": round(secs, 2) if secs is not None else None})
+    return out
+
+
+def _cycle_rows(engine: Any, period: str | None = None) -> list[dict[str, Any]]:
+    with Session(engine) as s:
+        q = select(Cycle).order_by(Cycle.period)
+        if period:
+            q = q.where(Cycle.period == period)
+        return [{"period": c.period, "status": c.status, "gate": c.gate, "started_by": c.started_by,
+                 "started_at": c.started_at, "finished_at": c.finished_at,
+                 "risk_accepted_by": c.risk_accepted_by, "risk_reason": c.risk_reason,
+                 "report": c.report_path, "error": c.error} for c in s.exec(q)]
+
+
+def run(
+    period: PeriodOpt,
+    config: ConfigOpt = None,
+    accept_data_risk: Annotated[bool, typer.Option(
+        "--accept-data-risk", help="Publish KPIs and open actions although the data gate held.")] = False,
+    reason: Annotated[str, typer.Option(help="Why the data risk is accepted (recorded).")] = "",
+    by: Annotated[str, typer.Option(help="Who starts the run (recorded).")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Run the monthly cycle for one period (re-running resumes and duplicates nothing).
+
+    Exit code 3 when the data-quality gate held the cycle."""
+    _quiet_prefect(verbose)
+    cfg = _config_path(config)
+    if accept_data_risk and not reason:
+        raise typer.BadParameter("--accept-data-risk needs --reason '…' (it is recorded)")
+    who = by or getpass.getuser()
+    (outcome,) = run_cycles(cfg, [period], who, accept_data_risk, reason)
+    _, engine = load(cfg)
+    emit(_stage_rows(engine, period), Format.table, ["stage", "status", "seconds", "counts"],
+         title=f"cycle {period}: {outcome['status']} (gate {outcome['gate']})", console=Console())
+    _where_next(engine, period)
+    if outcome["status"] == "held":
+        console.print(f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, "
+                      "no action opened, no department notified. Fix the source and re-run, or "
+                      "re-run with --accept-data-risk --reason '…'.[/]")
+        raise typer.Exit(EXIT_HELD)
+
+
+def _where_next(engine: Any, period: str) -> None:
+    rows = _cycle_rows(engine, period)
+    if rows and rows[0]["report"]:
+        Console().print(f"report: {rows[0]['report']}")
+
+
+def backfill(
+    first: Annotated[str, typer.Option("--from", help="First period, YYYY-MM.")],
+    last: Annotated[str, typer.Option("--to", help="Last period, YYYY-MM.")],
+    config: ConfigOpt = None,
+    by: Annotated[str, typer.Option(help="Who starts the run (recorded).")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run every period from --from to --to in order; each re-measures the actions of the ones before."""
+    _quiet_prefect(verbose)
+    try:
+        periods = period_range(parse_period(first), parse_period(last))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    cfg = _config_path(config)
+    outcomes = run_cycles(cfg, periods, by or getpass.getuser())
+    emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=Console())
+    if any(o["status"] == "held" for o in outcomes):
+        raise typer.Exit(EXIT_HELD)
+
+
+def status(period: OptionalPeriodOpt = None, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
+    """Cycles and, for one period, each stage with its timing, counts and error."""
+    _, engine = load(config)
+    if period:
+        cycles = _cycle_rows(engine, period)
+        if not cycles:
+            raise CxError(f"no cycle has run for {period}; start one with `cxloop run --period {period}`")
+        if fmt is Format.table:
+            emit(cycles, fmt, ["period", "status", "gate", "started_by", "started_at", "finished_at",
+                               "risk_accepted_by", "error"], title="cycle")
+            emit(_stage_rows(engine, period), fmt, ["stage", "status", "seconds", "counts", "error"],
+                 title="stages")
+        else:
+            emit([{**cycles[0], "stages": _stage_rows(engine, period)}], fmt)
+        return
+    emit(_cycle_rows(engine), fmt, ["period", "status", "gate", "started_by", "finished_at", "report"],
+         title="cycles")
+
+
+def serve(config: ConfigOpt = None) -> None:
+    """Run the monthly schedule in the foreground ([schedule] cron; processes the previous month)."""
+    from flows.schedule import serve as serve_flow
+
+    serve_flow(_config_path(config))
+
+
+def deploy(
+    pool: Annotated[str, typer.Option(help="Prefect work pool (type process) whose workers run it.")],
+    config: ConfigOpt = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "cxloop-monthly",
+) -> None:
+    """Register the monthly deployment on a Prefect server (PREFECT_API_URL)."""
+    from flows.schedule import deploy as deploy_flow
+
+    deployment_id = deploy_flow(_config_path(config), pool, name)
+    Console().print(f"deployment {name} registered ({deployment_id}); start a worker with "
+                    f"`prefect worker start --pool {pool}`")
+
+
+def demo(
+    months: Annotated[int, typer.Option(min=1, max=24, help="How many months to generate and run.")] = 6,
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the demo.")] = Path("cxloop-demo"),
+    rows: Annotated[int, typer.Option(min=200, help="Responses per month.")] = 3000,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Generate several months of realistic feedback with planted stories, then run every cycle."""
+    from commands.demo_story import tell_story
+    from tasks.demo import default_plan, write_demo
+
+    _quiet_prefect(verbose)
+    if (directory / "cxloop.db").exists():
+        raise CxError(f"{directory} already holds a demo; remove it or pick another --dir")
+    plan = default_plan(previous_period(current_period(load_settings_tz())), months, rows)
+    cfg = write_demo(directory, plan)
+    out = Console()
+    out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {directory}/data "
+              f"({plan.periods[0]} .. {plan.periods[-1]})")
+    _train_demo_model(cfg, directory)
+    outcomes = []
+    for period in plan.periods:
+        outcomes.extend(run_cycles(cfg, [period], "demo"))
+        out.print(f"  cycle {period}: {outcomes[-1]['status']}")
+    settings, engine = load(cfg)
+    tell_story(settings, engine, plan, directory, out)
+
+
+def load_settings_tz() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Asia/Shanghai")
+
+
+def _train_demo_model(cfg: Path, directory: Path) -> None:
+    try:
+        from tasks.sentiment import train_from_file
+    except ImportError:
+        return
+    settings = load_settings(cfg)
+    train_from_file(settings, directory / "training" / "labelled_comments.csv")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
+    app.command("run")(run)
+    app.command("backfill")(backfill)
+    app.command("status")(status)
+    app.command("serve")(serve)
+    app.command("deploy")(deploy)
+    app.command("demo")(demo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `cxloop` command")

@@ -1,0 +1,88 @@
+"""The short story the demo prints: what the loop found, did and concluded, and where to look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from config import Settings
+from models import Action, Cycle, KpiResult, Measurement, QualityCheck
+from tasks.demo import DemoPlan
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path, out: Console) -> None:
+    with Session(engine) as s:
+        cycles = {c.period: c for c in s.exec(select(Cycle))}
+        actions = list(s.exec(select(Action).order_by(col(Action.id))))
+        measures: dict[int, list[Measurement]] = {}
+        for row in s.exec(select(Measurement).order_by(col(Measurement.period))):
+            measures.setdefault(row.action_id, []).append(row)
+        marketing = list(s.exec(select(KpiResult).where(
+            KpiResult.kpi == "nps", KpiResult.scope == "department", KpiResult.scope_value == "marketing")))
+        held_checks: dict[str, list[str]] = {}
+        for q in s.exec(select(QualityCheck).where(QualityCheck.success == False)):  # noqa: E712
+            if q.severity == "critical":
+                held_checks.setdefault(q.period, []).append(f"{q.expectation}"
+                                                            f"{' (' + q.column + ')' if q.column else ''}")
+    out.print()
+    out.print("[bold]What happened[/]")
+    for period in plan.periods:
+        c = cycles.get(period)
+        if c is None:
+            continue
+        line = f"  {period}: cycle {c.status}"
+        if c.status == "held":
+            line += " - the data gate held it: " + ", ".join(sorted(set(held_checks.get(period, []))))
+        opened = [a for a in actions if a.opened_period == period]
+        if opened:
+            line += "; opened " + ", ".join(
+                f"#{a.id} {a.kpi} of {a.scope} {a.scope_value} -> {a.department}" for a in opened)
+        out.print(line)
+    story: list[str] = []
+    for a in actions:
+        ms = measures.get(a.id or 0, [])
+        m = ms[-1] if ms else None
+        verdict = (f"latest effect {_fmt(m.effect)} (95% CI {_fmt(m.effect_ci_low)} to "
+                   f"{_fmt(m.effect_ci_high)}) in {m.period}: {m.verdict}") if m else "not re-measured yet"
+        story.append(f"  #{a.id} {a.kpi} {a.scope}={a.scope_value} ({a.department}): {a.status}; {verdict}")
+    if story:
+        out.print("[bold]Corrective actions and whether they worked[/]")
+        for line in story:
+            out.print(line)
+    noisy = [k for k in marketing if k.status in ("at_risk", "met") and k.value is not None
+             and k.target is not None and k.value < k.target]
+    if noisy:
+        k = noisy[-1]
+        out.print(f"[bold]Noise is not a miss[/]: marketing's NPS in {k.period} was {_fmt(k.value)} "
+                  f"against a target of {_fmt(k.target)}, but the 95% interval "
+                  f"({_fmt(k.ci_low)} to {_fmt(k.ci_high)}, "
+                  f"n={k.n}) reaches the target: status {k.status}, no action opened.")
+    last = plan.periods[-1]
+    reports = settings.resolve("reports") / last
+    out.print()
+    out.print("[bold]Where to look next[/]")
+    out.print(f"  report:        {reports / 'report.html'}")
+    out.print(f"  data quality:  {settings.resolve('reports') / plan.periods[min(4, len(plan.periods) - 1)]}"
+              "/validation.html")
+    out.print(f"  notices sent:  {folder.resolve() / 'notices'}/<department>/")
+    out.print(f"  try:           cxloop kpis --period {last} --config {folder / 'cxloop.toml'}")
+    out.print(f"                 cxloop actions list --config {folder / 'cxloop.toml'}")
+    out.print(f"                 cxloop effects --config {folder / 'cxloop.toml'}")
+    out.print(f"                 cxloop status --config {folder / 'cxloop.toml'}")
+
+
+def summary(engine: Engine) -> dict[str, Any]:
+    """Counts the demo test checks: cycles by status and actions by status."""
+    with Session(engine) as s:
+        cycles = [c.status for c in s.exec(select(Cycle))]
+        actions = [a.status for a in s.exec(select(Action))]
+    return {"cycles": {k: cycles.count(k) for k in set(cycles)},
+            "actions": {k: actions.count(k) for k in set(actions)}}

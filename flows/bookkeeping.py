@@ -1,0 +1,188 @@
+"""Cycle bookkeeping: the cycle row, one record per stage, resume fingerprints and the period lock.
+
+Resuming is decided here, from the database, not from Prefect's result cache: the cycle and stage
+rows live next to the data they describe, so a re-run on another machine (PostgreSQL) resumes too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, case, func, text
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from config import Settings
+from models import Action, Cycle, CycleStage, Feedback, KpiResult, utcnow
+from paths import EXPECTATIONS, TEMPLATES
+
+
+class CycleBusy(RuntimeError):
+    """Another run holds this period."""
+
+
+def _lock_key(period: str) -> int:
+    return int(hashlib.sha1(f"cxloop:{period}".encode()).hexdigest()[:15], 16)
+
+
+@contextmanager
+def period_lock(engine: Engine, period: str) -> Iterator[None]:
+    """One run per period at a time: a PostgreSQL advisory lock (holds across machines) or, for
+    SQLite, an OS file lock beside the database file. Both vanish with a crashed process."""
+    busy = (f"cycle {period} is already running (started elsewhere); wait for it to finish, "
+            "or check `cxloop status --period " + period + "`")
+    if engine.dialect.name == "postgresql":
+        conn = engine.connect()
+        try:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(period)}).scalar()
+            if not got:
+                raise CycleBusy(busy)
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(period)})
+                conn.commit()
+        finally:
+            conn.close()
+        return
+    db_file = engine.url.database or "cxloop"
+    lock_path = Path(f"{db_file}.{period}.lock") if db_file != ":memory:" else Path(f"/tmp/cx.{period}.lock")
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CycleBusy(busy) from None
+        fh.write(f"{socket.gethostname()}:{os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _hash_files(root: Path, pattern: str) -> str:
+    h = hashlib.sha256()
+    if root.is_dir():
+        for p in sorted(root.rglob(pattern)):
+            if p.is_file():
+                h.update(str(p.relative_to(root)).encode())
+                h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def source_fingerprint(settings: Settings) -> str:
+    """Identity of every source file (name, size, mtime) plus the config: the collect stage's input."""
+    import glob
+
+    h = hashlib.sha256(settings.model_dump_json().encode())
+    for src in settings.sources:
+        if src.kind == "sql":
+            h.update(b"sql-always-changes")
+            h.update(utcnow().isoformat().encode())
+            continue
+        for f in sorted(glob.glob(str(settings.resolve(src.path or "")), recursive=True)):
+            st = os.stat(f)
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def data_fingerprint(settings: Settings, engine: Engine, *parts: str) -> str:
+    """The state a stage reads: config, suites, templates and the named parts of the data
+    ("feedback", "kpis", "actions"). Stages are idempotent; this only spares work."""
+    h = hashlib.sha256(settings.model_dump_json().encode())
+    h.update(_hash_files(EXPECTATIONS, "*.json").encode())
+    h.update(_hash_files(TEMPLATES, "*").encode())
+    model = settings.resolve(settings.comments.model_path)
+    h.update(str(model.stat().st_mtime_ns if model.exists() else 0).encode())
+    stamp: list[Any] = []
+    with Session(engine) as s:
+        if "feedback" in parts:
+            stamp.append(list(s.execute(sa_select(
+                func.count(col(Feedback.id)), func.max(Feedback.loaded_at), func.max(Feedback.updated_at),
+                func.sum(case((col(Feedback.quarantined), 1), else_=0)),
+                func.count(col(Feedback.sentiment)))).one()))
+        if "kpis" in parts:
+            stamp.append(list(s.execute(sa_select(func.count(col(KpiResult.id)),
+                                                  func.sum(KpiResult.value))).one()))
+        if "actions" in parts:
+            stamp.append(list(s.execute(sa_select(func.count(col(Action.id)),
+                                                  func.max(Action.updated_at))).one()))
+    h.update(json.dumps(stamp, default=str).encode())
+    return h.hexdigest()
+
+
+def _stage_row(s: Session, period: str, stage: str) -> CycleStage | None:
+    return s.exec(select(CycleStage).where(CycleStage.period == period, CycleStage.stage == stage)).first()
+
+
+def start_cycle(engine: Engine, period: str, started_by: str) -> Cycle:
+    with Session(engine, expire_on_commit=False) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == period)).first()
+        if cycle is None:
+            cycle = Cycle(period=period, started_by=started_by)
+        cycle.status, cycle.started_by, cycle.started_at = "running", started_by, utcnow()
+        cycle.finished_at, cycle.error = None, None
+        s.add(cycle)
+        s.commit()
+        s.refresh(cycle)
+        return cycle
+
+
+def update_cycle(engine: Engine, period: str, **fields: Any) -> None:
+    with Session(engine) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == period)).one()
+        for key, value in fields.items():
+            setattr(cycle, key, value)
+        s.add(cycle)
+        s.commit()
+
+
+def stage_done_with(engine: Engine, period: str, stage: str, fingerprint: str) -> CycleStage | None:
+    """The finished stage record when its input is unchanged since it ran (so it can be skipped)."""
+    with Session(engine) as s:
+        row = _stage_row(s, period, stage)
+    if row and row.status == "completed" and fingerprint in (row.input_hash or "").split(","):
+        return row
+    return None
+
+
+def begin_stage(engine: Engine, period: str, stage: str, fingerprint: str) -> None:
+    with Session(engine) as s:
+        row = _stage_row(s, period, stage)
+        row = row or CycleStage(period=period, stage=stage)
+        row.status, row.started_at, row.finished_at = "running", utcnow(), None
+        row.input_hash, row.error, row.counts = fingerprint, None, {}
+        s.add(row)
+        s.commit()
+
+
+def end_stage(engine: Engine, period: str, stage: str, *, status: str, counts: dict[str, Any] | None = None,
+              error: str | None = None, output_fingerprint: str | None = None) -> None:
+    """Close a stage. The output fingerprint is remembered too: a stage that changed what it reads
+    (validate flags rows) must not look changed to itself on the next run."""
+    with Session(engine) as s:
+        row = _stage_row(s, period, stage) or CycleStage(period=period, stage=stage)
+        row.status, row.finished_at, row.error = status, utcnow(), error
+        row.counts = counts or {}
+        if output_fingerprint and output_fingerprint not in (row.input_hash or ""):
+            row.input_hash = f"{row.input_hash},{output_fingerprint}"
+        s.add(row)
+        s.commit()
+
+
+def skip_stage(engine: Engine, period: str, stage: str, reason: str) -> None:
+    with Session(engine) as s:
+        row = _stage_row(s, period, stage)
+        row = row or CycleStage(period=period, stage=stage)
+        row.status, row.started_at, row.finished_at = "skipped", utcnow(), utcnow()
+        row.counts, row.error, row.input_hash = {"reason": reason}, None, None
+        s.add(row)
+        s.commit()

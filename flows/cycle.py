@@ -1,0 +1,198 @@
+"""`cx_monthly_cycle(period)`: the CX loop for one month, one readable line per stage.
+
+collect -> validate (gate) -> comments -> KPIs -> re-measure -> actions -> notify -> report.
+A held cycle (a critical data-quality check failed) stores its KPIs as provisional, opens no
+action and tells only the data owners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from sqlalchemy import Engine
+
+from config import Settings, load_settings
+from db import open_db
+from flows.bookkeeping import (
+    begin_stage,
+    data_fingerprint,
+    end_stage,
+    period_lock,
+    skip_stage,
+    source_fingerprint,
+    stage_done_with,
+    start_cycle,
+    update_cycle,
+)
+from models import utcnow
+
+STAGES = ("collect", "validate", "comments", "kpis", "remeasure", "actions", "notify", "report")
+IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
+
+
+@cache
+def _engine(url: str) -> Engine:
+    return open_db(url)
+
+
+def _counts(result: Any) -> dict[str, Any]:
+    if hasattr(result, "counts"):
+        return dict(result.counts())
+    return dict(result) if isinstance(result, dict) else {}
+
+
+def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerprint: str | None,
+            work: Callable[[], Any], after: Callable[[], str] | None = None) -> dict[str, Any]:
+    """Run a stage once per input: skipped when it finished before on the same fingerprint."""
+    if fingerprint:
+        done = stage_done_with(engine, period, stage, fingerprint)
+        if done is not None:
+            print(f"{stage}: inputs unchanged since {done.finished_at:%Y-%m-%d %H:%M}, not redone")
+            return {**done.counts, "resumed": True}
+    begin_stage(engine, period, stage, fingerprint or "")
+    try:
+        counts = _counts(work())
+    except Exception as exc:
+        end_stage(engine, period, stage, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    end_stage(engine, period, stage, status="completed", counts=counts,
+              output_fingerprint=after() if after else None)
+    print(f"{stage}: {counts}")
+    return counts
+
+
+@task(name="collect feedback", cache_policy=NO_CACHE, **IO_RETRIES)
+def collect_feedback(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
+    from tasks.collect import collect_period
+
+    return _staged(settings, engine, period, "collect", source_fingerprint(settings),
+                   lambda: collect_period(settings, engine, period))
+
+
+@task(name="validate data quality", cache_policy=NO_CACHE)
+def validate_data(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
+    from tasks.validate import validate_period
+
+    def fp() -> str:
+        return data_fingerprint(settings, engine, "feedback")
+
+    return _staged(settings, engine, period, "validate", fp(),
+                   lambda: validate_period(settings, engine, period), after=fp)
+
+
+@task(name="read comments", cache_policy=NO_CACHE)
+def read_comments(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
+    from tasks.comments import analyse_comments
+
+    def fp() -> str:
+        return data_fingerprint(settings, engine, "feedback")
+
+    return _staged(settings, engine, period, "comments", fp(),
+                   lambda: analyse_comments(settings, engine, period), after=fp)
+
+
+@task(name="compute KPIs", cache_policy=NO_CACHE)
+def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: bool) -> dict[str, Any]:
+    import tasks.kpis as kpis
+
+    def fp() -> str:
+        return data_fingerprint(settings, engine, "feedback", "kpis") + f":{provisional}"
+
+    def work() -> dict[str, Any]:
+        rows = kpis.compute_kpis(settings, engine, period, provisional=provisional)
+        statuses = [r.status for r in rows]
+        return {"results": len(rows), "provisional": provisional,
+                **{s: statuses.count(s) for s in ("met", "at_risk", "missed", "insufficient")},
+                "signal_low": sum(r.signal == "signal_low" for r in rows)}
+
+    return _staged(settings, engine, period, "kpis", fp(), work, after=fp)
+
+
+@task(name="re-measure open actions", cache_policy=NO_CACHE)
+def remeasure_actions(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
+    from tasks.remeasure import remeasure_actions as remeasure
+
+    def fp() -> str:
+        return data_fingerprint(settings, engine, "feedback", "kpis", "actions")
+
+    return _staged(settings, engine, period, "remeasure", fp(),
+                   lambda: remeasure(settings, engine, period), after=fp)
+
+
+@task(name="open or update actions", cache_policy=NO_CACHE)
+def assign_actions(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
+    from tasks.actions import open_actions
+
+    def fp() -> str:
+        return data_fingerprint(settings, engine, "kpis", "actions")
+
+    return _staged(settings, engine, period, "actions", fp(),
+                   lambda: open_actions(settings, engine, period), after=fp)
+
+
+@task(name="notify owners", cache_policy=NO_CACHE, **IO_RETRIES)
+def notify_owners(settings: Settings, engine: Engine, period: str, held: bool) -> dict[str, Any]:
+    """Never skipped: the outbox makes it idempotent and a re-run is the retry of unsent notices."""
+    from tasks.notify import deliver, queue_notices
+
+    def work() -> dict[str, Any]:
+        queued = queue_notices(settings, engine, period, held=held)
+        return {"queued": len(queued), **_counts(deliver(settings, engine, period=period))}
+
+    return _staged(settings, engine, period, "notify", None, work)
+
+
+@task(name="write reports", cache_policy=NO_CACHE)
+def write_reports(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
+    from tasks.report import write_reports as write
+
+    def work() -> dict[str, Any]:
+        paths = write(settings, engine, period)
+        if paths:
+            update_cycle(engine, period, report_path=str(paths[0]))
+        return {"reports": len(paths), "company_report": str(paths[0]) if paths else ""}
+
+    fp = data_fingerprint(settings, engine, "feedback", "kpis", "actions")
+    return _staged(settings, engine, period, "report", fp, work)
+
+
+@flow(name="cx-monthly-cycle", flow_run_name="cx-{period}", log_prints=True)
+def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "schedule",
+                     accept_data_risk: bool = False, risk_reason: str = "") -> dict[str, Any]:
+    """One monthly CX cycle. Safe to re-run: finished stages with unchanged inputs are not redone."""
+    settings = load_settings(config)
+    engine = _engine(settings.database_url)
+    with period_lock(engine, period):
+        start_cycle(engine, period, started_by)
+        try:
+            collect_feedback(settings, engine, period)
+            gate = validate_data(settings, engine, period).get("status", "passed")
+            held = gate == "held" and not accept_data_risk
+            if gate == "held" and accept_data_risk:
+                update_cycle(engine, period, gate="accepted", risk_accepted_by=started_by,
+                             risk_accepted_at=utcnow(), risk_reason=risk_reason or "(no reason given)")
+            else:
+                update_cycle(engine, period, gate=gate, risk_accepted_by=None, risk_accepted_at=None,
+                             risk_reason=None)
+            read_comments(settings, engine, period)
+            compute_kpis(settings, engine, period, provisional=held)
+            if held:
+                for stage in ("remeasure", "actions"):
+                    skip_stage(engine, period, stage, "cycle held by the data-quality gate")
+            else:
+                remeasure_actions(settings, engine, period)
+                assign_actions(settings, engine, period)
+            notify_owners(settings, engine, period, held=held)
+            write_reports(settings, engine, period)
+        except Exception as exc:
+            update_cycle(engine, period, status="failed", finished_at=utcnow(),
+                         error=f"{type(exc).__name__}: {exc}")
+            raise
+        status = "held" if held else "completed"
+        update_cycle(engine, period, status=status, finished_at=utcnow())
+    return {"period": period, "status": status, "gate": gate}

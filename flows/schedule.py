@@ -1,0 +1,44 @@
+"""Scheduling, kept out of the cycle flow: the scheduled run processes the previous month."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.schedules import Cron
+
+from config import Settings, load_settings
+from flows.cycle import cx_monthly_cycle
+from paths import ROOT
+from periods import current_period, previous_period
+
+DEPLOYMENT = "cxloop-monthly"
+
+
+@flow(name="cx-scheduled-cycle", log_prints=True)
+def cx_scheduled_cycle(config: str | None = None) -> dict[str, Any]:
+    """Run the cycle of the month that just ended (the 1st of November runs October)."""
+    settings = load_settings(config)
+    period = previous_period(current_period(settings.tz))
+    return cx_monthly_cycle(period, config=config, started_by="schedule")
+
+
+def schedule_of(settings: Settings) -> Any:
+    return Cron(settings.schedule.cron, timezone=settings.project.timezone)
+
+
+def serve(config: Path) -> None:
+    """Foreground scheduler for a single machine (Prefect `serve`)."""
+    settings = load_settings(config)
+    cx_scheduled_cycle.serve(name=DEPLOYMENT, schedules=[schedule_of(settings)],
+                             parameters={"config": str(config.resolve())})
+
+
+def deploy(config: Path, pool: str, name: str = DEPLOYMENT) -> Any:
+    """Register a deployment on a Prefect server; workers of `pool` (type process) run it."""
+    settings = load_settings(config)
+    source: Any = cx_scheduled_cycle.from_source(source=str(ROOT),
+                                            entrypoint="flows/schedule.py:cx_scheduled_cycle")
+    return source.deploy(name=name, work_pool_name=pool, schedules=[schedule_of(settings)],
+                         parameters={"config": str(config.resolve())})
