@@ -1,0 +1,72 @@
+"""CLI of the notify area: `cxloop notify` (queue and send a cycle's notices) and `cxloop outbox`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
+from output import Format, emit
+
+COLUMNS = ["id", "period", "recipient", "kind", "language", "status", "attempts", "route", "last_error"]
+
+
+def notify(
+    config: ConfigOpt = None,
+    period: OptionalPeriodOpt = None,
+    retry: Annotated[bool, typer.Option("--retry", help="Only re-send pending/failed messages now, "
+                                        "ignoring the back-off (every period unless --period).")] = False,
+    dry_run: Annotated[Path | None, typer.Option("--dry-run", help="Write the messages that would be "
+                                                  "sent to files in this folder; send nothing.",
+                                                  file_okay=False)] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Queue the department digests of a cycle and deliver them through Apprise."""
+    from sqlmodel import Session, select
+
+    from models import Cycle
+    from tasks.notify import deliver, queue_notices
+
+    settings, engine = load(config)
+    if not retry and period is None:
+        raise CxError("give --period YYYY-MM to queue a cycle's notices, or --retry to re-send")
+    if not retry and period is not None:
+        with Session(engine) as session:
+            cycle = session.exec(select(Cycle).where(Cycle.period == period)).first()
+        held = bool(cycle and cycle.gate == "held")
+        queue_notices(settings, engine, period, held=held)
+    summary = deliver(settings, engine, period=period, dry_run_dir=dry_run, force=retry)
+    if dry_run is not None:
+        if fmt is Format.table:
+            for path in summary.files:
+                typer.echo(f"==> {path}")
+                typer.echo(path.read_text(encoding="utf-8"))
+        emit(summary.messages, fmt, COLUMNS[:-1], title=f"dry run: {len(summary.files)} file(s) in {dry_run}")
+        return
+    emit(summary.messages, fmt, COLUMNS, title="notices")
+    if fmt is Format.table:
+        counts = summary.counts()
+        typer.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v), err=True)
+
+
+def outbox(
+    config: ConfigOpt = None,
+    period: OptionalPeriodOpt = None,
+    status: Annotated[str | None, typer.Option("--status", help="pending | sent | failed | no_route")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """List the outbox: every notice, where it goes (secrets masked), its status and last error."""
+    from tasks.notify import outbox_rows
+
+    if status is not None and status not in ("pending", "sent", "failed", "no_route"):
+        raise typer.BadParameter("use pending, sent, failed or no_route", param_hint="--status")
+    _, engine = load(config)
+    emit(outbox_rows(engine, period, status), fmt, COLUMNS + ["sent_at"], title="outbox")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `notify` and `outbox` to the root app."""
+    app.command("notify")(notify)
+    app.command("outbox")(outbox)

@@ -1,0 +1,737 @@
+"""Notices to department heads: queue them in the outbox, then deliver them through Apprise.
+
+Why an outbox table and not a direct send: a cycle can be re-run, a mail server can be down, and a
+department head must still get each notice exactly once. `queue_notices` writes at most one message
+per (period, recipient, kind) and never touches one already sent; `deliver` sends what is pending,
+remembers every receiver already served (so a retry after a partial failure skips them), retries
+with back-off and records why a send failed - with secrets scrubbed, since Apprise URLs carry
+passwords, tokens and webhook keys.
+
+Every channel goes through Apprise: a route is an Apprise URL (`mailto://`, `slack://`,
+`workflows://`, `dingtalk://`, `wecombot://`, `feishu://`, `json://` ...) or a tag of the Apprise
+config file `[notify] apprise_config`. Receivers that show HTML (e-mail) get the HTML digest,
+all others the Markdown one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from config import Settings
+from db import session_scope
+from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
+from periods import period_end_date
+from tasks.lifecycle import OPEN_STATUSES
+from tasks.masking import mask_pii
+from tasks.rendering import render, translate
+
+if TYPE_CHECKING:
+    import apprise
+
+log = logging.getLogger(__name__)
+
+DIGEST, ESCALATION, DATA_QUALITY = "digest", "escalation", "data_quality"
+ESCALATION_RECIPIENT, DATA_OWNERS = "escalation", "data_owners"
+SENDABLE = ("pending", "failed")
+# Across runs a failed message waits 1, 2, 4 ... minutes (at most 6 hours) before the next try.
+BACKOFF_BASE = timedelta(minutes=1)
+BACKOFF_CAP = timedelta(hours=6)
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
+
+KPI_LABELS: dict[str, str] = {
+    "nps": "NPS", "csat": "CSAT", "ces": "CES (ease)", "ces_top": "Share finding it easy",
+    "cx_index": "CX index", "cx_success": "CX success", "cx_effort": "CX effort",
+    "cx_emotion": "CX emotion", "complaint_rate": "Complaint rate",
+    "first_response_hours": "First response time (h)", "first_response_p90": "First response time P90 (h)",
+    "first_response_sla": "First response within SLA", "resolution_hours": "Resolution time (h)",
+    "resolution_p90": "Resolution time P90 (h)", "resolution_sla": "Resolution within SLA",
+    "responses": "Responses", "theme_share": "Topic share", "theme_negative_share": "Negative topic share",
+}
+HOUR_KPIS = {"first_response_hours", "first_response_p90", "resolution_hours", "resolution_p90"}
+SCOPE_PLURALS = {
+    "journey_stage": "stages", "touchpoint": "touchpoints", "channel": "channels",
+    "department": "departments", "topic": "topics", "segment": "segments", "region": "regions",
+}
+STATUS_LABELS = {
+    "open": "Open", "acknowledged": "Acknowledged", "in_progress": "In progress", "done": "Done",
+    "escalated": "Escalated", "reopened": "Reopened", "verified": "Verified", "cancelled": "Cancelled",
+}
+SEVERITY_LABELS = {"high": "High", "medium": "Medium", "low": "Low"}
+VERDICT_LABELS = {
+    "improved": "Improved", "no_change": "No detectable change", "worsened": "Worsened",
+    "insufficient": "Insufficient data",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# What a notice says
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ActionItem:
+    """One action as a head of department reads it."""
+
+    id: int
+    kpi: str
+    kpi_label: str
+    scope: str
+    scope_value: str
+    status: str
+    status_label: str
+    severity: str
+    severity_label: str
+    due: date | None
+    overdue: bool
+    opened_period: str
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    target: float | None = None
+    gap: float | None = None
+    comments: list[str] = field(default_factory=list)
+    playbook: str = ""
+    note: str = ""
+
+
+@dataclass
+class VerdictItem:
+    """One re-measurement, with the plain-words sentence the template prints."""
+
+    action_id: int
+    kpi_label: str
+    scope_value: str
+    verdict: str
+    verdict_label: str
+    baseline: float | None
+    value: float | None
+    n: int
+    effect: float | None
+    ci_low: float | None
+    ci_high: float | None
+    method: str
+    sentence: str
+    status_label: str
+
+
+@dataclass
+class Draft:
+    """A rendered notice before it is stored."""
+
+    period: str
+    recipient: str
+    kind: str
+    language: str
+    subject: str
+    body_html: str
+    body_text: str
+
+    def to_message(self, route: str) -> OutboxMessage:
+        return OutboxMessage(period=self.period, recipient=self.recipient, kind=self.kind,
+                             language=self.language, subject=self.subject, body_html=self.body_html,
+                             body_text=self.body_text, route=route)
+
+
+def _t(text: str, lang: str, **values: Any) -> str:
+    out = translate(text, lang)
+    return out % values if values else out
+
+
+def kpi_label(kpi: str, lang: str) -> str:
+    return _t(KPI_LABELS.get(kpi, kpi), lang)
+
+
+def scope_label(settings: Settings, scope: str, value: str, lang: str) -> str:
+    """A scope value as people call it: topic names in the reader's language, department names."""
+    if scope == "topic" and settings.topics:
+        for topic in settings.topics:
+            if topic.id == value:
+                return topic.name_zh if lang == "zh" else topic.name_en
+    if scope == "department" and value in settings.departments:
+        return settings.departments[value].name
+    if scope == "overall":
+        return _t("the company", lang)
+    return value
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
+def verdict_sentence(settings: Settings, action: Action, m: Measurement, lang: str) -> str:
+    """Plain words for a verdict, e.g. "NPS of delivery rose 9.5 points (95% CI 4.1 to 14.8) more
+    than in comparable stages"; a before/after fallback says that it is one."""
+    kpi = kpi_label(action.kpi, lang)
+    scope = scope_label(settings, action.scope, action.scope_value, lang)
+    did = m.method == "did" and m.effect is not None
+    effect = m.effect if did else (m.effect if m.effect is not None else m.change)
+    low = m.effect_ci_low if did or m.effect is not None else m.change_ci_low
+    high = m.effect_ci_high if did or m.effect is not None else m.change_ci_high
+    if effect is None:
+        return _t("Too few responses to judge %(kpi)s of %(scope)s this cycle (n = %(n)s).", lang,
+                  kpi=kpi, scope=scope, n=m.n)
+    rose = effect >= 0
+    lo, hi = (low, high) if rose else ((-high if high is not None else None),
+                                      (-low if low is not None else None))
+    values = {
+        "kpi": kpi, "scope": scope, "amount": _fmt(abs(effect)),
+        "unit": _t("hours" if action.kpi in HOUR_KPIS else "points", lang),
+        "conf": f"{settings.kpis.confidence * 100:.0f}", "low": _fmt(lo), "high": _fmt(hi),
+        "dims": _t(SCOPE_PLURALS.get(action.scope, "scopes"), lang), "since": action.opened_period,
+    }
+    if did:
+        text = ("%(kpi)s of %(scope)s rose %(amount)s %(unit)s (%(conf)s%% CI %(low)s to %(high)s) "
+                "more than in comparable %(dims)s." if rose else
+                "%(kpi)s of %(scope)s fell %(amount)s %(unit)s (%(conf)s%% CI %(low)s to %(high)s) "
+                "more than in comparable %(dims)s.")
+    else:
+        text = ("%(kpi)s of %(scope)s rose %(amount)s %(unit)s since %(since)s (%(conf)s%% CI %(low)s "
+                "to %(high)s); no comparable %(dims)s, so this is a before/after change only." if rose
+                else "%(kpi)s of %(scope)s fell %(amount)s %(unit)s since %(since)s (%(conf)s%% CI "
+                "%(low)s to %(high)s); no comparable %(dims)s, so this is a before/after change only.")
+    sentence = _t(text, lang, **values)
+    if m.verdict == "insufficient":
+        sentence += " " + _t("Too few responses for a verdict (n = %(n)s).", lang, n=m.n)
+    return sentence
+
+
+def _comment_text(item: Any) -> str:
+    if isinstance(item, dict):
+        item = item.get("text") or item.get("comment") or ""
+    return mask_pii(str(item or "")).strip()
+
+
+def _latest_evidence(action: Action, period: str) -> dict[str, Any]:
+    entries = [e for e in (action.evidence or []) if isinstance(e, dict)]
+    for entry in reversed(entries):
+        if entry.get("period") == period:
+            return entry
+    return entries[-1] if entries else {}
+
+
+def _num_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def action_item(settings: Settings, action: Action, period: str, lang: str, note: str = "") -> ActionItem:
+    ev = _latest_evidence(action, period)
+    value, target = _num_or_none(ev.get("value")), _num_or_none(ev.get("target", action.target))
+    gap = _num_or_none(ev.get("gap"))
+    if gap is None and value is not None and target is not None:
+        gap = value - target
+    comments = ev.get("comments") or ev.get("worst_comments") or []
+    n = ev.get("n")
+    overdue = (action.status in OPEN_STATUSES and action.due is not None
+               and action.due < period_end_date(period))
+    return ActionItem(
+        id=action.id or 0, kpi=action.kpi, kpi_label=kpi_label(action.kpi, lang), scope=action.scope,
+        scope_value=scope_label(settings, action.scope, action.scope_value, lang),
+        status=action.status, status_label=_t(STATUS_LABELS.get(action.status, action.status), lang),
+        severity=action.severity,
+        severity_label=_t(SEVERITY_LABELS.get(action.severity, action.severity), lang),
+        due=action.due, overdue=overdue, opened_period=action.opened_period, value=value,
+        ci_low=_num_or_none(ev.get("ci_low")), ci_high=_num_or_none(ev.get("ci_high")),
+        n=int(n) if isinstance(n, int | float) else None, target=target, gap=gap,
+        comments=[c for c in (_comment_text(c) for c in comments if c) if c],
+        playbook=mask_pii(action.playbook or "").strip(), note=mask_pii(note),
+    )
+
+
+def _verdict_item(settings: Settings, action: Action, m: Measurement, lang: str) -> VerdictItem:
+    did = m.method == "did" and m.effect is not None
+    use_effect = did or m.effect is not None
+    return VerdictItem(
+        action_id=action.id or 0, kpi_label=kpi_label(action.kpi, lang),
+        scope_value=scope_label(settings, action.scope, action.scope_value, lang), verdict=m.verdict,
+        verdict_label=_t(VERDICT_LABELS.get(m.verdict, m.verdict), lang),
+        baseline=m.baseline if m.baseline is not None else action.baseline_value, value=m.value, n=m.n,
+        effect=m.effect if use_effect else m.change,
+        ci_low=m.effect_ci_low if use_effect else m.change_ci_low,
+        ci_high=m.effect_ci_high if use_effect else m.change_ci_high,
+        method=m.method, sentence=verdict_sentence(settings, action, m, lang),
+        status_label=_t(STATUS_LABELS.get(action.status, action.status), lang),
+    )
+
+
+def _sort_key(item: ActionItem) -> tuple[int, int, str, int]:
+    return (0 if item.overdue else 1, SEVERITY_ORDER.get(item.severity, 3),
+            item.due.isoformat() if item.due else "9999", item.id)
+
+
+def _report_url(settings: Settings, period: str, department: str | None) -> str | None:
+    base = settings.notify.report_base_url
+    if not base:
+        return None
+    name = f"report-{department}.html" if department else "report.html"
+    return f"{base.rstrip('/')}/{period}/{name}"
+
+
+def _render_pair(name: str, lang: str, **ctx: Any) -> tuple[str, str]:
+    return render(f"{name}.html", lang, **ctx), render(f"{name}.md", lang, **ctx)
+
+
+def _digest(settings: Settings, session: Session, period: str, dept_id: str) -> Draft | None:
+    lang = settings.department_language(dept_id)
+    dept = settings.departments[dept_id]
+    actions = session.exec(select(Action).where(Action.department == dept_id)
+                           .where(Action.opened_period <= period).order_by(col(Action.id))).all()
+    new = [action_item(settings, a, period, lang) for a in actions if a.opened_period == period]
+    earlier = [action_item(settings, a, period, lang) for a in actions
+               if a.opened_period < period and a.status in OPEN_STATUSES]
+    overdue = sorted((i for i in earlier if i.overdue), key=_sort_key)
+    still_open = sorted((i for i in earlier if not i.overdue), key=_sort_key)
+    new.sort(key=_sort_key)
+    rows = session.exec(select(Measurement, Action).join(Action, col(Measurement.action_id) == Action.id)
+                        .where(Measurement.period == period).where(Action.department == dept_id)
+                        .order_by(col(Action.id))).all()
+    verdicts = [_verdict_item(settings, a, m, lang) for m, a in rows]
+    if not (new or overdue or still_open or verdicts) and not settings.notify.all_clear:
+        return None
+    open_count = len(overdue) + len(still_open)
+    if new or open_count or verdicts:
+        subject = _t("[cxloop] %(period)s %(dept)s: %(new)s new, %(open)s open, %(overdue)s overdue "
+                     "actions", lang, period=period, dept=dept.name, new=len(new), open=open_count,
+                     overdue=len(overdue))
+    else:
+        subject = _t("[cxloop] %(period)s %(dept)s: nothing to act on", lang, period=period,
+                     dept=dept.name)
+    ctx = dict(period=period, department=dept.name, head=dept.head, new=new, overdue=overdue,
+               still_open=still_open, verdicts=verdicts, subject=subject,
+               report_url=_report_url(settings, period, dept_id), project=settings.project.name,
+               confidence=f"{settings.kpis.confidence * 100:.0f}")
+    html, text = _render_pair("notice", lang, **ctx)
+    return Draft(period, dept_id, DIGEST, lang, subject, html, text)
+
+
+def _escalations(settings: Settings, session: Session, period: str) -> Draft | None:
+    lang = settings.project.language
+    rows = session.exec(select(ActionEvent, Action).join(Action, col(ActionEvent.action_id) == Action.id)
+                        .where(ActionEvent.period == period).where(ActionEvent.to_status == "escalated")
+                        .order_by(col(Action.id), col(ActionEvent.id))).all()
+    latest: dict[int, tuple[ActionEvent, Action]] = {}
+    for event, action in rows:
+        latest[action.id or 0] = (event, action)
+    if not latest:
+        return None
+    items = []
+    for event, action in latest.values():
+        item = action_item(settings, action, period, lang, note=event.note)
+        m = session.exec(select(Measurement).where(Measurement.action_id == action.id)
+                         .where(Measurement.period == period)).first()
+        dept = settings.departments.get(action.department)
+        items.append({"action": item, "department": dept.name if dept else action.department,
+                      "head": (dept.head if dept else "") or action.head,
+                      "verdict": _verdict_item(settings, action, m, lang) if m else None})
+    subject = _t("[cxloop] %(period)s: %(n)s actions escalated", lang, period=period, n=len(items))
+    html, text = _render_pair("escalation", lang, period=period, items=items, subject=subject,
+                              report_url=_report_url(settings, period, None),
+                              project=settings.project.name)
+    return Draft(period, ESCALATION_RECIPIENT, ESCALATION, lang, subject, html, text)
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = mask_pii(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _data_quality(settings: Settings, session: Session, period: str) -> Draft:
+    lang = settings.project.language
+    checks = session.exec(select(QualityCheck).where(QualityCheck.period == period)
+                          .where(QualityCheck.success == False)  # noqa: E712
+                          .order_by(col(QualityCheck.severity), col(QualityCheck.id))).all()
+    items = [{"suite": c.suite, "expectation": c.expectation, "column": c.column or "", "level": c.level,
+              "severity": c.severity, "unexpected_count": c.unexpected_count,
+              "observed": _short(c.observed) if c.observed else "",
+              "sample": _short(c.sample[:5]) if c.sample else ""} for c in checks]
+    critical = sum(1 for c in checks if c.severity == "critical")
+    subject = _t("[cxloop] %(period)s: cycle held by the data-quality gate (%(n)s checks failed)",
+                 lang, period=period, n=len(items))
+    html, text = _render_pair("data_quality", lang, period=period, checks=items, critical=critical,
+                              subject=subject, project=settings.project.name,
+                              sources=[s.name for s in settings.sources])
+    return Draft(period, DATA_OWNERS, DATA_QUALITY, lang, subject, html, text)
+
+
+def build_notices(settings: Settings, engine: Engine, period: str, held: bool) -> list[Draft]:
+    """Render this period's notices without storing them (what `queue_notices` would queue)."""
+    drafts: list[Draft] = []
+    with Session(engine) as session:
+        if held:
+            return [_data_quality(settings, session, period)]
+        for dept_id in settings.departments:
+            draft = _digest(settings, session, period, dept_id)
+            if draft:
+                drafts.append(draft)
+        esc = _escalations(settings, session, period)
+        if esc:
+            drafts.append(esc)
+    return drafts
+
+
+def queue_notices(settings: Settings, engine: Engine, period: str, held: bool) -> list[OutboxMessage]:
+    """Put this period's notices in the outbox: one per (period, recipient, kind), ever.
+
+    A message already sent (or partly delivered) is left exactly as it went out; a pending, failed
+    or unroutable one is re-rendered so a re-run after a data or config fix sends the current text.
+    """
+    drafts = build_notices(settings, engine, period, held)
+    out: list[OutboxMessage] = []
+    with session_scope(engine) as session:
+        for draft in drafts:
+            route = describe_routes(routes_for(settings, draft.recipient))
+            existing = session.exec(select(OutboxMessage).where(OutboxMessage.period == period)
+                                    .where(OutboxMessage.recipient == draft.recipient)
+                                    .where(OutboxMessage.kind == draft.kind)).first()
+            if existing is None:
+                msg = draft.to_message(route)
+                session.add(msg)
+                out.append(msg)
+                continue
+            if existing.status != "sent" and not existing.delivered:
+                existing.language, existing.subject = draft.language, draft.subject
+                existing.body_html, existing.body_text = draft.body_html, draft.body_text
+                existing.route = route
+                if existing.status == "no_route":
+                    existing.status = "pending"
+                session.add(existing)
+            out.append(existing)
+        session.flush()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Routes and secrets
+# --------------------------------------------------------------------------------------------
+
+def routes_for(settings: Settings, recipient: str) -> list[str]:
+    """The `notify` entries (Apprise URLs or tags) configured for a recipient."""
+    if recipient == ESCALATION_RECIPIENT:
+        routes = list(settings.actions.escalation_notify)
+    elif recipient == DATA_OWNERS:
+        routes = list(settings.quality.data_owners)
+        routes += [r for s in settings.sources for r in s.data_owners]
+    else:
+        dept = settings.departments.get(recipient)
+        routes = list(dept.notify) if dept else []
+    return list(dict.fromkeys(r.strip() for r in routes if r.strip()))
+
+
+def is_url(route: str) -> bool:
+    return "://" in route
+
+
+def describe_url(url: str) -> str:
+    """An Apprise URL with its secrets hidden, short enough for a table: scheme, host and masked path."""
+    import apprise
+
+    import tasks.sinks  # noqa: F401  (registers cxfile://)
+
+    plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    if plugin is None:
+        scheme = url.split("://", 1)[0]
+        return f"{scheme}://*** (not a usable Apprise URL)"
+    return _privacy_url(plugin)
+
+
+def _privacy_url(plugin: Any) -> str:
+    return unquote(str(plugin.url(privacy=True)).split("?", 1)[0])
+
+
+def describe_routes(routes: Iterable[str]) -> str:
+    parts = [describe_url(r) if is_url(r) else f"tag:{r}" for r in routes]
+    return "; ".join(parts) if parts else "(no route)"
+
+
+def secret_fragments(url: str) -> list[str]:
+    """Parts of a URL that may be secret: the URL itself, user info, path segments, query values."""
+    frags = {url}
+    try:
+        parts = urlsplit(url)
+        netloc_user = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
+        candidates = [parts.password or "", netloc_user, parts.username or ""]
+        candidates += [seg for seg in parts.path.split("/") if seg]
+        candidates += [kv.split("=", 1)[1] for kv in parts.query.split("&") if "=" in kv]
+        if parts.scheme not in ("mailto", "mailtos", "json", "xml", "form", "cxfile"):
+            candidates.append(parts.netloc.rsplit("@", 1)[-1].split(":")[0])  # tokens in the host
+    except ValueError:
+        candidates = []
+    for c in candidates:
+        if len(c) >= 4:
+            frags.update({c, unquote(c), quote(unquote(c), safe="")})
+    return sorted((f for f in frags if len(f) >= 4), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Remove every secret fragment from a text (longest first, so a URL goes before its parts)."""
+    for s in sorted(set(secrets), key=len, reverse=True):
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+@dataclass
+class Target:
+    """One receiver behind a route: an instantiated Apprise plugin."""
+
+    key: str  # masked, stable: what `OutboxMessage.delivered` remembers
+    plugin: Any
+    html: bool
+    secrets: list[str]
+
+
+class Router:
+    """Turns `notify` entries into Apprise plugins; loads the Apprise config file once per run."""
+
+    def __init__(self, settings: Settings) -> None:
+        import apprise
+
+        import tasks.sinks  # noqa: F401  (registers cxfile://)
+
+        self.settings = settings
+        self.asset = apprise.AppriseAsset(app_id=settings.project.name or "cxloop",
+                                          app_desc="cxloop notices", storage_mode="memory")
+        self._config: apprise.Apprise | None = None
+        self._config_error: str | None = None
+        self._loaded = False
+
+    def _config_servers(self) -> apprise.Apprise | None:
+        import apprise
+
+        if not self._loaded:
+            self._loaded = True
+            name = self.settings.notify.apprise_config
+            if not name:
+                self._config_error = "no [notify] apprise_config file is set"
+            else:
+                path = self.settings.resolve(name)
+                if not path.is_file():
+                    self._config_error = f"Apprise config {path} not found"
+                else:
+                    cfg = apprise.AppriseConfig(asset=self.asset)
+                    if not cfg.add(str(path)):
+                        self._config_error = f"Apprise config {path} could not be read"
+                    else:
+                        self._config = apprise.Apprise(asset=self.asset)
+                        self._config.add(cfg)
+        return self._config
+
+    def _target(self, plugin: Any) -> Target:
+        from apprise import NotifyFormat
+
+        raw = str(plugin.url(privacy=False))
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+        return Target(key=f"{_privacy_url(plugin)} #{digest}", plugin=plugin,
+                      html=plugin.notify_format == NotifyFormat.HTML, secrets=secret_fragments(raw))
+
+    def resolve(self, routes: list[str]) -> tuple[list[Target], list[str], list[str]]:
+        """(receivers, problems, secrets): problems say which routes led nowhere, secret-free."""
+        import apprise
+
+        targets: dict[str, Target] = {}
+        problems: list[str] = []
+        secrets: list[str] = []
+        for route in routes:
+            if is_url(route):
+                secrets += secret_fragments(route)
+                plugin = apprise.Apprise.instantiate(route, asset=self.asset, suppress_exceptions=True)
+                if plugin is None:
+                    problems.append(f"{describe_url(route)}: Apprise cannot use this URL")
+                    continue
+                plugins = [plugin]
+            else:
+                cfg = self._config_servers()
+                if cfg is None:
+                    problems.append(f"tag {route}: {self._config_error}")
+                    continue
+                plugins = list(cfg.find(tag=route))
+                if not plugins:
+                    problems.append(f"tag {route}: no URL in the Apprise config has this tag")
+                    continue
+            for plugin in plugins:
+                target = self._target(plugin)
+                secrets += target.secrets
+                targets.setdefault(target.key, target)
+        return list(targets.values()), problems, secrets
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class DeliverySummary:
+    sent: int = 0
+    failed: int = 0
+    no_route: int = 0
+    waiting: int = 0  # failed earlier, back-off not over yet
+    dry_run: int = 0
+    files: list[Path] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int | float | str]:
+        return {"sent": self.sent, "failed": self.failed, "no_route": self.no_route,
+                "waiting": self.waiting, "dry_run": self.dry_run}
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before the next run may try again: doubles with every failed attempt, capped."""
+    return min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_CAP)
+
+
+def message_row(m: OutboxMessage) -> dict[str, Any]:
+    """An outbox row for people and machines: never the body, never a secret."""
+    return {"id": m.id, "period": m.period, "recipient": m.recipient, "kind": m.kind,
+            "language": m.language, "status": m.status, "attempts": m.attempts, "route": m.route,
+            "subject": m.subject, "last_error": m.last_error, "sent_at": m.sent_at,
+            "next_attempt_at": m.next_attempt_at}
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+def _send(target: Target, msg: OutboxMessage, asset: Any) -> tuple[bool | None, str]:
+    import apprise
+
+    ap = apprise.Apprise(asset=asset)
+    ap.add(target.plugin)
+    with apprise.LogCapture(level=logging.WARNING) as captured:
+        if target.html:
+            result = ap.notify(body=msg.body_html, title=msg.subject,
+                               body_format=apprise.NotifyFormat.HTML)
+        else:
+            result = ap.notify(body=msg.body_text, title=msg.subject,
+                               body_format=apprise.NotifyFormat.MARKDOWN)
+        text = captured.getvalue() if hasattr(captured, "getvalue") else ""
+    return result, " ".join(line.split(" - ", 2)[-1] for line in str(text).splitlines() if line.strip())
+
+
+def _save(engine: Engine, msg: OutboxMessage) -> None:
+    with session_scope(engine) as session:
+        session.merge(msg)
+
+
+def _deliver_one(settings: Settings, engine: Engine, router: Router, msg: OutboxMessage, now: datetime,
+                 summary: DeliverySummary, delay: float) -> None:
+    routes = routes_for(settings, msg.recipient)
+    msg.route = describe_routes(routes)
+    targets, problems, secrets = router.resolve(routes)
+    if not targets:
+        msg.status = "no_route"
+        msg.last_error = scrub("; ".join(problems) or f"no notify route configured for {msg.recipient}",
+                               secrets)
+        msg.next_attempt_at = None
+        _save(engine, msg)
+        summary.no_route += 1
+        log.warning("notice %s/%s/%s: no route", msg.period, msg.recipient, msg.kind)
+        return
+    delivered = list(msg.delivered or [])
+    remaining = [t for t in targets if t.key not in delivered]
+    errors: dict[str, str] = {}
+    for attempt in range(settings.notify.retries + 1):
+        if attempt:
+            time.sleep(delay * 2 ** (attempt - 1))
+        msg.attempts += 1
+        for target in list(remaining):
+            result, why = _send(target, msg, router.asset)
+            if result:
+                delivered.append(target.key)
+                remaining.remove(target)
+                errors.pop(target.key, None)
+                msg.delivered = list(delivered)
+                _save(engine, msg)  # remembered at once: a crash now cannot cause a second send
+            else:
+                reason = why or ("no receiver matched" if result is None else "send failed")
+                errors[target.key] = f"{target.key.split(' #')[0]}: {reason}"
+        if not remaining:
+            break
+    if remaining:
+        msg.status = "failed"
+        msg.next_attempt_at = now + backoff(msg.attempts)
+        msg.last_error = scrub("; ".join(list(errors.values()) + problems), secrets)[:2000]
+        summary.failed += 1
+        log.warning("notice %s/%s/%s failed after %s attempts", msg.period, msg.recipient, msg.kind,
+                    msg.attempts)
+    else:
+        msg.status, msg.sent_at, msg.next_attempt_at = "sent", utcnow(), None
+        msg.last_error = scrub("; ".join(problems), secrets) or None
+        summary.sent += 1
+    _save(engine, msg)
+
+
+def _dry_run(router: Router, settings: Settings, messages: list[OutboxMessage], out_dir: Path,
+             summary: DeliverySummary) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for msg in messages:
+        targets, _, _ = router.resolve(routes_for(settings, msg.recipient))
+        kinds = {"html" if t.html else "md" for t in targets} or {"md"}
+        for ext in sorted(kinds):
+            path = out_dir / f"{msg.period}-{msg.recipient}-{msg.kind}.{ext}"
+            body = msg.body_html if ext == "html" else f"# {msg.subject}\n\n{msg.body_text}"
+            path.write_text(body, encoding="utf-8")
+            summary.files.append(path)
+        summary.dry_run += 1
+        summary.messages.append(message_row(msg))
+
+
+def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_run_dir: Path | None = None,
+            now: datetime | None = None, force: bool = False,
+            retry_delay: float | None = None) -> DeliverySummary:
+    """Send every pending or failed message whose back-off is over (every period when `period` is
+    None; `force` ignores the back-off, as `cxloop notify --retry` does). With `dry_run_dir` the
+    messages are written to files instead and nothing changes."""
+    now = now or utcnow()
+    delay = settings.notify.retry_delay_seconds if retry_delay is None else retry_delay
+    query = select(OutboxMessage).where(col(OutboxMessage.status).in_(SENDABLE))
+    if period:
+        query = query.where(OutboxMessage.period == period)
+    with Session(engine, expire_on_commit=False) as session:
+        messages = list(session.exec(query.order_by(col(OutboxMessage.id))).all())
+        for m in messages:
+            session.expunge(m)
+    summary = DeliverySummary()
+    due: list[OutboxMessage] = []
+    for m in messages:
+        next_at = _aware(m.next_attempt_at)
+        if force or next_at is None or next_at <= now:
+            due.append(m)
+        else:
+            summary.waiting += 1
+    router = Router(settings)
+    if dry_run_dir is not None:
+        _dry_run(router, settings, due, Path(dry_run_dir), summary)
+        return summary
+    for m in due:
+        _deliver_one(settings, engine, router, m, now, summary, delay)
+        summary.messages.append(message_row(m))
+    return summary
+
+
+def outbox_rows(engine: Engine, period: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """The outbox as rows for `cxloop outbox` (no bodies, no secrets)."""
+    query = select(OutboxMessage)
+    if period:
+        query = query.where(OutboxMessage.period == period)
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    with Session(engine) as session:
+        return [message_row(m) for m in session.exec(query.order_by(col(OutboxMessage.period),
+                                                                    col(OutboxMessage.id))).all()]
