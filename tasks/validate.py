@@ -1,0 +1,718 @@
+"""The data-quality gate: Great Expectations suites over a period's feedback, before any KPI is published.
+
+Two levels of suites, both plain GX 1.x JSON files in `expectations/` (and in the folder
+`expectations/` next to the config file, if it exists; a file there with the same name replaces the
+shipped one):
+
+- row suites (`meta.level = "row"`) run on one row per Feedback response. A row failing a
+  `critical` expectation is quarantined (kept in `quarantined_row` with every reason, flagged in
+  `feedback.quarantined`, never counted in a KPI); a `warning` expectation is only reported.
+- batch suites (`meta.level = "batch"`) run on small metrics tables ("frames") built here: `batch`
+  (one row), `sources` (one row per source), `channels` (channels present in every recent period)
+  and `score_columns` (one row per score column). A failed `critical` batch check holds the cycle.
+
+Values that depend on the config or the period are written as placeholders (`"${vocabulary.channel}"`,
+`"${period.start}"`, ...) and filled in at run time; an empty vocabulary list drops the expectation.
+Every run validates ALL rows of the period again (clean and quarantined), so fixed rows come back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, delete, func, select, update
+
+from config import Settings
+from db import session_scope
+from models import (
+    CANONICAL_FIELDS,
+    SCORE_FIELDS,
+    Feedback,
+    ImportRecord,
+    QualityCheck,
+    QuarantinedRow,
+    utcnow,
+)
+from paths import EXPECTATIONS
+from periods import period_bounds, shift_period
+
+STAGE = "validate"
+LEVELS = ("row", "batch")
+SEVERITIES = ("critical", "warning")
+ROW_FRAME = "rows"
+BATCH_FRAMES = ("batch", "sources", "channels", "score_columns")
+KEY_COLUMNS = {"rows": "row_key", "batch": "subject", "sources": "subject", "channels": "subject",
+               "score_columns": "subject"}
+SAMPLE_SIZE = 20
+DATETIME_FIELDS = tuple(k for k, v in CANONICAL_FIELDS.items() if v == "datetime")
+_PLACEHOLDER = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
+_CHUNK = 900
+# Core column handles: typed SQL expressions (SQLModel attributes read as plain values to mypy).
+FB = Feedback.__table__.c  # type: ignore[attr-defined]
+QR = QuarantinedRow.__table__.c  # type: ignore[attr-defined]
+QC = QualityCheck.__table__.c  # type: ignore[attr-defined]
+IR = ImportRecord.__table__.c  # type: ignore[attr-defined]
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used; the message names the file and the expectation."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class CheckResult:
+    """One expectation's outcome, as stored in `quality_check` and shown in the report."""
+
+    suite: str
+    expectation: str
+    type: str
+    column: str | None
+    level: str
+    frame: str
+    severity: str
+    success: bool
+    element_count: int = 0
+    unexpected_count: int = 0
+    observed: dict[str, Any] = field(default_factory=dict)
+    sample: list[Any] = field(default_factory=list)
+    message: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gating(self) -> bool:
+        """Does this failure hold the cycle? Critical batch checks, and broken (erroring) suites."""
+        return (not self.success and self.severity == "critical"
+                and (self.level == "batch" or "error" in self.observed))
+
+
+@dataclass
+class GateResult:
+    period: str
+    status: str  # passed | held
+    checks: list[CheckResult]
+    failed_critical: list[str]
+    rows: int
+    quarantined: int  # rows quarantined by this stage
+    collect_quarantined: int
+    quarantine_share: float
+    report_path: Path | None
+    readmitted: int = 0
+    read: int = 0
+    duplicates: int = 0
+
+    @property
+    def warnings(self) -> list[str]:
+        return [c.expectation for c in self.checks if not c.success and c.severity == "warning"]
+
+    def counts(self) -> dict[str, int | float | str]:
+        """Figures for the cycle's stage record; read = loaded + quarantined + duplicates."""
+        return {
+            "status": self.status,
+            "rows": self.rows,
+            "read": self.read,
+            "loaded": self.rows - self.quarantined,
+            "quarantined": self.quarantined + self.collect_quarantined,
+            "quarantined_validate": self.quarantined,
+            "quarantined_collect": self.collect_quarantined,
+            "duplicates": self.duplicates,
+            "quarantine_share": round(self.quarantine_share, 6),
+            "readmitted": self.readmitted,
+            "checks": len(self.checks),
+            "failed": sum(not c.success for c in self.checks),
+            "failed_critical": len(self.failed_critical),
+            "warnings": len(self.warnings),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Suites
+
+
+@dataclass
+class Expectation:
+    """One expectation of a suite file, with placeholders filled and severity resolved."""
+
+    suite: str
+    path: Path
+    level: str
+    frame: str
+    name: str
+    type: str
+    kwargs: dict[str, Any]
+    meta: dict[str, Any]
+    severity: str
+    description: str | None = None
+
+    @property
+    def column(self) -> str | None:
+        col = self.kwargs.get("column", self.kwargs.get("column_A"))
+        return str(col) if col is not None else None
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    level: str
+    data: dict[str, Any]
+
+
+def suite_dirs(settings: Settings) -> list[Path]:
+    """Where suites come from: the shipped folder, then the config's `expectations/` if it exists."""
+    dirs = [EXPECTATIONS]
+    user = settings.resolve("expectations")
+    if user.is_dir() and user.resolve() != EXPECTATIONS.resolve():
+        dirs.append(user)
+    return dirs
+
+
+def load_suites(settings: Settings) -> list[Suite]:
+    """Every `*.json` suite; a user file named like a shipped one replaces it."""
+    by_file: dict[str, Path] = {}
+    for folder in suite_dirs(settings):
+        for path in sorted(folder.glob("*.json")):
+            by_file[path.name] = path
+    suites = []
+    for path in by_file.values():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SuiteError(f"{path}: not a readable JSON suite: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+            raise SuiteError(f"{path}: a suite needs a top-level object with an `expectations` list")
+        level = (data.get("meta") or {}).get("level", "row")
+        if level not in LEVELS:
+            raise SuiteError(f"{path}: meta.level must be one of {LEVELS}, not {level!r}")
+        suites.append(Suite(str(data.get("name") or path.stem), path, level, data))
+    return suites
+
+
+def placeholder_values(settings: Settings, period: str, now: datetime) -> dict[str, Any]:
+    """What `${name}` placeholders in suite files stand for in this run."""
+    start, end = period_bounds(period, settings.tz)
+    q = settings.quality
+    return {
+        "vocabulary.channel": list(settings.vocabulary.channel),
+        "vocabulary.journey_stage": list(settings.vocabulary.journey_stage),
+        "vocabulary.touchpoint": list(settings.vocabulary.touchpoint),
+        "period.start": start.isoformat(),
+        "period.end": end.isoformat(),
+        "now": now.isoformat(),
+        "quality.max_quarantine_share": q.max_quarantine_share,
+        "quality.volume_band.min": q.volume_band[0],
+        "quality.volume_band.max": q.volume_band[1],
+        "quality.null_rate_jump": q.null_rate_jump,
+        "sources": [s.name for s in settings.sources],
+    }
+
+
+class _Skip(Exception):
+    """An expectation whose placeholder resolved to an empty list: nothing to check."""
+
+
+def _fill(value: Any, params: dict[str, Any], where: str) -> Any:
+    if isinstance(value, str):
+        m = _PLACEHOLDER.match(value)
+        if not m:
+            return value
+        if m.group(1) not in params:
+            raise SuiteError(f"{where}: unknown placeholder {value}; known: "
+                             + ", ".join("${" + k + "}" for k in params))
+        filled = params[m.group(1)]
+        if isinstance(filled, list) and not filled:
+            raise _Skip
+        return filled
+    if isinstance(value, dict):
+        return {k: _fill(v, params, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, params, where) for v in value]
+    return value
+
+
+def expectations_of(suite: Suite, settings: Settings, params: dict[str, Any]) -> list[Expectation]:
+    """The suite's expectations ready to run: placeholders filled, severity and frame resolved."""
+    out = []
+    default_frame = (suite.data.get("meta") or {}).get("frame") or (
+        ROW_FRAME if suite.level == "row" else "sources")
+    for i, raw in enumerate(suite.data["expectations"]):
+        where = f"{suite.path}: expectation #{i + 1}"
+        if not isinstance(raw, dict) or "type" not in raw:
+            raise SuiteError(f"{where}: needs a `type` (e.g. expect_column_values_to_not_be_null)")
+        meta = dict(raw.get("meta") or {})
+        kwargs = dict(raw.get("kwargs") or {})
+        name = str(meta.get("id") or f"{raw['type']}({kwargs.get('column', kwargs.get('column_A', ''))})")
+        where = f"{suite.path}: expectation {name!r}"
+        try:
+            kwargs = _fill(kwargs, params, where)
+        except _Skip:
+            continue
+        frame = str(meta.get("frame") or default_frame)
+        allowed = (ROW_FRAME,) if suite.level == "row" else BATCH_FRAMES
+        if frame not in allowed:
+            raise SuiteError(f"{where}: meta.frame {frame!r} not available for a {suite.level} suite; "
+                             f"use one of {allowed}")
+        overrides = settings.quality.severity
+        severity = str(overrides.get(name) or overrides.get(raw["type"]) or meta.get("severity")
+                       or raw.get("severity") or "critical")
+        if severity == "info":
+            severity = "warning"
+        if severity not in SEVERITIES:
+            raise SuiteError(f"{where}: severity must be one of {SEVERITIES}, not {severity!r}")
+        out.append(Expectation(suite.name, suite.path, suite.level, frame, name, str(raw["type"]),
+                               kwargs, meta, severity, raw.get("description")))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Great Expectations
+
+
+def _gx() -> Any:
+    """Import GX lazily (about 5 s): analytics off before the import, as GX reads it at import."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx
+
+
+def _context() -> Any:
+    """A fresh ephemeral context (about 10 ms): nothing leaks between runs or threads."""
+    gx = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: str) -> list[tuple[
+        Expectation, dict[str, Any]]]:
+    """Validate one frame with GX; return each expectation with its result dict.
+
+    The result dict has `success`, `result` (GX's COMPLETE result with `unexpected_index_list`
+    naming rows by the frame's key column) and `error` (a message when GX raised).
+    """
+    if not expectations:
+        return []
+    gx = _gx()
+    from great_expectations.exceptions import InvalidExpectationConfigurationError
+
+    ctx = _context()
+    gx_exps = []
+    for i, exp in enumerate(expectations):
+        conf = {"type": exp.type, "kwargs": exp.kwargs, "meta": {**exp.meta, "cx_index": i}}
+        if exp.description:
+            conf["description"] = exp.description
+        try:
+            gx.ExpectationSuite(name="check", expectations=[conf])
+        except (InvalidExpectationConfigurationError, ValueError, TypeError) as exc:
+            raise SuiteError(f"{exp.path}: expectation {exp.name!r} is not valid for GX: "
+                             f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
+        gx_exps.append(conf)
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{frame}-{uuid.uuid4().hex[:8]}", expectations=gx_exps))
+    batch_def = (ctx.data_sources.add_pandas("cxloop").add_dataframe_asset(frame)
+                 .add_batch_definition_whole_dataframe("whole"))
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch_def, suite=suite))
+    res = vd.run(batch_parameters={"dataframe": df},
+                 result_format={"result_format": "COMPLETE",
+                                "unexpected_index_column_names": [KEY_COLUMNS[frame]]})
+    out: list[tuple[Expectation, dict[str, Any]]] = []
+    for r in res.results:
+        exp = expectations[int(r.expectation_config.meta["cx_index"])]
+        info = r.exception_info or {}
+        errors = [v.get("exception_message") for v in info.values() if isinstance(v, dict)
+                  and v.get("raised_exception")] if "raised_exception" not in info else (
+            [info.get("exception_message")] if info.get("raised_exception") else [])
+        out.append((exp, {"success": bool(r.success), "result": dict(r.result or {}),
+                          "error": "; ".join(sorted({str(e) for e in errors})) if errors else None}))
+    out.sort(key=lambda pair: expectations.index(pair[0]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Values and messages
+
+
+def json_safe(value: Any) -> Any:
+    """A value as JSON can hold it: timestamps as ISO text, numpy scalars as Python, NaN as None."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, list | dict | str):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def _fmt(value: Any) -> str:
+    return "(missing)" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def describe(exp: Expectation, value: Any, other: Any = None) -> str:
+    """A sentence a data owner understands, for one failing value."""
+    if exp.description:
+        try:
+            return exp.description.format(column=exp.column, value=_fmt(value), **{
+                k: v for k, v in exp.kwargs.items() if k != "column"})
+        except (KeyError, IndexError, ValueError):
+            return exp.description
+    k, col, v = exp.kwargs, exp.column, _fmt(value)
+    match exp.type:
+        case "expect_column_values_to_not_be_null":
+            return f"{col} is missing"
+        case "expect_column_values_to_be_between":
+            lo, hi = k.get("min_value"), k.get("max_value")
+            if lo is not None and hi is not None:
+                end = " (end excluded)" if k.get("strict_max") else ""
+                return f"{col} = {v} is outside {lo} .. {hi}{end}"
+            if hi is not None:
+                return f"{col} = {v} is above {hi}"
+            return f"{col} = {v} is below {lo}"
+        case "expect_column_values_to_be_in_set":
+            if col in SCORE_FIELDS:
+                return f"{col} = {v} is not a whole number of the scale"
+            shown = k.get("value_set", [])
+            listed = ", ".join(map(str, shown[:12])) + (", ..." if len(shown) > 12 else "")
+            return f"{col} = {v} is not one of the allowed values ({listed})"
+        case "expect_column_values_to_be_unique":
+            return f"{col} = {v} occurs more than once"
+        case "expect_column_pair_values_a_to_be_greater_than_b":
+            rel = "before" if k.get("or_equal") else "not after"
+            return f"{col} = {v} is {rel} {k.get('column_B')} = {_fmt(other)}"
+        case _:
+            return f"{col} = {v} fails {exp.type}"
+
+
+def _check(exp: Expectation, outcome: dict[str, Any], key_col: str) -> CheckResult:
+    res = outcome["result"]
+    observed: dict[str, Any] = {}
+    if outcome["error"]:
+        observed["error"] = outcome["error"]
+    for key in ("observed_value", "unexpected_percent", "missing_count"):
+        if res.get(key) is not None:
+            observed[key] = json_safe(res[key])
+    sample = []
+    other_col = exp.kwargs.get("column_B")
+    for item in (res.get("unexpected_index_list") or [])[:SAMPLE_SIZE]:
+        if isinstance(item, dict):
+            entry = {"key": json_safe(item.get(key_col)), "value": json_safe(item.get(exp.column))}
+            if other_col:
+                entry["other"] = json_safe(item.get(other_col))
+            sample.append(entry)
+    message = (f"error: {outcome['error']}" if outcome["error"] else
+               "" if outcome["success"] else
+               describe(exp, sample[0]["value"], sample[0].get("other")) if sample else f"{exp.type} failed")
+    return CheckResult(
+        suite=exp.suite, expectation=exp.name, type=exp.type, column=exp.column, level=exp.level,
+        frame=exp.frame, severity=exp.severity, success=outcome["success"] and not outcome["error"],
+        element_count=int(res.get("element_count") or 0),
+        unexpected_count=int(res.get("unexpected_count") or 0),
+        observed=observed, sample=sample, message=message, kwargs=json_safe(exp.kwargs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Row checks
+
+
+def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Typed frame for the row suite: UTC datetimes, float scores, `row_key` = "source|response_id"."""
+    df = rows.copy()
+    for col in CANONICAL_FIELDS:
+        if col not in df.columns:
+            df[col] = None
+    for col in DATETIME_FIELDS:
+        df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
+    for col in SCORE_FIELDS:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    if "source" not in df.columns:
+        df["source"] = ""
+    rid = df["response_id"].astype("object")
+    missing = rid.isna()
+    keys = df["source"].astype(str) + "|" + rid.where(~missing, "").astype(str)
+    keys[missing] = keys[missing] + "#" + df.index[missing].astype(str)
+    df["row_key"] = keys.astype(str)
+    return df.reset_index(drop=True)
+
+
+def check_rows(expectations: list[Expectation], df: pd.DataFrame) -> tuple[
+        list[CheckResult], dict[str, list[dict[str, Any]]]]:
+    """Run the row expectations on a `row_frame`; return the checks and every reason per row_key.
+
+    Only `critical` row expectations produce reasons (= quarantine); `warning` ones are reported.
+    """
+    checks: list[CheckResult] = []
+    reasons: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for exp, outcome in run_expectations(expectations, df, ROW_FRAME):
+        checks.append(_check(exp, outcome, "row_key"))
+        if outcome["success"] or outcome["error"] or exp.severity != "critical":
+            continue
+        other_col = exp.kwargs.get("column_B")
+        for item in outcome["result"].get("unexpected_index_list") or []:
+            if not isinstance(item, dict):
+                continue
+            value = json_safe(item.get(exp.column))
+            other = json_safe(item.get(other_col)) if other_col else None
+            reason = {"expectation": exp.name, "column": exp.column, "value": value,
+                      "message": describe(exp, value, other)}
+            if other_col:
+                reason["other"] = {other_col: other}
+            key = str(item.get("row_key"))
+            if reason not in reasons[key]:
+                reasons[key].append(reason)
+    return checks, dict(reasons)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch checks
+
+
+def batch_frames(settings: Settings, engine: Engine, period: str, df: pd.DataFrame,
+                 quarantined: int, collect_quarantined: int,
+                 collect_by_source: dict[str, int]) -> dict[str, pd.DataFrame]:
+    """The metrics tables the batch suites run on (see the module docstring)."""
+    q = settings.quality
+    history = [shift_period(period, -k) for k in range(1, q.volume_history + 1)]
+    with engine.connect() as conn:
+        vol_rows = conn.execute(
+            select(FB.period, FB.source, func.count())
+            .where(FB.period.in_(history)).group_by(FB.period, FB.source)).all()
+        null_rows = conn.execute(
+            select(FB.period, func.count(), *[func.count(getattr(FB, c)) for c in SCORE_FIELDS])
+            .where(FB.period.in_(history)).group_by(FB.period)).all()
+        chan_rows = conn.execute(
+            select(FB.period, FB.channel).where(FB.period.in_(history))
+            .group_by(FB.period, FB.channel)).all()
+
+    total = len(df) + collect_quarantined
+    share = (quarantined + collect_quarantined) / total if total else 0.0
+    batch = pd.DataFrame([{"subject": "all", "rows": len(df),
+                           "quarantined": quarantined + collect_quarantined, "quarantine_share": share}])
+
+    now_by_source = df["source"].value_counts().to_dict() if len(df) else {}
+    hist_by_source: dict[str, list[int]] = defaultdict(list)
+    for _p, src, n in vol_rows:
+        hist_by_source[src].append(int(n))
+    configured = [s.name for s in settings.sources]
+    names = configured + sorted(set(now_by_source) - set(configured))
+    src_records = []
+    for name in names:
+        n = int(now_by_source.get(name, 0)) + int(collect_by_source.get(name, 0))
+        hist = hist_by_source.get(name, [])
+        med = float(median(hist)) if hist else None
+        src_records.append({
+            "subject": name, "rows": n, "history_periods": len(hist), "history_median": med,
+            # no ratio without history, or when nothing came (source_delivered reports that)
+            "volume_ratio": (n / med) if med and n else float("nan"),
+            "delivered": bool(n > 0) or name not in configured,
+        })
+    sources = pd.DataFrame(src_records, columns=["subject", "rows", "history_periods", "history_median",
+                                                 "volume_ratio", "delivered"])
+    sources["volume_ratio"] = sources["volume_ratio"].astype("float64")
+
+    hist_periods = sorted({p for p, _s, _n in vol_rows})
+    per_period: dict[str, set[str]] = defaultdict(set)
+    for p, ch, in chan_rows:
+        if ch is not None:
+            per_period[p].add(ch)
+    steady: set[str] = (set.intersection(*(per_period[p] for p in hist_periods))
+                        if len(hist_periods) >= 2 else set())
+    now_channels = df["channel"].value_counts().to_dict() if len(df) else {}
+    channels = pd.DataFrame(
+        [{"subject": ch, "rows": int(now_channels.get(ch, 0)), "history_periods": len(hist_periods),
+          "present": bool(now_channels.get(ch, 0))} for ch in sorted(steady)],
+        columns=["subject", "rows", "history_periods", "present"])
+
+    hist_n = sum(int(r[1]) for r in null_rows)
+    score_records = []
+    for i, col in enumerate(SCORE_FIELDS):
+        rate = float(df[col].isna().mean()) if len(df) else float("nan")
+        hist_rate = (1 - sum(int(r[2 + i]) for r in null_rows) / hist_n) if hist_n else float("nan")
+        score_records.append({"subject": col, "null_rate": rate, "history_null_rate": hist_rate,
+                              "null_rate_jump": rate - hist_rate})
+    score_columns = pd.DataFrame(score_records)
+    return {"batch": batch, "sources": sources, "channels": channels, "score_columns": score_columns}
+
+
+def check_batch(expectations: list[Expectation], frames: dict[str, pd.DataFrame]) -> list[CheckResult]:
+    checks = []
+    for frame in BATCH_FRAMES:
+        exps = [e for e in expectations if e.frame == frame]
+        for exp, outcome in run_expectations(exps, frames[frame], frame):
+            check = _check(exp, outcome, "subject")
+            check.observed.setdefault("table", json_safe(frames[frame].to_dict("records")))
+            if not check.success and check.sample:
+                check.message = "; ".join(f"{s['key']}: {describe(exp, s['value'])}" for s in check.sample)
+            checks.append(check)
+    return checks
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+
+
+def load_period_rows(engine: Engine, period: str) -> pd.DataFrame:
+    """Every Feedback row of the period, clean and quarantined."""
+    cols = [FB.id, FB.source, FB.quarantined,
+            *[getattr(FB, c) for c in CANONICAL_FIELDS]]
+    with engine.connect() as conn:
+        result = conn.execute(select(*cols).where(FB.period == period).order_by(FB.id))
+        df = pd.DataFrame(result.all(), columns=list(result.keys()))
+    return df
+
+
+def _raw(record: dict[str, Any]) -> dict[str, Any]:
+    return {c: json_safe(record.get(c)) for c in CANONICAL_FIELDS}
+
+
+def validate_period(settings: Settings, engine: Engine, period: str, now: datetime | None = None,
+                    lang: str | None = None) -> GateResult:
+    """Validate all rows of a period, update quarantine and checks, write the report, decide the gate."""
+    now = now or utcnow()
+    params = placeholder_values(settings, period, now)
+    exps = [e for s in load_suites(settings) for e in expectations_of(s, settings, params)]
+    row_exps = [e for e in exps if e.level == "row"]
+    batch_exps = [e for e in exps if e.level == "batch"]
+
+    raw_df = load_period_rows(engine, period)
+    df = row_frame(raw_df)
+    row_checks, reasons = check_rows(row_exps, df)
+    bad_keys = set(reasons)
+    is_bad = df["row_key"].isin(bad_keys)
+
+    readmitted = 0
+    with session_scope(engine) as session:
+        was_q = df["quarantined"].fillna(False).astype(bool)
+        to_set = [int(i) for i in df.loc[is_bad & ~was_q, "id"]]
+        to_clear = [int(i) for i in df.loc[~is_bad & was_q, "id"]]
+        for ids, flag in ((to_set, True), (to_clear, False)):
+            for start in range(0, len(ids), _CHUNK):
+                session.execute(update(Feedback).where(FB.id.in_(ids[start:start + _CHUNK]))
+                                .values(quarantined=flag))
+        existing = {(q.source, q.row_key): q for q in session.execute(
+            select(QuarantinedRow).where(QR.period == period)).scalars()}
+        present = set(zip(df["source"].astype(str), df["response_id"].astype(str), strict=True))
+        bad = df.loc[is_bad].to_dict("records")
+        for rec in bad:
+            key = (str(rec["source"]), str(rec["response_id"]))
+            row_reasons = reasons[rec["row_key"]]
+            q = existing.get(key)
+            if q is None:
+                session.add(QuarantinedRow(period=period, source=key[0], row_key=key[1], response_id=key[1],
+                                           stage=STAGE, raw=_raw(rec), reasons=row_reasons))
+            elif (q.stage != STAGE or q.readmitted_at is not None or q.reasons != row_reasons
+                  or q.raw != _raw(rec)):
+                q.stage, q.raw, q.reasons, q.readmitted_at = STAGE, _raw(rec), row_reasons, None
+                q.response_id = key[1]
+                session.add(q)
+        bad_pairs = {(str(r["source"]), str(r["response_id"])) for r in bad}
+        for key, q in existing.items():
+            if (q.stage == STAGE and q.readmitted_at is None and key not in bad_pairs
+                    and key in present):
+                q.readmitted_at = now
+                session.add(q)
+                readmitted += 1
+        collect_rows = [q for q in existing.values() if q.stage == "collect" and q.readmitted_at is None
+                        and (q.source, q.row_key) not in present]
+        imports = session.execute(
+            select(func.coalesce(func.sum(IR.rows_read), 0),
+                   func.coalesce(func.sum(IR.duplicates), 0), func.count())
+            .where(IR.period == period)).one()
+
+    collect_by_source: dict[str, int] = defaultdict(int)
+    for q in collect_rows:
+        collect_by_source[q.source] += 1
+    quarantined = int(is_bad.sum())
+    frames = batch_frames(settings, engine, period, df, quarantined, len(collect_rows), collect_by_source)
+    batch_checks = check_batch(batch_exps, frames)
+    checks = row_checks + batch_checks
+    failed_critical = [c.expectation for c in checks if c.gating]
+    total = len(df) + len(collect_rows)
+    duplicates = int(imports[1])
+    result = GateResult(
+        period=period, status="held" if failed_critical else "passed", checks=checks,
+        failed_critical=failed_critical, rows=len(df), quarantined=quarantined,
+        collect_quarantined=len(collect_rows),
+        quarantine_share=(quarantined + len(collect_rows)) / total if total else 0.0,
+        report_path=None, readmitted=readmitted, duplicates=duplicates,
+        read=int(imports[0]) if imports[2] else total + duplicates)
+
+    with session_scope(engine) as session:
+        session.execute(delete(QualityCheck).where(QC.period == period))
+        session.add_all([QualityCheck(
+            period=period, suite=c.suite, expectation=c.expectation, column=c.column, level=c.level,
+            severity=c.severity, success=c.success, unexpected_count=c.unexpected_count,
+            observed={**c.observed, "type": c.type, "frame": c.frame, "element_count": c.element_count,
+                      "message": c.message, "gating": c.gating},
+            sample=c.sample) for c in checks])
+
+    result.report_path = write_report(settings, result, df.loc[is_bad], reasons,
+                                      lang or settings.project.language, now)
+    return result
+
+
+def readmit(settings: Settings, engine: Engine, period: str, now: datetime | None = None) -> dict[str, Any]:
+    """Re-run the checks after the source was fixed; report how many quarantined rows came back."""
+    with engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(QuarantinedRow).where(
+            QR.period == period, QR.stage == STAGE,
+            QR.readmitted_at.is_(None))).scalar_one()
+    gate = validate_period(settings, engine, period, now=now)
+    return {"period": period, "quarantined_before": int(before), "readmitted": gate.readmitted,
+            "still_quarantined": gate.quarantined, "newly_quarantined": max(
+                0, gate.quarantined - (int(before) - gate.readmitted)),
+            "collect_quarantined": gate.collect_quarantined, "status": gate.status,
+            "report": str(gate.report_path) if gate.report_path else None}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+def write_report(settings: Settings, gate: GateResult, bad: pd.DataFrame,
+                 reasons: dict[str, list[dict[str, Any]]], lang: str, now: datetime) -> Path:
+    """`reports/<period>/validation.html`: each expectation, its result, counts and failing samples."""
+    from tasks.rendering import render
+
+    samples = []
+    for rec in bad.head(50).to_dict("records"):
+        samples.append({"source": rec["source"], "response_id": rec["response_id"],
+                        "reasons": reasons.get(rec["row_key"], [])})
+    suites: dict[tuple[str, str], list[CheckResult]] = defaultdict(list)
+    for c in gate.checks:
+        suites[(c.suite, c.level)].append(c)
+    html = render("validation.html", lang, gate=gate, counts=gate.counts(), now=now,
+                  suites=[{"name": n, "level": lv, "checks": cs} for (n, lv), cs in suites.items()],
+                  samples=samples, project=settings.project.name)
+    out = settings.resolve("reports") / gate.period / "validation.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html, encoding="utf-8")
+    return out
