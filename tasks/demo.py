@@ -151,7 +151,7 @@ def _local_time(rng: random.Random, period: str) -> datetime:
 
 def _write_survey(folder: Path, rng: random.Random, plan: DemoPlan, period: str, n: int) -> None:
     header = ["编号", "提交时间", "渠道", "旅程阶段", "触点", "地区", "客户类型", "推荐意愿", "满意度",
-              "费力程度", "解决问题", "省心程度", "心理感受", "评论"]
+              "办理容易程度", "解决问题", "省心程度", "心理感受", "评论"]
     path = folder / f"survey_{period}.csv"
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh)
@@ -253,7 +253,7 @@ region = "地区"
 segment = "客户类型"
 nps = "推荐意愿"
 csat = "满意度"
-ces = "费力程度"
+ces = "办理容易程度"
 cx_success = "解决问题"
 cx_effort = "省心程度"
 cx_emotion = "心理感受"

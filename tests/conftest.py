@@ -64,3 +64,12 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = open_db(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session (it costs seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,90 @@
+"""End to end: four monthly cycles through the real Prefect flow, on SQLite and PostgreSQL.
+
+The story: month 2 delivery collapses and hotline complaints rise (two actions, two notices);
+month 3 delivery recovers (its action is verified, the owner hears the verdict) while complaints
+stay up (no change: escalated past its due date); month 4's app export is broken (the gate holds:
+no action, only the data owners hear). Re-running a month changes and sends nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from flows.cycle import cx_monthly_cycle
+from models import Action, Cycle, CycleStage, Feedback, Measurement, OutboxMessage
+from tasks.demo import DemoPlan, Truth, write_demo
+
+PERIODS = ["2026-06", "2026-07", "2026-08", "2026-09"]
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    plan = DemoPlan(periods=PERIODS, rows_per_month=2400, seed=3)
+    plan.stage_truth[("2026-07", "delivery")] = Truth(0.25, 0.45)
+    plan.complaint_rate = {p: 0.32 for p in PERIODS[1:]}
+    plan.broken_app_period = "2026-09"
+    monkeypatch.setenv("CXLOOP_DATABASE_URL", db_url)
+    return write_demo(tmp_path / "demo", plan)
+
+
+def _notices(folder: Path) -> dict[str, list[str]]:
+    root = folder / "notices"
+    return {d.name: sorted(f.read_text(encoding="utf-8") for f in d.iterdir()) for d in root.iterdir()
+            if d.is_dir()}
+
+
+def test_four_cycles_tell_the_whole_story(prefect_harness: None, demo_config: Path) -> None:
+    from config import load_settings
+    from db import open_db
+
+    settings = load_settings(demo_config)
+    engine = open_db(settings.database_url)
+    outcomes = [cx_monthly_cycle(p, config=str(demo_config), started_by="test") for p in PERIODS]
+    assert [o["status"] for o in outcomes] == ["completed", "completed", "completed", "held"]
+
+    with Session(engine) as s:
+        actions = list(s.exec(select(Action)))
+        by_key = {(a.kpi, a.scope, a.scope_value): a for a in actions}
+        delivery = by_key[("nps", "journey_stage", "delivery")]
+        assert delivery.department == "logistics" and delivery.opened_period == "2026-07"
+        assert delivery.status == "verified"
+        m = s.exec(select(Measurement).where(Measurement.action_id == delivery.id,
+                                             Measurement.period == "2026-08")).one()
+        assert m.verdict == "improved" and m.effect is not None and m.effect > 0
+        hotline = by_key[("complaint_rate", "channel", "hotline")]
+        assert hotline.department == "customer_service"
+        assert hotline.status not in ("verified", "cancelled")
+        assert not [a for a in actions if a.opened_period == "2026-09"], "a held cycle opens no action"
+        assert s.exec(select(Cycle).where(Cycle.period == "2026-09")).one().gate == "held"
+        outbox = list(s.exec(select(OutboxMessage)))
+        assert {(o.period, o.kind) for o in outbox if o.period == "2026-09"} == {("2026-09", "data_quality")}
+        assert all(o.status == "sent" for o in outbox)
+        stages = list(s.exec(select(CycleStage).where(CycleStage.period == "2026-08")))
+        assert {st.stage for st in stages} >= {"collect", "validate", "kpis", "remeasure", "actions",
+                                                "notify", "report"}
+
+    notices = _notices(demo_config.parent)
+    assert any("2026-07" in text for text in notices["logistics"])
+    assert any("2026-08" in text for text in notices["logistics"]), "the owner hears the verdict"
+    assert notices.get("data-owners"), "data owners hear about the held cycle"
+    assert (demo_config.parent / "reports" / "2026-08" / "report.html").exists()
+
+    # Re-running a period is safe: nothing duplicated, nothing re-sent.
+    with Session(engine) as s:
+        before = (len(list(s.exec(select(Action)))), len(list(s.exec(select(Feedback)))),
+                  len(list(s.exec(select(OutboxMessage)))), len(list(s.exec(select(Measurement)))))
+    files_before = sum(len(v) for v in _notices(demo_config.parent).values())
+    again = cx_monthly_cycle("2026-08", config=str(demo_config), started_by="test")
+    assert again["status"] == "completed"
+    with Session(engine) as s:
+        after = (len(list(s.exec(select(Action)))), len(list(s.exec(select(Feedback)))),
+                 len(list(s.exec(select(OutboxMessage)))), len(list(s.exec(select(Measurement)))))
+        collect = s.exec(select(CycleStage).where(CycleStage.period == "2026-08",
+                                                  CycleStage.stage == "collect")).one()
+    assert after == before
+    assert sum(len(v) for v in _notices(demo_config.parent).values()) == files_before
+    assert collect.status == "completed"
+    engine.dispose()
