@@ -17,9 +17,8 @@ from flows.bookkeeping import (
 
 def test_second_run_of_a_period_is_refused_while_the_first_holds_it(engine: Engine) -> None:
     with period_lock(engine, "2026-10"):
-        with pytest.raises(CycleBusy, match="2026-10 is already running"):
-            with period_lock(engine, "2026-10"):
-                pass
+        with pytest.raises(CycleBusy, match="2026-10 is already running"), period_lock(engine, "2026-10"):
+            pass
         with period_lock(engine, "2026-11"):  # other periods are free
             pass
     with period_lock(engine, "2026-10"):  # released afterwards
