@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.console import Console
 
-from commands import actions, collect, comments, cycle, effects, kpis, quality, report
+from commands import actions, collect, comments, cycle, effects, kpis, notify, quality, report
 from commands.common import CxError
 from config import ConfigError
 from output import EXIT_ERROR, EXIT_USAGE
@@ -21,7 +21,7 @@ app = typer.Typer(
     "notify -> re-measure -> report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -34,7 +34,7 @@ def version() -> None:
     typer.echo(f"cxloop {dist_version('cxloop')}")
 
 
-for module in (cycle, collect, quality, kpis, actions, effects, report, comments):
+for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments):
     module.register(app)
 
 
