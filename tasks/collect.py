@@ -703,3 +703,25 @@ def feedback_count(engine: Engine, period: str) -> int:
     with engine.connect() as conn:
         q = select(func.count()).select_from(fb).where(fb.c.period == period)
         return int(conn.execute(q).scalar_one())
+
+
+def write_example_project(directory: Path, force: bool = False) -> list[Path]:
+    """Copy the commented example `cxloop.toml` and its sample data into `directory`.
+
+    Refuses to overwrite an existing file unless `force`: an admin's edited config is worth more
+    than the example. Returns the files written.
+    """
+    from paths import TEMPLATES
+
+    src = TEMPLATES / "init"
+    files = sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    targets = [(p, directory / p.relative_to(src)) for p in files]
+    clash = [str(t) for _, t in targets if t.exists()]
+    if clash and not force:
+        raise FileExistsError(f"{', '.join(clash)} already exist(s); use --force to overwrite")
+    written = []
+    for s, t in targets:
+        t.parent.mkdir(parents=True, exist_ok=True)
+        t.write_bytes(s.read_bytes())
+        written.append(t)
+    return written
