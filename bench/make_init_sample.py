@@ -122,8 +122,10 @@ def store(rng: random.Random) -> None:
         for i in range(60):
             ces = max(1, min(7, round(rng.gauss(5.4, 1.1))))
             csat = max(1, min(5, round(rng.gauss(4.0, 0.8))))
-            ws.append([int(f"{month}{i:04d}"), when(rng, 2026, month), rng.choice(["Shanghai", "Beijing", "Shenzhen"]),
-                       ces, csat, comment(rng, csat >= 4, zh=True) or None])
+            stamp = when(rng, 2026, month)
+            city = rng.choice(["Shanghai", "Beijing", "Shenzhen"])
+            ws.append([int(f"{month}{i:04d}"), stamp, city, ces, csat,
+                       comment(rng, csat >= 4, zh=True) or None])
     for col, width in zip("ABCDEF", (8, 18, 10, 6, 6, 40), strict=True):
         ws.column_dimensions[col].width = width
     for cell in ws["B"][1:]:
