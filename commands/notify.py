@@ -23,21 +23,31 @@ def notify(
                                                   file_okay=False)] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Queue the department digests of a cycle and deliver them through Apprise."""
+    """Queue a cycle's notices (digests, escalations, or the data-owner alert when the gate held)
+    and deliver them through Apprise.
+
+    --dry-run DIR writes the notices that would go out to files (HTML for e-mail routes, Markdown
+    for chat routes) and prints them; nothing is sent or stored.
+    """
     from sqlmodel import Session, select
 
     from models import Cycle
-    from tasks.notify import deliver, queue_notices
+    from tasks.notify import deliver, preview, queue_notices
 
     settings, engine = load(config)
     if not retry and period is None:
         raise CxError("give --period YYYY-MM to queue a cycle's notices, or --retry to re-send")
-    if not retry and period is not None:
+    if retry or period is None:
+        summary = deliver(settings, engine, period=period, dry_run_dir=dry_run, force=True, carry_over=False)
+    else:
         with Session(engine) as session:
             cycle = session.exec(select(Cycle).where(Cycle.period == period)).first()
         held = bool(cycle and cycle.gate == "held")
-        queue_notices(settings, engine, period, held=held)
-    summary = deliver(settings, engine, period=period, dry_run_dir=dry_run, force=retry)
+        if dry_run is not None:
+            summary = preview(settings, engine, period, held, dry_run)
+        else:
+            queue_notices(settings, engine, period, held=held)
+            summary = deliver(settings, engine, period=period)
     if dry_run is not None:
         if fmt is Format.table:
             for path in summary.files:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, and_, or_
 from sqlmodel import Session, col, select
 
 from config import Settings
@@ -693,15 +693,22 @@ def _dry_run(router: Router, settings: Settings, messages: list[OutboxMessage], 
 
 
 def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_run_dir: Path | None = None,
-            now: datetime | None = None, force: bool = False,
-            retry_delay: float | None = None) -> DeliverySummary:
-    """Send every pending or failed message whose back-off is over (every period when `period` is
-    None; `force` ignores the back-off, as `cxloop notify --retry` does). With `dry_run_dir` the
-    messages are written to files instead and nothing changes."""
+            now: datetime | None = None, force: bool = False, retry_delay: float | None = None,
+            carry_over: bool = True) -> DeliverySummary:
+    """Send every pending or failed message whose back-off is over.
+
+    `period` None means every period (`cxloop notify --retry`). With a period, messages of earlier
+    periods that failed are retried too (`carry_over`), so a notice that could not go out last
+    month goes out with this month's run. `force` ignores the back-off. With `dry_run_dir` the
+    messages are written to files instead and nothing changes.
+    """
     now = now or utcnow()
     delay = settings.notify.retry_delay_seconds if retry_delay is None else retry_delay
     query = select(OutboxMessage).where(col(OutboxMessage.status).in_(SENDABLE))
-    if period:
+    if period and carry_over:
+        query = query.where(or_(OutboxMessage.period == period,
+                                and_(col(OutboxMessage.period) < period, OutboxMessage.status == "failed")))
+    elif period:
         query = query.where(OutboxMessage.period == period)
     with Session(engine, expire_on_commit=False) as session:
         messages = list(session.exec(query.order_by(col(OutboxMessage.id))).all())
@@ -722,6 +729,20 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     for m in due:
         _deliver_one(settings, engine, router, m, now, summary, delay)
         summary.messages.append(message_row(m))
+    return summary
+
+
+def preview(settings: Settings, engine: Engine, period: str, held: bool, out_dir: Path) -> DeliverySummary:
+    """A dry run of a cycle's notices: render what `queue_notices` + `deliver` would send to files,
+    without writing to the outbox (a notice already sent is left out, as it would not go again)."""
+    with Session(engine) as session:
+        done = {(m.recipient, m.kind) for m in session.exec(
+            select(OutboxMessage).where(OutboxMessage.period == period)).all()
+            if m.status == "sent" or m.delivered}
+    messages = [d.to_message(describe_routes(routes_for(settings, d.recipient)))
+                for d in build_notices(settings, engine, period, held) if (d.recipient, d.kind) not in done]
+    summary = DeliverySummary()
+    _dry_run(Router(settings), settings, messages, out_dir, summary)
     return summary
 
 

@@ -335,3 +335,20 @@ def test_chat_routes_are_described_without_secrets(scheme_url: str) -> None:
 
     described = describe_url(scheme_url)
     assert "secret" not in described.lower() and "://" in described
+
+
+def test_failed_notice_goes_out_with_the_next_cycle(engine: Engine, tmp_path: Path) -> None:
+    seed(engine)
+    hook = HttpReceiver(port=free_port())
+    settings = make_settings(tmp_path, [hook.url("/lg")], [], notify={"retries": 0})
+    queue_notices(settings, engine, P, held=False)
+    assert deliver(settings, engine, P).failed == 1
+    with hook:
+        later = utcnow() + timedelta(hours=7)
+        nxt = "2026-11"
+        queue_notices(settings, engine, nxt, held=False)
+        summary = deliver(settings, engine, nxt, now=later)
+        assert summary.sent == 2
+        assert deliver(settings, engine, nxt, now=later, force=True).sent == 0
+    subjects = [r.json()["title"] for r in hook.requests]
+    assert sorted(s.split()[1] for s in subjects) == [P, nxt]

@@ -63,6 +63,7 @@ def test_notify_retry_outbox_and_dry_run(engine: Engine, db_url: str, tmp_path: 
     out = run(["notify", "-c", cfg, "--period", P, "--dry-run", str(dry)])
     assert sorted(p.name for p in dry.iterdir()) == [f"{P}-logistics-digest.md", f"{P}-service-digest.md"]
     assert "本期新增事项" in out and SECRET not in out
+    assert json.loads(run(["outbox", "-c", cfg, "--format", "json"])) == []  # a dry run stores nothing
 
     out = run(["notify", "-c", cfg, "--period", P, "--format", "json"])  # receiver down
     rows = json.loads(out)
