@@ -706,8 +706,8 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     delay = settings.notify.retry_delay_seconds if retry_delay is None else retry_delay
     query = select(OutboxMessage).where(col(OutboxMessage.status).in_(SENDABLE))
     if period and carry_over:
-        query = query.where(or_(OutboxMessage.period == period,
-                                and_(col(OutboxMessage.period) < period, OutboxMessage.status == "failed")))
+        earlier_failed = and_(col(OutboxMessage.period) < period, col(OutboxMessage.status) == "failed")
+        query = query.where(or_(col(OutboxMessage.period) == period, earlier_failed))
     elif period:
         query = query.where(OutboxMessage.period == period)
     with Session(engine, expire_on_commit=False) as session:
