@@ -1,0 +1,1101 @@
+"""KPI stage: every CX KPI per scope, with n and an interval, against its target, over time.
+
+Pipeline of one period (`compute_kpis`):
+
+1. read the period's clean responses in chunks (`iter_responses`; only the needed columns, durations
+   computed by the database), so a million rows never sit in memory at once;
+2. per chunk, count a histogram per (scope, scope value, family, bin) - the sufficient statistics
+   of every KPI (`histograms`); chunks merge by adding counts (`merge_histograms`), exactly;
+3. per scope value, compute each KPI and its interval from the histogram (`tasks.stats`), find its
+   target and judge the status (`rows_from_histograms`);
+4. compare with earlier cycles on a control chart (`tasks.spc`) for signal_high / signal_low;
+5. upsert `KpiResult` (histogram in `stats`, so later stages can merge or re-measure) and the
+   `AppliedTarget` rows of the period, in one transaction; re-running replaces, never duplicates.
+
+Units: NPS and nets -100..100, proportions and shares in percent, CES mean 1..7, times in hours,
+responses a count. Durations are binned (0.1 h below 10 h, 0.5 h below 100 h, 1 h below 1000 h,
+10 h beyond) so their histograms stay small; the % within SLA is counted from exact durations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sqlalchemy import Engine, case, delete, extract, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from config import KpiConfig, Settings, TargetConfig
+from db import session_scope
+from models import SCOPE_FIELDS, SCORE_FIELDS, AppliedTarget, Feedback, KpiResult
+from periods import shift_period
+from tasks import spc, stats
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------
+
+OVERALL = "overall"
+OVERALL_VALUE = "all"
+TOPIC = "topic"
+CROSS_SEP = " x "  # scope name of a crossing: "department x region"
+VALUE_SEP = " | "  # scope value of a crossing: "logistics | east"
+BASE_SCOPES: tuple[str, ...] = (OVERALL, *SCOPE_FIELDS, TOPIC)
+
+LOWER_IS_BETTER: frozenset[str] = frozenset({
+    "complaint_rate", "first_response_hours", "first_response_p90", "resolution_hours",
+    "resolution_p90", "theme_share", "theme_negative_share",
+})
+# A count has no better direction worth a control-chart signal.
+NO_SIGNAL: frozenset[str] = frozenset({"responses"})
+TOPIC_ONLY: frozenset[str] = frozenset({"theme_share", "theme_negative_share"})
+
+KPI_LABELS: dict[str, dict[str, str]] = {
+    "nps": {"en": "NPS", "zh": "净推荐值"},
+    "csat": {"en": "CSAT (% 4-5)", "zh": "满意度（4-5分占比）"},
+    "ces": {"en": "CES (mean 1-7)", "zh": "客户费力度（均值1-7）"},
+    "ces_top": {"en": "CES (% 5-7)", "zh": "办理容易占比（5-7分）"},
+    "cx_index": {"en": "CX index", "zh": "客户体验指数"},
+    "cx_success": {"en": "CX success (net)", "zh": "问题解决（净值）"},
+    "cx_effort": {"en": "CX effort (net)", "zh": "费力程度（净值）"},
+    "cx_emotion": {"en": "CX emotion (net)", "zh": "心理感受（净值）"},
+    "complaint_rate": {"en": "Complaint rate (%)", "zh": "投诉率（%）"},
+    "first_response_hours": {"en": "First response (median h)", "zh": "首次响应时长（中位数，小时）"},
+    "first_response_p90": {"en": "First response (p90 h)", "zh": "首次响应时长（P90，小时）"},
+    "first_response_sla": {"en": "First response within SLA (%)", "zh": "首次响应达标率（%）"},
+    "resolution_hours": {"en": "Resolution (median h)", "zh": "解决时长（中位数，小时）"},
+    "resolution_p90": {"en": "Resolution (p90 h)", "zh": "解决时长（P90，小时）"},
+    "resolution_sla": {"en": "Resolution within SLA (%)", "zh": "解决达标率（%）"},
+    "responses": {"en": "Responses", "zh": "反馈数"},
+    "theme_share": {"en": "Topic share of comments (%)", "zh": "话题占评论比例（%）"},
+    "theme_negative_share": {"en": "Negative topic share (%)", "zh": "话题负面评论比例（%）"},
+}
+
+SCOPE_LABELS: dict[str, dict[str, str]] = {
+    "overall": {"en": "Overall", "zh": "全公司"},
+    "department": {"en": "Department", "zh": "部门"},
+    "journey_stage": {"en": "Journey stage", "zh": "旅程阶段"},
+    "touchpoint": {"en": "Touchpoint", "zh": "触点"},
+    "channel": {"en": "Channel", "zh": "渠道"},
+    "segment": {"en": "Segment", "zh": "客户群"},
+    "region": {"en": "Region", "zh": "区域"},
+    "topic": {"en": "Topic", "zh": "话题"},
+}
+
+Kind = Literal["net", "top", "flag", "mean", "quantile", "index", "count"]
+
+
+@dataclass(frozen=True)
+class KpiSpec:
+    """How one KPI is read from its family's histogram."""
+
+    kind: Kind
+    family: str
+    low: int = 0  # net: bins <= low are negative
+    high: int = 0  # net: bins >= high are positive; top: bins >= high count
+    q: float = 0.5  # quantile
+
+    @property
+    def chart(self) -> str | None:
+        if self.kind == "count":
+            return None
+        return "laney_p" if self.kind in ("top", "flag") else "xmr"
+
+
+SPECS: dict[str, KpiSpec] = {
+    "nps": KpiSpec("net", "nps", low=6, high=9),
+    "csat": KpiSpec("top", "csat", high=4),
+    "ces": KpiSpec("mean", "ces"),
+    "ces_top": KpiSpec("top", "ces", high=5),
+    "cx_index": KpiSpec("index", "cx"),
+    "cx_success": KpiSpec("net", "cx_success", low=3, high=6),
+    "cx_effort": KpiSpec("net", "cx_effort", low=3, high=6),
+    "cx_emotion": KpiSpec("net", "cx_emotion", low=3, high=6),
+    "complaint_rate": KpiSpec("flag", "complaint"),
+    "first_response_hours": KpiSpec("quantile", "first_response", q=0.5),
+    "first_response_p90": KpiSpec("quantile", "first_response", q=0.9),
+    "first_response_sla": KpiSpec("flag", "first_response_sla"),
+    "resolution_hours": KpiSpec("quantile", "resolution", q=0.5),
+    "resolution_p90": KpiSpec("quantile", "resolution", q=0.9),
+    "resolution_sla": KpiSpec("flag", "resolution_sla"),
+    "responses": KpiSpec("count", "rows"),
+    "theme_share": KpiSpec("flag", "share"),
+    "theme_negative_share": KpiSpec("flag", "share"),
+}
+KPI_ORDER: tuple[str, ...] = tuple(SPECS)
+
+METHODS = {"net": "adjusted_wald", "top": "wilson", "flag": "wilson", "mean": "bootstrap_poisson",
+           "quantile": "bootstrap_exact", "index": "delta", "count": "count"}
+
+# Columns a KPI computation reads. Derived ones are computed by the database in `load_responses`.
+DERIVED_COLUMNS = ("first_response_hours", "resolution_hours", "has_comment")
+KPI_COLUMNS: tuple[str, ...] = (
+    *SCOPE_FIELDS, *SCORE_FIELDS, "is_complaint", "sentiment", "themes", *DERIVED_COLUMNS,
+)
+_DURATIONS = {"first_response": "first_response_at", "resolution": "resolved_at"}
+_HIST_COLUMNS = ["scope", "scope_value", "family", "bin", "count"]
+
+
+# --------------------------------------------------------------------------------------------
+# Result row
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KpiRow:
+    """One KPI of one scope value in one period: value, n, interval, target, status, signal."""
+
+    kpi: str
+    scope: str
+    scope_value: str
+    n: int
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    method: str
+    target: float | None = None
+    min_n: int | None = None
+    status: str = "no_target"
+    signal: str | None = None
+    provisional: bool = False
+    period: str = ""
+    stats: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def as_dict(self, with_stats: bool = False) -> dict[str, Any]:
+        out = asdict(self)
+        if not with_stats:
+            out.pop("stats")
+        return out
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.kpi, self.scope, self.scope_value
+
+
+@dataclass(frozen=True)
+class Measure:
+    value: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    method: str
+
+
+# --------------------------------------------------------------------------------------------
+# Per-row preparation: numeric codes of every family and every scope
+# --------------------------------------------------------------------------------------------
+
+_TIME_TIERS: tuple[tuple[float, float], ...] = ((10.0, 0.1), (100.0, 0.5), (1000.0, 1.0), (math.inf, 10.0))
+
+
+def time_codes(hours: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Bin code of each duration (-1 for missing or negative); codes increase with the duration."""
+    h = np.asarray(hours, dtype=float)
+    codes = np.full(h.shape, -1, dtype=np.int64)
+    valid = np.isfinite(h) & (h >= 0)
+    start, base = 0.0, 0
+    for upper, step in _TIME_TIERS:
+        m = valid & (h >= start) & (h < upper)
+        codes[m] = base + np.rint((h[m] - start) / step).astype(np.int64)
+        if math.isfinite(upper):
+            base += int(round((upper - start) / step))
+        start = upper
+    return codes
+
+
+def time_labels(codes: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Hours at the centre of each bin code (inverse of `time_codes`)."""
+    c = np.asarray(codes, dtype=np.int64)
+    out = np.zeros(c.shape, dtype=float)
+    start, base = 0.0, 0
+    done = np.zeros(c.shape, dtype=bool)
+    for upper, step in _TIME_TIERS:
+        width = int(round((upper - start) / step)) if math.isfinite(upper) else np.iinfo(np.int64).max
+        m = ~done & (c <= base + width) if math.isfinite(upper) else ~done
+        out[m] = np.round(start + (c[m] - base) * step, 6)
+        done |= m
+        if math.isfinite(upper):
+            base += width
+        start = upper
+    return out
+
+
+def _kcfg(settings: Settings | None) -> KpiConfig:
+    return settings.kpis if settings is not None else KpiConfig()
+
+
+def _numeric(df: pd.DataFrame, col: str) -> NDArray[np.float64]:
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    s = df[col]
+    if s.dtype == bool:
+        return s.to_numpy(dtype=float)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _hours(df: pd.DataFrame, prefix: str) -> NDArray[np.float64]:
+    """Duration in hours from opened_at (derived column if the loader computed it)."""
+    col = f"{prefix}_hours"
+    if col in df.columns:
+        h = _numeric(df, col)
+    elif "opened_at" in df.columns and _DURATIONS[prefix] in df.columns:
+        start = pd.to_datetime(df["opened_at"], utc=True, errors="coerce")
+        end = pd.to_datetime(df[_DURATIONS[prefix]], utc=True, errors="coerce")
+        h = ((end - start).dt.total_seconds() / 3600.0).to_numpy(dtype=float, na_value=np.nan)
+    else:
+        return np.full(len(df), np.nan)
+    h = h.copy()
+    h[h < 0] = np.nan  # a response before the ticket opened is a data error, not a time
+    return h
+
+
+def _has_comment(df: pd.DataFrame) -> NDArray[np.bool_]:
+    if "has_comment" in df.columns:
+        return _numeric(df, "has_comment") > 0
+    if "comment" in df.columns:
+        s = df["comment"]
+        return (s.notna() & (s.astype("string").str.strip().fillna("") != "")).to_numpy(dtype=bool)
+    return np.zeros(len(df), dtype=bool)
+
+
+def _is_negative(df: pd.DataFrame) -> NDArray[np.bool_]:
+    if "sentiment" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return (df["sentiment"] == "negative").fillna(False).to_numpy(dtype=bool)
+
+
+def _score_codes(df: pd.DataFrame, col: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    lo, hi = SCORE_FIELDS[col]
+    v = _numeric(df, col)
+    ok = np.isfinite(v) & (v >= lo) & (v <= hi) & (np.floor(v) == v)
+    codes = np.where(ok, np.nan_to_num(v, nan=lo) - lo, -1).astype(np.int64)
+    return codes, np.arange(lo, hi + 1, dtype=float)
+
+
+def _cx_class(df: pd.DataFrame, col: str) -> NDArray[np.int64]:
+    """0 missing, 1 negative (1-3), 2 neutral (4-5), 3 positive (6-7)."""
+    codes, _ = _score_codes(df, col)
+    v = codes + 1  # back to 1..7, 0 = missing
+    return np.select([codes < 0, v <= 3, v <= 5], [0, 1, 2], default=3).astype(np.int64)
+
+
+# The joint answer cell of the three CX-index questions: class(success) * 16 + class(effort) * 4 +
+# class(emotion); cell 0 (none answered) is not counted.
+_CX_QUESTIONS = ("cx_success", "cx_effort", "cx_emotion")
+_CX_CELLS = np.arange(64)
+_CX_CLASSES = np.stack([_CX_CELLS // 16, (_CX_CELLS // 4) % 4, _CX_CELLS % 4], axis=1)
+_CX_ANSWERED = _CX_CLASSES > 0
+_CX_SCORES = np.select([_CX_CLASSES == 1, _CX_CLASSES == 3], [-100.0, 100.0], default=0.0)
+
+
+def _family_codes(df: pd.DataFrame, kcfg: KpiConfig) -> dict[str, tuple[NDArray[np.int64], NDArray[Any]]]:
+    """Per family: the bin code of every row (-1 = not counted) and the label of every code."""
+    fams: dict[str, tuple[NDArray[np.int64], NDArray[Any]]] = {}
+    for col in ("nps", "csat", "ces", *_CX_QUESTIONS):
+        fams[col] = _score_codes(df, col)
+    classes = [_cx_class(df, q) for q in _CX_QUESTIONS]
+    cx = classes[0] * 16 + classes[1] * 4 + classes[2]
+    fams["cx"] = (np.where(cx > 0, cx, -1), _CX_CELLS.astype(float))
+    flag = _numeric(df, "is_complaint")
+    fams["complaint"] = (np.where(np.isfinite(flag), (flag > 0).astype(np.int64), -1), np.array([0.0, 1.0]))
+    for prefix, sla in (("first_response", kcfg.first_response_sla_hours),
+                        ("resolution", kcfg.resolution_sla_hours)):
+        h = _hours(df, prefix)
+        codes = time_codes(h)
+        top = int(codes.max()) if codes.size and codes.max() >= 0 else 0
+        fams[prefix] = (codes, time_labels(np.arange(top + 1)))
+        within = np.where(np.isfinite(h), (h <= sla).astype(np.int64), -1)
+        fams[f"{prefix}_sla"] = (within, np.array([0.0, 1.0]))
+    fams["rows"] = (np.zeros(len(df), dtype=np.int64), np.array([0.0]))
+    commented = _has_comment(df)
+    fams["commented"] = (np.where(commented, 0, -1).astype(np.int64), np.array([0.0]))
+    # Topic scope only: 1 = a negative comment mentioning the topic, 0 = any other comment on it.
+    fams["theme"] = (np.where(commented, _is_negative(df).astype(np.int64), -1), np.array([0.0, 1.0]))
+    return fams
+
+
+def _families_for(scope: str) -> tuple[str, ...]:
+    base = ("nps", "csat", "ces", *_CX_QUESTIONS, "cx", "complaint", "first_response",
+            "first_response_sla", "resolution", "resolution_sla", "rows")
+    if scope == OVERALL:
+        return (*base, "commented")
+    if scope == TOPIC:
+        return (*base, "theme")
+    return base
+
+
+def _blank(values: NDArray[Any]) -> NDArray[np.bool_]:
+    s = pd.Series(values, dtype=object)
+    return (s.isna() | (s.astype(str).str.strip() == "")).to_numpy(dtype=bool)
+
+
+def _explode_topics(df: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[Any]]:
+    """(row position, topic id) for every topic a row's comment mentions; fast for many rows.
+
+    Factorises the themes strings first (few distinct combinations), splits each distinct string
+    once, and repeats row positions with numpy instead of exploding a million Python lists.
+    """
+    if "themes" not in df.columns or len(df) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    codes, uniques = pd.factorize(df["themes"].to_numpy(dtype=object), use_na_sentinel=True)
+    lists = [list(dict.fromkeys(t.strip() for t in str(u).split(",") if t.strip())) for u in uniques]
+    lens = np.array([len(x) for x in lists] + [0], dtype=np.int64)  # index -1 -> 0 topics
+    flat = np.array([t for x in lists for t in x], dtype=object)
+    offsets = np.concatenate([[0], np.cumsum(lens[:-1])])[:len(lists)] if lists else np.zeros(0, np.int64)
+    row_lens = lens[codes]
+    rows = np.repeat(np.arange(len(df), dtype=np.int64), row_lens)
+    if rows.size == 0:
+        return rows, np.zeros(0, dtype=object)
+    starts = np.repeat(np.cumsum(row_lens) - row_lens, row_lens)
+    within = np.arange(rows.size) - starts
+    topic = flat[np.repeat(offsets[codes[row_lens > 0]], row_lens[row_lens > 0]) + within]
+    return rows, topic
+
+
+def _scope_codes(df: pd.DataFrame, scope: str) -> tuple[NDArray[np.int64] | None, NDArray[np.int64],
+                                                          NDArray[Any]]:
+    """(row positions or None for all rows, group code per position (-1 = none), group labels)."""
+    if scope == OVERALL:
+        return None, np.zeros(len(df), dtype=np.int64), np.array([OVERALL_VALUE], dtype=object)
+    parts = scope.split(CROSS_SEP)
+    unknown = [p for p in parts if p not in SCOPE_FIELDS and p != TOPIC]
+    if unknown:
+        raise ValueError(f"unknown scope {scope!r}: {unknown} is not one of {', '.join(BASE_SCOPES)}")
+    rows: NDArray[np.int64] | None = None
+    topics: NDArray[Any] = np.zeros(0, dtype=object)
+    if TOPIC in parts:
+        rows, topics = _explode_topics(df)
+    combined = np.zeros(len(df) if rows is None else rows.size, dtype=np.int64)
+    part_labels: list[NDArray[Any]] = []
+    for part in parts:
+        if part == TOPIC:
+            values = topics
+        elif part in df.columns:
+            values = df[part].to_numpy(dtype=object)
+            values = values if rows is None else values[rows]
+        else:
+            values = np.full(combined.size, None, dtype=object)
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        uniq = np.asarray(uniques, dtype=object)
+        if uniq.size:
+            blank = _blank(uniq)
+            codes = np.where((codes >= 0) & ~blank[np.maximum(codes, 0)], codes, -1)
+        k = max(len(uniq), 1)
+        combined = np.where((combined >= 0) & (codes >= 0), combined * k + codes, -1)
+        part_labels.append(uniq)
+    valid = combined >= 0
+    uniq_codes, inverse = np.unique(combined[valid], return_inverse=True)
+    group = np.full(combined.size, -1, dtype=np.int64)
+    group[valid] = inverse
+    labels = []
+    for code in uniq_codes.tolist():
+        pieces = []
+        for uniq in reversed(part_labels):
+            k = max(len(uniq), 1)
+            pieces.append(str(uniq[code % k]).strip())
+            code //= k
+        labels.append(VALUE_SEP.join(reversed(pieces)))
+    return rows, group, np.array(labels, dtype=object)
+
+
+def scope_names(settings: Settings | None) -> list[str]:
+    """Every scope computed: the base scopes plus configured crossings ("department x region")."""
+    names = list(BASE_SCOPES)
+    for crossing in _kcfg(settings).crossings:
+        name = CROSS_SEP.join(crossing)
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def scope_frame(df: pd.DataFrame, scope: str) -> pd.DataFrame:
+    """The rows of `df` that belong to a value of `scope`, with a `scope_value` column.
+
+    `overall`: every row, value "all". `topic`: one row per topic the comment mentions (a row can
+    appear several times). Crossings "a x b": value "va | vb". Rows with an empty value are dropped.
+    """
+    if scope == OVERALL:
+        return df.assign(scope_value=OVERALL_VALUE)
+    rows, group, labels = _scope_codes(df, scope)
+    keep = group >= 0
+    positions = np.arange(len(df)) if rows is None else rows
+    out = df.iloc[positions[keep]].copy()
+    out["scope_value"] = labels[group[keep]] if labels.size else np.zeros(0, dtype=object)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Histograms (sufficient statistics) and their exact merge
+# --------------------------------------------------------------------------------------------
+
+
+def _empty_hist() -> pd.DataFrame:
+    return pd.DataFrame({"scope": pd.Series(dtype=object), "scope_value": pd.Series(dtype=object),
+                         "family": pd.Series(dtype=object), "bin": pd.Series(dtype=float),
+                         "count": pd.Series(dtype=np.int64)})
+
+
+def histograms(df: pd.DataFrame, settings: Settings | None = None,
+               scopes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Counts per (scope, scope_value, family, bin) of one chunk of responses.
+
+    Equivalent to `groupby([scope_value, score]).size()` per family, done with integer codes and
+    `np.bincount` so a million rows take a fraction of a second.
+    """
+    kcfg = _kcfg(settings)
+    df = df.reset_index(drop=True)
+    fams = _family_codes(df, kcfg)
+    cols: dict[str, list[Any]] = {c: [] for c in _HIST_COLUMNS}
+    for scope in scopes or scope_names(settings):
+        rows, group, labels = _scope_codes(df, scope)
+        if labels.size == 0:
+            continue
+        for fam in _families_for(scope):
+            codes, bin_labels = fams[fam]
+            if rows is not None:
+                codes = codes[rows]
+            keep = (group >= 0) & (codes >= 0)
+            if not keep.any():
+                continue
+            k = len(bin_labels)
+            flat = np.bincount(group[keep] * k + codes[keep], minlength=len(labels) * k)
+            nz = np.flatnonzero(flat)
+            cols["scope"].append(np.full(nz.size, scope, dtype=object))
+            cols["scope_value"].append(labels[nz // k])
+            cols["family"].append(np.full(nz.size, fam, dtype=object))
+            cols["bin"].append(bin_labels[nz % k].astype(float))
+            cols["count"].append(flat[nz].astype(np.int64))
+    if not cols["count"]:
+        return _empty_hist()
+    return pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
+
+
+def merge_histograms(parts: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Add histograms of chunks or partitions; the result equals the histogram of all rows."""
+    frames = [p for p in parts if len(p)]
+    if not frames:
+        return _empty_hist()
+    if len(frames) == 1:
+        merged = frames[0]
+    else:
+        merged = (pd.concat(frames, ignore_index=True)
+                  .groupby(["scope", "scope_value", "family", "bin"], sort=False, as_index=False)["count"]
+                  .sum())
+    return merged.sort_values(["scope", "scope_value", "family", "bin"], kind="stable",
+                              ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# One KPI from its histogram
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistItem:
+    """One KPI to measure: its histogram (bins ascending) and the key that seeds its bootstrap."""
+
+    kpi: str
+    bins: NDArray[np.float64]
+    counts: NDArray[np.float64]
+    key: tuple[object, ...] = ()
+
+
+def _opt(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def measure_many(items: Sequence[HistItem], *, confidence: float = 0.95,
+                 resamples: int = 999) -> list[Measure]:
+    """Value, n and interval of many KPIs at once, vectorised per interval method.
+
+    Proportions go through one statsmodels Wilson call, nets through one adjusted-Wald array
+    computation, quantiles through one binomial call, CX indices through one delta-method matrix
+    product; only the CES-mean bootstrap runs per item (seeded by its key).
+    """
+    out: list[Measure | None] = [None] * len(items)
+    by_kind: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        kind = SPECS[it.kpi].kind
+        n = int(round(float(np.sum(it.counts))))
+        if kind == "count":
+            out[i] = Measure(float(n), n, None, None, METHODS[kind])
+        elif n == 0:
+            out[i] = Measure(None, 0, None, None, METHODS[kind])
+        else:
+            by_kind.setdefault(kind, []).append(i)
+
+    def n_of(i: int) -> int:
+        return int(round(float(np.sum(items[i].counts))))
+
+    idx = by_kind.get("net", [])
+    if idx:
+        pos = np.array([items[i].counts[items[i].bins >= SPECS[items[i].kpi].high].sum() for i in idx])
+        neg = np.array([items[i].counts[items[i].bins <= SPECS[items[i].kpi].low].sum() for i in idx])
+        tot = np.array([items[i].counts.sum() for i in idx])
+        lo, hi = stats.adjusted_wald_many(pos, tot - pos - neg, neg, confidence)
+        for j, i in enumerate(idx):
+            out[i] = Measure((pos[j] - neg[j]) / tot[j] * 100, n_of(i), _opt(lo[j]), _opt(hi[j]),
+                             "adjusted_wald")
+    idx = by_kind.get("top", []) + by_kind.get("flag", [])
+    if idx:
+        hits = np.array([
+            items[i].counts[items[i].bins >= SPECS[items[i].kpi].high].sum()
+            if SPECS[items[i].kpi].kind == "top" else items[i].counts[items[i].bins == 1].sum()
+            for i in idx])
+        tot = np.array([items[i].counts.sum() for i in idx])
+        lo, hi = stats.wilson_many(hits, tot, confidence)
+        for j, i in enumerate(idx):
+            out[i] = Measure(hits[j] / tot[j] * 100, n_of(i), _opt(lo[j]), _opt(hi[j]), "wilson")
+    for i in by_kind.get("mean", []):
+        it = items[i]
+        lo_m, hi_m = stats.bootstrap_mean(it.bins, it.counts, resamples,
+                                          stats.rng_for(it.kpi, *it.key), confidence)
+        out[i] = Measure(stats.hist_mean(it.bins, it.counts), n_of(i), lo_m, hi_m, "bootstrap_poisson")
+    idx = by_kind.get("quantile", [])
+    for q in sorted({SPECS[items[i].kpi].q for i in idx}):
+        sub = [i for i in idx if SPECS[items[i].kpi].q == q]
+        intervals = stats.quantile_intervals([(items[i].bins, items[i].counts) for i in sub], q, confidence)
+        for i, (lo_q, hi_q) in zip(sub, intervals, strict=True):
+            out[i] = Measure(stats.hist_quantile(items[i].bins, items[i].counts, q), n_of(i), lo_q, hi_q,
+                             "bootstrap_exact")
+    idx = by_kind.get("index", [])
+    if idx:
+        joint = np.zeros((len(idx), 64))
+        for j, i in enumerate(idx):
+            np.add.at(joint[j], items[i].bins.astype(np.int64), items[i].counts)
+        est, se = stats.mean_of_nets_many(joint, _CX_ANSWERED, _CX_SCORES)
+        half = stats.z_value(confidence) * se
+        lo_i, hi_i = np.maximum(-100.0, est - half), np.minimum(100.0, est + half)
+        for j, i in enumerate(idx):
+            out[i] = Measure(_opt(est[j]), n_of(i), _opt(lo_i[j]), _opt(hi_i[j]), "delta")
+    return [m for m in out if m is not None]
+
+
+def kpi_from_hist(kpi: str, bins: NDArray[np.float64], counts: NDArray[np.float64], *,
+                  confidence: float = 0.95, resamples: int = 999,
+                  key: Sequence[object] = ()) -> Measure:
+    """Value, n and interval of one KPI from its family histogram (bins ascending).
+
+    For the shares (theme KPIs) the histogram is binary over all commented responses (bin 1 =
+    mentions the topic, or mentions it negatively). `key` seeds the bootstrap deterministically.
+    """
+    item = HistItem(kpi, np.asarray(bins, dtype=float), np.asarray(counts, dtype=float), tuple(key))
+    return measure_many([item], confidence=confidence, resamples=resamples)[0]
+
+
+def kpi_from_stats(kpi: str, stored: dict[str, Any], *, confidence: float = 0.95,
+                   resamples: int = 999, key: Sequence[object] = ()) -> Measure:
+    """Recompute a KPI from a KpiResult.stats dict (or a merge of several, see `merge_stats`)."""
+    return kpi_from_hist(kpi, np.asarray(stored.get("bins", []), dtype=float),
+                         np.asarray(stored.get("counts", []), dtype=float),
+                         confidence=confidence, resamples=resamples, key=key)
+
+
+def merge_stats(*stored: dict[str, Any]) -> dict[str, Any]:
+    """Add the histograms of several KpiResult.stats of the same KPI (e.g. two months pooled)."""
+    total: dict[float, float] = {}
+    family = ""
+    for s in stored:
+        family = family or s.get("family", "")
+        for b, c in zip(s.get("bins", []), s.get("counts", []), strict=True):
+            total[float(b)] = total.get(float(b), 0) + c
+    bins = sorted(total)
+    return {"family": family, "bins": bins, "counts": [int(total[b]) for b in bins]}
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and status
+# --------------------------------------------------------------------------------------------
+
+
+def default_min_n(settings: Settings | None, kpi: str) -> int:
+    kcfg = _kcfg(settings)
+    return int(kcfg.min_n_per_kpi.get(kpi, kcfg.min_n))
+
+
+def _pick_target(targets: Sequence[TargetConfig], kpi: str, scope: str,
+                 value: str) -> TargetConfig | None:
+    specific = general = None
+    for t in targets:  # the later of two equal entries wins, as in a TOML override
+        if t.kpi != kpi or t.scope != scope:
+            continue
+        if t.match is None:
+            general = t
+        elif t.match == value:
+            specific = t
+    return specific or general
+
+
+def _find_target(settings: Settings, kpi: str, scope: str, scope_value: str) -> TargetConfig | None:
+    found = _pick_target(settings.targets, kpi, scope, scope_value)
+    if found or CROSS_SEP not in scope:
+        return found
+    # A crossing cell ("logistics | east") is held to its parts' targets: a target that names one
+    # of its values beats a general one; earlier parts first.
+    parts = list(zip(scope.split(CROSS_SEP), scope_value.split(VALUE_SEP), strict=False))
+    for want_specific in (True, False):
+        for part_scope, part_value in parts:
+            t = _pick_target(settings.targets, kpi, part_scope, part_value)
+            if t and (t.match is not None) == want_specific:
+                return t
+    return None
+
+
+def target_for(settings: Settings, kpi: str, scope: str, scope_value: str) -> tuple[float, int] | None:
+    """(target value, min_n) in force for a KPI result, or None without a target.
+
+    A target with `match` equal to the scope value beats a general target of that scope. min_n:
+    the target's own, else `kpis.min_n_per_kpi[kpi]`, else `kpis.min_n`.
+    """
+    t = _find_target(settings, kpi, scope, scope_value)
+    if t is None:
+        return None
+    return t.value, int(t.min_n if t.min_n is not None else default_min_n(settings, kpi))
+
+
+def judge(kpi: str, value: float | None, ci_low: float | None, ci_high: float | None, n: int,
+          target: float | None, min_n: int) -> str:
+    """Status of one result.
+
+    insufficient: no value, or n below min_n (a count KPI is never insufficient); no_target;
+    met: the point estimate is on the right side (or on the target); missed: the whole interval is
+    on the wrong side; at_risk: the point misses but the interval reaches the target (noise).
+    """
+    counted = SPECS[kpi].kind == "count"
+    if value is None or (not counted and n < min_n):
+        return "insufficient"
+    if target is None:
+        return "no_target"
+    lower = kpi in LOWER_IS_BETTER
+    if (value <= target) if lower else (value >= target):
+        return "met"
+    if ci_low is None or ci_high is None:
+        return "missed"
+    wrong_side = ci_low > target if lower else ci_high < target
+    return "missed" if wrong_side else "at_risk"
+
+
+# --------------------------------------------------------------------------------------------
+# From histograms to result rows
+# --------------------------------------------------------------------------------------------
+
+
+Hist1D = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+def _groups(hist: pd.DataFrame) -> dict[tuple[str, str], dict[str, Hist1D]]:
+    """{(scope, value): {family: (bins, counts)}} from a merged (sorted) histogram frame."""
+    out: dict[tuple[str, str], dict[str, Hist1D]] = {}
+    if hist.empty:
+        return out
+    scope = hist["scope"].to_numpy(dtype=object)
+    value = hist["scope_value"].to_numpy(dtype=object)
+    fam = hist["family"].to_numpy(dtype=object)
+    bins = hist["bin"].to_numpy(dtype=float)
+    counts = hist["count"].to_numpy(dtype=float)
+    change = np.ones(len(hist), dtype=bool)
+    change[1:] = (scope[1:] != scope[:-1]) | (value[1:] != value[:-1]) | (fam[1:] != fam[:-1])
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], len(hist))
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        out.setdefault((scope[s], value[s]), {})[fam[s]] = (bins[s:e], counts[s:e])
+    return out
+
+
+def _stats_dict(family: str, bins: NDArray[np.float64], counts: NDArray[np.float64]) -> dict[str, Any]:
+    return {"family": family, "bins": [float(x) for x in bins], "counts": [int(x) for x in counts]}
+
+
+def rows_from_histograms(hist: pd.DataFrame, settings: Settings | None = None, *, period: str = "",
+                         provisional: bool = False) -> list[KpiRow]:
+    """KPI rows with intervals, targets and status (no signals: those need the stored history).
+
+    A KPI row exists for a scope value when the KPI has at least one answer there; the overall
+    scope always has every non-topic KPI (n = 0 when nothing was measured), so reports always have
+    a headline.
+    """
+    kcfg = _kcfg(settings)
+    groups = _groups(hist)
+    groups.setdefault((OVERALL, OVERALL_VALUE), {})
+    overall = groups[(OVERALL, OVERALL_VALUE)]
+    commented = float(overall["commented"][1].sum()) if "commented" in overall else 0.0
+    order = {s: i for i, s in enumerate(scope_names(settings))}
+    items: list[HistItem] = []
+    where: list[tuple[str, str, str]] = []
+    for (scope, value) in sorted(groups, key=lambda k: (order.get(k[0], len(order)), k[0], k[1])):
+        fams = groups[(scope, value)]
+        for kpi in KPI_ORDER:
+            spec = SPECS[kpi]
+            if kpi in TOPIC_ONLY:
+                if scope != TOPIC or "theme" not in fams:
+                    continue
+                tb, tc = fams["theme"]
+                hits = float(tc.sum()) if kpi == "theme_share" else float(tc[tb == 1].sum())
+                bins, cnts = np.array([0.0, 1.0]), np.array([max(commented - hits, 0.0), hits])
+            elif spec.family in fams:
+                bins, cnts = fams[spec.family]
+            elif scope == OVERALL:
+                bins, cnts = np.zeros(0), np.zeros(0)
+            else:
+                continue
+            items.append(HistItem(kpi, bins, cnts, (scope, value)))
+            where.append((kpi, scope, value))
+    measures = measure_many(items, confidence=kcfg.confidence, resamples=kcfg.bootstrap_resamples)
+    rows: list[KpiRow] = []
+    for (kpi, scope, value), m, it in zip(where, measures, items, strict=True):
+        found = target_for(settings, kpi, scope, value) if settings is not None else None
+        target, min_n = found if found else (None, default_min_n(settings, kpi))
+        rows.append(KpiRow(
+            kpi=kpi, scope=scope, scope_value=value, n=m.n, value=m.value, ci_low=m.ci_low,
+            ci_high=m.ci_high, method=m.method, target=target, min_n=min_n,
+            status=judge(kpi, m.value, m.ci_low, m.ci_high, m.n, target, min_n),
+            provisional=provisional, period=period,
+            stats=_stats_dict("share" if kpi in TOPIC_ONLY else SPECS[kpi].family, it.bins, it.counts),
+        ))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Control-chart signals over the stored history
+# --------------------------------------------------------------------------------------------
+
+History = dict[tuple[str, str, str], list[tuple[str, float, int]]]
+
+
+def load_history(settings: Settings, engine: Engine, period: str) -> History:
+    """Earlier non-provisional results within `kpis.history_cycles` months, oldest first."""
+    t = KpiResult.__table__  # type: ignore[attr-defined]
+    first = shift_period(period, -settings.kpis.history_cycles)
+    stmt = (select(t.c.kpi, t.c.scope, t.c.scope_value, t.c.period, t.c.value, t.c.n)
+            .where(t.c.period < period, t.c.period >= first, t.c.provisional.is_(False),
+                   t.c.value.is_not(None))
+            .order_by(t.c.period))
+    out: History = {}
+    with engine.connect() as conn:
+        for kpi, scope, value, per, val, n in conn.execute(stmt):
+            out.setdefault((kpi, scope, value), []).append((per, float(val), int(n)))
+    return out
+
+
+def signal_for(row: KpiRow,
+               history: Sequence[tuple[str, float, int]]) -> tuple[str | None, dict[str, Any] | None]:
+    """('signal_high' | 'signal_low' | None, chart details in KPI units) for one result.
+
+    signal_low is the worse direction: for lower-is-better KPIs a rise is signal_low.
+    """
+    spec = SPECS[row.kpi]
+    if row.value is None or spec.chart is None or row.kpi in NO_SIGNAL:
+        return None, None
+    if spec.chart == "laney_p":
+        res = spc.laney_p([v / 100 for _, v, _ in history], [n for _, _, n in history],
+                          row.value / 100, row.n)
+        scale = 100.0
+    else:
+        res = spc.xmr([v for _, v, _ in history], row.value)
+        scale = 1.0
+    if res is None:
+        return None, None
+    chart = {"chart": res.chart, "center": res.center * scale, "lcl": res.lcl * scale,
+             "ucl": res.ucl * scale, "rule": res.rule, "history_points": res.history_points}
+    if res.side is None:
+        return None, chart
+    better = (res.side == "low") if row.kpi in LOWER_IS_BETTER else (res.side == "high")
+    return ("signal_high" if better else "signal_low"), chart
+
+
+def apply_signals(rows: Sequence[KpiRow], history: History) -> None:
+    for row in rows:
+        sig, chart = signal_for(row, history.get(row.key, []))
+        row.signal = sig
+        if chart is not None:
+            row.stats["chart"] = chart
+
+
+# --------------------------------------------------------------------------------------------
+# Database: reading responses, storing results
+# --------------------------------------------------------------------------------------------
+
+
+def _hours_expr(dialect: str, start: Any, end: Any) -> ColumnElement[Any] | None:
+    if dialect == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 24.0
+    if dialect == "postgresql":
+        return extract("epoch", end - start) / 3600.0
+    return None
+
+
+def _select_columns(engine: Engine, columns: Sequence[str]) -> tuple[list[Any], list[str]]:
+    """SQL expressions for the wanted columns; derived durations fall back to raw timestamps."""
+    t = Feedback.__table__  # type: ignore[attr-defined]
+    exprs: list[Any] = []
+    extra: list[str] = []
+    for col in columns:
+        if col == "has_comment":
+            has = case((func.length(func.trim(func.coalesce(t.c.comment, ""))) > 0, 1), else_=0)
+            exprs.append(has.label(col))
+        elif col in ("first_response_hours", "resolution_hours"):
+            prefix = col.removesuffix("_hours")
+            expr = _hours_expr(engine.dialect.name, t.c.opened_at, t.c[_DURATIONS[prefix]])
+            if expr is None:
+                extra += [c for c in ("opened_at", _DURATIONS[prefix]) if c not in [*columns, *extra]]
+                exprs.append(literal(None).label(col))
+            else:
+                exprs.append(expr.label(col))
+        elif col in t.c:
+            exprs.append(t.c[col])
+        else:
+            raise ValueError(f"load_responses: unknown column {col!r}; use Feedback columns or "
+                             f"{', '.join(DERIVED_COLUMNS)}")
+    exprs += [t.c[c] for c in extra]
+    return exprs, extra
+
+
+def _normalise(df: pd.DataFrame, extra: Sequence[str]) -> pd.DataFrame:
+    for col in ("first_response_hours", "resolution_hours"):
+        if col in df.columns and df[col].isna().all() and extra:
+            df[col] = _hours(df.drop(columns=[col]), col.removesuffix("_hours"))
+    for col in ("nps", "csat", "ces", *_CX_QUESTIONS, "is_complaint", "first_response_hours",
+                "resolution_hours"):
+        if col in df.columns:
+            df[col] = _numeric(df, col)
+    if "has_comment" in df.columns:
+        df["has_comment"] = _numeric(df, "has_comment") > 0
+    return df.drop(columns=[c for c in extra if c in df.columns])
+
+
+def iter_responses(settings: Settings, engine: Engine, period: str, columns: Sequence[str] | None = None,
+                   chunksize: int = 250_000) -> Iterator[pd.DataFrame]:
+    """The period's non-quarantined responses in chunks of at most `chunksize` rows."""
+    cols = list(columns or KPI_COLUMNS)
+    exprs, extra = _select_columns(engine, cols)
+    t = Feedback.__table__  # type: ignore[attr-defined]
+    stmt = select(*exprs).where(t.c.period == period, t.c.quarantined.is_(False))
+    with engine.connect() as conn:
+        conn = conn.execution_options(stream_results=True)
+        yielded = False
+        for chunk in pd.read_sql(stmt, conn, chunksize=chunksize):
+            yielded = True
+            yield _normalise(chunk, extra)
+        if not yielded:
+            yield _normalise(pd.DataFrame(columns=cols), [])
+
+
+def load_responses(settings: Settings, engine: Engine, period: str,
+                   columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """All non-quarantined responses of a period, only the columns asked for (default: KPI_COLUMNS).
+
+    Besides Feedback columns, `columns` may name the derived `first_response_hours`,
+    `resolution_hours` (hours from opened_at, computed in SQL) and `has_comment`.
+    """
+    parts = list(iter_responses(settings, engine, period, columns))
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _upsert(conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise RuntimeError(f"unsupported database {dialect}")
+    stmt = insert(table)
+    update = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+    for i in range(0, len(rows), 2000):
+        conn.execute(stmt, rows[i:i + 2000])
+
+
+def _delete_stale(conn: Any, table: Any, period: str, keep: set[tuple[str, ...]], keys: list[str]) -> None:
+    existing = conn.execute(select(table.c.id, *[table.c[k] for k in keys]).where(table.c.period == period))
+    stale = [r[0] for r in existing if tuple(r[1:]) not in keep]
+    for i in range(0, len(stale), 1000):
+        conn.execute(delete(table).where(table.c.id.in_(stale[i:i + 1000])))
+
+
+def applied_targets(settings: Settings) -> list[dict[str, Any]]:
+    """The configured targets as stored for a period (later duplicates win)."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for t in settings.targets:
+        match = t.match or ""
+        out[(t.kpi, t.scope, match)] = {
+            "kpi": t.kpi, "scope": t.scope, "match": match, "value": float(t.value),
+            "min_n": int(t.min_n if t.min_n is not None else default_min_n(settings, t.kpi)),
+        }
+    return list(out.values())
+
+
+def store_results(settings: Settings, engine: Engine, period: str, rows: Sequence[KpiRow]) -> None:
+    """Upsert the period's KpiResult and AppliedTarget rows and drop the ones no longer produced."""
+    kt = KpiResult.__table__  # type: ignore[attr-defined]
+    at = AppliedTarget.__table__  # type: ignore[attr-defined]
+    records = [{
+        "period": period, "kpi": r.kpi, "scope": r.scope, "scope_value": r.scope_value, "n": r.n,
+        "value": r.value, "ci_low": r.ci_low, "ci_high": r.ci_high, "method": r.method,
+        "target": r.target, "min_n": r.min_n, "status": r.status, "signal": r.signal,
+        "provisional": r.provisional, "stats": r.stats,
+    } for r in rows]
+    targets = [{"period": period, **t} for t in applied_targets(settings)]
+    with session_scope(engine) as session:
+        conn = session.connection()
+        _delete_stale(conn, kt, period, {r.key for r in rows}, ["kpi", "scope", "scope_value"])
+        _upsert(conn, kt, records, ["period", "kpi", "scope", "scope_value"])
+        _delete_stale(conn, at, period, {(t["kpi"], t["scope"], t["match"]) for t in targets},
+                      ["kpi", "scope", "match"])
+        _upsert(conn, at, targets, ["period", "kpi", "scope", "match"])
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+
+
+def compute_rows(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
+    """Every KPI row of the period with status and signals, without storing anything."""
+    parts = [histograms(chunk, settings) for chunk in iter_responses(settings, engine, period)]
+    rows = rows_from_histograms(merge_histograms(parts), settings, period=period, provisional=provisional)
+    apply_signals(rows, load_history(settings, engine, period))
+    return rows
+
+
+def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
+    """The KPI stage: compute every KPI of every scope for the period and store the results."""
+    rows = compute_rows(settings, engine, period, provisional)
+    store_results(settings, engine, period, rows)
+    return rows
+
+
+def counts(rows: Sequence[KpiRow]) -> dict[str, int]:
+    """Figures for the cycle's stage record: results per status and signals."""
+    out: dict[str, int] = {"results": len(rows)}
+    for r in rows:
+        out[r.status] = out.get(r.status, 0) + 1
+        if r.signal:
+            out[r.signal] = out.get(r.signal, 0) + 1
+    return out
+
+
+def stored_rows(engine: Engine, period: str, scope: str | None = None) -> list[KpiRow]:
+    """The stored KpiResult rows of a period as KpiRow (stats included), in display order."""
+    t = KpiResult.__table__  # type: ignore[attr-defined]
+    stmt = select(t).where(t.c.period == period)
+    if scope:
+        stmt = stmt.where(t.c.scope == scope)
+    with engine.connect() as conn:
+        recs = conn.execute(stmt).mappings().all()
+    kpi_pos = {k: i for i, k in enumerate(KPI_ORDER)}
+    scope_pos = {s: i for i, s in enumerate(BASE_SCOPES)}
+    out = [KpiRow(kpi=r["kpi"], scope=r["scope"], scope_value=r["scope_value"], n=r["n"],
+                  value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"], method=r["method"],
+                  target=r["target"], min_n=r["min_n"], status=r["status"], signal=r["signal"],
+                  provisional=bool(r["provisional"]), period=r["period"], stats=r["stats"] or {})
+           for r in recs]
+    out.sort(key=lambda r: (scope_pos.get(r.scope, len(scope_pos)), r.scope, r.scope_value,
+                            kpi_pos.get(r.kpi, 99)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Row-level helpers for other stages (re-measure, reports)
+# --------------------------------------------------------------------------------------------
+
+
+def _topic_mask(df: pd.DataFrame, topic: str | None) -> NDArray[np.bool_]:
+    if topic is None:
+        raise ValueError("theme KPIs need the topic id (topic=...)")
+    rows, topics = _explode_topics(df.reset_index(drop=True))
+    mask = np.zeros(len(df), dtype=bool)
+    mask[rows[topics == topic]] = True
+    return mask
+
+
+def response_scores(kpi: str, df: pd.DataFrame, *, settings: Settings | None = None,
+                    topic: str | None = None) -> NDArray[np.float64]:
+    """One score per response (NaN dropped) whose mean is the KPI for mean-type KPIs.
+
+    nps and nets +100/0/-100; csat, ces_top, complaint_rate, *_sla, theme shares 100/0; ces 1..7;
+    cx_index: the mean of the response's answered nets (equals the index when every response
+    answers all three); times: raw hours (the KPI is their median / p90, not the mean);
+    responses: 1 per row. Theme KPIs need `topic` and are scored over commented responses.
+    """
+    if kpi not in SPECS:
+        raise ValueError(f"unknown KPI {kpi!r}; known: {', '.join(KPI_ORDER)}")
+    spec = SPECS[kpi]
+    kcfg = _kcfg(settings)
+    df = df.reset_index(drop=True)
+    out: NDArray[np.float64]
+    if kpi in TOPIC_ONLY:
+        mentioned = _topic_mask(df, topic)
+        if kpi == "theme_negative_share":
+            mentioned &= _is_negative(df)
+        out = np.where(mentioned, 100.0, 0.0)[_has_comment(df)]
+        return out
+    if spec.kind == "count":
+        return np.ones(len(df))
+    if spec.kind == "quantile":
+        h = _hours(df, spec.family)
+        return h[np.isfinite(h)]
+    if kpi.endswith("_sla"):
+        prefix = kpi.removesuffix("_sla")
+        h = _hours(df, prefix)
+        sla = kcfg.first_response_sla_hours if prefix == "first_response" else kcfg.resolution_sla_hours
+        return np.where(h[np.isfinite(h)] <= sla, 100.0, 0.0)
+    if kpi == "complaint_rate":
+        f = _numeric(df, "is_complaint")
+        return np.where(f[np.isfinite(f)] > 0, 100.0, 0.0)
+    if spec.kind == "index":
+        classes = np.stack([_cx_class(df, q) for q in _CX_QUESTIONS], axis=1)
+        scores = np.select([classes == 1, classes == 3, classes == 2], [-100.0, 100.0, 0.0], np.nan)
+        answered = np.isfinite(scores).any(axis=1)
+        return np.asarray(np.nanmean(scores[answered], axis=1), dtype=float)
+    codes, labels = _score_codes(df, spec.family)
+    v = labels[codes[codes >= 0]]
+    if spec.kind == "net":
+        return np.select([v >= spec.high, v <= spec.low], [100.0, -100.0], 0.0)
+    if spec.kind == "top":
+        return np.where(v >= spec.high, 100.0, 0.0)
+    return np.asarray(v, dtype=float)  # mean (ces)
+
+
+def kpi_value(kpi: str, df: pd.DataFrame, *, settings: Settings | None = None,
+              topic: str | None = None) -> tuple[float | None, int]:
+    """(value, n) of one KPI over all rows of `df` (e.g. one scope_frame value), same code as the stage."""
+    m = kpi_measure(kpi, df, settings=settings, topic=topic)
+    return m.value, m.n
+
+
+def kpi_measure(kpi: str, df: pd.DataFrame, *, settings: Settings | None = None,
+                topic: str | None = None, key: Sequence[object] = ()) -> Measure:
+    """Like `kpi_value` with the interval and method."""
+    if kpi not in SPECS:
+        raise ValueError(f"unknown KPI {kpi!r}; known: {', '.join(KPI_ORDER)}")
+    kcfg = _kcfg(settings)
+    spec = SPECS[kpi]
+    if kpi in TOPIC_ONLY:
+        scores = response_scores(kpi, df, settings=settings, topic=topic)
+        hits = float((scores > 0).sum())
+        bins, counts_ = np.array([0.0, 1.0]), np.array([scores.size - hits, hits])
+    else:
+        df = df.reset_index(drop=True)
+        codes, labels = _family_codes(df, kcfg)[spec.family]
+        counts_ = np.bincount(codes[codes >= 0], minlength=len(labels)).astype(float)
+        nz = counts_ > 0
+        bins, counts_ = labels[nz].astype(float), counts_[nz]
+    return kpi_from_hist(kpi, bins, counts_, confidence=kcfg.confidence,
+                         resamples=kcfg.bootstrap_resamples, key=key)
+
+
+__all__ = [
+    "KPI_LABELS", "KPI_ORDER", "LOWER_IS_BETTER", "SCOPE_LABELS", "KpiRow", "Measure",
+    "compute_kpis", "compute_rows", "load_responses", "iter_responses", "response_scores",
+    "kpi_value", "kpi_measure", "scope_frame", "target_for", "judge", "histograms",
+    "merge_histograms", "rows_from_histograms", "kpi_from_hist", "kpi_from_stats", "merge_stats",
+    "stored_rows", "counts",
+]
