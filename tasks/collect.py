@@ -619,7 +619,8 @@ def source_files(settings: Settings, source: SourceConfig) -> list[Path]:
     return [pattern]
 
 
-def _read(settings: Settings, source: SourceConfig, path: Path, label: str) -> RawTable:
+def read_file(settings: Settings, source: SourceConfig, path: Path, label: str) -> RawTable:
+    """One file of a file-based source, read by its kind's reader."""
     if source.kind == "csv":
         return readers.read_csv(path, source.encoding, label)
     if source.kind == "excel":
@@ -647,7 +648,7 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
             return [imp]
         for path in files:
             label = _label(settings, path)
-            loaders.append((label, lambda p=path, lb=label: _read(settings, source, p, lb)))  # type: ignore[misc]
+            loaders.append((label, lambda p=path, lb=label: read_file(settings, source, p, lb)))  # type: ignore[misc]
     done: list[ImportSummary] = []
     for label, load in loaders:
         imp = ImportSummary(source.name, label)

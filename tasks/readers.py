@@ -197,8 +197,10 @@ def read_sql(url: str, query: str, label: str) -> RawTable:
     try:
         with engine.connect() as conn:
             frame = pd.read_sql_query(text(query), conn)
-    except SQLAlchemyError as exc:
-        msg = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        # pandas wraps the driver's error; its first line is the database's own message.
+        cause = exc.__cause__ or exc
+        msg = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
         raise SourceError(f"{label}: query failed: {msg}") from None
     finally:
         engine.dispose()
