@@ -11,7 +11,8 @@ from output import Format, emit
 
 COLUMNS = ["action_id", "period", "value", "n", "change", "change_ci_low", "change_ci_high", "effect",
            "effect_ci_low", "effect_ci_high", "verdict"]
-TABLE_COLUMNS = [*COLUMNS, "method", "decision"]
+TABLE_COLUMNS = ["action_id", "period", "value", "n", "change", "effect", "effect_ci_low", "effect_ci_high",
+                 "verdict", "method", "decision"]
 
 
 def effects(
