@@ -1,0 +1,410 @@
+"""The comments stage: sentiment and themes for every comment of a period, in Chinese and English.
+
+Scores say how much, comments say why. Each comment gets a sentiment (negative / neutral /
+positive with the probability positive as score, see `tasks/sentiment.py`) and the topics of the
+taxonomy it mentions. Topics become KPI scopes (`theme_share`, `theme_negative_share`, computed
+by `tasks/kpis.py` from `Feedback.themes`), and a department owning a topic (`owns.topic`) gets the
+actions its theme triggers.
+
+Chinese is matched on jieba words, never on substrings: "价格" (price) must not match 评价格外
+("reviews are especially ..."), which a substring search would. English is matched on lower-case
+words with simple plural stripping.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, and_, bindparam, select, update
+
+from config import ConfigError, Settings, TopicConfig
+from models import Feedback
+from paths import TEMPLATES
+from tasks.masking import mask_pii
+from tasks.sentiment import NEGATIVE, NEUTRAL, POSITIVE, SentimentModel, detect_language, label_of, load_model
+
+DEFAULT_TAXONOMY = TEMPLATES / "topics.default.toml"
+CHUNK = 1000
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_EN_WORD = re.compile(r"[a-z0-9]+")
+
+# --- taxonomy -----------------------------------------------------------------------------------
+
+
+def default_topics() -> list[TopicConfig]:
+    """The shipped retail / e-commerce / service taxonomy (`templates/topics.default.toml`)."""
+    return _default_topics()
+
+
+@lru_cache(maxsize=1)
+def _default_topics() -> list[TopicConfig]:
+    with DEFAULT_TAXONOMY.open("rb") as fh:
+        data = tomllib.load(fh)
+    try:
+        return [TopicConfig(**t) for t in data["topics"]]
+    except Exception as exc:
+        raise ConfigError(f"{DEFAULT_TAXONOMY}: invalid default taxonomy: {exc}") from None
+
+
+def load_taxonomy(settings: Settings) -> list[TopicConfig]:
+    """The config's `[[topics]]` when given (they replace the default), else the default taxonomy."""
+    topics = settings.topics if settings.topics is not None else default_topics()
+    ids = [t.id for t in topics]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"topics: duplicate topic id(s) {dupes}")
+    for t in topics:
+        if "," in t.id or not t.id.strip():
+            raise ConfigError(f"topics: id {t.id!r} must be non-empty and contain no comma")
+        for lang, pats in t.patterns.items():
+            for p in pats:
+                try:
+                    re.compile(p)
+                except re.error as exc:
+                    raise ConfigError(f"topics[{t.id}].patterns.{lang}: bad regular expression "
+                                      f"{p!r}: {exc}") from None
+    return list(topics)
+
+
+def topic_name(topic: TopicConfig, lang: str) -> str:
+    return topic.name_zh if lang == "zh" else topic.name_en
+
+
+# --- segmentation -------------------------------------------------------------------------------
+
+_jieba_lock = threading.Lock()
+_jieba_words: set[str] = set()
+
+
+def _jieba() -> Any:
+    import jieba
+
+    jieba.setLogLevel(60)  # silence "Building prefix dict ..." on stderr
+    return jieba
+
+
+def add_words(words: Iterable[str]) -> None:
+    """Teach jieba the taxonomy's Chinese keywords so that each is cut as one word."""
+    jieba = _jieba()
+    with _jieba_lock:
+        for w in words:
+            if w and _CJK.search(w) and w not in _jieba_words:
+                jieba.add_word(w)
+                _jieba_words.add(w)
+
+
+def segment(text: str) -> list[str]:
+    """jieba words of `text`, lower-cased, plus the dictionary sub-words of 4+ character phrases.
+
+    jieba's dictionary holds phrases such as 价格便宜 / 服务周到; their 2-3 character dictionary
+    words (价格, 服务) are added, so a keyword inside a phrase still counts. Words of 2-3
+    characters are kept whole: 服务器 (server) does not yield 服务 (service).
+    """
+    jieba = _jieba()
+    tokens: list[str] = []
+    freq = jieba.dt.FREQ if jieba.dt.initialized else None
+    for tok in jieba.lcut(text):
+        tok = tok.strip().lower()
+        if not tok:
+            continue
+        tokens.append(tok)
+        if len(tok) >= 4 and _CJK.search(tok):
+            if freq is None:
+                freq = jieba.dt.FREQ
+            for n in (2, 3):
+                for i in range(len(tok) - n + 1):
+                    sub = tok[i:i + n]
+                    if freq.get(sub):
+                        tokens.append(sub)
+    return tokens
+
+
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith("es") and word[:-2].endswith(("s", "x", "ch", "sh", "z")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def english_words(text: str) -> list[str]:
+    """Lower-case words with simple plural stripping ("deliveries" -> "delivery")."""
+    return [_singular(w) for w in _EN_WORD.findall(text.lower())]
+
+
+def _phrase(keyword: str) -> str:
+    return " ".join(english_words(keyword))
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    id: str
+    words: frozenset[str]
+    patterns: tuple[re.Pattern[str], ...]
+
+
+class ThemeTagger:
+    """Tags a comment with the ids of the topics it mentions, in taxonomy order."""
+
+    def __init__(self, topics: Sequence[TopicConfig]):
+        self.topics = list(topics)
+        zh_words: list[str] = []
+        matchers = []
+        self.max_words = 1
+        for t in self.topics:
+            words: set[str] = set()
+            for kw in t.keywords.get("zh", []):
+                kw = kw.strip().lower()
+                if kw:
+                    words.add(kw if _CJK.search(kw) else _phrase(kw))
+                    zh_words.append(kw)
+            for kw in t.keywords.get("en", []):
+                ph = _phrase(kw)
+                if ph:
+                    words.add(ph)
+                    self.max_words = max(self.max_words, ph.count(" ") + 1)
+            pats = tuple(re.compile(p, re.IGNORECASE) for lang in ("zh", "en")
+                         for p in t.patterns.get(lang, []))
+            matchers.append(_Matcher(t.id, frozenset(words), pats))
+        self._matchers = matchers
+        add_words(zh_words)
+
+    def tokens(self, text: str) -> set[str]:
+        """Every unit a keyword can match: jieba words (Chinese) and English word n-grams."""
+        words = english_words(text)
+        units = set(words)
+        for n in range(2, self.max_words + 1):
+            units.update(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+        if _CJK.search(text):
+            units.update(segment(text))
+        return units
+
+    def tag(self, text: str | None) -> list[str]:
+        if not text or not text.strip():
+            return []
+        units = self.tokens(text)
+        return [m.id for m in self._matchers
+                if not m.words.isdisjoint(units) or any(p.search(text) for p in m.patterns)]
+
+
+@lru_cache(maxsize=8)
+def _tagger_for(key: str) -> ThemeTagger:
+    return ThemeTagger([TopicConfig.model_validate_json(j) for j in key.split("\n")])
+
+
+def tagger_for(settings: Settings) -> ThemeTagger:
+    """A tagger for the settings' taxonomy, built once per taxonomy and process."""
+    topics = load_taxonomy(settings)
+    if not topics:
+        return ThemeTagger([])
+    return _tagger_for("\n".join(t.model_dump_json() for t in topics))
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CommentResult:
+    sentiment: str
+    score: float
+    themes: list[str]
+    language: str
+
+
+def analyse_texts(texts: Sequence[str], settings: Settings, *, declared: Sequence[str | None] | None = None,
+                  model: SentimentModel | None = None, tagger: ThemeTagger | None = None
+                  ) -> list[CommentResult]:
+    """Sentiment and themes for plain texts (no database): used by the stage, the CLI and the bench."""
+    model = model or load_model(settings)
+    tagger = tagger or tagger_for(settings)
+    decl = declared if declared is not None else [None] * len(texts)
+    langs = [detect_language(t, d) for t, d in zip(texts, decl, strict=True)]
+    scores = model.score(list(texts), langs) if texts else []
+    return [CommentResult(sentiment=label_of(float(s), settings.comments), score=round(float(s), 6),
+                          themes=tagger.tag(t), language=lang)
+            for t, s, lang in zip(texts, scores, langs, strict=True)]
+
+
+@dataclass
+class CommentsSummary:
+    period: str
+    model: str
+    comments: int = 0
+    analysed: int = 0
+    cleared: int = 0
+    negative: int = 0
+    neutral: int = 0
+    positive: int = 0
+    with_themes: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int | float | str]:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def analyse_comments(settings: Settings, engine: Engine, period: str,
+                     model: SentimentModel | None = None) -> CommentsSummary:
+    """Fill sentiment, sentiment_score and themes for every row of `period` that has a comment.
+
+    All rows of the period are (re)analysed, quarantined ones included, so a row readmitted later
+    already carries its analysis; re-running writes the same values (idempotent). Scoring happens
+    outside the write transaction; each update is guarded by the comment it was computed from, so
+    a comment changed meanwhile by a re-import is never given a stale result.
+    """
+    started = time.perf_counter()
+    model = model or load_model(settings)
+    tagger = tagger_for(settings)
+    fb = Feedback.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(fb.c.id, fb.c.comment, fb.c.language)
+            .where(fb.c.period == period, fb.c.comment.is_not(None))
+            .order_by(fb.c.id)
+        ).all()
+    summary = CommentsSummary(period=period, model=model.name)
+    texts = [r.comment for r in rows if r.comment.strip()]
+    declared = [r.language for r in rows if r.comment.strip()]
+    blank = [r for r in rows if not r.comment.strip()]
+    results = analyse_texts(texts, settings, declared=declared, model=model, tagger=tagger)
+    params: list[dict[str, Any]] = []
+    for row, res in zip([r for r in rows if r.comment.strip()], results, strict=True):
+        params.append({"b_id": row.id, "b_comment": row.comment, "b_sentiment": res.sentiment,
+                       "b_score": res.score, "b_themes": ",".join(res.themes)})
+        setattr(summary, res.sentiment, getattr(summary, res.sentiment) + 1)
+        summary.with_themes += bool(res.themes)
+    params += [{"b_id": r.id, "b_comment": r.comment, "b_sentiment": None, "b_score": None,
+                "b_themes": None} for r in blank]
+    stmt = (
+        update(fb)
+        .where(and_(fb.c.id == bindparam("b_id"), fb.c.comment == bindparam("b_comment")))
+        .values(sentiment=bindparam("b_sentiment"), sentiment_score=bindparam("b_score"),
+                themes=bindparam("b_themes"))
+    )
+    with engine.begin() as conn:
+        for i in range(0, len(params), CHUNK):
+            conn.execute(stmt, params[i:i + CHUNK])
+    summary.comments = len(rows)
+    summary.analysed = len(texts)
+    summary.cleared = len(blank)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+# --- reading the results back (CLI `themes`, reports, digests) --------------------------------
+
+
+@dataclass
+class ThemeRow:
+    topic: str
+    name: str
+    owner: str | None
+    count: int
+    share: float | None
+    share_low: float | None
+    share_high: float | None
+    negative: int
+    negative_share: float | None
+    negative_low: float | None
+    negative_high: float | None
+    example: str
+    example_sentiment: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wilson(k: int, n: int, confidence: float) -> tuple[float | None, float | None]:
+    if n == 0:
+        return None, None
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(k, n, alpha=1 - confidence, method="wilson")
+    return float(low), float(high)
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def pick_examples(rows: Sequence[Any], k: int = 1) -> list[Any]:
+    """Representative comments: the clearest complaints first (lowest score), mid-length preferred.
+
+    The loop exists to fix problems, so a theme is illustrated by what hurts; a theme with no
+    negative comment is shown by its most positive one.
+    """
+    negatives = [r for r in rows if r.sentiment == NEGATIVE]
+    pool = negatives or list(rows)
+    sign = 1 if negatives else -1
+
+    def key(r: Any) -> tuple[int, float]:
+        length = len(r.comment.strip())
+        return (0 if 8 <= length <= 200 else 1, sign * (r.sentiment_score or 0.5))
+
+    return sorted(pool, key=key)[:k]
+
+
+def theme_overview(settings: Settings, engine: Engine, period: str, lang: str | None = None,
+                   examples: int = 1) -> list[ThemeRow]:
+    """Per topic: comments with it, share of analysed comments and negative share (Wilson intervals).
+
+    Denominator: non-quarantined comments of the period that were analysed. Sorted by count, so
+    the hot topics come first. Example comments are PII-masked; escaping is the renderer's job.
+    """
+    lang = lang or settings.project.language
+    fb = Feedback.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(fb.c.id, fb.c.comment, fb.c.sentiment, fb.c.sentiment_score, fb.c.themes)
+            .where(fb.c.period == period, fb.c.quarantined.is_(False), fb.c.themes.is_not(None))
+            .order_by(fb.c.id)
+        ).all()
+    n = len(rows)
+    conf = settings.kpis.confidence
+    by_topic: dict[str, list[Any]] = {}
+    for r in rows:
+        for tid in filter(None, r.themes.split(",")):
+            by_topic.setdefault(tid, []).append(r)
+    out = []
+    for t in load_taxonomy(settings):
+        hits = by_topic.get(t.id, [])
+        neg = sum(r.sentiment == NEGATIVE for r in hits)
+        s_low, s_high = _wilson(len(hits), n, conf)
+        n_low, n_high = _wilson(neg, len(hits), conf)
+        ex = pick_examples(hits, examples)
+        out.append(ThemeRow(
+            topic=t.id, name=topic_name(t, lang), owner=settings.owner_of("topic", t.id),
+            count=len(hits), share=len(hits) / n if n else None, share_low=s_low, share_high=s_high,
+            negative=neg, negative_share=neg / len(hits) if hits else None,
+            negative_low=n_low, negative_high=n_high,
+            example=" | ".join(_clip(mask_pii(r.comment)) for r in ex),
+            example_sentiment=ex[0].sentiment if ex else None,
+        ))
+    out.sort(key=lambda r: -r.count)
+    return out
+
+
+def analysed_counts(engine: Engine, period: str) -> tuple[int, int]:
+    """(rows of the period with a non-empty comment, of which analysed); to tell "not run yet"."""
+    fb = Feedback.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(fb.c.comment, fb.c.sentiment)
+            .where(fb.c.period == period, fb.c.quarantined.is_(False), fb.c.comment.is_not(None))
+        ).all()
+    with_comment = [r for r in rows if r.comment.strip()]
+    return len(with_comment), sum(r.sentiment is not None for r in with_comment)
+
+
+__all__ = ["NEGATIVE", "NEUTRAL", "POSITIVE", "CommentsSummary", "ThemeRow", "ThemeTagger",
+           "analyse_comments", "analyse_texts", "default_topics", "load_taxonomy", "segment",
+           "tagger_for", "theme_overview"]
