@@ -31,7 +31,7 @@ from paths import TEMPLATES
 from periods import current_period, period_end_date
 from tasks import lifecycle
 from tasks.masking import mask_pii
-from tasks.rendering import environment, render, translate
+from tasks.rendering import environment, render
 
 SYSTEM = "cxloop"
 CROSS = " x "  # scope of a crossing: "department x region"
@@ -40,22 +40,6 @@ SEVERITIES = ("high", "medium", "low")
 NEVER_OPEN = {"responses"}  # a count of answers is context, not a shortfall
 COMMENT_CHARS = 280
 
-# Direction of each KPI. Kept here until tasks/kpis.py exports LOWER_IS_BETTER (see docs/actions.md).
-LOWER_IS_BETTER = frozenset({
-    "complaint_rate", "first_response_hours", "first_response_p90", "resolution_hours",
-    "resolution_p90", "theme_share", "theme_negative_share",
-})
-KPI_LABELS: dict[str, str] = {
-    "nps": "NPS", "csat": "CSAT (top-2-box %)", "ces": "CES (mean, 1-7)", "ces_top": "CES (% 5-7)",
-    "cx_index": "CX index", "cx_success": "CX success", "cx_effort": "CX effort",
-    "cx_emotion": "CX emotion", "complaint_rate": "complaint rate",
-    "first_response_hours": "first response time (median hours)",
-    "first_response_p90": "first response time (p90 hours)",
-    "first_response_sla": "first responses within SLA (%)",
-    "resolution_hours": "resolution time (median hours)", "resolution_p90": "resolution time (p90 hours)",
-    "resolution_sla": "resolutions within SLA (%)", "responses": "responses",
-    "theme_share": "theme share", "theme_negative_share": "negative share of theme",
-}
 # The survey answer behind a KPI: its lowest answers are the worst comments to quote.
 _SCORE_COLUMN: dict[str, Any] = {
     "nps": Feedback.nps, "csat": Feedback.csat, "ces": Feedback.ces, "ces_top": Feedback.ces,
@@ -87,18 +71,27 @@ class ActionsSummary:
 
 # --------------------------------------------------------------------------- KPI vocabulary
 
+# Direction and labels belong to the KPI stage; imported on use so `cxloop actions ...` starts fast
+# (tasks.kpis pulls in pandas and statsmodels).
+
 def lower_is_better(kpi: str) -> bool:
+    from tasks.kpis import LOWER_IS_BETTER
+
     return kpi in LOWER_IS_BETTER
 
 
 def kpi_label(kpi: str, lang: str = "en") -> str:
-    return translate(KPI_LABELS.get(kpi, kpi), lang)
+    from tasks.kpis import KPI_LABELS
+
+    return KPI_LABELS.get(kpi, {}).get(lang) or kpi
 
 
 def scope_label(scope: str, lang: str = "en") -> str:
-    """"journey_stage x region" -> "journey stage × region", translated."""
+    """"journey_stage x region" -> "Journey stage × Region", in the language asked for."""
+    from tasks.kpis import SCOPE_LABELS
+
     parts = [p.strip() for p in scope.split(CROSS.strip())] if CROSS in scope else [scope]
-    return " × ".join(translate(p.replace("_", " "), lang) for p in parts)
+    return " × ".join(SCOPE_LABELS.get(p, {}).get(lang) or p for p in parts)
 
 
 # --------------------------------------------------------------------------- candidates

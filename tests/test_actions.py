@@ -354,7 +354,7 @@ def test_playbook_in_the_departments_language(engine: Engine, tmp_path: Path) ->
     assert "严重程度: 高" in zh.playbook
     assert f"cxloop actions start {zh.id}" in zh.playbook
     assert en.playbook is not None
-    assert "Suggested playbook: CSAT" in en.playbook and "channel: hotline" in en.playbook
+    assert "Suggested playbook: CSAT" in en.playbook and "Channel: hotline" in en.playbook
     assert "> <b>rude</b> agent" in en.playbook  # Markdown keeps text; HTML notices escape it
     assert "建议" not in en.playbook
 
