@@ -1,9 +1,90 @@
-"""CLI commands of the kpis area (placeholder until its stage lands)."""
+"""CLI of the KPI area: `cxloop kpis` shows a period's KPIs with n, interval, target and status."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+
+from commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
+from output import Format, emit
+
+JSON_KEYS = ["kpi", "scope", "scope_value", "n", "value", "ci_low", "ci_high", "target", "status",
+             "signal", "method", "min_n", "provisional", "period"]
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def kpis(
+    period: PeriodOpt,
+    config: ConfigOpt = None,
+    fmt: FormatOpt = Format.table,
+    scope: Annotated[str | None, typer.Option(
+        "--scope", "-s", help="Only this scope: overall, department, journey_stage, touchpoint, channel, "
+        "segment, region, topic, or a crossing such as 'department x region'.")] = None,
+    kpi: Annotated[list[str] | None,
+                   typer.Option("--kpi", "-k", help="Only these KPIs (repeatable).")] = None,
+    recompute: Annotated[bool, typer.Option(
+        "--recompute", help="Compute the period's KPIs now and store them (as the cycle's KPI stage "
+        "does); without it, stored results are shown.")] = False,
+) -> None:
+    """KPIs of a period per scope: n, value, 95% interval, target and status (met / at_risk / missed /
+    insufficient / no_target) and control-chart signal. JSON keys: kpi, scope, scope_value, n, value,
+    ci_low, ci_high, target, status, signal (and method, min_n, provisional, period)."""
+    from sqlmodel import Session, select
+
+    from models import Cycle
+    from tasks import kpis as engine_kpis
+
+    settings, engine = load(config)
+    known = engine_kpis.scope_names(settings)
+    if scope and scope not in known:
+        raise CxError(f"unknown scope {scope!r}; known: {', '.join(known)}")
+    bad = sorted(set(kpi or []) - set(engine_kpis.KPI_ORDER))
+    if bad:
+        raise CxError(f"unknown KPI {', '.join(bad)}; known: {', '.join(engine_kpis.KPI_ORDER)}")
+    note = ""
+    rows = [] if recompute else engine_kpis.stored_rows(engine, period, scope)
+    if recompute or not rows:
+        with Session(engine) as session:
+            cycle = session.exec(select(Cycle).where(Cycle.period == period)).first()
+        provisional = bool(cycle and cycle.gate == "held")
+        if recompute:
+            rows = engine_kpis.compute_kpis(settings, engine, period, provisional=provisional)
+            note = f"computed and stored {len(rows)} results for {period}"
+        else:
+            rows = engine_kpis.compute_rows(settings, engine, period, provisional=True)
+            note = (f"no stored KPIs for {period}: computed now, not stored, shown as provisional "
+                    "(run the cycle or `cxloop kpis --recompute` to store them)")
+        if scope:
+            rows = [r for r in rows if r.scope == scope]
+    if kpi:
+        rows = [r for r in rows if r.kpi in kpi]
+    lang = settings.project.language
+    ci = f"{settings.kpis.confidence * 100:g}% CI"
+    if fmt is Format.table:
+        out: list[dict[str, Any]] = [{
+            "kpi": engine_kpis.KPI_LABELS.get(r.kpi, {}).get(lang, r.kpi),
+            "scope": r.scope if r.scope == engine_kpis.OVERALL else f"{r.scope}: {r.scope_value}",
+            "n": r.n, "value": _fmt(r.value),
+            ci: "" if r.ci_low is None else f"{_fmt(r.ci_low)} – {_fmt(r.ci_high)}",
+            "target": "" if r.target is None else _fmt(r.target), "status": r.status,
+            "signal": r.signal or "",
+        } for r in rows]
+        title = f"KPIs {period}" + (" (provisional)" if any(r.provisional for r in rows) else "")
+        emit(out, fmt, columns=["kpi", "scope", "n", "value", ci, "target", "status", "signal"],
+             title=title)
+    else:
+        emit([{k: r.as_dict()[k] for k in JSON_KEYS} for r in rows], fmt)
+    if note:
+        Console(stderr=True).print(f"[dim]{note}[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("kpis")(kpis)
