@@ -352,3 +352,26 @@ def test_failed_notice_goes_out_with_the_next_cycle(engine: Engine, tmp_path: Pa
         assert deliver(settings, engine, nxt, now=later, force=True).sent == 0
     subjects = [r.json()["title"] for r in hook.requests]
     assert sorted(s.split()[1] for s in subjects) == [P, nxt]
+
+
+def test_documented_routes_are_valid_apprise_urls() -> None:
+    """docs/notify.md must not teach a URL or an Apprise config that Apprise refuses."""
+    import re
+
+    import apprise
+
+    import tasks.sinks  # noqa: F401  (cxfile://)
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "notify.md").read_text(encoding="utf-8")
+    urls = set(re.findall(r"`((?:mailtos?|slack|workflows|dingtalk|wecombot|feishu|lark|jsons?|cxfile)://[^`]+)`",
+                          doc))
+    assert len(urls) >= 10
+    for url in urls - {u for u in urls if "..." in u or "****" in u}:  # skip the privacy-form examples
+        assert apprise.Apprise.instantiate(url) is not None, url
+    yml = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert yml is not None
+    cfg = apprise.AppriseConfig()
+    cfg.add_config(yml.group(1), format="yaml")
+    ap = apprise.Apprise()
+    ap.add(cfg)
+    assert len(list(ap.find(tag="dept-logistics"))) == 2 and len(list(ap.find(tag="dept-service"))) == 2
