@@ -45,6 +45,10 @@ _SCORE_COLUMN: dict[str, Any] = {
     "nps": Feedback.nps, "csat": Feedback.csat, "ces": Feedback.ces, "ces_top": Feedback.ces,
     "cx_success": Feedback.cx_success, "cx_effort": Feedback.cx_effort, "cx_emotion": Feedback.cx_emotion,
 }
+# Answers at or below these are on the wrong side (detractors, dissatisfied, not top-box): only
+# those, or comments read as negative, are quoted as evidence - never a promoter's praise.
+_BAD_ANSWER: dict[str, int] = {"nps": 6, "csat": 3, "ces": 4, "ces_top": 4, "cx_success": 5,
+                               "cx_effort": 5, "cx_emotion": 5, "cx_index": 15}
 STATUS_WORDS = {"ack": "acknowledged", "start": "in_progress", "done": "done", "cancel": "cancelled"}
 
 
@@ -232,8 +236,9 @@ def _scope_filters(scope: str, scope_value: str) -> list[ColumnElement[bool]] | 
 def worst_comments(settings: Settings, session: Session, result: KpiResult) -> list[dict[str, Any]]:
     """The scope's worst comments of the period, masked: lowest answers to the KPI's question, or negative.
 
-    KPIs without a survey question (complaints, times, themes) quote negative comments and
-    complaints, least positive first.
+    Only answers on the wrong side (e.g. NPS detractors 0-6, CSAT 1-3) or comments read as negative
+    qualify, lowest answer first. KPIs without a survey question (complaints, times, themes) quote
+    negative comments and complaints, least positive first.
     """
     limit = settings.actions.worst_comments
     spec = _scope_filters(result.scope, result.scope_value)
@@ -247,7 +252,7 @@ def worst_comments(settings: Settings, session: Session, result: KpiResult) -> l
                                    col(Feedback.comment).is_not(None), col(Feedback.comment) != "", *filters)
     negative = col(Feedback.sentiment) == "negative"
     if score is not None:
-        query = query.where(or_(score.is_not(None), negative)).order_by(
+        query = query.where(or_(score <= _BAD_ANSWER[result.kpi], negative)).order_by(
             score.asc().nulls_last(), col(Feedback.sentiment_score).asc().nulls_last(), col(Feedback.id))
     else:
         query = query.where(or_(negative, col(Feedback.is_complaint).is_(True))).order_by(

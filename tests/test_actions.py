@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, select
 
-from config import KPI_NAMES, Settings, settings_from_dict
+from config import KPI_NAMES, Settings, TargetConfig, settings_from_dict
 from db import session_scope
 from models import Action, ActionEvent, Feedback, KpiResult, Measurement
 from tasks.actions import (
@@ -306,6 +306,47 @@ def test_evidence_quotes_the_worst_comments_masked(engine: Engine, tmp_path: Pat
     assert texts == ["Courier never came, call me [phone]", "Late again, write to [email]"]
     assert [c["score"] for c in entry["worst_comments"]] == [0, 2]
     assert "13812345678" not in json.dumps(action.evidence) + (action.playbook or "")
+
+
+def test_only_answers_on_the_wrong_side_or_negative_comments_are_quoted(engine: Engine,
+                                                                       tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, actions={"worst_comments": 5})
+    p = "2026-10"
+    add_result(engine, p, "csat", "channel", "hotline", value=50, ci=(40, 60), target=80, n=120)
+    add_feedback(engine, p, "love it", channel="hotline", csat=5)
+    add_feedback(engine, p, "fine but they hung up on me", channel="hotline", csat=4, sentiment="negative",
+                 sentiment_score=0.2)
+    add_feedback(engine, p, "meh", channel="hotline", csat=3)
+    add_feedback(engine, p, "no answer for days", channel="hotline", csat=1)
+    open_actions(settings, engine, p)
+    [action] = actions(engine)
+    quoted = [(c["score"], c["text"]) for c in action.evidence[0]["worst_comments"]]
+    assert quoted == [(1, "no answer for days"), (3, "meh"), (4, "fine but they hung up on me")]
+
+
+def test_with_the_real_kpi_stage_end_to_end(engine: Engine, tmp_path: Path) -> None:
+    """compute_kpis -> open_actions, twice: one action for the missed scope, nothing new on re-run."""
+    from tasks.kpis import compute_kpis
+
+    settings = make_settings(tmp_path)
+    settings = settings.model_copy(update={"targets": [
+        TargetConfig(kpi="nps", scope="journey_stage", value=40)]})
+    for i in range(200):
+        add_feedback(engine, "2026-10", "等了一周 13812345678" if i % 20 == 1 else None,
+                     journey_stage="delivery", nps=0 if i % 2 else 9)
+        add_feedback(engine, "2026-10", None, journey_stage="purchase", nps=10 if i % 2 else 8)
+    compute_kpis(settings, engine, "2026-10")
+    open_actions(settings, engine, "2026-10")
+    before = dump(engine)
+    [action] = actions(engine)
+    assert (action.kpi, action.scope_value, action.department, action.severity) == (
+        "nps", "delivery", "logistics", "high")
+    assert action.baseline_value == 0 and action.evidence[0]["gap"] == 40  # 50% promoters, 50% detractors
+    assert {c["text"] for c in action.evidence[0]["worst_comments"]} == {"等了一周 [phone]"}
+    compute_kpis(settings, engine, "2026-10")
+    open_actions(settings, engine, "2026-10")
+    assert dump(engine)["action"] == before["action"]
+    assert dump(engine)["action_event"] == before["action_event"]
 
 
 def test_comments_for_kpis_without_a_question_are_negative_ones(engine: Engine, tmp_path: Path) -> None:
