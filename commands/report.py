@@ -1,9 +1,63 @@
-"""CLI commands of the report area (placeholder until its stage lands)."""
+"""`cxloop report`: write the monthly CX report (company page and one page per department)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from commands.common import ConfigOpt, CxError, PeriodOpt, load
+
+
+def _lang(value: str | None) -> str | None:
+    if value is not None and value not in ("zh", "en"):
+        raise typer.BadParameter(f"{value!r}: use zh or en")
+    return value
+
+
+def report_command(
+    period: PeriodOpt,
+    department: Annotated[str | None, typer.Option(
+        "--department", "-d", help="Only this department's page (id from the config).")] = None,
+    lang: Annotated[str | None, typer.Option(
+        "--lang", "-l", help="zh or en (default: project language; a department's own language).",
+        callback=_lang)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write one page to this file (the company page, or --department's).",
+        show_default=False)] = None,
+    journey_kpi: Annotated[str, typer.Option(
+        "--journey-kpi", help="KPI of the journey map: nps, csat, ces, ces_top or cx_index.")] = "nps",
+    pdf: Annotated[bool, typer.Option(
+        "--pdf", help="Also print each page to PDF with headless Chromium.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the HTML report of a cycle and print the path(s) written.
+
+    Without --department and --out: the company report and every department's report under
+    reports/<period>/. The pages are self-contained: open them offline, attach them, print them.
+    """
+    from tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
+
+    settings, engine = load(config)
+    try:
+        if department is None and out is None:
+            paths = write_reports(settings, engine, period, lang=lang, journey_kpi=journey_kpi)
+        else:
+            path = out or report_dir(settings, period) / report_filename(department)
+            html = render_report(settings, engine, period, department, lang, journey_kpi=journey_kpi,
+                                 out_dir=path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(html, encoding="utf-8")
+            paths = [path]
+        if pdf:
+            paths += [write_pdf(p) for p in list(paths)]
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise CxError(str(exc)) from None
+    for p in paths:
+        typer.echo(str(p))
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("report")(report_command)

@@ -1,0 +1,732 @@
+"""The monthly CX report: data assembly from the database, then one Jinja2 template per language.
+
+Every KPI number on the page is read from `KpiResult` (what `cxloop kpis` shows), never recomputed,
+so the report and the CLI cannot disagree. Only the journey map and the comment summary are
+computed here, from the period's feedback rows, because no stored result holds every
+journey stage x touchpoint crossing. The page is self-contained (inline CSS and SVG): it opens
+offline, travels as an e-mail attachment and prints.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from markupsafe import Markup
+from sqlalchemy import Engine, select
+from sqlmodel import Session, col
+
+from config import Settings
+from models import (
+    Action,
+    ActionEvent,
+    Cycle,
+    Feedback,
+    ImportRecord,
+    KpiResult,
+    Measurement,
+    QualityCheck,
+    QuarantinedRow,
+)
+from periods import parse_period, period_end_date, shift_period
+from tasks import charts
+from tasks.lifecycle import OPEN_STATUSES
+from tasks.rendering import render, translate
+
+HEADLINE_KPIS = ("nps", "csat", "ces", "cx_index")
+SCORECARD_KPIS = ("nps", "csat", "ces", "cx_index", "complaint_rate", "first_response_hours",
+                  "resolution_hours", "resolution_sla")
+TREND_CYCLES = 12
+# Fallback when tasks/kpis.py does not define it: lower values are better for these KPIs.
+_LOWER_IS_BETTER = {"complaint_rate", "first_response_hours", "first_response_p90",
+                    "resolution_hours", "resolution_p90", "theme_negative_share"}
+KPI_LABELS = {
+    "nps": "NPS", "csat": "CSAT (% 4–5)", "ces": "CES (mean 1–7)", "ces_top": "CES (% 5–7)",
+    "cx_index": "CX index", "cx_success": "CX success", "cx_effort": "CX effort",
+    "cx_emotion": "CX emotion", "complaint_rate": "Complaint rate",
+    "first_response_hours": "First response (h, median)", "first_response_p90": "First response (h, p90)",
+    "first_response_sla": "First response within SLA", "resolution_hours": "Resolution (h, median)",
+    "resolution_p90": "Resolution (h, p90)", "resolution_sla": "Resolved within SLA",
+    "responses": "Responses", "theme_share": "Theme share", "theme_negative_share": "Negative theme share",
+}
+# Axis ranges for colour scales and the scorecard's bullet bars.
+_DOMAINS = {"nps": (-100.0, 100.0), "cx_index": (-100.0, 100.0), "cx_success": (-100.0, 100.0),
+            "cx_effort": (-100.0, 100.0), "cx_emotion": (-100.0, 100.0), "ces": (1.0, 7.0)}
+SCOPE_LABELS = {"overall": "Company", "department": "Department", "journey_stage": "Journey stage",
+                "touchpoint": "Touchpoint", "channel": "Channel", "segment": "Segment",
+                "region": "Region", "topic": "Topic"}
+STATUS_LABELS = {"met": "met", "at_risk": "at risk", "missed": "missed",
+                 "insufficient": "insufficient data", "no_target": "no target"}
+
+
+# --------------------------------------------------------------------------- optional sibling modules
+
+
+def _sibling(name: str) -> Any | None:
+    """tasks.kpis / tasks.spc when they exist: the report prefers the shared formulas."""
+    if importlib.util.find_spec(f"tasks.{name}") is None:
+        return None
+    return importlib.import_module(f"tasks.{name}")
+
+
+def lower_is_better(kpi: str) -> bool:
+    kpis = _sibling("kpis")
+    lower = getattr(kpis, "LOWER_IS_BETTER", None) if kpis else None
+    return kpi in (lower if lower is not None else _LOWER_IS_BETTER)
+
+
+def control_limits(series: Sequence[KpiResult]) -> charts.Limits | None:
+    """Control limits for the trend line of a KPI, the last row being this cycle.
+
+    Preferred: the limits the KPI stage stored with the row (`stats["chart"]`), i.e. exactly what
+    this cycle's signal was judged against (XmR, or Laney p' for proportions). Otherwise XmR over
+    the earlier cycles (tasks.spc when present, else mean +/- 2.66 x mean moving range here)."""
+    if not series:
+        return None
+    stored = (series[-1].stats or {}).get("chart") if isinstance(series[-1].stats, dict) else None
+    if stored and all(stored.get(k) is not None for k in ("center", "lcl", "ucl")):
+        return charts.Limits(float(stored["center"]), float(stored["lcl"]), float(stored["ucl"]))
+    history = [float(r.value) for r in series[:-1] if r.value is not None]
+    current = series[-1].value
+    spc = _sibling("spc")
+    if spc is not None and hasattr(spc, "xmr") and current is not None:
+        res = spc.xmr(history, float(current))
+        return charts.Limits(res.center, res.lcl, res.ucl) if res is not None else None
+    return xmr_limits(history)
+
+
+def xmr_limits(values: Sequence[float]) -> charts.Limits | None:
+    """XmR (individuals) chart limits: mean +/- 2.66 x mean moving range (domain.md section 4).
+
+    Fewer than four points give no useful limits, so none are drawn."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if len(vals) < 4:
+        return None
+    center = sum(vals) / len(vals)
+    mr = [abs(b - a) for a, b in zip(vals, vals[1:], strict=False)]
+    mr_bar = sum(mr) / len(mr)
+    return charts.Limits(center, center - 2.66 * mr_bar, center + 2.66 * mr_bar)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def kpi_digits(kpi: str, value: float | None = None) -> int:
+    """Decimals shown for a KPI: the CES mean (1-7) needs two; percentages, nets and hours one."""
+    if kpi == "ces":
+        return 2
+    if kpi == "responses":
+        return 0
+    return 1
+
+
+def fmt(kpi: str, value: float | None) -> str:
+    """The one formatting of a KPI value used everywhere on the page (tests parse it back)."""
+    if value is None:
+        return "–"
+    return f"{value:.{kpi_digits(kpi, value)}f}"
+
+
+def _domain(kpi: str, values: Iterable[float | None]) -> tuple[float, float]:
+    if kpi in _DOMAINS:
+        return _DOMAINS[kpi]
+    vals = [v for v in values if v is not None]
+    if kpi.endswith(("_rate", "_share", "_sla")) or kpi in {"csat", "ces_top"}:
+        return (0.0, 100.0)  # percentages, as tasks.kpis stores them
+    return (0.0, max(vals + [1.0]) * 1.1)
+
+
+# --------------------------------------------------------------------------- report data
+
+
+@dataclass
+class KpiCell:
+    kpi: str
+    value: float | None
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    target: float | None
+    status: str
+    signal: str | None
+    text: str
+    ci_text: str
+    bar: Markup | None = None
+
+    @classmethod
+    def of(cls, row: KpiResult, lo: float = 0, hi: float = 100) -> KpiCell:
+        ci = (f"{fmt(row.kpi, row.ci_low)} – {fmt(row.kpi, row.ci_high)}"
+              if row.ci_low is not None and row.ci_high is not None else "")
+        bar = charts.interval_bar(row.value, row.ci_low, row.ci_high, row.target, lo=lo, hi=hi)
+        return cls(row.kpi, row.value, row.n, row.ci_low, row.ci_high, row.target, row.status,
+                   row.signal, fmt(row.kpi, row.value), ci, bar)
+
+
+@dataclass
+class Headline:
+    kpi: str
+    label: str
+    cell: KpiCell | None
+    target_text: str
+    change: float | None
+    change_text: str
+    change_significant: bool
+    change_better: bool
+    previous_period: str | None
+    chart: Markup
+
+
+@dataclass
+class ScoreRow:
+    label: str
+    kind: str
+    cells: list[KpiCell | None]
+
+
+@dataclass
+class ActionRow:
+    id: int
+    kpi: str
+    scope: str
+    department: str
+    owner: str
+    status: str
+    severity: str
+    opened_period: str
+    due: date | None
+    overdue: bool
+    baseline: str
+    effect_text: str
+    effect_ci: str
+    verdict: str
+    measured_period: str
+
+
+@dataclass
+class Voice:
+    theme: str
+    count: int
+    share: float
+    comments: list[str]
+
+
+@dataclass
+class Quality:
+    files: int
+    rows_read: int
+    loaded: int
+    duplicates: int
+    updated: int
+    rejected: int
+    quarantined: int
+    gate: str
+    cycle_status: str
+    risk_accepted_by: str | None
+    failed_checks: list[dict[str, Any]]
+    validation_link: str | None
+    import_errors: list[str]
+
+
+@dataclass
+class ReportData:
+    period: str
+    lang: str
+    title: str
+    company: str
+    department: str | None
+    department_name: str | None
+    provisional: bool
+    headlines: list[Headline]
+    score_kpis: list[str]
+    score_rows: list[ScoreRow]
+    journey_kpi: str
+    journey_rows_label: str
+    journey_cols_label: str
+    journey_chart: Markup | None
+    pain_points: list[str]
+    action_counts: dict[str, int]
+    actions: list[ActionRow]
+    voices: list[Voice]
+    voices_chart: Markup | None
+    complaints: int
+    responses: int
+    quality: Quality
+    kpi_labels: dict[str, str] = field(default_factory=dict)
+
+
+def _kpi_rows(session: Session, periods: Sequence[str], kpis: Iterable[str] | None = None,
+              scope: str | None = None, scope_value: str | None = None) -> list[KpiResult]:
+    stmt = select(KpiResult).where(col(KpiResult.period).in_(list(periods)))
+    if kpis is not None:
+        stmt = stmt.where(col(KpiResult.kpi).in_(list(kpis)))
+    if scope is not None:
+        stmt = stmt.where(col(KpiResult.scope) == scope)
+    if scope_value is not None:
+        stmt = stmt.where(col(KpiResult.scope_value) == scope_value)
+    return list(session.scalars(stmt))
+
+
+def _headlines(session: Session, settings: Settings, period: str, scope: str, scope_value: str,
+               lang: str) -> list[Headline]:
+    first = shift_period(period, -(TREND_CYCLES - 1))
+    periods = [shift_period(first, i) for i in range(TREND_CYCLES)]
+    rows = _kpi_rows(session, periods, HEADLINE_KPIS, scope, scope_value)
+    by_kpi: dict[str, dict[str, KpiResult]] = {}
+    for r in rows:
+        by_kpi.setdefault(r.kpi, {})[r.period] = r
+    labels = {"ucl": translate("UCL", lang), "lcl": translate("LCL", lang),
+              "center": translate("mean", lang), "target": translate("target", lang)}
+    out = []
+    for kpi in HEADLINE_KPIS:
+        hist = by_kpi.get(kpi, {})
+        cur = hist.get(period)
+        lo, hi = _domain(kpi, [r.value for r in hist.values()])
+        cell = KpiCell.of(cur, lo, hi) if cur else None
+        earlier = sorted(p for p in hist if p < period and hist[p].value is not None)
+        prev = hist[earlier[-1]] if earlier else None
+        change = significant = None
+        if cur and prev and cur.value is not None and prev.value is not None:
+            change = cur.value - prev.value
+            significant = _significant(cur, prev, change)
+        series = [hist[p] for p in sorted(hist) if p <= period and hist[p].value is not None]
+        points = [charts.TrendPoint(p.period[2:], float(p.value or 0), p.ci_low, p.ci_high,
+                                    p.signal is not None) for p in series]
+        limits = control_limits(series)
+        title = f"{translate(KPI_LABELS[kpi], lang)} {series[0].period if series else ''}–{period}"
+        chart = charts.trend_chart(points, limits=limits, target=cur.target if cur else None,
+                                   title=title, labels=labels, digits=kpi_digits(kpi))
+        out.append(Headline(
+            kpi=kpi, label=translate(KPI_LABELS[kpi], lang), cell=cell,
+            target_text=fmt(kpi, cur.target) if cur and cur.target is not None else "",
+            change=change, change_text=(f"{change:+.{kpi_digits(kpi, change)}f}" if change is not None
+                                        else ""),
+            change_significant=bool(significant),
+            change_better=change is not None and (change < 0 if lower_is_better(kpi) else change > 0),
+            previous_period=prev.period if prev else None,
+            chart=chart))
+    return out
+
+
+def _significant(cur: KpiResult, prev: KpiResult, change: float) -> bool:
+    """A change is called real when it exceeds the combined half-widths of the two intervals
+    (a z-test of the difference, with standard errors read back from the stored intervals)."""
+    halves = []
+    for r in (cur, prev):
+        if r.ci_low is None or r.ci_high is None:
+            return False
+        halves.append((r.ci_high - r.ci_low) / 2)
+    return abs(change) > math.hypot(*halves)
+
+
+def _scorecard(session: Session, settings: Settings, period: str, department: str | None,
+               lang: str) -> tuple[list[str], list[ScoreRow]]:
+    rows = _kpi_rows(session, [period], SCORECARD_KPIS)
+    index = {(r.kpi, r.scope, r.scope_value): r for r in rows}
+    wanted: list[tuple[str, str, str]] = []  # (scope, value, label)
+    if department is None:
+        wanted.append(("overall", "all", translate("Company", lang)))
+        depts = list(settings.departments)
+        depts += sorted({r.scope_value for r in rows if r.scope == "department"} - set(depts))
+        wanted += [("department", d, _dept_name(settings, d)) for d in depts]
+    else:
+        wanted.append(("department", department, _dept_name(settings, department)))
+        owns = settings.departments[department].owns if department in settings.departments else {}
+        for scope, values in owns.items():
+            for v in values:
+                label = _value_label(settings, scope, v, lang)
+                wanted.append((scope, v, f"{translate(SCOPE_LABELS.get(scope, scope), lang)}: {label}"))
+    present = {(r.scope, r.scope_value) for r in rows}
+    if department is None:
+        overall = {r.scope_value for r in rows if r.scope == "overall"}
+        if overall and ("overall", "all") not in present:
+            wanted[0] = ("overall", sorted(overall)[0], wanted[0][2])
+    wanted = [w for w in wanted if (w[0], w[1]) in present]
+    used_kpis = [k for k in SCORECARD_KPIS if any((k, s, v) in index for s, v, _ in wanted)]
+    domains = {k: _domain(k, [r.value for r in rows if r.kpi == k]) for k in used_kpis}
+    out = []
+    for scope, value, label in wanted:
+        cells: list[KpiCell | None] = []
+        for k in used_kpis:
+            r = index.get((k, scope, value))
+            cells.append(KpiCell.of(r, *domains[k]) if r else None)
+        out.append(ScoreRow(label, scope, cells))
+    return used_kpis, out
+
+
+def _dept_name(settings: Settings, dept: str) -> str:
+    d = settings.departments.get(dept)
+    return d.name if d else dept
+
+
+def _value_label(settings: Settings, scope: str, value: str, lang: str) -> str:
+    if scope == "topic":
+        return _topic_names(settings, lang).get(value, value)
+    if scope == "department":
+        return _dept_name(settings, value)
+    return translate(value, lang)
+
+
+def _topic_names(settings: Settings, lang: str) -> dict[str, str]:
+    return {t.id: (t.name_zh if lang == "zh" else t.name_en) for t in settings.topics or []}
+
+
+# --------------------------------------------------------------------------- feedback-derived parts
+
+_FEEDBACK_COLS = ("response_id", "department", "journey_stage", "touchpoint", "channel", "nps", "csat",
+                  "ces", "cx_success", "cx_effort", "cx_emotion", "comment", "is_complaint",
+                  "sentiment", "sentiment_score", "themes")
+
+
+def load_feedback(engine: Engine, period: str) -> pd.DataFrame:
+    """The period's clean (non-quarantined) responses, only the columns the report needs."""
+    cols = [getattr(Feedback, c) for c in _FEEDBACK_COLS]
+    stmt = select(*cols).where(col(Feedback.period) == period, Feedback.quarantined.is_(False))  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame(rows, columns=list(_FEEDBACK_COLS))
+
+
+def department_rows(df: pd.DataFrame, settings: Settings, dept: str) -> pd.DataFrame:
+    """Responses a department answers for: its own, plus the stages/touchpoints/channels/topics it owns."""
+    owns = settings.departments[dept].owns if dept in settings.departments else {}
+    mask = df["department"] == dept
+    for scope in ("journey_stage", "touchpoint", "channel"):
+        if owns.get(scope):
+            mask |= df[scope].isin(owns[scope])
+    if owns.get("topic"):
+        topics = set(owns["topic"])
+        mask |= df["themes"].fillna("").map(lambda s: bool(topics & set(_split(s))))
+    return df[mask]
+
+
+def _split(themes: str | None) -> list[str]:
+    return [t.strip() for t in (themes or "").split(",") if t.strip()]
+
+
+_JOURNEY_KPIS = ("nps", "csat", "ces", "ces_top", "cx_index")
+
+
+def _local_scores(kpi: str, df: pd.DataFrame) -> pd.Series:
+    """Per-response scores whose mean is the KPI (used only when tasks.kpis is not available)."""
+    if kpi == "nps":
+        s = df["nps"].dropna().astype(float)
+        return s.map(lambda v: 100.0 if v >= 9 else (-100.0 if v <= 6 else 0.0))
+    if kpi == "csat":
+        return df["csat"].dropna().astype(float).map(lambda v: 100.0 if v >= 4 else 0.0)
+    if kpi == "ces":
+        return df["ces"].dropna().astype(float)
+    if kpi == "ces_top":
+        return df["ces"].dropna().astype(float).map(lambda v: 100.0 if v >= 5 else 0.0)
+    if kpi == "cx_index":
+        parts = df[["cx_success", "cx_effort", "cx_emotion"]].dropna().astype(float)
+        net = parts.map(lambda v: 100.0 if v >= 6 else (-100.0 if v <= 3 else 0.0))
+        return net.mean(axis=1)
+    raise ValueError(f"the journey map cannot show {kpi!r}; use nps, csat, ces, ces_top or cx_index")
+
+
+def _scorer(settings: Settings, kpi: str) -> Callable[[pd.DataFrame], tuple[float | None, int, float | None]]:
+    """(value, n, standard error) of a KPI for a set of responses.
+
+    Uses tasks.kpis.response_scores when present (the same scoring as the KPI stage; the mean of
+    the scores is the KPI for nps, csat, ces, ces_top and cx_index)."""
+    kpis = _sibling("kpis")
+
+    def score(df: pd.DataFrame) -> tuple[float | None, int, float | None]:
+        if kpis is not None and hasattr(kpis, "response_scores"):
+            arr = pd.Series(kpis.response_scores(kpi, df, settings=settings), dtype=float).dropna()
+        else:
+            arr = _local_scores(kpi, df)
+        n = len(arr)
+        if n == 0:
+            return None, 0, None
+        se = float(arr.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+        return float(arr.mean()), n, se
+    return score
+
+
+def _journey(df: pd.DataFrame, company: pd.DataFrame, settings: Settings, kpi: str,
+             lang: str) -> tuple[Markup | None, list[str], str, str]:
+    """Heat map of journey stage x touchpoint (channel when touchpoints are not recorded).
+
+    A pain point is a crossing with enough answers whose 95% interval lies wholly on the bad side
+    of the company value: clearly worse than the company, not just the lowest number by chance."""
+    col_field = "touchpoint" if df["touchpoint"].notna().any() else "channel"
+    data = df[df["journey_stage"].notna() & df[col_field].notna()]
+    if data.empty:
+        return None, [], SCOPE_LABELS["journey_stage"], SCOPE_LABELS[col_field]
+    if kpi not in _JOURNEY_KPIS:
+        raise ValueError(f"the journey map cannot show {kpi!r}; use one of {', '.join(_JOURNEY_KPIS)}")
+    score = _scorer(settings, kpi)
+    overall, _, _ = score(company)
+    min_n = settings.kpis.min_n_per_kpi.get(kpi, settings.kpis.min_n)
+    lower = lower_is_better(kpi)
+    stages = _ordered(data["journey_stage"].unique(), settings.vocabulary.journey_stage)
+    vocab_cols = settings.vocabulary.touchpoint if col_field == "touchpoint" else settings.vocabulary.channel
+    points = _ordered(data[col_field].unique(), vocab_cols)
+    cells: dict[tuple[str, str], charts.HeatCell] = {}
+    pains: list[str] = []
+    for (stage, point), grp in data.groupby(["journey_stage", col_field]):
+        value, n, se = score(grp)
+        if value is None:
+            continue
+        pain = False
+        if n >= min_n and se is not None and overall is not None:
+            pain = (value - 1.96 * se > overall) if lower else (value + 1.96 * se < overall)
+        cells[(str(stage), str(point))] = charts.HeatCell(value, n, pain, n < min_n)
+        if pain:
+            pains.append(f"{translate(str(stage), lang)} × {translate(str(point), lang)}: "
+                         f"{fmt(kpi, value)} (n={n})")
+    lo, hi = _domain(kpi, [c.value for c in cells.values()])
+    if kpi in ("nps", "cx_index"):
+        # A +/-100 scale washes real differences out; centre the colours on the data instead.
+        vals = [c.value for c in cells.values() if c.value is not None and not c.insufficient]
+        span = max([abs(v - (overall or 0)) for v in vals] + [20.0])
+        lo, hi = (overall or 0) - span, (overall or 0) + span
+    chart = charts.heatmap(
+        [(s, translate(s, lang)) for s in stages], [(p, translate(p, lang)) for p in points], cells,
+        lo=lo, hi=hi, higher_is_better=not lower,
+        title=f"{translate('Customer journey map', lang)}: {translate(KPI_LABELS.get(kpi, kpi), lang)}",
+        pain_label=translate("pain point", lang), insufficient_label=translate("too few answers", lang),
+        digits=kpi_digits(kpi))
+    return chart, pains, SCOPE_LABELS["journey_stage"], SCOPE_LABELS[col_field]
+
+
+def _ordered(values: Iterable[Any], vocabulary: Sequence[str]) -> list[str]:
+    vals = {str(v) for v in values}
+    return [v for v in vocabulary if v in vals] + sorted(vals - set(vocabulary))
+
+
+def _voices(df: pd.DataFrame, settings: Settings, lang: str, top: int = 6,
+            per_theme: int = 2) -> tuple[list[Voice], int]:
+    """Most frequent complaint themes, each with its most negative comments as examples."""
+    sentiment = df["sentiment"].fillna("")
+    complaint = df["is_complaint"].fillna(False).astype(bool)
+    neg = df[(sentiment == "negative") | complaint]
+    names = _topic_names(settings, lang)
+    counts: Counter[str] = Counter()
+    for themes in neg["themes"].fillna(""):
+        counts.update(set(_split(themes)))
+    ranked = neg.assign(_score=neg["sentiment_score"].fillna(0.5)).sort_values(["_score", "response_id"])
+    seen: set[str] = set()
+    voices = []
+
+    def pick(rows: pd.DataFrame) -> list[str]:
+        out = []
+        for text in rows["comment"].dropna():
+            text = " ".join(str(text).split())
+            if len(text) < 6 or text in seen:
+                continue
+            seen.add(text)
+            out.append(text if len(text) <= 280 else text[:279] + "…")
+            if len(out) >= per_theme:
+                break
+        return out
+
+    for theme, count in counts.most_common(top):
+        rows = ranked[ranked["themes"].fillna("").map(lambda s, t=theme: t in _split(s))]
+        voices.append(Voice(names.get(theme, theme), count, count / max(len(neg), 1), pick(rows)))
+    if not voices and len(neg):
+        voices.append(Voice(translate("Unclassified complaints", lang), len(neg), 1.0,
+                            pick(ranked)[:4] if per_theme < 4 else pick(ranked)))
+    return voices, len(neg)
+
+
+# --------------------------------------------------------------------------- actions and quality
+
+
+def _actions(session: Session, settings: Settings, period: str, department: str | None,
+             lang: str) -> tuple[dict[str, int], list[ActionRow]]:
+    stmt = select(Action).where(col(Action.opened_period) <= period)
+    if department is not None:
+        stmt = stmt.where(col(Action.department) == department)
+    actions = list(session.scalars(stmt))
+    ids = [a.id for a in actions]
+    events = list(session.scalars(select(ActionEvent).where(
+        col(ActionEvent.action_id).in_(ids), col(ActionEvent.period) == period))) if ids else []
+    measurements = list(session.scalars(select(Measurement).where(
+        col(Measurement.action_id).in_(ids), col(Measurement.period) <= period))) if ids else []
+    latest: dict[int, Measurement] = {}
+    for m in sorted(measurements, key=lambda m: m.period):
+        latest[m.action_id] = m
+    escalated = {e.action_id for e in events if e.to_status == "escalated"}
+    verified = {e.action_id for e in events if e.to_status == "verified"}
+    verified |= {a.id or 0 for a in actions if a.status == "verified" and a.closed_period == period}
+    end = period_end_date(period)
+    rows, counts = [], Counter[str]()
+    for a in sorted(actions, key=lambda a: (a.status not in OPEN_STATUSES, a.due or date.max, a.id or 0)):
+        is_open = a.status in OPEN_STATUSES
+        opened = a.opened_period == period
+        overdue = is_open and a.due is not None and a.due <= end
+        counts["opened"] += opened
+        counts["open"] += is_open
+        counts["overdue"] += overdue
+        counts["verified"] += a.id in verified
+        counts["escalated"] += a.id in escalated
+        if not (is_open or opened or a.id in verified or a.closed_period == period):
+            continue
+        last = latest.get(a.id or 0)
+        eff, lo, hi = (None, None, None)
+        if last is not None:
+            eff, lo, hi = ((last.effect, last.effect_ci_low, last.effect_ci_high) if last.effect is not None
+                           else (last.change, last.change_ci_low, last.change_ci_high))
+        dept = _dept_name(settings, a.department)
+        head = a.head or (settings.departments[a.department].head if a.department in settings.departments
+                          else "")
+        rows.append(ActionRow(
+            id=a.id or 0, kpi=a.kpi, scope=f"{translate(SCOPE_LABELS.get(a.scope, a.scope), lang)}: "
+            f"{_value_label(settings, a.scope, a.scope_value, lang)}",
+            department=dept, owner=head or dept, status=a.status, severity=a.severity,
+            opened_period=a.opened_period, due=a.due, overdue=overdue,
+            baseline=fmt(a.kpi, a.baseline_value),
+            effect_text=(f"{eff:+.{kpi_digits(a.kpi, eff)}f}" if eff is not None else "–"),
+            effect_ci=(f"{lo:+.{kpi_digits(a.kpi, lo)}f} … {hi:+.{kpi_digits(a.kpi, hi)}f}"
+                       if lo is not None and hi is not None else ""),
+            verdict=last.verdict if last else "", measured_period=last.period if last else ""))
+    keys = ("opened", "open", "overdue", "verified", "escalated")
+    return {k: int(counts[k]) for k in keys}, rows
+
+
+def _quality(session: Session, period: str, cycle: Cycle | None, out_dir: Path | None) -> Quality:
+    imports = list(session.scalars(select(ImportRecord).where(col(ImportRecord.period) == period)))
+    quarantined = len(list(session.scalars(select(col(QuarantinedRow.id)).where(
+        col(QuarantinedRow.period) == period, col(QuarantinedRow.readmitted_at).is_(None)))))
+    checks = list(session.scalars(select(QualityCheck).where(col(QualityCheck.period) == period)))
+    failed: list[dict[str, Any]] = [
+        {"expectation": c.expectation, "column": c.column or "", "severity": c.severity, "level": c.level,
+         "unexpected": c.unexpected_count}
+        for c in sorted(checks, key=lambda c: (c.severity != "critical", -c.unexpected_count))
+        if not c.success]
+    link = None
+    if cycle and cycle.validation_report_path:
+        vpath = Path(cycle.validation_report_path)
+        link = vpath.name if out_dir is not None and vpath.parent.resolve() == out_dir.resolve() \
+            else (vpath.resolve().as_uri() if vpath.is_absolute() else str(vpath))
+    return Quality(
+        files=len(imports), rows_read=sum(i.rows_read for i in imports),
+        loaded=sum(i.loaded for i in imports), duplicates=sum(i.duplicates for i in imports),
+        updated=sum(i.updated for i in imports), rejected=sum(i.rejected for i in imports),
+        quarantined=quarantined, gate=(cycle.gate or "") if cycle else "",
+        cycle_status=cycle.status if cycle else "",
+        risk_accepted_by=cycle.risk_accepted_by if cycle else None,
+        failed_checks=failed[:8], validation_link=link,
+        import_errors=[f"{i.file}: {i.error}" for i in imports if i.error])
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def report_dir(settings: Settings, period: str) -> Path:
+    return settings.resolve("reports") / parse_period(period)
+
+
+def report_filename(department: str | None) -> str:
+    return "report.html" if department is None else f"report-{department}.html"
+
+
+def build_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
+                 lang: str | None = None, journey_kpi: str = "nps",
+                 out_dir: Path | None = None) -> ReportData:
+    """Everything the template shows, as plain data (tests and other outputs can use it too)."""
+    period = parse_period(period)
+    if department is not None and department not in settings.departments:
+        known = ", ".join(settings.departments) or "none configured"
+        raise ValueError(f"unknown department {department!r}; known: {known}")
+    lang = lang or (settings.department_language(department) if department else settings.project.language)
+    out_dir = out_dir if out_dir is not None else report_dir(settings, period)
+    with Session(engine) as session:
+        cycle = session.scalars(select(Cycle).where(col(Cycle.period) == period)).first()
+        scope, value = ("department", department) if department else ("overall", "all")
+        if department is None:
+            overall = {r.scope_value for r in _kpi_rows(session, [period], HEADLINE_KPIS, "overall")}
+            value = "all" if "all" in overall or not overall else sorted(overall)[0]
+        headlines = _headlines(session, settings, period, scope, value, lang)
+        score_kpis, score_rows = _scorecard(session, settings, period, department, lang)
+        provisional = bool(cycle and cycle.gate == "held") or bool(session.scalars(
+            select(col(KpiResult.id)).where(col(KpiResult.period) == period,
+                                            col(KpiResult.provisional).is_(True))).first())
+        counts, actions = _actions(session, settings, period, department, lang)
+        quality = _quality(session, period, cycle, out_dir)
+    company_df = load_feedback(engine, period)
+    df = department_rows(company_df, settings, department) if department else company_df
+    chart, pains, rows_label, cols_label = _journey(df, company_df, settings, journey_kpi, lang)
+    voices, complaints = _voices(df, settings, lang)
+    voices_chart = charts.bar_chart(
+        [(v.theme, float(v.count), f"{v.count} · {v.share:.0%}") for v in voices],
+        title=translate("Top complaint themes", lang)) if voices else None
+    dept_name = _dept_name(settings, department) if department else None
+    title = translate("Customer experience report", lang)
+    return ReportData(
+        period=period, lang=lang, title=title, company=settings.project.name, department=department,
+        department_name=dept_name, provisional=provisional, headlines=headlines, score_kpis=score_kpis,
+        score_rows=score_rows, journey_kpi=journey_kpi, journey_rows_label=rows_label,
+        journey_cols_label=cols_label, journey_chart=chart, pain_points=pains, action_counts=counts,
+        actions=actions, voices=voices, voices_chart=voices_chart, complaints=complaints,
+        responses=len(df), quality=quality,
+        kpi_labels={k: translate(v, lang) for k, v in KPI_LABELS.items()})
+
+
+def render_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
+                  lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None) -> str:
+    """The report as one self-contained HTML page."""
+    data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir)
+    # Data-derived labels are translated here, not with `_()` in the template: jinja2's new-style
+    # gettext %-formats every string, and labels such as "CSAT (% 4–5)" hold a percent sign.
+    statuses = {k: translate(v, data.lang) for k, v in STATUS_LABELS.items()}
+    return render("report.html", data.lang, r=data, status_labels=statuses,
+                  tr=lambda text: translate(str(text), data.lang))
+
+
+def write_reports(settings: Settings, engine: Engine, period: str, out_dir: Path | None = None,
+                  lang: str | None = None, journey_kpi: str = "nps") -> list[Path]:
+    """Company report plus one per department, under reports/<period>/ (or out_dir).
+
+    Department pages use the department's own language unless `lang` forces one for all."""
+    period = parse_period(period)
+    target = Path(out_dir) if out_dir is not None else report_dir(settings, period)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dept in [None, *settings.departments]:
+        path = target / report_filename(dept)
+        html = render_report(settings, engine, period, dept, lang, journey_kpi, out_dir=target)
+        tmp = path.with_suffix(".html.tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def find_chromium() -> str | None:
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def write_pdf(html_path: Path, timeout: float = 120) -> Path:
+    """Print a report page to PDF with headless Chromium (the page's print CSS applies).
+
+    Chromium is already needed for the browser test and is a Debian package; no PDF library is
+    added for this one copy."""
+    browser = find_chromium()
+    if browser is None:
+        raise RuntimeError("--pdf needs Chromium (apt-get install chromium)")
+    pdf = html_path.with_suffix(".pdf")
+    with tempfile.TemporaryDirectory(prefix="cxloop-chromium-") as profile:
+        proc = subprocess.run(
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+             f"--print-to-pdf={pdf}", html_path.resolve().as_uri()],
+            capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0 or not pdf.exists():
+        raise RuntimeError(f"{html_path}: Chromium could not print a PDF: {proc.stderr.strip()[-400:]}")
+    return pdf
