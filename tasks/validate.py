@@ -299,6 +299,24 @@ def _context() -> Any:
     return ctx
 
 
+def build_gx(expectations: list[Expectation]) -> list[Any]:
+    """GX expectation objects; a bad one raises SuiteError naming its file (GX itself only logs)."""
+    _gx()
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    out = []
+    for i, exp in enumerate(expectations):
+        try:
+            out.append(ExpectationConfiguration(
+                type=exp.type, kwargs=exp.kwargs, meta={**exp.meta, "cx_index": i},
+                description=exp.description).to_domain_obj())
+        except Exception as exc:  # GX raises several unrelated types (not found, pydantic, value)
+            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise SuiteError(f"{exp.path}: expectation {exp.name!r} ({exp.type}) is not valid: "
+                             f"{detail}") from None
+    return out
+
+
 def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: str) -> list[tuple[
         Expectation, dict[str, Any]]]:
     """Validate one frame with GX; return each expectation with its result dict.
@@ -309,20 +327,8 @@ def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: s
     if not expectations:
         return []
     gx = _gx()
-    from great_expectations.exceptions import InvalidExpectationConfigurationError
-
     ctx = _context()
-    gx_exps = []
-    for i, exp in enumerate(expectations):
-        conf = {"type": exp.type, "kwargs": exp.kwargs, "meta": {**exp.meta, "cx_index": i}}
-        if exp.description:
-            conf["description"] = exp.description
-        try:
-            gx.ExpectationSuite(name="check", expectations=[conf])
-        except (InvalidExpectationConfigurationError, ValueError, TypeError) as exc:
-            raise SuiteError(f"{exp.path}: expectation {exp.name!r} is not valid for GX: "
-                             f"{str(exc).splitlines()[0] if str(exc) else exc}") from None
-        gx_exps.append(conf)
+    gx_exps = build_gx(expectations)
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"{frame}-{uuid.uuid4().hex[:8]}", expectations=gx_exps))
     batch_def = (ctx.data_sources.add_pandas("cxloop").add_dataframe_asset(frame)
                  .add_batch_definition_whole_dataframe("whole"))
@@ -599,6 +605,7 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     now = now or utcnow()
     params = placeholder_values(settings, period, now)
     exps = [e for s in load_suites(settings) for e in expectations_of(s, settings, params)]
+    build_gx(exps)  # a broken suite file fails here, before anything is written
     row_exps = [e for e in exps if e.level == "row"]
     batch_exps = [e for e in exps if e.level == "batch"]
 

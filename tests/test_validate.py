@@ -1,0 +1,340 @@
+"""The data-quality gate: every shipped expectation passes good data and fails crafted bad data,
+quarantine keeps every rejected row with all its reasons, re-runs are idempotent, fixed rows come
+back, user suites are applied, the gate holds on critical batch failures only, and the report shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from config import Settings, settings_from_dict
+from db import session_scope
+from models import Feedback, ImportRecord, QualityCheck, QuarantinedRow
+from periods import period_bounds, shift_period
+from tasks import validate as v
+
+PERIOD = "2026-10"
+NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+MID = datetime(2026, 10, 15, 4, 0, tzinfo=UTC)
+
+
+def make_settings(base: Path, **extra: Any) -> Settings:
+    data: dict[str, Any] = {
+        "sources": [{"name": "web", "kind": "csv", "path": "web.csv"}],
+        "vocabulary": {"journey_stage": ["purchase", "delivery"], "touchpoint": ["app", "counter"]},
+    }
+    data.update(extra)
+    return settings_from_dict(data, base, env={})
+
+
+def good_row(i: int, **over: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "source": "web", "response_id": f"r{i}", "submitted_at": MID + timedelta(minutes=i),
+        "channel": ["web", "app", "hotline"][i % 3], "journey_stage": "purchase", "touchpoint": "app",
+        "nps": i % 11, "csat": 1 + i % 5, "ces": 1 + i % 7, "cx_success": 1 + i % 7,
+        "cx_effort": 1 + (i + 1) % 7, "cx_emotion": 1 + (i + 2) % 7,
+        "opened_at": MID, "first_response_at": MID + timedelta(hours=1), "resolved_at": MID + timedelta(days=1),
+    }
+    row.update(over)
+    return row
+
+
+def add_rows(engine: Engine, rows: list[dict[str, Any]], period: str = PERIOD) -> None:
+    with session_scope(engine) as s:
+        for r in rows:
+            s.add(Feedback(period=period, content_hash="h", **r))
+
+
+# Crafted bad rows: expectation id -> the row that must fail it (and nothing else of its kind).
+BAD: dict[str, dict[str, Any]] = {
+    "response_id_present": {"response_id": None},
+    "submitted_at_present": {"submitted_at": None},
+    "channel_present": {"channel": None},
+    "channel_in_vocabulary": {"channel": "fax"},
+    "journey_stage_in_vocabulary": {"journey_stage": "moon"},
+    "touchpoint_in_vocabulary": {"touchpoint": "kiosk"},
+    "submitted_in_period": {"submitted_at": datetime(2026, 9, 10, tzinfo=UTC)},
+    "submitted_not_in_future": {"submitted_at": NOW + timedelta(days=3)},
+    "first_response_at_not_before_opened": {"first_response_at": MID - timedelta(hours=2)},
+    "resolved_at_not_before_opened": {"resolved_at": MID - timedelta(days=1)},
+    "response_id_unique": {"response_id": "dup"},
+}
+for _col, (_lo, _hi) in {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7), "cx_success": (1, 7),
+                         "cx_effort": (1, 7), "cx_emotion": (1, 7)}.items():
+    BAD[f"{_col}_in_scale"] = {_col: _hi + 1}
+    BAD[f"{_col}_integer"] = {_col: _lo + 0.5}
+
+
+@pytest.fixture(scope="module")
+def gx_loaded() -> None:
+    """Import GX once for the module (about 5 s)."""
+    v._gx()
+
+
+def test_every_shipped_row_expectation_passes_good_and_fails_bad(tmp_path: Path, gx_loaded: None) -> None:
+    # the future check needs "now" inside the period, so the future row can be inside the period
+    now = datetime(2026, 10, 20, tzinfo=UTC)
+    bad = dict(BAD, submitted_not_in_future={"submitted_at": now + timedelta(days=3)})
+    settings = make_settings(tmp_path)
+    exps = [e for s in v.load_suites(settings) if s.level == "row"
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, now))]
+    shipped = {e.name for e in exps}
+    assert shipped == set(bad), "every shipped row expectation needs a crafted bad row here"
+
+    rows = [good_row(i, submitted_at=MID - timedelta(days=1) + timedelta(minutes=i)) for i in range(30)]
+    for n, (name, over) in enumerate(bad.items()):
+        rows.append(good_row(100 + n, **{"response_id": f"bad-{name}", **over}))
+    rows.append(good_row(200, response_id="dup"))  # the twin of the duplicate
+    df = v.row_frame(pd.DataFrame(rows))
+    checks, reasons = v.check_rows(exps, df)
+
+    by_name = {c.expectation: c for c in checks}
+    assert set(by_name) == shipped
+    for name in shipped:
+        failing = {k for k, rs in reasons.items() if any(r["expectation"] == name for r in rs)}
+        expected_key = "web|dup" if name == "response_id_unique" else (
+            next(k for k in df["row_key"] if k.startswith("web|#")) if name == "response_id_present"
+            else f"web|bad-{name}")
+        assert failing == {expected_key}, name
+        assert not by_name[name].success and by_name[name].unexpected_count >= 1, name
+    good_keys = {f"web|r{i}" for i in range(30)}
+    assert not good_keys & set(reasons)
+
+    # the good rows alone pass every shipped expectation
+    checks, reasons = v.check_rows(exps, v.row_frame(pd.DataFrame(rows[:30])))
+    assert reasons == {} and all(c.success for c in checks)
+
+
+def test_a_row_failing_several_checks_keeps_every_reason(tmp_path: Path, gx_loaded: None) -> None:
+    settings = make_settings(tmp_path)
+    exps = [e for s in v.load_suites(settings) if s.level == "row"
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
+    df = v.row_frame(pd.DataFrame([good_row(1, nps=12, csat=0, channel="fax",
+                                            resolved_at=MID - timedelta(days=2))]))
+    _checks, reasons = v.check_rows(exps, df)
+    got = reasons["web|r1"]
+    assert {r["expectation"] for r in got} == {"nps_in_scale", "csat_in_scale", "channel_in_vocabulary",
+                                               "resolved_at_not_before_opened"}
+    by = {r["expectation"]: r for r in got}
+    assert by["nps_in_scale"]["value"] == 12 and by["nps_in_scale"]["column"] == "nps"
+    assert by["channel_in_vocabulary"]["value"] == "fax" and "fax" in by["channel_in_vocabulary"]["message"]
+    assert "opened_at" in by["resolved_at_not_before_opened"]["message"]
+    json.dumps(got)  # JSON-safe
+
+
+def test_empty_vocabulary_means_no_check(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, vocabulary={"channel": [], "journey_stage": [], "touchpoint": []})
+    params = v.placeholder_values(settings, PERIOD, NOW)
+    names = {e.name for s in v.load_suites(settings) for e in v.expectations_of(s, settings, params)}
+    assert not {"channel_in_vocabulary", "journey_stage_in_vocabulary", "touchpoint_in_vocabulary"} & names
+    assert "channel_present" in names
+
+
+def test_every_shipped_batch_expectation_passes_good_and_fails_bad(tmp_path: Path, gx_loaded: None) -> None:
+    settings = make_settings(tmp_path)
+    exps = [e for s in v.load_suites(settings) if s.level == "batch"
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
+    good = {
+        "batch": pd.DataFrame([{"subject": "all", "rows": 100, "quarantined": 2, "quarantine_share": 0.02}]),
+        "sources": pd.DataFrame([{"subject": "web", "rows": 100, "volume_ratio": 1.1, "delivered": True}]),
+        "channels": pd.DataFrame([{"subject": "web", "rows": 50, "present": True}]),
+        "score_columns": pd.DataFrame([{"subject": "nps", "null_rate": 0.1, "null_rate_jump": 0.05}]),
+    }
+    bad = {
+        "batch": pd.DataFrame([{"subject": "all", "rows": 0, "quarantined": 9, "quarantine_share": 0.09}]),
+        "sources": pd.DataFrame([{"subject": "web", "rows": 3, "volume_ratio": 0.03, "delivered": True},
+                                 {"subject": "app", "rows": 0, "volume_ratio": float("nan"), "delivered": False}]),
+        "channels": pd.DataFrame([{"subject": "web", "rows": 50, "present": True},
+                                  {"subject": "hotline", "rows": 0, "present": False}]),
+        "score_columns": pd.DataFrame([{"subject": "nps", "null_rate": 0.9, "null_rate_jump": 0.8}]),
+    }
+    assert all(c.success for c in v.check_batch(exps, good))
+    failed = {c.expectation: c for c in v.check_batch(exps, bad) if not c.success}
+    assert set(failed) == {e.name for e in exps}
+    assert failed["source_delivered"].sample[0]["key"] == "app"
+    assert failed["source_volume_in_band"].sample[0]["key"] == "web"
+    assert failed["channel_not_missing"].sample[0]["key"] == "hotline"
+    assert failed["quarantine_share_below_max"].gating and not failed["channel_not_missing"].gating
+
+
+def _count(engine: Engine, model: Any, *where: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+
+def test_quarantine_keeps_rows_counts_add_up_and_rerun_is_idempotent(
+        engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    settings = make_settings(tmp_path, quality={"max_quarantine_share": 0.5})
+    rows = [good_row(i) for i in range(20)]
+    rows += [good_row(50, nps=11, channel="fax"), good_row(51, submitted_at=NOW + timedelta(days=1)),
+             good_row(52, first_response_at=MID - timedelta(hours=1)),
+             good_row(53, channel="<script>alert(1)</script>")]
+    add_rows(engine, rows)
+    with session_scope(engine) as s:
+        s.add(ImportRecord(source="web", file="web.csv", content_hash="x", period=PERIOD, rows_read=27,
+                           loaded=24, duplicates=2, rejected=1))
+        s.add(QuarantinedRow(period=PERIOD, source="web", row_key="web.csv:7", file="web.csv", line=7,
+                             stage="collect", raw={"nps": "ten"}, reasons=[{"expectation": "parse"}]))
+
+    gate = v.validate_period(settings, engine, PERIOD, now=NOW, lang="en")
+    c = gate.counts()
+    assert (c["rows"], c["loaded"], c["quarantined_validate"], c["quarantined_collect"]) == (24, 20, 4, 1)
+    assert c["read"] == c["loaded"] + c["quarantined"] + c["duplicates"] == 27
+    assert gate.quarantine_share == pytest.approx(5 / 25)
+    assert gate.status == "passed", gate.failed_critical
+
+    with session_scope(engine) as s:
+        qrows = {q.row_key: q for q in s.execute(select(QuarantinedRow).where(
+            v.QR.stage == "validate")).scalars()}
+        flagged = set(s.execute(select(v.FB.response_id).where(v.FB.quarantined)).scalars())
+    assert set(qrows) == {"r50", "r51", "r52", "r53"} == flagged
+    assert {r["expectation"] for r in qrows["r50"].reasons} == {"nps_in_scale", "channel_in_vocabulary"}
+    assert qrows["r50"].raw["nps"] == 11 and qrows["r50"].raw["channel"] == "fax"
+    assert qrows["r50"].response_id == "r50" and qrows["r50"].readmitted_at is None
+    n_checks = _count(engine, QualityCheck, v.QC.period == PERIOD)
+    assert n_checks == len(gate.checks) > 20
+
+    # the report lists every expectation with its result, failing samples escaped
+    assert gate.report_path == settings.resolve("reports") / PERIOD / "validation.html"
+    html = gate.report_path.read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    for check in gate.checks:
+        assert f'data-expectation="{check.expectation}" data-success="{str(check.success).lower()}"' in html
+    assert 'data-expectation="channel_in_vocabulary" data-success="false"' in html
+    assert 'data-status="passed"' in html and "<code>web|r50</code>: 11" in html
+
+    again = v.validate_period(settings, engine, PERIOD, now=NOW, lang="zh")
+    assert again.counts() == c
+    assert _count(engine, QualityCheck, v.QC.period == PERIOD) == n_checks
+    assert _count(engine, QuarantinedRow) == 5
+    assert "数据质量闸门" in gate.report_path.read_text(encoding="utf-8")
+
+
+def test_fixed_row_is_readmitted(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
+    add_rows(engine, [good_row(i) for i in range(5)] + [good_row(9, csat=9), good_row(10, ces=0)])
+    first = v.validate_period(settings, engine, PERIOD, now=NOW)
+    assert first.quarantined == 2
+    with session_scope(engine) as s:
+        s.execute(update(Feedback).where(v.FB.response_id == "r9").values(csat=4))
+
+    out = v.readmit(settings, engine, PERIOD, now=NOW)
+    assert out["quarantined_before"] == 2 and out["readmitted"] == 1 and out["still_quarantined"] == 1
+    with session_scope(engine) as s:
+        back = s.execute(select(QuarantinedRow).where(v.QR.row_key == "r9")).scalar_one()
+        fb = s.execute(select(Feedback).where(v.FB.response_id == "r9")).scalar_one()
+        assert back.readmitted_at is not None and not fb.quarantined
+    # breaking it again re-quarantines the same row (no duplicate)
+    with session_scope(engine) as s:
+        s.execute(update(Feedback).where(v.FB.response_id == "r9").values(csat=7))
+    again = v.validate_period(settings, engine, PERIOD, now=NOW)
+    assert again.quarantined == 2 and _count(engine, QuarantinedRow) == 2
+    with session_scope(engine) as s:
+        back = s.execute(select(QuarantinedRow).where(v.QR.row_key == "r9")).scalar_one()
+        assert back.readmitted_at is None and back.reasons[0]["value"] == 7
+
+
+def test_gate_holds_on_quarantine_share_and_missing_source_but_not_on_warnings(
+        engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    sources = [{"name": "web", "kind": "csv", "path": "web.csv"}, {"name": "app", "kind": "csv", "path": "a.csv"}]
+    settings = make_settings(tmp_path, sources=sources)
+    # history: three months where web always had channels web/app/hotline and nps always filled
+    for k in (1, 2, 3):
+        p = shift_period(PERIOD, -k)
+        start = period_bounds(p, settings.tz)[0] + timedelta(days=3)
+        add_rows(engine, [good_row(i, response_id=f"{p}-{i}", submitted_at=start, source=src)
+                          for i in range(12) for src in ("web", "app")], period=p)
+    # this month: app delivered nothing, hotline is gone, nps mostly empty, 1 of 12 rows bad (8%)
+    rows = [good_row(i, channel=["web", "app"][i % 2], nps=None if i < 9 else 5) for i in range(11)]
+    add_rows(engine, rows + [good_row(99, csat=8)])
+
+    gate = v.validate_period(settings, engine, PERIOD, now=NOW)
+    failed = {c.expectation: c for c in gate.checks if not c.success}
+    assert gate.status == "held"
+    assert set(gate.failed_critical) == {"source_delivered", "quarantine_share_below_max"}
+    assert failed["source_delivered"].sample == [{"key": "app", "value": False}]
+    assert {"channel_not_missing", "score_null_rate_stable"} <= set(failed)
+    assert failed["channel_not_missing"].sample[0]["key"] == "hotline"
+    assert failed["score_null_rate_stable"].sample[0]["key"] == "nps"
+    assert set(gate.warnings) == {"channel_not_missing", "score_null_rate_stable"}
+    stored = {q.expectation: q for q in _checks(engine)}
+    assert stored["source_delivered"].severity == "critical" and not stored["source_delivered"].success
+    assert stored["channel_not_missing"].severity == "warning"
+
+    # warnings alone never hold: relax the critical ones and the gate passes with the warnings left
+    relaxed = make_settings(tmp_path, sources=sources[:1], quality={"max_quarantine_share": 0.1})
+    gate = v.validate_period(relaxed, engine, PERIOD, now=NOW)
+    assert gate.status == "passed" and gate.failed_critical == []
+    assert set(gate.warnings) == {"channel_not_missing", "score_null_rate_stable"}
+
+
+def _checks(engine: Engine) -> list[QualityCheck]:
+    with session_scope(engine) as s:
+        return list(s.execute(select(QualityCheck).where(v.QC.period == PERIOD)).scalars())
+
+
+def test_volume_far_below_trailing_median_holds(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    settings = make_settings(tmp_path)
+    for k, n in ((1, 20), (2, 24), (3, 18)):
+        p = shift_period(PERIOD, -k)
+        start = period_bounds(p, settings.tz)[0] + timedelta(days=2)
+        add_rows(engine, [good_row(i, response_id=f"{p}-{i}", submitted_at=start) for i in range(n)], period=p)
+    add_rows(engine, [good_row(i) for i in range(4)])
+    gate = v.validate_period(settings, engine, PERIOD, now=NOW)
+    assert gate.failed_critical == ["source_volume_in_band"]
+    check = next(c for c in gate.checks if c.expectation == "source_volume_in_band")
+    assert check.sample == [{"key": "web", "value": pytest.approx(4 / 20)}]
+    # a wider band accepts it
+    wide = make_settings(tmp_path, quality={"volume_band": [0.1, 10]})
+    assert v.validate_period(wide, engine, PERIOD, now=NOW).status == "passed"
+
+
+def test_user_suite_and_severity_override_are_applied(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    (tmp_path / "expectations").mkdir()
+    (tmp_path / "expectations" / "house_rules.json").write_text(json.dumps({
+        "name": "house_rules", "meta": {"level": "row"},
+        "expectations": [{"type": "expect_column_values_to_be_in_set",
+                          "kwargs": {"column": "region", "value_set": ["north", "south"]},
+                          "meta": {"id": "region_known", "severity": "critical"}}]}))
+    (tmp_path / "expectations" / "house_batch.json").write_text(json.dumps({
+        "name": "house_batch", "meta": {"level": "batch"},
+        "expectations": [{"type": "expect_column_values_to_be_between",
+                          "kwargs": {"column": "rows", "min_value": 10},
+                          "meta": {"id": "at_least_ten_rows", "frame": "batch", "severity": "warning"}}]}))
+    settings = make_settings(tmp_path, quality={"severity": {"nps_in_scale": "warning"},
+                                                "max_quarantine_share": 1.0})
+    add_rows(engine, [good_row(1, region="north"), good_row(2, region="mars"), good_row(3, nps=13)])
+    gate = v.validate_period(settings, engine, PERIOD, now=NOW)
+    with session_scope(engine) as s:
+        q = s.execute(select(QuarantinedRow)).scalars().all()
+    assert [(r.row_key, [x["expectation"] for x in r.reasons]) for r in q] == [("r2", ["region_known"])]
+    nps = next(c for c in gate.checks if c.expectation == "nps_in_scale")
+    assert nps.severity == "warning" and not nps.success  # reported, row not quarantined
+    assert "at_least_ten_rows" in gate.warnings and gate.status == "passed"
+    assert {c.suite for c in gate.checks} == {"feedback_rows", "feedback_batch", "house_rules", "house_batch"}
+
+
+def test_bad_suite_file_names_the_file(tmp_path: Path, gx_loaded: None) -> None:
+    (tmp_path / "expectations").mkdir()
+    bad = tmp_path / "expectations" / "broken.json"
+    bad.write_text('{"name": "broken", "expectations": [{"type": "expect_nonsense", "kwargs": {}}]}')
+    settings = make_settings(tmp_path)
+    exps = [e for s in v.load_suites(settings) if s.path == bad
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
+    with pytest.raises(v.SuiteError, match="broken.json.*expect_nonsense"):
+        v.run_expectations(exps, pd.DataFrame({"row_key": ["a"]}), "rows")
+    bad.write_text('{"name": "broken", "expectations": [{"type": "expect_column_values_to_be_in_set", '
+                   '"kwargs": {"column": "x", "value_set": "${vocabulary.colour}"}}]}')
+    with pytest.raises(v.SuiteError, match=r"broken.json.*unknown placeholder \$\{vocabulary.colour\}"):
+        [v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW)) for s in v.load_suites(settings)]
+    bad.write_text("{not json")
+    with pytest.raises(v.SuiteError, match="broken.json"):
+        v.load_suites(settings)
