@@ -147,3 +147,27 @@ def test_same_seed_same_numbers() -> None:
     a = estimate_effect(cells, ctrl, seed=7)
     b = estimate_effect(cells, ctrl, seed=7)
     assert (a.effect_ci_low, a.effect_ci_high) == (b.effect_ci_low, b.effect_ci_high)
+
+
+def test_a_dip_every_scope_shared_at_the_trigger_is_not_called_noise() -> None:
+    # A holiday month lowers every scope by 8 in the baseline cycle; next cycle all recover and the
+    # action did nothing. The shared dip must not be "corrected" away (that would make the
+    # recovery of the comparison scopes look like the action failing), nor credited.
+    from bench.effects import nps_answers
+
+    rng = np.random.default_rng(21)
+    verdicts, baselines = [], []
+    for _ in range(20):
+        def scope(level: float) -> ScopeCells:
+            hist = [nps_answers(level, 400, rng) for _ in range(3)]
+            return ScopeCells(history=hist, pre=nps_answers(level - 8, 400, rng),
+                              post=nps_answers(level, 400, rng))
+        treated = scope(20.0)
+        controls = [scope(float(v)) for v in rng.uniform(10, 40, 10)]
+        est = estimate_effect(treated, controls, resamples=299, seed=rng)
+        verdicts.append(est.verdict)
+        assert est.baseline is not None
+        baselines.append(est.baseline)
+    # the true level in the holiday month is 12: the shared part of the dip is kept, not pulled to 20
+    assert np.mean(baselines) == pytest.approx(12.0, abs=1.5)
+    assert verdicts.count("improved") <= 2 and verdicts.count("worsened") <= 2
