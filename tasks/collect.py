@@ -147,38 +147,45 @@ def _key(value: Any) -> str:
 
 
 def _is_str(s: pd.Series) -> np.ndarray:
-    return s.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    return np.fromiter((isinstance(v, str) for v in s.to_numpy(dtype=object)), dtype=bool, count=len(s))
+
+
+def _per_value(s: pd.Series, fn: Callable[[Any], Any]) -> list[Any]:
+    """Apply `fn` once per distinct value, not once per row: an export of a million rows has a
+    few dozen distinct channels or scores, and this is what keeps mapping fast. None stays None."""
+    arr = s.to_numpy(dtype=object)
+    lookup = {v: fn(v) for v in set(arr.tolist()) if v is not None}
+    return [None if v is None else lookup[v] for v in arr.tolist()]
+
+
+_NULLS_RAW = frozenset(NULL_TOKENS | {t.upper() for t in NULL_TOKENS} | {"Null", "None", "NaN", "N/a"})
 
 
 def _blank_to_none(s: pd.Series) -> pd.Series:
     """Trim text and turn blanks and null markers ("", "NULL", "N/A", "-") into None."""
-    s = s.astype(object)
-    is_str = _is_str(s)
-    if is_str.any():
-        stripped = s[is_str].str.strip()
-        s[is_str] = stripped.where(~stripped.str.casefold().isin(NULL_TOKENS), None)
-    return s.where(s.notna(), None)
+    out = []
+    for v in s.to_numpy(dtype=object).tolist():
+        if isinstance(v, str):
+            v = v.strip()
+            out.append(None if v in _NULLS_RAW else v)
+        else:
+            out.append(None if v is None or (isinstance(v, float) and v != v) else v)
+    return pd.Series(out, index=s.index, dtype=object)
 
 
 def _map_values(s: pd.Series, mapping: dict[str, Any]) -> pd.Series:
     """Replace source values by canonical ones (`[sources.values.<field>]`); others stay as they are."""
     table = {_key(k): v for k, v in mapping.items()}
-    keys = s.map(_key, na_action="ignore")
-    hit = keys.isin(list(table)).to_numpy(dtype=bool)
-    if not hit.any():
-        return s
-    out = s.copy()
-    out[hit] = keys[hit].map(table)
-    return out
+    return pd.Series(_per_value(s, lambda v: table.get(_key(v), v)), index=s.index, dtype=object)
 
 
 def _to_text(s: pd.Series) -> pd.Series:
     """Text fields as str; Excel and SQL numbers such as 1001.0 become "1001"."""
-    other = s.notna().to_numpy(dtype=bool) & ~_is_str(s)
-    if other.any():
-        s = s.copy()
-        s[other] = s[other].map(_key_text)
-    return s
+    arr = s.to_numpy(dtype=object).tolist()
+    if all(v is None or type(v) is str for v in arr):
+        return s
+    return pd.Series([v if v is None or type(v) is str else _key_text(v) for v in arr],
+                     index=s.index, dtype=object)
 
 
 def _key_text(v: Any) -> str:
@@ -189,44 +196,54 @@ def _key_text(v: Any) -> str:
     return str(v)
 
 
-def _normalised_text(s: pd.Series) -> pd.Series:
-    """NFKC folds full-width digits and punctuation ("５", "２０２６／１０／３") to ASCII."""
-    return s.astype(str).str.normalize("NFKC").str.strip()
+class _Bad(str):
+    """Why a value could not be converted (kept apart from good values by its type)."""
+
+
+def _int_of(v: Any) -> int | _Bad:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, str):
+        text = unicodedata.normalize("NFKC", v).strip()
+        try:
+            v = int(text)
+        except ValueError:
+            try:
+                v = float(text)
+            except ValueError:
+                return _Bad("is not a number")
+    if isinstance(v, float | np.floating):
+        if v != v:
+            return _Bad("is not a number")
+        if not float(v).is_integer():
+            return _Bad("is not a whole number")
+        v = int(v)
+    if not isinstance(v, int | np.integer):
+        return _Bad("is not a number")
+    if abs(int(v)) > _INT_LIMIT:
+        return _Bad("is too large for a score")
+    return int(v)
 
 
 def to_int(s: pd.Series) -> tuple[pd.Series, np.ndarray, list[str]]:
     """Whole numbers as nullable Int64; -> (values, bad mask, message per row of the bad ones)."""
-    s = s.copy()
-    is_str = _is_str(s)
-    if is_str.any():
-        s[is_str] = _normalised_text(s[is_str])
-    num = pd.to_numeric(s.map(lambda v: float(v) if isinstance(v, bool) else v), errors="coerce")
-    num = num.astype(float)
-    present = s.notna().to_numpy(dtype=bool)
-    unparsed = present & num.isna().to_numpy(dtype=bool)
-    finite = num.to_numpy(dtype=float, na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        fraction = ~unparsed & present & (np.floor(finite) != finite)
-        huge = ~unparsed & present & ~fraction & (np.abs(finite) > _INT_LIMIT)
-    bad = unparsed | fraction | huge
-    messages = ["is not a whole number" if fraction[i] else
-                "is too large for a score" if huge[i] else "is not a number"
-                for i in np.flatnonzero(bad)]
-    values = num.where(~bad & present).astype("Int64")
-    return values, bad, messages
+    conv = _per_value(s, _int_of)
+    bad = np.fromiter((isinstance(v, _Bad) for v in conv), dtype=bool, count=len(conv))
+    messages = [str(conv[i]) for i in np.flatnonzero(bad)]
+    values = pd.array([None if isinstance(v, _Bad) else v for v in conv], dtype="Int64")
+    return pd.Series(values, index=s.index), bad, messages
+
+
+def _bool_of(v: Any) -> bool | _Bad:
+    k = _key(v)
+    return True if k in TRUE_TOKENS else False if k in FALSE_TOKENS else _Bad("not yes/no")
 
 
 def to_bool(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """yes/no, true/false, 1/0, 是/否 -> bool; anything else is reported as unparseable."""
-    def conv(v: Any) -> Any:
-        if v is None:
-            return None
-        k = _key(v)
-        return True if k in TRUE_TOKENS else False if k in FALSE_TOKENS else np.nan
-
-    out = s.map(conv).astype(object)
-    bad = out.map(lambda v: isinstance(v, float)).to_numpy(dtype=bool)
-    return out.where(~bad, None), bad
+    conv = _per_value(s, _bool_of)
+    bad = np.fromiter((isinstance(v, _Bad) for v in conv), dtype=bool, count=len(conv))
+    return pd.Series([None if isinstance(v, _Bad) else v for v in conv], index=s.index, dtype=object), bad
 
 
 def _localize(naive: pd.Series, tz: ZoneInfo) -> pd.Series:
@@ -251,6 +268,25 @@ def _native_datetime(v: Any, tz: ZoneInfo, excel_serial: bool) -> pd.Timestamp |
     return ts.tz_localize(tz, ambiguous=False, nonexistent="shift_forward").tz_convert("UTC")
 
 
+def _parse_texts(texts: pd.Series, tz: ZoneInfo) -> pd.Series:
+    """Distinct date/time texts -> UTC timestamps (NaT where no known format fits)."""
+    out = pd.Series(pd.NaT, index=texts.index, dtype="datetime64[us, UTC]")
+    aware = texts.str.contains(_AWARE, regex=True).to_numpy(dtype=bool)
+    if aware.any():
+        parsed_aware = pd.to_datetime(texts[aware], format="ISO8601", utc=True, errors="coerce")
+        out.loc[parsed_aware.index] = parsed_aware.to_numpy()
+    naive = texts[~aware]
+    if len(naive):
+        parsed = pd.to_datetime(naive, format="ISO8601", errors="coerce")
+        for fmt in DATE_FORMATS:
+            todo = parsed.isna().to_numpy(dtype=bool)
+            if not todo.any():
+                break
+            parsed[todo] = pd.to_datetime(naive[todo], format=fmt, errors="coerce")
+        out.loc[naive.index] = _localize(parsed.astype("datetime64[us]"), tz).to_numpy()
+    return out
+
+
 def parse_datetimes(s: pd.Series, tz: ZoneInfo, excel_serial: bool = False) -> tuple[pd.Series, np.ndarray]:
     """Aware UTC timestamps (NaT where empty) and the mask of present values that did not parse.
 
@@ -263,20 +299,11 @@ def parse_datetimes(s: pd.Series, tz: ZoneInfo, excel_serial: bool = False) -> t
         return out, np.zeros(len(s), dtype=bool)
     is_str = _is_str(s)
     if is_str.any():
-        strs = _normalised_text(s[is_str])
-        aware = strs.str.contains(_AWARE, regex=True).to_numpy(dtype=bool)
-        if aware.any():
-            parsed_aware = pd.to_datetime(strs[aware], format="ISO8601", utc=True, errors="coerce")
-            out.loc[parsed_aware.index] = parsed_aware.to_numpy()
-        naive = strs[~aware]
-        if len(naive):
-            parsed = pd.to_datetime(naive, format="ISO8601", errors="coerce")
-            for fmt in DATE_FORMATS:
-                todo = parsed.isna().to_numpy(dtype=bool)
-                if not todo.any():
-                    break
-                parsed[todo] = pd.to_datetime(naive[todo], format=fmt, errors="coerce")
-            out.loc[naive.index] = _localize(parsed.astype("datetime64[us]"), tz).to_numpy()
+        # Parse each distinct text once: a month of minute-resolution times has ~45,000.
+        codes, uniques = pd.factorize(s[is_str])
+        texts = pd.Series([unicodedata.normalize("NFKC", t).strip() for t in uniques], dtype=object)
+        parsed_u = _parse_texts(texts, tz)
+        out.iloc[np.flatnonzero(is_str)] = parsed_u.to_numpy()[codes]
     others = np.flatnonzero(present & ~is_str)
     for i in others:
         ts = _native_datetime(s.iloc[i], tz, excel_serial)
@@ -405,7 +432,8 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
             reasons=problems[i],
         ))
     ok_rows = np.flatnonzero(~problem)
-    fixed = {str(rids.iloc[i]) for i in ok_rows} | {f"{label}:{rows[i]}" for i in ok_rows}
+    rid_arr = rids.to_numpy(dtype=object)
+    fixed = {str(r) for r in rid_arr[ok_rows].tolist()} | {f"{label}:{r}" for r in rows[ok_rows].tolist()}
 
     records = pd.DataFrame({name: s[accepted] for name, s in canon.items()})
     repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
@@ -442,43 +470,92 @@ def _derive_department(settings: Settings, canon: dict[str, pd.Series], n: int) 
 
 def content_hashes(records: pd.DataFrame) -> list[str]:
     """A stable digest of a row's canonical content: equal hash = nothing to update."""
-    parts: list[pd.Series] = []
+    names: list[str] = []
+    columns: list[list[str]] = []
     for name, kind in CANONICAL_FIELDS.items():
         if name not in records:
             continue
         s = records[name]
+        names.append(name)
         if kind == "datetime":
-            micros = pd.Series(s.array.asi8, index=s.index).astype(str)
-            parts.append(micros.where(s.notna(), ""))
+            micros = s.array.asi8.tolist()
+            empty = s.isna().to_numpy(dtype=bool).tolist()
+            columns.append(["" if e else str(m) for m, e in zip(micros, empty, strict=True)])
         else:
-            parts.append(s.astype(object).where(s.notna(), "").astype(str))
-        parts[-1] = name + "=" + parts[-1]
-    if not parts:
-        return []
-    joined = parts[0].str.cat(parts[1:], sep="\x1f")
-    return [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in joined]
+            columns.append(["" if v is None or v is pd.NA else str(v) for v in s.astype(object).tolist()])
+    prefix = ",".join(names) + "\x1e"
+    blake = hashlib.blake2b
+    return [blake((prefix + "\x1f".join(t)).encode(), digest_size=16).hexdigest()
+            for t in zip(*columns, strict=True)]
 
 
 # ------------------------------------------------------------------------------------ storage
-def _py_column(s: pd.Series, kind: str) -> list[Any]:
-    """Plain Python values (None for empty) as the DB drivers want them."""
+def _db_datetimes(s: pd.Series, dialect: str) -> list[Any]:
+    """UTC timestamps in the form the driver stores fastest, without per-value Python objects:
+    SQLAlchemy's own SQLite text format (so the ORM reads them back as aware UTC), and ISO 8601
+    with offset for PostgreSQL's COPY."""
+    utc = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    text = np.datetime_as_string(utc, unit="us").tolist()
+    empty = s.isna().to_numpy(dtype=bool).tolist()
+    if dialect == "sqlite":
+        return [None if e else f"{t[:10]} {t[11:]}" for t, e in zip(text, empty, strict=True)]
+    return [None if e else f"{t}+00:00" for t, e in zip(text, empty, strict=True)]
+
+
+def _db_column(s: pd.Series, kind: str, dialect: str) -> list[Any]:
+    """Plain values (None for empty) as the DB driver takes them."""
     if kind == "datetime":
-        py = s.dt.to_pydatetime()
-        return [None if v is pd.NaT else v for v in py]
+        return _db_datetimes(s, dialect)
     if kind == "int":
         return [None if v is pd.NA else int(v) for v in s.tolist()]
     return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
             for v in s.tolist()]
 
 
-def _row_dicts(records: pd.DataFrame, extra: dict[str, Any]) -> list[dict[str, Any]]:
-    names = [n for n in CANONICAL_FIELDS if n in records]
-    columns = [_py_column(records[n], CANONICAL_FIELDS[n]) for n in names]
+def _db_value(v: Any, dialect: str) -> Any:
+    if isinstance(v, datetime):
+        t = v.astimezone(UTC)
+        return t.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect == "sqlite" else t.isoformat()
+    return v
+
+
+def _row_tuples(records: pd.DataFrame, extra: dict[str, Any], dialect: str
+                ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and one tuple per row: the canonical fields, content_hash and `extra`."""
+    names = list(CANONICAL_FIELDS)
+    columns = [_db_column(records[n], CANONICAL_FIELDS[n], dialect) if n in records else [None] * len(records)
+               for n in names]
     names.append("content_hash")
     columns.append(records["content_hash"].tolist())
-    absent = {n: None for n in CANONICAL_FIELDS if n not in records}
-    return [{**absent, **extra, **dict(zip(names, values, strict=True))}
-            for values in zip(*columns, strict=True)]
+    for k, v in extra.items():
+        names.append(k)
+        columns.append([_db_value(v, dialect)] * len(records))
+    return names, list(zip(*columns, strict=True))
+
+
+def _bulk_insert(conn: Connection, table: str, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows through the driver: COPY on PostgreSQL, executemany elsewhere. SQLAlchemy's
+    per-value bind processing is what makes big ORM/Core loads slow; values here are pre-converted."""
+    cols = ", ".join(names)
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join([mark] * len(names))
+    for part in _chunks(rows):
+        conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({marks})", list(part))
+
+
+def _bulk_update(conn: Connection, table: str, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+    """UPDATE ... WHERE id = ? for many rows; the last value of each tuple is the id."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sets = ", ".join(f"{n} = {mark}" for n in names)
+    for part in _chunks(rows):
+        conn.exec_driver_sql(f"UPDATE {table} SET {sets} WHERE id = {mark}", list(part))
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -529,26 +606,22 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
                     same += 1
                 else:
                     changed.append((pos, hit[0]))
+        dialect = conn.dialect.name
         if new_idx:
-            rows = _row_dicts(records.iloc[new_idx], {
+            names, rows = _row_tuples(records.iloc[new_idx], {
                 "source": source.name, "period": period, "import_id": import_id, "quarantined": False,
                 "loaded_at": now, "updated_at": None, "sentiment": None, "sentiment_score": None,
                 "themes": None,
-            })
-            for part in _chunks(rows):
-                conn.execute(insert(fb), list(part))
+            }, dialect)
+            _bulk_insert(conn, fb.name, names, rows)
         if changed:
-            rows = _row_dicts(records.iloc[[p for p, _ in changed]], {
+            names, rows = _row_tuples(records.iloc[[p for p, _ in changed]], {
                 "period": period, "import_id": import_id, "updated_at": now,
                 # The content changed: the comments stage must look at it again.
                 "sentiment": None, "sentiment_score": None, "themes": None,
-            })
-            params = [{**{f"v_{k}": v for k, v in row.items()}, "b_id": row_id}
-                      for row, (_, row_id) in zip(rows, changed, strict=True)]
-            stmt = update(fb).where(fb.c.id == bindparam("b_id")).values(
-                {k: bindparam(f"v_{k}") for k in rows[0]})
-            for part in _chunks(params):
-                conn.execute(stmt, list(part))
+            }, dialect)
+            _bulk_update(conn, fb.name, names,
+                         [(*row, row_id) for row, (_, row_id) in zip(rows, changed, strict=True)])
         _quarantine(conn, qt, source.name, period, prep, imp.file, now)
         imp.rows_read, imp.loaded, imp.updated = prep.rows_read, len(new_idx), len(changed)
         imp.duplicates, imp.rejected = same + prep.repeated, len(prep.rejected)
