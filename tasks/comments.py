@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, select, update
+import numpy as np
+from sqlalchemy import Engine, Table, and_, bindparam, select, update
 
 from config import ConfigError, Settings, TopicConfig
 from models import Feedback
@@ -31,6 +32,7 @@ from tasks.masking import mask_pii
 from tasks.sentiment import NEGATIVE, NEUTRAL, POSITIVE, SentimentModel, detect_language, label_of, load_model
 
 DEFAULT_TAXONOMY = TEMPLATES / "topics.default.toml"
+FEEDBACK: Table = Feedback.__table__  # type: ignore[attr-defined]
 CHUNK = 1000
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _EN_WORD = re.compile(r"[a-z0-9]+")
@@ -176,14 +178,21 @@ class ThemeTagger:
                          for p in t.patterns.get(lang, []))
             matchers.append(_Matcher(t.id, frozenset(words), pats))
         self._matchers = matchers
+        self._phrases = frozenset(w for m in matchers for w in m.words if " " in w)
         add_words(zh_words)
 
     def tokens(self, text: str) -> set[str]:
         """Every unit a keyword can match: jieba words (Chinese) and English word n-grams."""
         words = english_words(text)
-        units = set(words)
-        for n in range(2, self.max_words + 1):
-            units.update(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+        units: set[str] = set()
+        i = 0
+        while i < len(words):  # longest keyword first: "customer service" is not also "service"
+            for n in range(min(self.max_words, len(words) - i), 0, -1):
+                unit = " ".join(words[i:i + n])
+                if n == 1 or unit in self._phrases:
+                    units.add(unit)
+                    i += n
+                    break
         if _CJK.search(text):
             units.update(segment(text))
         return units
@@ -228,7 +237,7 @@ def analyse_texts(texts: Sequence[str], settings: Settings, *, declared: Sequenc
     tagger = tagger or tagger_for(settings)
     decl = declared if declared is not None else [None] * len(texts)
     langs = [detect_language(t, d) for t, d in zip(texts, decl, strict=True)]
-    scores = model.score(list(texts), langs) if texts else []
+    scores = model.score(list(texts), langs) if texts else np.zeros(0)
     return [CommentResult(sentiment=label_of(float(s), settings.comments), score=round(float(s), 6),
                           themes=tagger.tag(t), language=lang)
             for t, s, lang in zip(texts, scores, langs, strict=True)]
@@ -263,7 +272,7 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
     started = time.perf_counter()
     model = model or load_model(settings)
     tagger = tagger_for(settings)
-    fb = Feedback.__table__
+    fb = FEEDBACK
     with engine.connect() as conn:
         rows = conn.execute(
             select(fb.c.id, fb.c.comment, fb.c.language)
@@ -361,7 +370,7 @@ def theme_overview(settings: Settings, engine: Engine, period: str, lang: str | 
     the hot topics come first. Example comments are PII-masked; escaping is the renderer's job.
     """
     lang = lang or settings.project.language
-    fb = Feedback.__table__
+    fb = FEEDBACK
     with engine.connect() as conn:
         rows = conn.execute(
             select(fb.c.id, fb.c.comment, fb.c.sentiment, fb.c.sentiment_score, fb.c.themes)
@@ -395,7 +404,7 @@ def theme_overview(settings: Settings, engine: Engine, period: str, lang: str | 
 
 def analysed_counts(engine: Engine, period: str) -> tuple[int, int]:
     """(rows of the period with a non-empty comment, of which analysed); to tell "not run yet"."""
-    fb = Feedback.__table__
+    fb = FEEDBACK
     with engine.connect() as conn:
         rows = conn.execute(
             select(fb.c.comment, fb.c.sentiment)

@@ -78,26 +78,35 @@ class SentimentModel(Protocol):
 
 # --- English: a short hand-written opinion lexicon --------------------------------------------
 # Written for cxloop (no third-party lexicon, so no licence question). Weights 1 (mild) to 3 (strong).
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 _EN_LEXICON: dict[str, float] = {
-    **dict.fromkeys("good nice fine great loved lovely liked enjoy enjoyed happy pleased "
-                    "glad helpful friendly polite kind fast quick quickly easy easily smooth clean "
-                    "fresh tasty delicious comfortable convenient recommend recommended reliable "
-                    "efficient professional satisfied thanks thank fair cheap affordable worth "
-                    "improved resolved solved works working better best".split(), 1.5),
-    **dict.fromkeys("excellent amazing awesome fantastic perfect wonderful outstanding superb brilliant "
-                    "incredible exceptional love impressive delighted".split(), 3.0),
-    **dict.fromkeys("bad poor slow late wrong broken damaged dirty rude unhelpful unfriendly expensive "
-                    "overpriced difficult hard confusing annoying annoyed disappointed disappointing "
-                    "unhappy problem problems issue issues complaint complain fail failed failure "
-                    "error errors bug bugs crash crashes crashed missing lost cold stale noisy "
-                    "crowded waste wasted unacceptable unreliable useless mess messy worse delay "
-                    "delayed cancel cancelled ignored".split(), -1.5),
-    **dict.fromkeys("terrible horrible awful worst hate hated disgusting pathetic ridiculous scam "
-                    "fraud nightmare furious appalling dreadful atrocious".split(), -3.0),
+    **dict.fromkeys(_words(
+        "good nice fine great loved lovely liked enjoy enjoyed happy pleased glad helpful "
+        "friendly polite kind fast quick quickly easy easily smooth clean fresh tasty "
+        "delicious comfortable convenient recommend recommended reliable efficient "
+        "professional satisfied thanks thank fair cheap affordable worth improved "
+        "resolved solved works working better best"), 1.5),
+    **dict.fromkeys(_words(
+        "excellent amazing awesome fantastic perfect wonderful outstanding superb "
+        "brilliant incredible exceptional love impressive delighted"), 3.0),
+    **dict.fromkeys(_words(
+        "bad poor slow late wrong broken damaged dirty rude unhelpful unfriendly "
+        "expensive overpriced difficult hard confusing annoying annoyed disappointed "
+        "disappointing unhappy problem problems issue issues complaint complain fail "
+        "failed failure error errors bug bugs crash crashes crashed missing lost cold "
+        "stale noisy crowded waste wasted unacceptable unreliable useless mess messy "
+        "worse delay delayed cancel cancelled ignored"), -1.5),
+    **dict.fromkeys(_words(
+        "terrible horrible awful worst hate hated disgusting pathetic ridiculous scam "
+        "fraud nightmare furious appalling dreadful atrocious"), -3.0),
 }
-_NEGATORS = frozenset("not no never none nobody nothing neither nor cannot cant dont doesnt didnt "
-                      "isnt wasnt arent werent wont wouldnt couldnt shouldnt hardly barely without "
-                      "lack lacks lacking".split())
+_NEGATORS = frozenset(_words(
+    "not no never none nobody nothing neither nor cannot cant dont doesnt didnt isnt "
+    "wasnt arent werent wont wouldnt couldnt shouldnt hardly barely without lack "
+    "lacks lacking"))
 _INTENSIFIERS = {"very": 1.4, "really": 1.4, "so": 1.3, "extremely": 1.7, "super": 1.4,
                  "too": 1.3, "absolutely": 1.6, "totally": 1.4, "incredibly": 1.6, "quite": 1.1,
                  "pretty": 1.1, "most": 1.3, "highly": 1.4, "slightly": 0.6, "somewhat": 0.7}
@@ -276,6 +285,14 @@ def train(texts: Sequence[str], labels: Sequence[Any], *, test_size: float = 0.2
     return TrainResult(model=model, accuracy=acc, macro_f1=f1, n_train=len(x_tr), n_test=len(x_te),
                        dropped=int((~keep).sum()), per_second=per_second,
                        seconds=time.perf_counter() - started)
+
+
+def train_from_file(settings: Settings, path: Path, text_column: str | None = None,
+                    label_column: str | None = None, test_size: float = 0.2) -> tuple[TrainResult, Path]:
+    """`cxloop comments train`: read a labelled file, train, store at `comments.model_path`."""
+    texts, labels = read_labelled(path, text_column, label_column)
+    result = train(texts, labels, test_size=test_size, source=str(path))
+    return result, save_model(result.model, settings.resolve(settings.comments.model_path))
 
 
 def save_model(model: TrainedModel, path: Path) -> Path:

@@ -1,0 +1,323 @@
+"""Comments stage: segmentation, taxonomy, tagging, sentiment, the company model, the DB round trip, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cli import main
+from config import ConfigError, Settings, settings_from_dict
+from db import session_scope
+from models import Feedback
+from tasks.comments import (
+    FEEDBACK,
+    ThemeTagger,
+    analyse_comments,
+    analyse_texts,
+    default_topics,
+    load_taxonomy,
+    segment,
+    tagger_for,
+    theme_overview,
+)
+from tasks.sentiment import (
+    DefaultModel,
+    ModelError,
+    detect_language,
+    english_probability,
+    load_model,
+    normalise_labels,
+)
+
+PERIOD = "2026-10"
+
+
+def make_settings(tmp_path: Path, **extra: Any) -> Settings:
+    return settings_from_dict(extra, base_dir=tmp_path, env={})
+
+
+# --- segmentation and tagging -----------------------------------------------------------------
+
+
+def test_multichar_keyword_is_one_token_and_substrings_inside_other_words_do_not_match(
+        tmp_path: Path) -> None:
+    tagger = tagger_for(make_settings(tmp_path))
+    assert "物流" in segment("物流太慢了")
+    assert tagger.tag("物流太慢了") == ["delivery"]
+    # 评价格外好 = "the reviews are especially good": 价格 (price) is only a substring across 评价|格外.
+    assert "价格" in "这家店评价格外好"
+    assert "价格" not in segment("这家店评价格外好")
+    assert "price" not in tagger.tag("这家店评价格外好")
+    # 服务器 (server) is its own word, not 服务 (service).
+    assert "服务" not in segment("服务器又崩了")
+    assert "staff_attitude" not in tagger.tag("服务器又崩了")
+    # ... while a keyword inside a dictionary phrase (价格便宜 = "price is cheap") still counts.
+    assert tagger.tag("价格便宜量又足") == ["price"]
+
+
+def test_config_keyword_unknown_to_jieba_is_added_to_its_dictionary(tmp_path: Path) -> None:
+    loyalty = {"id": "loyalty", "name_zh": "会员", "name_en": "Loyalty",
+               "keywords": {"zh": ["星享卡"], "en": ["loyalty card"]}}
+    tagger = tagger_for(make_settings(tmp_path, topics=[loyalty]))
+    assert "星享卡" in segment("我的星享卡积分没了")
+    assert tagger.tag("我的星享卡积分没了") == ["loyalty"]
+    assert tagger.tag("My loyalty cards stopped working") == ["loyalty"]
+    assert tagger.tag("my loyalty was tested, card declined") == []  # words must be consecutive
+
+
+def test_english_tagging_words_plurals_phrases_and_patterns(tmp_path: Path) -> None:
+    tagger = tagger_for(make_settings(tmp_path))
+    assert tagger.tag("Two deliveries arrived damaged") == ["delivery", "product_quality"]
+    assert tagger.tag("Customer service never answered my emails") == ["customer_service"]
+    assert tagger.tag("We waited 45 minutes at the counter") == ["waiting_time"]
+    assert tagger.tag("I was double charged and still have no refund") == ["returns_refunds", "billing"]
+    assert tagger.tag("Deliverance is a film") == []  # no prefix matching
+    assert tagger.tag("") == [] and tagger.tag("   ") == []
+
+
+def test_taxonomy_default_and_from_config(tmp_path: Path) -> None:
+    topics = default_topics()
+    ids = [t.id for t in topics]
+    for expected in ("delivery", "product_quality", "price", "staff_attitude", "waiting_time",
+                     "returns_refunds", "app_website", "billing"):
+        assert expected in ids
+    assert all(t.keywords.get("zh") and t.keywords.get("en") for t in topics)
+    assert load_taxonomy(make_settings(tmp_path)) == topics
+
+    own = [{"id": "coffee", "name_zh": "咖啡", "name_en": "Coffee", "keywords": {"zh": ["拿铁"]}}]
+    settings = make_settings(tmp_path, topics=own)
+    assert [t.id for t in load_taxonomy(settings)] == ["coffee"]  # replaces, not extends
+    assert tagger_for(settings).tag("物流太慢，拿铁很苦") == ["coffee"]
+
+    with pytest.raises(ConfigError, match="duplicate topic id"):
+        load_taxonomy(make_settings(tmp_path, topics=own + own))
+    bad = [{"id": "x", "name_zh": "x", "name_en": "x", "patterns": {"en": ["(unclosed"]}}]
+    with pytest.raises(ConfigError, match=r"topics\[x\]\.patterns\.en"):
+        load_taxonomy(make_settings(tmp_path, topics=bad))
+    with pytest.raises(ConfigError, match="name_en"):
+        make_settings(tmp_path, topics=[{"id": "y", "name_zh": "y"}])
+
+
+def test_empty_taxonomy_tags_nothing() -> None:
+    assert ThemeTagger([]).tag("物流太慢") == []
+
+
+# --- sentiment ----------------------------------------------------------------------------------
+
+
+def test_language_detection() -> None:
+    assert detect_language("物流太慢了") == "zh"
+    assert detect_language("APP老是闪退，客服也不理人") == "zh"
+    assert detect_language("The app keeps crashing") == "en"
+    assert detect_language("The app keeps crashing", "zh-CN") == "zh"
+    assert detect_language("物流太慢了", "en") == "en"
+
+
+def test_default_sentiment_on_obvious_comments(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    texts = ["太难吃了，送餐又慢，再也不会点了，差评", "质量很好，物流很快，非常满意，推荐购买",
+             "Terrible service, the staff were rude and my order was late",
+             "Excellent quality and really friendly staff, highly recommend",
+             "The delivery was not bad at all", "The food was not good"]
+    got = [r.sentiment for r in analyse_texts(texts, settings, model=DefaultModel())]
+    assert got == ["negative", "positive", "negative", "positive", "positive", "negative"]
+    assert english_probability("my order number is 123") == 0.5  # no opinion words: neutral
+    assert english_probability("good, but the delivery was terrible") < 0.3  # "but" decides
+
+
+def test_label_normalisation() -> None:
+    y, keep = normalise_labels(["1", "0", "positive", "差评", "neutral", 1])
+    assert y[keep].tolist() == [1, 0, 1, 0, 1] and keep.tolist() == [True, True, True, True, False, True]
+    with pytest.raises(ModelError, match="row 3: label 'maybe'"):
+        normalise_labels(["1", "maybe"], "x.csv")
+
+
+# --- the company model --------------------------------------------------------------------------
+
+POS_ZH = ["质量很好", "物流很快", "非常满意", "味道不错", "服务热情", "包装完好", "性价比高", "下次还来"]
+NEG_ZH = ["质量太差", "物流太慢", "非常失望", "味道难吃", "态度恶劣", "包装破损", "退款困难", "再也不买"]
+POS_EN = ["great quality", "fast delivery", "very happy", "friendly staff", "good value"]
+NEG_EN = ["awful quality", "late delivery", "very unhappy", "rude staff", "poor value"]
+
+
+def write_labelled_csv(path: Path, n: int = 300, seed: int = 1) -> Path:
+    rng = random.Random(seed)
+    lines = ["comment,label"]
+    for i in range(n):
+        positive = i % 2 == 0
+        if i % 5 == 0:
+            words = rng.sample(POS_EN if positive else NEG_EN, 2)
+            text = " and ".join(words)
+        else:
+            text = "，".join(rng.sample(POS_ZH if positive else NEG_ZH, 3))
+        lines.append(f"{text},{'positive' if positive else 'negative'}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def cxloop(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path,
+           *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["cxloop", *args, "--config", str(config)])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    code = exc.value.code
+    return (code if isinstance(code, int) else 1), out.out, out.err
+
+
+def test_train_writes_model_then_auto_uses_it(engine: Engine, db_url: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "cxloop.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n[comments]\nmodel_path = "models/s.joblib"\n',
+                      encoding="utf-8")
+    data = write_labelled_csv(tmp_path / "labelled.csv")
+    code, out, err = cxloop(capsys, monkeypatch, config, "comments", "train", "--data", str(data))
+    assert code == 0, err
+    assert "accuracy 1.000" in out and "macro-F1 1.000" in out and "tested on 60 held out" in out
+    model_file = tmp_path / "models" / "s.joblib"
+    assert model_file.exists()
+
+    settings = settings_from_dict({"comments": {"model_path": "models/s.joblib"}}, tmp_path, env={})
+    model = load_model(settings)
+    assert model.name == "trained"
+    # A phrase combination never seen in training, scored by the company model.
+    add_feedback(engine, "r1", "包装破损，退款困难")
+    add_feedback(engine, "r2", "性价比高，下次还来")
+    summary = analyse_comments(settings, engine, PERIOD)
+    assert summary.model == "trained" and summary.analysed == 2
+    assert stored(engine) == {"r1": ("negative", "product_quality,returns_refunds,packaging"),
+                              "r2": ("positive", "price")}
+
+    # Errors a user can fix: exit 1 with the file and column named, no traceback.
+    code, _, err = cxloop(capsys, monkeypatch, config, "comments", "train", "--data", str(data),
+                          "--text-column", "review")
+    assert code == 1 and "no column 'review'" in err and "labelled.csv" in err
+    model_file.write_bytes(b"not a model")
+    code, _, err = cxloop(capsys, monkeypatch, config, "comments", "analyse", "--period", PERIOD)
+    assert code == 1 and "cannot read the sentiment model" in err
+
+
+def test_trained_model_required_but_missing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, comments={"model": "trained"})
+    with pytest.raises(ModelError, match="comments train"):
+        load_model(settings)
+    assert load_model(make_settings(tmp_path)).name == "snownlp"  # auto without a file
+
+
+# --- database round trip ------------------------------------------------------------------------
+
+
+def add_feedback(engine: Engine, rid: str, comment: str | None, period: str = PERIOD,
+                 language: str | None = None, quarantined: bool = False) -> None:
+    with session_scope(engine) as s:
+        s.add(Feedback(source="survey", response_id=rid, period=period, channel="app",
+                       submitted_at=datetime(2026, 10, 5, tzinfo=UTC), comment=comment,
+                       language=language, content_hash=rid, quarantined=quarantined))
+
+
+def stored(engine: Engine) -> dict[str, tuple[str | None, str | None]]:
+    fb = FEEDBACK
+    with engine.connect() as conn:
+        return {r.response_id: (r.sentiment, r.themes)
+                for r in conn.execute(select(fb.c.response_id, fb.c.sentiment, fb.c.themes))}
+
+
+def full_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    fb = FEEDBACK
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(fb.c.response_id, fb.c.sentiment, fb.c.sentiment_score, fb.c.themes, fb.c.updated_at)
+            .order_by(fb.c.response_id))]
+
+
+def test_analyse_comments_round_trip_and_idempotent(engine: Engine, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    add_feedback(engine, "a", "送餐太慢了，等了两个小时，饭都凉了，差评")
+    add_feedback(engine, "b", "The staff were rude and I never got my refund", language="en")
+    add_feedback(engine, "c", "非常满意，下次还来")
+    add_feedback(engine, "d", None)
+    add_feedback(engine, "e", "   ")
+    add_feedback(engine, "f", "物流太慢", period="2026-09")
+    add_feedback(engine, "g", "质量太差了，完全是假货", quarantined=True)
+
+    summary = analyse_comments(settings, engine, PERIOD)
+    assert (summary.comments, summary.analysed, summary.cleared) == (5, 4, 1)
+    assert summary.negative == 3 and summary.positive == 1 and summary.with_themes == 3
+    got = stored(engine)
+    assert got["a"] == ("negative", "delivery,waiting_time")
+    assert got["b"] == ("negative", "staff_attitude,returns_refunds")
+    assert got["c"] == ("positive", "")  # analysed, no theme: empty string, not NULL
+    assert got["d"] == (None, None) and got["e"] == (None, None)
+    assert got["f"] == (None, None)  # another period is untouched
+    assert got["g"] == ("negative", "product_quality")  # quarantined rows too (readmission)
+    scores = {r[0]: r[2] for r in full_rows(engine)}
+    assert 0 <= scores["a"] < 0.4 < 0.6 < scores["c"] <= 1
+
+    before = full_rows(engine)
+    again = analyse_comments(settings, engine, PERIOD)
+    assert full_rows(engine) == before
+    assert again.counts() | {"seconds": 0} == summary.counts() | {"seconds": 0}
+
+
+def test_theme_routes_to_owning_department(engine: Engine, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, departments={
+        "logistics": {"name": "Logistics", "owns": {"topic": ["delivery", "packaging"]}},
+        "service": {"name": "Service", "owns": {"topic": ["staff_attitude"]}},
+    })
+    assert settings.owner_of("topic", "delivery") == "logistics"
+    assert settings.owner_of("topic", "staff_attitude") == "service"
+    assert settings.owner_of("topic", "price") is None
+    add_feedback(engine, "a", "快递太慢，包装也破了")
+    analyse_comments(settings, engine, PERIOD)
+    rows = {r.topic: r for r in theme_overview(settings, engine, PERIOD)}
+    assert rows["delivery"].owner == "logistics" and rows["packaging"].owner == "logistics"
+    assert rows["delivery"].count == 1 and rows["price"].owner is None and rows["price"].count == 0
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def test_cli_themes_json(engine: Engine, db_url: str, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "cxloop.toml"
+    config.write_text(f'[project]\nlanguage = "zh"\n[database]\nurl = "{db_url}"\n'
+                      '[departments.logistics]\nname = "物流部"\nowns = { topic = ["delivery"] }\n',
+                      encoding="utf-8")
+    comments = ["快递太慢了，打电话13812345678也没人接", "物流很快，包装很好", "送货员态度很差，物流太慢",
+                "价格便宜，质量也不错", "<script>alert(1)</script> 物流慢死了"]
+    for i, c in enumerate(comments):
+        add_feedback(engine, f"r{i}", c)
+    code, _, err = cxloop(capsys, monkeypatch, config, "themes", "--period", PERIOD)
+    assert code == 1 and "comments analyse --period 2026-10" in err  # not analysed yet
+
+    code, out, err = cxloop(capsys, monkeypatch, config, "comments", "analyse", "--period", PERIOD,
+                            "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)[0]["analysed"] == 5
+
+    code, out, err = cxloop(capsys, monkeypatch, config, "themes", "--period", PERIOD, "--format", "json")
+    assert code == 0, err
+    rows = {r["topic"]: r for r in json.loads(out)}
+    delivery = rows["delivery"]
+    assert delivery["name"] == "物流配送" and delivery["owner"] == "logistics"
+    assert delivery["count"] == 4 and delivery["share"] == 0.8
+    assert 0.3 < delivery["share_low"] < 0.8 < delivery["share_high"] <= 1
+    assert delivery["negative"] == 3 and delivery["negative_share"] == 0.75
+    assert "13812345678" not in out and "[phone]" in out or "13812345678" not in delivery["example"]
+    assert rows["billing"]["count"] == 0 and rows["billing"]["share"] == 0.0
+    assert list(rows)[0] == "delivery"  # hottest topic first
+
+    code, out, _ = cxloop(capsys, monkeypatch, config, "themes", "--period", PERIOD, "--format", "csv")
+    assert code == 0 and out.splitlines()[0].startswith("topic,name,owner,count,share")
+    code, out, _ = cxloop(capsys, monkeypatch, config, "themes", "--period", PERIOD)
+    assert code == 0 and "delivery" in out and "物流配送" in out
