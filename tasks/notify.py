@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -442,6 +443,7 @@ def describe_url(url: str) -> str:
 
     import tasks.sinks  # noqa: F401  (registers cxfile://)
 
+    _install_secret_filter().add(secret_fragments(url))  # Apprise logs a rejected token verbatim
     plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     if plugin is None:
         scheme = url.split("://", 1)[0]
@@ -449,8 +451,19 @@ def describe_url(url: str) -> str:
     return _privacy_url(plugin)
 
 
+_WEBHOOK_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms")
+
+
 def _privacy_url(plugin: Any) -> str:
-    return unquote(str(plugin.url(privacy=True)).split("?", 1)[0])
+    """Apprise's privacy form without the query; generic webhooks also get their path masked,
+    since Apprise shows it in full and such URLs often carry their token there."""
+    text = unquote(str(plugin.url(privacy=True)).split("?", 1)[0])
+    scheme, sep, rest = text.partition("://")
+    if scheme in _WEBHOOK_SCHEMES and "/" in rest:
+        host, _, path = rest.partition("/")
+        path = "/".join(f"{seg[0]}...{seg[-1]}" if len(seg) >= 6 else seg for seg in path.split("/"))
+        text = f"{scheme}{sep}{host}/{path}"
+    return text
 
 
 def describe_routes(routes: Iterable[str]) -> str:
@@ -458,23 +471,32 @@ def describe_routes(routes: Iterable[str]) -> str:
     return "; ".join(parts) if parts else "(no route)"
 
 
+_SECRET_KEY = re.compile(r"token|key|secret|pass|pwd|auth|sig|code", re.I)
+# Schemes whose host is a server name, not a credential.
+_PLAIN_HOST_SCHEMES = ("mailto", "mailtos", "json", "jsons", "xml", "xmls", "form", "forms", "cxfile",
+                       "workflows", "workflow", "http", "https")
+
+
 def secret_fragments(url: str) -> list[str]:
     """Parts of a URL that may be secret: the URL itself, user info, path segments, query values."""
     frags = {url}
     try:
         parts = urlsplit(url)
-        netloc_user = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else ""
-        candidates = [parts.password or "", netloc_user, parts.username or ""]
-        candidates += [seg for seg in parts.path.split("/") if seg]
-        candidates += [kv.split("=", 1)[1] for kv in parts.query.split("&") if "=" in kv]
-        if parts.scheme not in ("mailto", "mailtos", "json", "xml", "form", "cxfile"):
-            candidates.append(parts.netloc.rsplit("@", 1)[-1].split(":")[0])  # tokens in the host
+        candidates = [parts.password or ""]
+        if parts.password is None and "@" in parts.netloc:  # dingtalk://SECRET@TOKEN, slack://bot@...
+            candidates.append(parts.netloc.rsplit("@", 1)[0])
+        candidates += [seg for seg in parts.path.split("/") if len(seg) >= 6 and "@" not in unquote(seg)]
+        candidates += [value for key, _, value in (kv.partition("=") for kv in parts.query.split("&"))
+                       if _SECRET_KEY.search(key) and len(value) >= 4]
+        host = parts.netloc.rsplit("@", 1)[-1].split(":")[0]
+        if parts.scheme not in _PLAIN_HOST_SCHEMES and len(host) >= 6:
+            candidates.append(host)  # wecombot://KEY, feishu://TOKEN: the token is the "host"
     except ValueError:
         candidates = []
     for c in candidates:
-        if len(c) >= 4:
+        if len(c) >= 3:
             frags.update({c, unquote(c), quote(unquote(c), safe="")})
-    return sorted((f for f in frags if len(f) >= 4), key=len, reverse=True)
+    return sorted((f for f in frags if len(f) >= 3), key=len, reverse=True)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -483,6 +505,43 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if s:
             text = text.replace(s, "***")
     return text
+
+
+class SecretFilter(logging.Filter):
+    """Scrubs every secret cxloop has seen in a route from Apprise's (and urllib3's) log records.
+
+    Apprise logs request URLs and exception texts at DEBUG/WARNING; webhook URLs carry their token
+    in the path, so whatever logging the host application configures must never see them.
+    """
+
+    LOGGERS = ("apprise", "urllib3.connectionpool")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        self.secrets.update(s for s in secrets if len(s) >= 4)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            text = record.getMessage()
+            cleaned = scrub(text, self.secrets)
+            if cleaned != text:
+                record.msg, record.args = cleaned, ()
+        return True
+
+
+_SECRET_FILTER = SecretFilter()
+_CONFIG_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def _install_secret_filter() -> SecretFilter:
+    for name in SecretFilter.LOGGERS:
+        logger = logging.getLogger(name)
+        if _SECRET_FILTER not in logger.filters:
+            logger.addFilter(_SECRET_FILTER)
+    return _SECRET_FILTER
 
 
 @dataclass
@@ -504,6 +563,7 @@ class Router:
         import tasks.sinks  # noqa: F401  (registers cxfile://)
 
         self.settings = settings
+        self.log_filter = _install_secret_filter()
         self.asset = apprise.AppriseAsset(app_id=settings.project.name or "cxloop",
                                           app_desc="cxloop notices", storage_mode="memory")
         self._config: apprise.Apprise | None = None
@@ -523,6 +583,8 @@ class Router:
                 if not path.is_file():
                     self._config_error = f"Apprise config {path} not found"
                 else:
+                    for url in _CONFIG_URL.findall(path.read_text(encoding="utf-8", errors="replace")):
+                        self.log_filter.add(secret_fragments(url.rstrip(":")))
                     cfg = apprise.AppriseConfig(asset=self.asset)
                     if not cfg.add(str(path)):
                         self._config_error = f"Apprise config {path} could not be read"
@@ -549,6 +611,7 @@ class Router:
         for route in routes:
             if is_url(route):
                 secrets += secret_fragments(route)
+                self.log_filter.add(secrets)
                 plugin = apprise.Apprise.instantiate(route, asset=self.asset, suppress_exceptions=True)
                 if plugin is None:
                     problems.append(f"{describe_url(route)}: Apprise cannot use this URL")
@@ -567,6 +630,7 @@ class Router:
                 target = self._target(plugin)
                 secrets += target.secrets
                 targets.setdefault(target.key, target)
+        self.log_filter.add(secrets)
         return list(targets.values()), problems, secrets
 
 

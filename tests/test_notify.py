@@ -375,3 +375,23 @@ def test_documented_routes_are_valid_apprise_urls() -> None:
     ap = apprise.Apprise()
     ap.add(cfg)
     assert len(list(ap.find(tag="dept-logistics"))) == 2 and len(list(ap.find(tag="dept-service"))) == 2
+
+
+def test_secrets_never_reach_the_logs(engine: Engine, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    seed(engine)
+    port = free_port()  # nothing listens: the failure path logs the most
+    token, pw, bad = "PathTok3nXYZ987", "Pw0rdSecret42", "BADTOKEN_notvalid"
+    (tmp_path / "apprise.yml").write_text(
+        f"urls:\n  - json://127.0.0.1:{port}/hooks/{token}:\n      tag: dept-svc\n", encoding="utf-8")
+    settings = make_settings(tmp_path, [f"json://bot:{pw}@127.0.0.1:{port}/x/{token}",
+                                        f"dingtalk://{bad}/"], ["dept-svc"],
+                             notify={"apprise_config": "apprise.yml", "retries": 0})
+    caplog.set_level("DEBUG")
+    queue_notices(settings, engine, P, held=False)
+    summary = deliver(settings, engine, P)
+    assert summary.failed == 2
+    assert "127.0.0.1" in caplog.text  # the logs are there, only the secrets are gone
+    for secret in (token, pw, bad):
+        assert secret not in caplog.text
+        assert secret not in all_stored_text(engine)
