@@ -16,6 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,7 @@ def engine_run(df: pd.DataFrame, chunk: int | None = None) -> list[kpis.KpiRow]:
     return kpis.rows_from_histograms(hist, SETTINGS, period="2026-10")
 
 
-def best_of(fn, repeat: int = 3) -> float:  # type: ignore[no-untyped-def]
+def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()

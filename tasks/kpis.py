@@ -539,7 +539,7 @@ def measure_many(items: Sequence[HistItem], *, confidence: float = 0.95,
         tot = np.array([items[i].counts.sum() for i in idx])
         lo, hi = stats.adjusted_wald_many(pos, tot - pos - neg, neg, confidence)
         for j, i in enumerate(idx):
-            out[i] = Measure((pos[j] - neg[j]) / tot[j] * 100, n_of(i), _opt(lo[j]), _opt(hi[j]),
+            out[i] = Measure(float((pos[j] - neg[j]) / tot[j] * 100), n_of(i), _opt(lo[j]), _opt(hi[j]),
                              "adjusted_wald")
     idx = by_kind.get("top", []) + by_kind.get("flag", [])
     if idx:
@@ -550,7 +550,7 @@ def measure_many(items: Sequence[HistItem], *, confidence: float = 0.95,
         tot = np.array([items[i].counts.sum() for i in idx])
         lo, hi = stats.wilson_many(hits, tot, confidence)
         for j, i in enumerate(idx):
-            out[i] = Measure(hits[j] / tot[j] * 100, n_of(i), _opt(lo[j]), _opt(hi[j]), "wilson")
+            out[i] = Measure(float(hits[j] / tot[j] * 100), n_of(i), _opt(lo[j]), _opt(hi[j]), "wilson")
     for i in by_kind.get("mean", []):
         it = items[i]
         lo_m, hi_m = stats.bootstrap_mean(it.bins, it.counts, resamples,

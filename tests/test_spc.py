@@ -74,7 +74,7 @@ def test_laney_absorbs_overdispersion_that_a_p_chart_flags() -> None:
     n = [20000] * 8
     p_bar = float(np.mean(p))
     plain_ucl = p_bar + 3 * np.sqrt(p_bar * (1 - p_bar) / 20000)
-    assert 0.13 > plain_ucl
+    assert plain_ucl < 0.13
     res = spc.laney_p(p, n, 0.13, 20000)
     assert res is not None and res.side is None and res.ucl > 0.13
     far = spc.laney_p(p, n, 0.20, 20000)

@@ -36,7 +36,7 @@ def test_nps_edge_cases() -> None:
     assert stats.adjusted_wald_net(0, 0, 0) == (None, None)
     assert stats.net_score(0, 0, 0) is None
     lo, hi = stats.adjusted_wald_net(50, 0, 0)  # all promoters: interval stays inside the scale
-    assert hi == 100.0 and 80 < lo < 100
+    assert lo is not None and hi == 100.0 and 80 < lo < 100
     lo, hi = stats.adjusted_wald_net(1, 0, 0)  # a single response: very wide
     assert lo is not None and hi is not None and hi - lo > 100
 
@@ -49,7 +49,7 @@ def test_nps_difference_z_by_hand() -> None:
     va, vb = (pa + da - (pa - da) ** 2) / 33, (pb + db - (pb - db) ** 2) / 33
     assert diff == pytest.approx(((pb - db) - (pa - da)) * 100)
     assert z == pytest.approx(((pb - db) - (pa - da)) / math.sqrt(va + vb))
-    assert lo is not None and hi is not None and lo < diff < hi
+    assert lo is not None and hi is not None and diff is not None and lo < diff < hi
     assert stats.net_difference((0, 0, 0), b) == (None, None, None, None)
 
 
@@ -66,9 +66,9 @@ def test_wilson_matches_hand_formula() -> None:
 def test_wilson_edges() -> None:
     assert stats.wilson(0, 0) == (None, None)
     lo, hi = stats.wilson(0, 20)
-    assert lo == pytest.approx(0.0) and 0 < hi < 20
+    assert lo == pytest.approx(0.0) and hi is not None and 0 < hi < 20
     lo, hi = stats.wilson(20, 20)
-    assert hi == pytest.approx(100.0) and 80 < lo < 100
+    assert hi == pytest.approx(100.0) and lo is not None and 80 < lo < 100
     lo_many, hi_many = stats.wilson_many([0, 5, 3], [0, 10, 3])
     assert math.isnan(lo_many[0]) and lo_many[1] < 50 < hi_many[1]
 
