@@ -6,6 +6,7 @@ are marked provisional. Runs on SQLite and PostgreSQL (`engine` fixture).
 from __future__ import annotations
 
 import html
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -408,3 +409,36 @@ def test_empty_period_still_renders(engine: Engine, tmp_path: Path) -> None:
 def test_unknown_department_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown department 'nope'"):
         render_report(make_settings(tmp_path), engine, PERIOD, department="nope")
+
+
+def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+    from commands.common import CxError
+
+    seed(engine, tmp_path)
+    cfg = tmp_path / "cxloop.toml"
+    depts = "".join(
+        f'[departments.{d}]\nname = "{v["name"]}"\n'
+        + (f'language = "{v["language"]}"\n' if "language" in v else "")
+        + "".join(f"owns.{k} = {json.dumps(vals)}\n" for k, vals in v["owns"].items())
+        for d, v in DEPARTMENTS.items())
+    cfg.write_text(f'[project]\nname = "Acme"\nlanguage = "zh"\n[database]\nurl = "{db_url}"\n{depts}',
+                   encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", "--period", PERIOD, "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "reports" / PERIOD
+    assert res.output.split() == [str(out / "report.html"), *(str(out / f"report-{d}.html")
+                                                              for d in DEPARTMENTS)]
+    single = tmp_path / "one" / "logistics.html"
+    res = runner.invoke(app, ["report", "-p", PERIOD, "-d", "logistics", "--lang", "zh",
+                              "--out", str(single), "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == str(single)
+    assert '<html lang="zh-CN">' in single.read_text(encoding="utf-8")
+    res = runner.invoke(app, ["report", "-p", PERIOD, "--lang", "fr", "--config", str(cfg)])
+    assert res.exit_code == 2 and "use zh or en" in res.output
+    res = runner.invoke(app, ["report", "-p", PERIOD, "-d", "nope", "--config", str(cfg)])
+    assert isinstance(res.exception, CxError) and "unknown department 'nope'" in str(res.exception)
