@@ -34,6 +34,7 @@ from config import Settings
 from db import session_scope
 from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
 from periods import period_end_date
+from tasks.actions import is_overdue
 from tasks.lifecycle import OPEN_STATUSES
 from tasks.masking import mask_pii
 from tasks.rendering import render, translate
@@ -237,8 +238,7 @@ def action_item(settings: Settings, action: Action, period: str, lang: str, note
         gap = value - target
     comments = ev.get("comments") or ev.get("worst_comments") or []
     n = ev.get("n")
-    overdue = (action.status in OPEN_STATUSES and action.due is not None
-               and action.due < period_end_date(period))
+    overdue = is_overdue(action, period_end_date(period))  # one definition with `cxloop actions`
     return ActionItem(
         id=action.id or 0, kpi=action.kpi, kpi_label=kpi_label(action.kpi, lang), scope=action.scope,
         scope_value=scope_label(settings, action.scope, action.scope_value, lang),

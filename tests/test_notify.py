@@ -206,10 +206,17 @@ def test_partial_failure_retries_only_the_missing_receiver(engine: Engine, tmp_p
         up.stop()
 
 
-def test_running_the_cycle_twice_sends_nothing_new(engine: Engine, tmp_path: Path) -> None:
+def test_rerunning_rerenders_pending_but_never_resends_or_rewrites_sent(engine: Engine,
+                                                                        tmp_path: Path) -> None:
     seed(engine)
     with HttpReceiver() as hook:
         settings = make_settings(tmp_path, [hook.url("/lg")], [hook.url("/svc")])
+        [first] = [m for m in queue_notices(settings, engine, P, held=False) if m.recipient == "logistics"]
+        with session_scope(engine) as s:  # new data before sending: the pending digest is re-rendered
+            s.add(Action(kpi="ces", scope="channel", scope_value="web", department="logistics",
+                         opened_period=P))
+        [again] = [m for m in queue_notices(settings, engine, P, held=False) if m.recipient == "logistics"]
+        assert again.id == first.id and "新增 2 项" in again.subject
         for _ in range(2):
             queue_notices(settings, engine, P, held=False)
             deliver(settings, engine, P)
@@ -217,20 +224,10 @@ def test_running_the_cycle_twice_sends_nothing_new(engine: Engine, tmp_path: Pat
     before = {m.id: (m.body_html, m.sent_at) for m in outbox(engine)}
     # New data after sending does not rewrite what went out.
     with session_scope(engine) as s:
-        s.add(Action(kpi="ces", scope="channel", scope_value="web", department="logistics", opened_period=P))
+        s.add(Action(kpi="ces", scope="channel", scope_value="app", department="logistics", opened_period=P))
     queue_notices(settings, engine, P, held=False)
     assert {m.id: (m.body_html, m.sent_at) for m in outbox(engine)} == before
     assert len(outbox(engine)) == 2
-
-
-def test_pending_message_is_rerendered(engine: Engine, tmp_path: Path) -> None:
-    seed(engine)
-    settings = make_settings(tmp_path, [], [])
-    [first] = [m for m in queue_notices(settings, engine, P, held=False) if m.recipient == "logistics"]
-    with session_scope(engine) as s:
-        s.add(Action(kpi="ces", scope="channel", scope_value="web", department="logistics", opened_period=P))
-    [again] = [m for m in queue_notices(settings, engine, P, held=False) if m.recipient == "logistics"]
-    assert again.id == first.id and "新增 2 项" in again.subject
 
 
 def test_held_cycle_alerts_data_owners_only(engine: Engine, tmp_path: Path) -> None:
@@ -395,3 +392,29 @@ def test_secrets_never_reach_the_logs(engine: Engine, tmp_path: Path,
     for secret in (token, pw, bad):
         assert secret not in caplog.text
         assert secret not in all_stored_text(engine)
+
+
+def test_digest_of_actions_opened_by_the_actions_stage(engine: Engine, tmp_path: Path) -> None:
+    """The evidence the actions stage writes (worst comments, figures) reaches the head, masked."""
+    from datetime import UTC, datetime
+
+    from models import Feedback, KpiResult
+    from tasks.actions import open_actions
+
+    with HttpReceiver() as hook:
+        settings = make_settings(tmp_path, [hook.url("/lg")], [])
+        with session_scope(engine) as s:
+            s.add(KpiResult(period=P, kpi="nps", scope="journey_stage", scope_value="delivery", n=120,
+                            value=8.0, ci_low=-5.0, ci_high=21.0, target=30.0, min_n=30, status="missed"))
+            for i, (score, comment) in enumerate([(1, COMMENT), (9, "great"), (3, "slow, mail me a@b.cn")]):
+                s.add(Feedback(source="survey", response_id=f"r{i}", period=P, channel="app",
+                               submitted_at=datetime(2026, 10, 5, tzinfo=UTC), journey_stage="delivery",
+                               nps=score, comment=comment, sentiment="negative" if score < 7 else "positive",
+                               content_hash=f"h{i}"))
+        assert open_actions(settings, engine, P).opened == 1
+        queue_notices(settings, engine, P, held=False)
+        assert deliver(settings, engine, P).sent == 1
+    text = hook.requests[0].json()["message"]
+    assert "NPS 净推荐值 · delivery" in text and "8.0 (目标 30.0" in text
+    assert "快递三天没到" in text and "slow, mail me [email]" in text and "great" not in text
+    assert "13812345678" not in text and "a@b.cn" not in text
