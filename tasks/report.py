@@ -67,6 +67,16 @@ SCOPE_LABELS = {"overall": "Company", "department": "Department", "journey_stage
                 "region": "Region", "topic": "Topic"}
 STATUS_LABELS = {"met": "met", "at_risk": "at risk", "missed": "missed",
                  "insufficient": "insufficient data", "no_target": "no target"}
+# Action statuses and re-measurement verdicts as a reader says them.
+STATE_LABELS = {"in_progress": "in progress", "no_change": "no detectable change",
+                "insufficient": "insufficient data"}
+
+
+def label(value: str, lang: str) -> str:
+    """A stored id (journey stage, status, ...) as text: the catalog's word, else the id de-snaked."""
+    text = STATE_LABELS.get(value, value)
+    out = translate(text, lang)
+    return out.replace("_", " ") if out == text else out
 
 
 # --------------------------------------------------------------------------- optional sibling modules
@@ -290,6 +300,8 @@ def _headlines(session: Session, settings: Settings, period: str, scope: str, sc
     for kpi in HEADLINE_KPIS:
         hist = by_kpi.get(kpi, {})
         cur = hist.get(period)
+        if cur is None and scope != "overall":
+            continue  # a department without this KPI: no empty tile
         lo, hi = _domain(kpi, [r.value for r in hist.values()])
         cell = KpiCell.of(cur, lo, hi) if cur else None
         earlier = sorted(p for p in hist if p < period and hist[p].value is not None)
@@ -373,7 +385,7 @@ def _value_label(settings: Settings, scope: str, value: str, lang: str) -> str:
         return _topic_names(settings, lang).get(value, value)
     if scope == "department":
         return _dept_name(settings, value)
-    return translate(value, lang)
+    return label(value, lang)
 
 
 def _topic_names(settings: Settings, lang: str) -> dict[str, str]:
@@ -484,7 +496,7 @@ def _journey(df: pd.DataFrame, company: pd.DataFrame, settings: Settings, kpi: s
             pain = (value - 1.96 * se > overall) if lower else (value + 1.96 * se < overall)
         cells[(str(stage), str(point))] = charts.HeatCell(value, n, pain, n < min_n)
         if pain:
-            pains.append(f"{translate(str(stage), lang)} × {translate(str(point), lang)}: "
+            pains.append(f"{label(str(stage), lang)} × {label(str(point), lang)}: "
                          f"{fmt(kpi, value)} (n={n})")
     lo, hi = _domain(kpi, [c.value for c in cells.values()])
     if kpi in ("nps", "cx_index"):
@@ -493,7 +505,7 @@ def _journey(df: pd.DataFrame, company: pd.DataFrame, settings: Settings, kpi: s
         span = max([abs(v - (overall or 0)) for v in vals] + [20.0])
         lo, hi = (overall or 0) - span, (overall or 0) + span
     chart = charts.heatmap(
-        [(s, translate(s, lang)) for s in stages], [(p, translate(p, lang)) for p in points], cells,
+        [(s, label(s, lang)) for s in stages], [(p, label(p, lang)) for p in points], cells,
         lo=lo, hi=hi, higher_is_better=not lower,
         title=f"{translate('Customer journey map', lang)}: {translate(KPI_LABELS.get(kpi, kpi), lang)}",
         pain_label=translate("pain point", lang), insufficient_label=translate("too few answers", lang),
@@ -683,7 +695,7 @@ def render_report(settings: Settings, engine: Engine, period: str, department: s
     # gettext %-formats every string, and labels such as "CSAT (% 4–5)" hold a percent sign.
     statuses = {k: translate(v, data.lang) for k, v in STATUS_LABELS.items()}
     return render("report.html", data.lang, r=data, status_labels=statuses,
-                  tr=lambda text: translate(str(text), data.lang))
+                  tr=lambda text: label(str(text), data.lang))
 
 
 def write_reports(settings: Settings, engine: Engine, period: str, out_dir: Path | None = None,
