@@ -70,6 +70,12 @@ def detect_encoding(data: bytes) -> str:
 
 def decode_text(data: bytes, encoding: str, label: str) -> tuple[str, str]:
     """Decode the whole file; `auto` detects. A bad byte is reported with its line number."""
+    if encoding.lower() == "auto" and not data.startswith(codecs.BOM_UTF8):
+        for enc in TRY_ENCODINGS:  # the successful trial decode is the result: no second pass
+            try:
+                return data.decode(enc), enc
+            except UnicodeDecodeError:
+                continue
     enc = detect_encoding(data) if encoding.lower() == "auto" else encoding
     if enc.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(codecs.BOM_UTF8):
         enc = "utf-8-sig"
@@ -93,7 +99,9 @@ def _sniff_delimiter(text: str) -> str:
 
 def _as_objects(frame: pd.DataFrame) -> pd.DataFrame:
     """Object columns with None for empty cells: one representation for every reader."""
-    out = frame.astype(object)
+    out = frame.astype(object, copy=False)
+    if not out.isna().to_numpy().any():
+        return out
     return out.where(out.notna(), None)
 
 
@@ -103,7 +111,7 @@ def read_csv(path: Path, encoding: str, label: str) -> RawTable:
     if not text.strip():
         raise SourceError(f"{label}: the file is empty (no header row)")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+        frame = pd.read_csv(io.StringIO(text), dtype=object, keep_default_na=False,
                             sep=_sniff_delimiter(text), skipinitialspace=False)
     except pd.errors.ParserError as exc:
         raise SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
