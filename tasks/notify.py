@@ -52,15 +52,6 @@ BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=6)
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
-KPI_LABELS: dict[str, str] = {
-    "nps": "NPS", "csat": "CSAT", "ces": "CES (ease)", "ces_top": "Share finding it easy",
-    "cx_index": "CX index", "cx_success": "CX success", "cx_effort": "CX effort",
-    "cx_emotion": "CX emotion", "complaint_rate": "Complaint rate",
-    "first_response_hours": "First response time (h)", "first_response_p90": "First response time P90 (h)",
-    "first_response_sla": "First response within SLA", "resolution_hours": "Resolution time (h)",
-    "resolution_p90": "Resolution time P90 (h)", "resolution_sla": "Resolution within SLA",
-    "responses": "Responses", "theme_share": "Topic share", "theme_negative_share": "Negative topic share",
-}
 HOUR_KPIS = {"first_response_hours", "first_response_p90", "resolution_hours", "resolution_p90"}
 SCOPE_PLURALS = {
     "journey_stage": "stages", "touchpoint": "touchpoints", "channel": "channels",
@@ -152,7 +143,10 @@ def _t(text: str, lang: str, **values: Any) -> str:
 
 
 def kpi_label(kpi: str, lang: str) -> str:
-    return _t(KPI_LABELS.get(kpi, kpi), lang)
+    """The KPI's name as the reports and `cxloop actions` print it."""
+    from tasks.actions import kpi_label as label
+
+    return label(kpi, lang)
 
 
 def scope_label(settings: Settings, scope: str, value: str, lang: str) -> str:
