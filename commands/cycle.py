@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import sys
 from pathlib import Path
@@ -25,7 +26,10 @@ def _quiet_prefect(verbose: bool) -> None:
     """Prefect logs every task to the terminal; an admin wants the outcome, not the chatter."""
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # Without PREFECT_API_URL, Prefect starts a temporary local server; a busy machine needs longer.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _config_path(config: Path | None) -> Path:
@@ -197,7 +201,7 @@ def demo(
     out = Console()
     out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {directory}/data "
               f"({plan.periods[0]} .. {plan.periods[-1]})")
-    _train_demo_model(cfg, directory)
+    _train_demo_model(cfg, directory, out)
     outcomes = []
     for period in plan.periods:
         outcomes.extend(run_cycles(cfg, [period], "demo"))
@@ -212,13 +216,16 @@ def load_settings_tz() -> Any:
     return ZoneInfo("Asia/Shanghai")
 
 
-def _train_demo_model(cfg: Path, directory: Path) -> None:
-    try:
-        from tasks.sentiment import train_from_file
-    except ImportError:
-        return
+def _train_demo_model(cfg: Path, directory: Path, out: Console) -> None:
+    """The demo company trains its own sentiment model first, as `cxloop comments train` would."""
+    from tasks.sentiment import read_labelled, save_model, train
+
     settings = load_settings(cfg)
-    train_from_file(settings, directory / "training" / "labelled_comments.csv")
+    texts, labels = read_labelled(directory / "training" / "labelled_comments.csv")
+    result = train(texts, labels, source="demo training set")
+    save_model(result.model, settings.resolve(settings.comments.model_path))
+    out.print(f"sentiment model trained on the demo's labelled comments: held-out accuracy "
+              f"{result.accuracy:.2f} ({result.per_second:,.0f} comments/s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -25,11 +25,14 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
         measures: dict[int, list[Measurement]] = {}
         for row in s.exec(select(Measurement).order_by(col(Measurement.period))):
             measures.setdefault(row.action_id, []).append(row)
+        owned = settings.departments["marketing"].owns.get("journey_stage", []) \
+            if "marketing" in settings.departments else []
         marketing = list(s.exec(select(KpiResult).where(
-            KpiResult.kpi == "nps", KpiResult.scope == "department", KpiResult.scope_value == "marketing")))
+            KpiResult.kpi == "nps", KpiResult.scope == "journey_stage",
+            col(KpiResult.scope_value).in_(owned)).order_by(col(KpiResult.period))))
         held_checks: dict[str, list[str]] = {}
         for q in s.exec(select(QualityCheck).where(QualityCheck.success == False)):  # noqa: E712
-            if q.severity == "critical":
+            if q.severity == "critical" and q.level == "batch":
                 held_checks.setdefault(q.period, []).append(f"{q.expectation}"
                                                             f"{' (' + q.column + ')' if q.column else ''}")
     out.print()
@@ -41,6 +44,9 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
         line = f"  {period}: cycle {c.status}"
         if c.status == "held":
             line += " - the data gate held it: " + ", ".join(sorted(set(held_checks.get(period, []))))
+        decided = [(aid, m) for aid, ms in measures.items() for m in ms if m.period == period and m.decision]
+        for aid, m in decided:
+            line += f"; action #{aid} re-measured: {m.verdict} -> {m.decision}"
         opened = [a for a in actions if a.opened_period == period]
         if opened:
             line += "; opened " + ", ".join(
@@ -49,9 +55,10 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
     story: list[str] = []
     for a in actions:
         ms = measures.get(a.id or 0, [])
-        m = ms[-1] if ms else None
-        verdict = (f"latest effect {_fmt(m.effect)} (95% CI {_fmt(m.effect_ci_low)} to "
-                   f"{_fmt(m.effect_ci_high)}) in {m.period}: {m.verdict}") if m else "not re-measured yet"
+        latest = ms[-1] if ms else None
+        verdict = (f"latest effect {_fmt(latest.effect)} (95% CI {_fmt(latest.effect_ci_low)} to "
+                   f"{_fmt(latest.effect_ci_high)}) in {latest.period}: {latest.verdict}"
+                   ) if latest else "not re-measured yet"
         story.append(f"  #{a.id} {a.kpi} {a.scope}={a.scope_value} ({a.department}): {a.status}; {verdict}")
     if story:
         out.print("[bold]Corrective actions and whether they worked[/]")
@@ -61,7 +68,8 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
              and k.target is not None and k.value < k.target]
     if noisy:
         k = noisy[-1]
-        out.print(f"[bold]Noise is not a miss[/]: marketing's NPS in {k.period} was {_fmt(k.value)} "
+        out.print(f"[bold]Noise is not a miss[/]: NPS of the {k.scope_value} stage (marketing) in {k.period} "
+                  f"was {_fmt(k.value)} "
                   f"against a target of {_fmt(k.target)}, but the 95% interval "
                   f"({_fmt(k.ci_low)} to {_fmt(k.ci_high)}, "
                   f"n={k.n}) reaches the target: status {k.status}, no action opened.")
@@ -70,8 +78,9 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
     out.print()
     out.print("[bold]Where to look next[/]")
     out.print(f"  report:        {reports / 'report.html'}")
-    out.print(f"  data quality:  {settings.resolve('reports') / plan.periods[min(4, len(plan.periods) - 1)]}"
-              "/validation.html")
+    held = [p for p in plan.periods if p in cycles and cycles[p].status == "held"]
+    quality = settings.resolve("reports") / (held[0] if held else last) / "validation.html"
+    out.print(f"  data quality:  {quality}")
     out.print(f"  notices sent:  {folder.resolve() / 'notices'}/<department>/")
     out.print(f"  try:           cxloop kpis --period {last} --config {folder / 'cxloop.toml'}")
     out.print(f"                 cxloop actions list --config {folder / 'cxloop.toml'}")
