@@ -110,7 +110,8 @@ def main() -> None:
         summary = collect_period(settings, engine, "2026-10")
         dt = time.perf_counter() - t
         c = summary.counts()
-        out.write(f"{label}: {dt:.2f} s total = {c['rows_read'] / dt:,.0f} rows/s | read {c['rows_read']:,}, "
+        rate = int(c["rows_read"]) / dt
+        out.write(f"{label}: {dt:.2f} s total = {rate:,.0f} rows/s | read {c['rows_read']:,}, "
                   f"loaded {c['loaded']:,}, updated {c['updated']:,}, duplicates {c['duplicates']:,}, "
                   f"rejected {c['rejected']:,}, out_of_period {c['out_of_period']:,}\n")
     out.write(f"database: {engine.dialect.name}; work dir {work}; cpu probe {cpu_probe():.2f} s "
