@@ -414,6 +414,62 @@ def test_unknown_department_is_a_clear_error(engine: Engine, tmp_path: Path) -> 
         render_report(make_settings(tmp_path), engine, PERIOD, department="nope")
 
 
+def _write_config(tmp_path: Path, db_url: str) -> Path:
+    """The factory's company as a cxloop.toml, for tests through the CLI."""
+    cfg = tmp_path / "cxloop.toml"
+    depts = "".join(
+        f'[departments.{d}]\nname = "{v["name"]}"\n'
+        + (f'language = "{v["language"]}"\n' if "language" in v else "")
+        + "".join(f"owns.{k} = {json.dumps(vals)}\n" for k, vals in v["owns"].items())
+        for d, v in DEPARTMENTS.items())
+    topics = "".join(f'[[topics]]\nid = "{t["id"]}"\nname_zh = "{t["name_zh"]}"\nname_en = "{t["name_en"]}"\n'
+                     for t in TOPICS)
+    cfg.write_text(f'[project]\nname = "Acme"\nlanguage = "zh"\n[database]\nurl = "{db_url}"\n'
+                   f'[vocabulary]\njourney_stage = {json.dumps(STAGES)}\n'
+                   f'touchpoint = {json.dumps(TOUCHPOINTS)}\n'
+                   f'[[targets]]\nkpi = "nps"\nvalue = 30\n[[targets]]\nkpi = "csat"\nvalue = 80\n'
+                   f"{depts}{topics}", encoding="utf-8")
+    return cfg
+
+
+def test_numbers_match_cxloop_kpis_after_the_real_kpi_stage(engine: Engine, db_url: str,
+                                                            tmp_path: Path) -> None:
+    """End to end with tasks.kpis: compute the period from the feedback rows, then every number the
+    report shows for a KPI row equals `cxloop kpis --format json`."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from config import load_settings
+    from tasks.kpis import compute_kpis
+
+    seed(engine, tmp_path)
+    cfg = _write_config(tmp_path, db_url)
+    settings = load_settings(cfg, env={})
+    compute_kpis(settings, engine, PERIOD)
+    res = CliRunner().invoke(app, ["kpis", "--period", PERIOD, "--format", "json", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    rows = {(r["kpi"], r["scope"], r["scope_value"]): r for r in json.loads(res.output)}
+    page = render_report(settings, engine, PERIOD, lang="en")
+    for kpi in HEADLINE_KPIS:
+        row = rows[(kpi, "overall", "all")]
+        tile = re.search(rf'<article class="tile" data-kpi="{kpi}">(.*?)</article>', page, re.S)
+        assert tile, kpi
+        assert f'data-kpi="{kpi}">{fmt(kpi, row["value"])}</span>' in tile.group(1)
+        assert f'<b class="n">{row["n"]}</b>' in tile.group(1)
+        assert f"{fmt(kpi, row['ci_low'])} – {fmt(kpi, row['ci_high'])}" in tile.group(1)
+    shown = 0
+    for dept in DEPARTMENTS:
+        part = page.split(f'<th scope="row">{DEPARTMENTS[dept]["name"]}</th>', 1)[1].split("</tr>", 1)[0]
+        cells = re.findall(r'<td class="cell st-(\w+)" data-kpi="(\w+)" data-n="(\d+)"[^>]*>\s*'
+                           r'<span class="v">([^<]+)</span>', part)
+        assert cells, dept
+        for status, kpi, n, value in cells:
+            row = rows[(kpi, "department", dept)]
+            assert (status, int(n), value) == (row["status"], row["n"], fmt(kpi, row["value"]))
+            shown += 1
+    assert shown >= 12
+
+
 def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -421,14 +477,7 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
     from commands.common import CxError
 
     seed(engine, tmp_path)
-    cfg = tmp_path / "cxloop.toml"
-    depts = "".join(
-        f'[departments.{d}]\nname = "{v["name"]}"\n'
-        + (f'language = "{v["language"]}"\n' if "language" in v else "")
-        + "".join(f"owns.{k} = {json.dumps(vals)}\n" for k, vals in v["owns"].items())
-        for d, v in DEPARTMENTS.items())
-    cfg.write_text(f'[project]\nname = "Acme"\nlanguage = "zh"\n[database]\nurl = "{db_url}"\n{depts}',
-                   encoding="utf-8")
+    cfg = _write_config(tmp_path, db_url)
     runner = CliRunner()
     res = runner.invoke(app, ["report", "--period", PERIOD, "--config", str(cfg)])
     assert res.exit_code == 0, res.output
