@@ -64,14 +64,15 @@ def notify(
 def outbox(
     config: ConfigOpt = None,
     period: OptionalPeriodOpt = None,
-    status: Annotated[str | None, typer.Option("--status", help="pending | sent | failed | no_route")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", help="pending | sending | sent | failed | no_route")] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List the outbox: every notice, where it goes (secrets masked), its status and last error."""
     from tasks.notify import outbox_rows
 
-    if status is not None and status not in ("pending", "sent", "failed", "no_route"):
-        raise typer.BadParameter("use pending, sent, failed or no_route", param_hint="--status")
+    if status is not None and status not in ("pending", "sending", "sent", "failed", "no_route"):
+        raise typer.BadParameter("use pending, sending, sent, failed or no_route", param_hint="--status")
     _, engine = load(config)
     emit(outbox_rows(engine, period, status), fmt, COLUMNS + ["sent_at"], title="outbox")
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
 
-from sqlalchemy import Engine, and_, or_
+from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
-from config import Settings
+from config import DepartmentConfig, Settings
 from db import session_scope
 from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
 from periods import period_end_date
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 DIGEST, ESCALATION, DATA_QUALITY = "digest", "escalation", "data_quality"
 ESCALATION_RECIPIENT, DATA_OWNERS = "escalation", "data_owners"
 SENDABLE = ("pending", "failed")
+# While a run sends a message it holds it ("sending") until this lease ends; a run that died
+# mid-send leaves the lease to expire, and the message is then sendable again.
+LEASE = timedelta(minutes=10)
 # Across runs a failed message waits 1, 2, 4 ... minutes (at most 6 hours) before the next try.
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=6)
@@ -282,7 +285,7 @@ def _render_pair(name: str, lang: str, **ctx: Any) -> tuple[str, str]:
 
 def _digest(settings: Settings, session: Session, period: str, dept_id: str) -> Draft | None:
     lang = settings.department_language(dept_id)
-    dept = settings.departments[dept_id]
+    dept = settings.departments.get(dept_id) or DepartmentConfig(name=dept_id)
     actions = session.exec(select(Action).where(Action.department == dept_id)
                            .where(Action.opened_period <= period).order_by(col(Action.id))).all()
     new = [action_item(settings, a, period, lang) for a in actions if a.opened_period == period]
@@ -369,7 +372,10 @@ def build_notices(settings: Settings, engine: Engine, period: str, held: bool) -
     with Session(engine) as session:
         if held:
             return [_data_quality(settings, session, period)]
-        for dept_id in settings.departments:
+        # Departments of the config, then any owner an action names that the config lacks (the
+        # default owner, a renamed department): their digest is stored as no_route, not lost.
+        owners = session.exec(select(Action.department).distinct()).all()
+        for dept_id in dict.fromkeys([*settings.departments, *sorted(owners)]):
             draft = _digest(settings, session, period, dept_id)
             if draft:
                 drafts.append(draft)
@@ -382,8 +388,9 @@ def build_notices(settings: Settings, engine: Engine, period: str, held: bool) -
 def queue_notices(settings: Settings, engine: Engine, period: str, held: bool) -> list[OutboxMessage]:
     """Put this period's notices in the outbox: one per (period, recipient, kind), ever.
 
-    A message already sent (or partly delivered) is left exactly as it went out; a pending, failed
-    or unroutable one is re-rendered so a re-run after a data or config fix sends the current text.
+    A message already sent, partly delivered or being sent is left exactly as it is; a pending,
+    failed or unroutable one is re-rendered so a re-run after a data or config fix sends the
+    current text.
     """
     drafts = build_notices(settings, engine, period, held)
     out: list[OutboxMessage] = []
@@ -398,7 +405,7 @@ def queue_notices(settings: Settings, engine: Engine, period: str, held: bool) -
                 session.add(msg)
                 out.append(msg)
                 continue
-            if existing.status != "sent" and not existing.delivered:
+            if existing.status in ("pending", "failed", "no_route") and not existing.delivered:
                 existing.language, existing.subject = draft.language, draft.subject
                 existing.body_html, existing.body_text = draft.body_html, draft.body_text
                 existing.route = route
@@ -638,13 +645,14 @@ class DeliverySummary:
     failed: int = 0
     no_route: int = 0
     waiting: int = 0  # failed earlier, back-off not over yet
+    busy: int = 0  # another run is sending it right now
     dry_run: int = 0
     files: list[Path] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int | float | str]:
         return {"sent": self.sent, "failed": self.failed, "no_route": self.no_route,
-                "waiting": self.waiting, "dry_run": self.dry_run}
+                "waiting": self.waiting, "busy": self.busy, "dry_run": self.dry_run}
 
 
 def backoff(attempts: int) -> timedelta:
@@ -682,19 +690,47 @@ def _send(target: Target, msg: OutboxMessage, asset: Any) -> tuple[bool | None, 
     return result, " ".join(line.split(" - ", 2)[-1] for line in str(text).splitlines() if line.strip())
 
 
+def _no_route_reason(settings: Settings, recipient: str) -> str:
+    if recipient == ESCALATION_RECIPIENT:
+        return "[actions] escalation_notify is empty"
+    if recipient == DATA_OWNERS:
+        return "no [quality] data_owners and no data_owners on any source"
+    if recipient not in settings.departments:
+        return f"department {recipient!r} is not in the config (add [departments.{recipient}] with notify)"
+    return f"[departments.{recipient}] notify is empty"
+
+
 def _save(engine: Engine, msg: OutboxMessage) -> None:
     with session_scope(engine) as session:
         session.merge(msg)
 
 
+def _claim(engine: Engine, msg: OutboxMessage, now: datetime) -> bool:
+    """Take the message for this run. The row must still be as this run read it (same attempts,
+    still sendable), so two runs at once (the monthly flow and a manual `--retry`) never both send."""
+    stale_lease = and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.next_attempt_at) <= now)
+    stmt = (update(OutboxMessage)
+            .where(col(OutboxMessage.id) == msg.id, col(OutboxMessage.attempts) == msg.attempts,
+                   or_(col(OutboxMessage.status).in_(SENDABLE), stale_lease))
+            .values(status="sending", next_attempt_at=now + LEASE))
+    with engine.begin() as conn:
+        claimed = conn.execute(stmt).rowcount == 1
+    if claimed:
+        msg.status, msg.next_attempt_at = "sending", now + LEASE
+    return claimed
+
+
 def _deliver_one(settings: Settings, engine: Engine, router: Router, msg: OutboxMessage, now: datetime,
                  summary: DeliverySummary, delay: float) -> None:
+    if not _claim(engine, msg, now):
+        summary.busy += 1
+        return
     routes = routes_for(settings, msg.recipient)
     msg.route = describe_routes(routes)
     targets, problems, secrets = router.resolve(routes)
     if not targets:
         msg.status = "no_route"
-        msg.last_error = scrub("; ".join(problems) or f"no notify route configured for {msg.recipient}",
+        msg.last_error = scrub("; ".join(problems) or _no_route_reason(settings, msg.recipient),
                                secrets)
         msg.next_attempt_at = None
         _save(engine, msg)
@@ -762,7 +798,7 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     """
     now = now or utcnow()
     delay = settings.notify.retry_delay_seconds if retry_delay is None else retry_delay
-    query = select(OutboxMessage).where(col(OutboxMessage.status).in_(SENDABLE))
+    query = select(OutboxMessage).where(col(OutboxMessage.status).in_([*SENDABLE, "sending"]))
     if period and carry_over:
         earlier_failed = and_(col(OutboxMessage.period) < period, col(OutboxMessage.status) == "failed")
         query = query.where(or_(col(OutboxMessage.period) == period, earlier_failed))
@@ -776,7 +812,7 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     due: list[OutboxMessage] = []
     for m in messages:
         next_at = _aware(m.next_attempt_at)
-        if force or next_at is None or next_at <= now:
+        if next_at is None or next_at <= now or (force and m.status != "sending"):
             due.append(m)
         else:
             summary.waiting += 1

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from config import Settings, settings_from_dict
 from db import session_scope
 from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
-from tasks.notify import deliver, queue_notices, scrub, secret_fragments, verdict_sentence
+from tasks.notify import _claim, deliver, queue_notices, scrub, secret_fragments, verdict_sentence
 from tests.receivers import HttpReceiver, SmtpReceiver, free_port
 
 P = "2026-10"
@@ -163,6 +163,7 @@ def test_unknown_tag_and_missing_route_are_no_route(engine: Engine, tmp_path: Pa
     rows = {m.recipient: m for m in outbox(engine)}
     assert rows["logistics"].status == "no_route" and "dept-unknown" in (rows["logistics"].last_error or "")
     assert rows["service"].status == "no_route" and rows["service"].route == "(no route)"
+    assert rows["service"].last_error == "[departments.service] notify is empty"
     assert deliver(settings, engine, P).counts()["no_route"] == 0  # not retried on its own
 
 
@@ -418,3 +419,34 @@ def test_digest_of_actions_opened_by_the_actions_stage(engine: Engine, tmp_path:
     assert "净推荐值 · delivery" in text and "8.0 (目标 30.0" in text
     assert "快递三天没到" in text and "slow, mail me [email]" in text and "great" not in text
     assert "13812345678" not in text and "a@b.cn" not in text
+
+
+def test_owner_missing_from_config_gets_a_visible_no_route_digest(engine: Engine, tmp_path: Path) -> None:
+    with session_scope(engine) as s:
+        s.add(Action(kpi="nps", scope="overall", scope_value="all", department="cx_office", opened_period=P))
+    settings = make_settings(tmp_path, [], [])
+    [msg] = queue_notices(settings, engine, P, held=False)
+    assert (msg.recipient, msg.language) == ("cx_office", "zh") and "cx_office" in msg.subject
+    deliver(settings, engine, P)
+    [row] = outbox(engine)
+    assert row.status == "no_route" and "[departments.cx_office]" in (row.last_error or "")
+
+
+def test_two_runs_at_once_never_both_send(engine: Engine, tmp_path: Path) -> None:
+    seed(engine)
+    with HttpReceiver() as hook:
+        settings = make_settings(tmp_path, [hook.url("/lg")], [])
+        queue_notices(settings, engine, P, held=False)
+        [snapshot] = [m for m in outbox(engine) if m.recipient == "logistics"]
+        assert _claim(engine, snapshot, utcnow())  # another run is sending it right now
+        assert _claim(engine, snapshot, utcnow()) is False
+        busy = deliver(settings, engine, P, force=True)
+        assert busy.sent == 0 and busy.counts()["waiting"] == 1 and hook.requests == []
+        # That run died mid-send: once its lease is over the message goes out, once.
+        later = utcnow() + timedelta(minutes=11)
+        assert deliver(settings, engine, P, now=later).sent == 1
+        assert deliver(settings, engine, P, now=later + timedelta(hours=1), force=True).sent == 0
+        assert len(hook.requests) == 1
+        [stale] = [m for m in outbox(engine) if m.recipient == "logistics"]
+        stale.status, stale.attempts = "failed", 0  # a run still holding the old row cannot claim it
+        assert _claim(engine, stale, later) is False
