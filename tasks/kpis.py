@@ -272,8 +272,10 @@ def _is_negative(df: pd.DataFrame) -> NDArray[np.bool_]:
 def _score_codes(df: pd.DataFrame, col: str) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     lo, hi = SCORE_FIELDS[col]
     v = _numeric(df, col)
-    ok = np.isfinite(v) & (v >= lo) & (v <= hi) & (np.floor(v) == v)
-    codes = np.where(ok, np.nan_to_num(v, nan=lo) - lo, -1).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        ok = (v >= lo) & (v <= hi) & (np.floor(v) == v)  # NaN compares False
+    codes = np.full(v.shape, -1, dtype=np.int64)
+    codes[ok] = v[ok].astype(np.int64) - lo
     return codes, np.arange(lo, hi + 1, dtype=float)
 
 
@@ -319,14 +321,27 @@ def _family_codes(df: pd.DataFrame, kcfg: KpiConfig) -> dict[str, tuple[NDArray[
     return fams
 
 
-def _families_for(scope: str) -> tuple[str, ...]:
-    base = ("nps", "csat", "ces", *_CX_QUESTIONS, "cx", "complaint", "first_response",
-            "first_response_sla", "resolution", "resolution_sla", "rows")
-    if scope == OVERALL:
-        return (*base, "commented")
-    if scope == TOPIC:
-        return (*base, "theme")
-    return base
+# Families counted together in one joint histogram per scope (one np.bincount instead of one per
+# family); each family's own histogram is a marginal of the joint. Code 0 of each axis = missing.
+_PACKS: tuple[tuple[str, ...], ...] = (
+    ("nps", "csat", "ces"), _CX_QUESTIONS,
+    ("complaint", "first_response_sla", "resolution_sla", "theme"),
+    ("first_response",), ("resolution",),
+)
+# Joint (success, effort, emotion) answer 0..7 each (0 = missing) -> CX-index cell 0..63.
+_CLASS_OF_ANSWER = np.array([0, 1, 1, 1, 2, 2, 3, 3])
+_A, _B, _C = np.meshgrid(np.arange(8), np.arange(8), np.arange(8), indexing="ij")
+_CX_CELL_OF_JOINT = (_CLASS_OF_ANSWER[_A] * 16 + _CLASS_OF_ANSWER[_B] * 4 + _CLASS_OF_ANSWER[_C]).ravel()
+_CX_CELL_MATRIX = np.zeros((512, 64))
+_CX_CELL_MATRIX[np.arange(512), _CX_CELL_OF_JOINT] = 1.0
+
+
+def _emitted(scope: str, family: str) -> bool:
+    if family == "theme":
+        return scope == TOPIC
+    if family == "commented":
+        return scope == OVERALL
+    return True
 
 
 def _blank(values: NDArray[Any]) -> NDArray[np.bool_]:
@@ -388,10 +403,13 @@ def _scope_codes(df: pd.DataFrame, scope: str) -> tuple[NDArray[np.int64] | None
         k = max(len(uniq), 1)
         combined = np.where((combined >= 0) & (codes >= 0), combined * k + codes, -1)
         part_labels.append(uniq)
-    valid = combined >= 0
-    uniq_codes, inverse = np.unique(combined[valid], return_inverse=True)
-    group = np.full(combined.size, -1, dtype=np.int64)
-    group[valid] = inverse
+    # Compact the combined codes to 0..G-1 in sorted order: a bincount over the (small) code space
+    # instead of sorting a million codes.
+    space = int(np.prod([max(len(u), 1) for u in part_labels]))
+    present = np.bincount(combined[combined >= 0], minlength=space) > 0
+    uniq_codes = np.flatnonzero(present)
+    remap = np.cumsum(present) - 1
+    group = np.where(combined >= 0, remap[np.maximum(combined, 0)], -1)
     labels = []
     for code in uniq_codes.tolist():
         pieces = []
@@ -450,26 +468,56 @@ def histograms(df: pd.DataFrame, settings: Settings | None = None,
     kcfg = _kcfg(settings)
     df = df.reset_index(drop=True)
     fams = _family_codes(df, kcfg)
+    packs = []
+    for pack in _PACKS:
+        sizes = [len(fams[f][1]) + 1 for f in pack]
+        joint = np.zeros(len(df), dtype=np.int64)
+        for fam, size in zip(pack, sizes, strict=True):
+            joint = joint * size + (fams[fam][0] + 1)
+        packs.append((pack, sizes, joint))
     cols: dict[str, list[Any]] = {c: [] for c in _HIST_COLUMNS}
+
+    def emit(scope: str, labels: NDArray[Any], family: str, counts: NDArray[np.int64],
+             bin_labels: NDArray[Any]) -> None:
+        k = counts.shape[1]
+        nz = np.flatnonzero(counts)
+        cols["scope"].append(np.full(nz.size, scope, dtype=object))
+        cols["scope_value"].append(labels[nz // k])
+        cols["family"].append(np.full(nz.size, family, dtype=object))
+        cols["bin"].append(np.asarray(bin_labels, dtype=float)[nz % k])
+        cols["count"].append(counts.ravel()[nz].astype(np.int64))
+
     for scope in scopes or scope_names(settings):
         rows, group, labels = _scope_codes(df, scope)
-        if labels.size == 0:
+        n_groups = len(labels)
+        if n_groups == 0:
             continue
-        for fam in _families_for(scope):
-            codes, bin_labels = fams[fam]
-            if rows is not None:
-                codes = codes[rows]
-            keep = (group >= 0) & (codes >= 0)
-            if not keep.any():
-                continue
-            k = len(bin_labels)
-            flat = np.bincount(group[keep] * k + codes[keep], minlength=len(labels) * k)
-            nz = np.flatnonzero(flat)
-            cols["scope"].append(np.full(nz.size, scope, dtype=object))
-            cols["scope_value"].append(labels[nz // k])
-            cols["family"].append(np.full(nz.size, fam, dtype=object))
-            cols["bin"].append(bin_labels[nz % k].astype(float))
-            cols["count"].append(flat[nz].astype(np.int64))
+        keep = group >= 0
+        everyone = bool(keep.all())
+        g = group if everyone else group[keep]
+        for pack, sizes, joint in packs:
+            j = joint if rows is None else joint[rows]
+            if not everyone:
+                j = j[keep]
+            k = int(np.prod(sizes))
+            flat = np.bincount(g * k + j, minlength=n_groups * k).reshape((n_groups, *sizes))
+            for axis, fam in enumerate(pack, start=1):
+                if not _emitted(scope, fam):
+                    continue
+                others = tuple(a for a in range(1, len(sizes) + 1) if a != axis)
+                marginal = flat.sum(axis=others) if others else flat
+                emit(scope, labels, fam, marginal[:, 1:], fams[fam][1])
+            if pack == _CX_QUESTIONS:
+                cells = (flat.reshape(n_groups, -1) @ _CX_CELL_MATRIX).astype(np.int64)
+                cells[:, 0] = 0  # nothing answered
+                emit(scope, labels, "cx", cells, fams["cx"][1])
+            if "theme" in pack:
+                emit(scope, labels, "rows", flat.reshape(n_groups, -1).sum(axis=1)[:, None], np.array([0.0]))
+                if scope == OVERALL:
+                    theme_axis = pack.index("theme") + 1
+                    others = tuple(a for a in range(1, len(sizes) + 1) if a != theme_axis)
+                    commented = flat.sum(axis=others)[:, 1:].sum(axis=1)
+                    emit(scope, labels, "commented", commented[:, None], np.array([0.0]))
     if not cols["count"]:
         return _empty_hist()
     return pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
