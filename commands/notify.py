@@ -35,9 +35,9 @@ def notify(
     from tasks.notify import deliver, preview, queue_notices
 
     settings, engine = load(config)
-    if not retry and period is None:
+    if not retry and period is None and dry_run is None:
         raise CxError("give --period YYYY-MM to queue a cycle's notices, or --retry to re-send")
-    if retry or period is None:
+    if retry or period is None:  # the outbox as it stands (a dry run of it without --period)
         summary = deliver(settings, engine, period=period, dry_run_dir=dry_run, force=True, carry_over=False)
     else:
         with Session(engine) as session:

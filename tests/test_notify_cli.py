@@ -69,6 +69,9 @@ def test_notify_retry_outbox_and_dry_run(engine: Engine, db_url: str, tmp_path: 
     rows = json.loads(out)
     assert {r["status"] for r in rows} == {"failed"} and SECRET not in out
     assert all("bot:****@127.0.0.1" in r["route"] for r in rows)
+    run(["notify", "-c", cfg, "--dry-run", str(tmp_path / "again")])  # the outbox as it stands
+    assert len(list((tmp_path / "again").iterdir())) == 2
+    assert {r["status"] for r in json.loads(run(["outbox", "-c", cfg, "--format", "json"]))} == {"failed"}
 
     with hook:
         out = run(["notify", "-c", cfg, "--retry"])
