@@ -426,6 +426,7 @@ def _split(themes: str | None) -> list[str]:
 
 
 _JOURNEY_KPIS = ("nps", "csat", "ces", "ces_top", "cx_index")
+_MIN_SPAN = {"nps": 20.0, "cx_index": 20.0, "csat": 10.0, "ces_top": 10.0, "ces": 0.5}
 
 
 def _local_scores(kpi: str, df: pd.DataFrame) -> pd.Series:
@@ -498,12 +499,12 @@ def _journey(df: pd.DataFrame, company: pd.DataFrame, settings: Settings, kpi: s
         if pain:
             pains.append(f"{label(str(stage), lang)} × {label(str(point), lang)}: "
                          f"{fmt(kpi, value)} (n={n})")
-    lo, hi = _domain(kpi, [c.value for c in cells.values()])
-    if kpi in ("nps", "cx_index"):
-        # A +/-100 scale washes real differences out; centre the colours on the data instead.
-        vals = [c.value for c in cells.values() if c.value is not None and not c.insufficient]
-        span = max([abs(v - (overall or 0)) for v in vals] + [20.0])
-        lo, hi = (overall or 0) - span, (overall or 0) + span
+    # Colours centred on the company value (yellow = as the company), so that a full -100..100 or
+    # 0..100 scale does not wash real differences out; at least a minimal span keeps noise pale.
+    centre = overall if overall is not None else 0.0
+    vals = [c.value for c in cells.values() if c.value is not None and not c.insufficient]
+    span = max([abs(v - centre) for v in vals] + [_MIN_SPAN.get(kpi, 10.0)])
+    lo, hi = centre - span, centre + span
     chart = charts.heatmap(
         [(s, label(s, lang)) for s in stages], [(p, label(p, lang)) for p in points], cells,
         lo=lo, hi=hi, higher_is_better=not lower,

@@ -379,6 +379,12 @@ def test_journey_map_marks_pain_points(engine: Engine, tmp_path: Path) -> None:
     scores = [100 if r.nps is not None and r.nps >= 9 else (-100 if (r.nps or 0) <= 6 else 0) for r in rows]
     expected = f"{sum(scores) / len(scores):.1f} (n={len(scores)})"
     assert f"delivery × app: {expected}" in svg.group(0)
+    # Another KPI on the same map: CSAT (% answering 4-5) of the crossing.
+    csat = render_report(seeded.settings, engine, PERIOD, lang="en", journey_kpi="csat")
+    top2 = [100 if (r.csat or 0) >= 4 else 0 for r in rows if r.csat is not None]
+    assert f"delivery × app: {sum(top2) / len(top2):.1f} (n={len(top2)})" in csat
+    with pytest.raises(ValueError, match="cannot show 'complaint_rate'"):
+        render_report(seeded.settings, engine, PERIOD, journey_kpi="complaint_rate")
 
 
 def test_write_reports_company_and_departments(engine: Engine, tmp_path: Path) -> None:

@@ -149,3 +149,15 @@ def test_charts_are_present_and_visible_in_chromium(engine: Engine, tmp_path: Pa
     problems = _problems(boxes, ink)
     assert any("hidden by CSS" in p for p in problems)
     assert any("blank in the screenshot" in p for p in problems)
+
+
+def test_pdf_copy_is_printed_by_chromium(tmp_path: Path) -> None:
+    from tasks.report import write_pdf
+
+    page = tmp_path / "report.html"
+    page.write_text("<!DOCTYPE html><html><body><h1>CX</h1><svg width='200' height='100'>"
+                    "<rect width='200' height='100' fill='#2563eb'/></svg></body></html>", encoding="utf-8")
+    pdf = write_pdf(page)
+    assert pdf == tmp_path / "report.pdf"
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and b"/Type /Page" in data
