@@ -579,7 +579,7 @@ def _actions(session: Session, settings: Settings, period: str, department: str 
     for a in sorted(actions, key=lambda a: (a.status not in OPEN_STATUSES, a.due or date.max, a.id or 0)):
         is_open = a.status in OPEN_STATUSES
         opened = a.opened_period == period
-        overdue = is_open and a.due is not None and a.due <= end
+        overdue = _is_overdue(a, end)
         counts["opened"] += opened
         counts["open"] += is_open
         counts["overdue"] += overdue
@@ -607,6 +607,16 @@ def _actions(session: Session, settings: Settings, period: str, department: str 
             verdict=last.verdict if last else "", measured_period=last.period if last else ""))
     keys = ("opened", "open", "overdue", "verified", "escalated")
     return {k: int(counts[k]) for k in keys}, rows
+
+
+def _is_overdue(action: Action, on: date) -> bool:
+    """One definition with `cxloop actions` and the digests (tasks.actions.is_overdue): open, not
+    reported done, and due before the end of the cycle."""
+    actions = _sibling("actions")
+    if actions is not None and hasattr(actions, "is_overdue"):
+        return bool(actions.is_overdue(action, on))
+    return (action.status in OPEN_STATUSES and action.status != "done" and action.due is not None
+            and action.due < on)
 
 
 def _quality(session: Session, period: str, cycle: Cycle | None, out_dir: Path | None) -> Quality:
