@@ -169,15 +169,20 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:,.1f}"
 
 
+def _effect(m: Measurement) -> tuple[float | None, float | None, float | None]:
+    """(estimate, low, high): the DiD effect when there is one, else the before/after change."""
+    if m.effect is not None:
+        return m.effect, m.effect_ci_low, m.effect_ci_high
+    return m.change, m.change_ci_low, m.change_ci_high
+
+
 def verdict_sentence(settings: Settings, action: Action, m: Measurement, lang: str) -> str:
     """Plain words for a verdict, e.g. "NPS of delivery rose 9.5 points (95% CI 4.1 to 14.8) more
     than in comparable stages"; a before/after fallback says that it is one."""
     kpi = kpi_label(action.kpi, lang)
     scope = scope_label(settings, action.scope, action.scope_value, lang)
+    effect, low, high = _effect(m)
     did = m.method == "did" and m.effect is not None
-    effect = m.effect if did else (m.effect if m.effect is not None else m.change)
-    low = m.effect_ci_low if did or m.effect is not None else m.change_ci_low
-    high = m.effect_ci_high if did or m.effect is not None else m.change_ci_high
     if effect is None:
         return _t("Too few responses to judge %(kpi)s of %(scope)s this cycle (n = %(n)s).", lang,
                   kpi=kpi, scope=scope, n=m.n)
@@ -251,16 +256,13 @@ def action_item(settings: Settings, action: Action, period: str, lang: str, note
 
 
 def _verdict_item(settings: Settings, action: Action, m: Measurement, lang: str) -> VerdictItem:
-    did = m.method == "did" and m.effect is not None
-    use_effect = did or m.effect is not None
+    effect, low, high = _effect(m)
     return VerdictItem(
         action_id=action.id or 0, kpi_label=kpi_label(action.kpi, lang),
         scope_value=scope_label(settings, action.scope, action.scope_value, lang), verdict=m.verdict,
         verdict_label=_t(VERDICT_LABELS.get(m.verdict, m.verdict), lang),
         baseline=m.baseline if m.baseline is not None else action.baseline_value, value=m.value, n=m.n,
-        effect=m.effect if use_effect else m.change,
-        ci_low=m.effect_ci_low if use_effect else m.change_ci_low,
-        ci_high=m.effect_ci_high if use_effect else m.change_ci_high,
+        effect=effect, ci_low=low, ci_high=high,
         method=m.method, sentence=verdict_sentence(settings, action, m, lang),
         status_label=_t(STATUS_LABELS.get(action.status, action.status), lang),
     )
