@@ -913,7 +913,39 @@ def _normalise(df: pd.DataFrame, extra: Sequence[str]) -> pd.DataFrame:
             df[col] = _numeric(df, col)
     if "has_comment" in df.columns:
         df["has_comment"] = _numeric(df, "has_comment") > 0
+    for col in ("submitted_at", "opened_at", "first_response_at", "resolved_at", "loaded_at", "updated_at"):
+        if col in df.columns and col not in extra:
+            df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601", errors="coerce")
+    if "quarantined" in df.columns:
+        df["quarantined"] = _numeric(df, "quarantined") > 0
     return df.drop(columns=[c for c in extra if c in df.columns])
+
+
+def _raw_chunks(engine: Engine, stmt: Any, chunksize: int) -> Iterator[pd.DataFrame]:
+    """Rows of `stmt` in DataFrames, straight from the DBAPI cursor.
+
+    SQLAlchemy's per-row result processing costs about as much as the query itself on a million
+    rows and nothing here needs it (durations come as numbers, flags as 0/1 or booleans).
+    PostgreSQL uses a server-side (named) cursor so the rows stream instead of arriving at once.
+    """
+    compiled = stmt.compile(dialect=engine.dialect)
+    params = compiled.params
+    args: Any = [params[k] for k in compiled.positiontup or []] if engine.dialect.positional else params
+    names = list(stmt.selected_columns.keys())
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        server_side = engine.dialect.name == "postgresql"
+        cur = dbapi.cursor(name="cxloop_kpi_rows") if server_side else dbapi.cursor()
+        try:
+            cur.execute(str(compiled), args)
+            while True:
+                rows = cur.fetchmany(chunksize)
+                if not rows:
+                    break
+                yield pd.DataFrame.from_records(rows, columns=names)
+        finally:
+            cur.close()
 
 
 def iter_responses(settings: Settings, engine: Engine, period: str, columns: Sequence[str] | None = None,
@@ -923,14 +955,16 @@ def iter_responses(settings: Settings, engine: Engine, period: str, columns: Seq
     exprs, extra = _select_columns(engine, cols)
     t = Feedback.__table__  # type: ignore[attr-defined]
     stmt = select(*exprs).where(t.c.period == period, t.c.quarantined.is_(False))
-    with engine.connect() as conn:
-        conn = conn.execution_options(stream_results=True)
-        yielded = False
-        for chunk in pd.read_sql(stmt, conn, chunksize=chunksize):
-            yielded = True
-            yield _normalise(chunk, extra)
-        if not yielded:
-            yield _normalise(pd.DataFrame(columns=cols), [])
+    if engine.dialect.name in ("sqlite", "postgresql"):
+        chunks: Iterable[pd.DataFrame] = _raw_chunks(engine, stmt, chunksize)
+    else:  # pragma: no cover - other databases go through pandas and SQLAlchemy
+        chunks = pd.read_sql(stmt, engine, chunksize=chunksize)
+    yielded = False
+    for chunk in chunks:
+        yielded = True
+        yield _normalise(chunk, extra)
+    if not yielded:
+        yield _normalise(pd.DataFrame(columns=cols), [])
 
 
 def load_responses(settings: Settings, engine: Engine, period: str,

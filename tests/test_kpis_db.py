@@ -71,6 +71,10 @@ def test_load_responses_selects_clean_rows_and_derives_columns(engine: Engine, t
     assert df["has_comment"].sum() == sum(1 for i in range(1, 20) if i % 3 == 0)
     few = kpis.load_responses(s, engine, "2026-10", columns=["nps", "department"])
     assert list(few.columns) == ["nps", "department"]
+    times = kpis.load_responses(s, engine, "2026-10", columns=["opened_at", "is_complaint", "comment"])
+    assert (times["opened_at"] == BASE).all()
+    assert times["is_complaint"].sum() == sum(1 for i in range(1, 20) if i % 4 == 0)
+    assert kpis.kpi_value("first_response_hours", times.assign(first_response_at=BASE)) == (0.0, 19)
     assert kpis.load_responses(s, engine, "2030-01").empty
     with pytest.raises(ValueError, match="unknown column"):
         kpis.load_responses(s, engine, "2026-10", columns=["nope"])
