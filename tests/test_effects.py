@@ -153,8 +153,9 @@ def test_a_dip_every_scope_shared_at_the_trigger_is_not_called_noise() -> None:
     # A holiday month lowers every scope by 8 in the baseline cycle; next cycle all recover and the
     # action did nothing. The shared dip must not be "corrected" away (that would make the
     # recovery of the comparison scopes look like the action failing), nor credited.
-    from bench.effects import nps_answers
+    import importlib
 
+    nps_answers = importlib.import_module("bench.effects").nps_answers
     rng = np.random.default_rng(21)
     verdicts, baselines = [], []
     for _ in range(20):

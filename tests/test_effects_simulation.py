@@ -5,11 +5,17 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
-from bench.effects import make_trial, run
 from tasks.effects import estimate_effect
+
+# The harness lives in bench/ (not a package); imported by name so type checkers of the whole
+# tree do not see bench/effects.py under two module names.
+_sim = importlib.import_module("bench.effects")
+make_trial, run = _sim.make_trial, _sim.run
 
 TRIALS = 100
 RESAMPLES = 299
