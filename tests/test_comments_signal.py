@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, select
+from sqlmodel import col
 
 from config import settings_from_dict
 from db import session_scope
@@ -59,14 +60,13 @@ def test_theme_negative_share_signal_opens_action_for_owner(engine: Engine, tmp_
 
     with session_scope(engine) as s:
         result = s.execute(select(KpiResult).where(
-            KpiResult.period == last, KpiResult.kpi == "theme_negative_share",
-            KpiResult.scope == "topic", KpiResult.scope_value == "delivery")).scalar_one()
+            col(KpiResult.period) == last, col(KpiResult.kpi) == "theme_negative_share",
+            col(KpiResult.scope) == "topic", col(KpiResult.scope_value) == "delivery")).scalar_one()
         # KPI definition: negative comments about the topic among all comments (n = comments).
         assert result.n == 120 and result.value is not None and result.value > 40
         assert result.signal == "signal_low"
 
-    summary = open_actions(settings, engine, last)
-    assert summary is not None
+    assert open_actions(settings, engine, last) is not None
     with session_scope(engine) as s:
         actions = s.execute(select(Action)).scalars().all()
         theme_actions = [a for a in actions if a.scope == "topic"]
