@@ -24,7 +24,7 @@ quarantine = typer.Typer(help="Rows held back by the data-quality gate: list, sh
 
 QR = QuarantinedRow.__table__.c  # type: ignore[attr-defined]
 ALL_OPT = Annotated[bool, typer.Option("--all", help="Include rows already readmitted.")]
-STAGE_OPT = Annotated[str | None, typer.Option("--stage", help="Only rows of this stage: collect | validate.")]
+STAGE_OPT = Annotated[str | None, typer.Option("--stage", help="Only this stage: collect | validate.")]
 
 
 def _rows(engine: Engine, period: str, include_readmitted: bool, stage: str | None) -> list[QuarantinedRow]:
@@ -94,7 +94,8 @@ def show(key: Annotated[str, typer.Argument(help="Quarantine id, row key (respon
     if len(found) > 1:
         found = [q for q in found if str(q.id) == key] or found
     if not found:
-        raise CxError(f"no quarantined row {key!r} in {period} (see `cxloop quarantine list --period {period}`)")
+        raise CxError(f"no quarantined row {key!r} in {period} "
+                      f"(see `cxloop quarantine list --period {period}`)")
     if len(found) > 1:
         raise CxError(f"{key!r} matches {len(found)} rows in {period} (sources "
                       f"{', '.join(q.source for q in found)}); use the id or source|row_key")
@@ -115,7 +116,7 @@ def show(key: Annotated[str, typer.Argument(help="Quarantine id, row key (respon
 @quarantine.command("export")
 def export(period: PeriodOpt,
            fmt: Annotated[Format, typer.Option("--format", "-f", help="csv or json.")] = Format.csv,
-           out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file, not stdout.")] = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here, not to stdout.")] = None,
            include_readmitted: ALL_OPT = False, stage: STAGE_OPT = None, config: ConfigOpt = None) -> None:
     """Export quarantined rows (raw values + reasons) to fix them at the source."""
     if fmt is Format.table:

@@ -68,7 +68,8 @@ def test_list_show_export_readmit(engine: Engine, db_url: str, tmp_path: Path) -
     target = tmp_path / "out" / "q.json"
     res = runner.invoke(app, ["quarantine", "export", *base, "--format", "json", "--out", str(target)])
     assert res.exit_code == 0 and "3 row(s)" in res.stderr
-    assert {r["row_key"] for r in json.loads(target.read_text(encoding="utf-8"))} == {"r7", "r8", "web.csv:12"}
+    exported = json.loads(target.read_text(encoding="utf-8"))
+    assert {r["row_key"] for r in exported} == {"r7", "r8", "web.csv:12"}
     assert runner.invoke(app, ["quarantine", "export", *base, "--format", "table"]).exit_code == 2
 
     with session_scope(engine) as s:

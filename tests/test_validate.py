@@ -40,7 +40,8 @@ def good_row(i: int, **over: Any) -> dict[str, Any]:
         "channel": ["web", "app", "hotline"][i % 3], "journey_stage": "purchase", "touchpoint": "app",
         "nps": i % 11, "csat": 1 + i % 5, "ces": 1 + i % 7, "cx_success": 1 + i % 7,
         "cx_effort": 1 + (i + 1) % 7, "cx_emotion": 1 + (i + 2) % 7,
-        "opened_at": MID, "first_response_at": MID + timedelta(hours=1), "resolved_at": MID + timedelta(days=1),
+        "opened_at": MID, "first_response_at": MID + timedelta(hours=1),
+        "resolved_at": MID + timedelta(days=1),
     }
     row.update(over)
     return row
@@ -150,7 +151,8 @@ def test_every_shipped_batch_expectation_passes_good_and_fails_bad(tmp_path: Pat
     bad = {
         "batch": pd.DataFrame([{"subject": "all", "rows": 0, "quarantined": 9, "quarantine_share": 0.09}]),
         "sources": pd.DataFrame([{"subject": "web", "rows": 3, "volume_ratio": 0.03, "delivered": True},
-                                 {"subject": "app", "rows": 0, "volume_ratio": float("nan"), "delivered": False}]),
+                                 {"subject": "app", "rows": 0, "volume_ratio": float("nan"),
+                                  "delivered": False}]),
         "channels": pd.DataFrame([{"subject": "web", "rows": 50, "present": True},
                                   {"subject": "hotline", "rows": 0, "present": False}]),
         "score_columns": pd.DataFrame([{"subject": "nps", "null_rate": 0.9, "null_rate_jump": 0.8}]),
@@ -186,7 +188,9 @@ def test_quarantine_keeps_rows_counts_add_up_and_rerun_is_idempotent(
     gate = v.validate_period(settings, engine, PERIOD, now=NOW, lang="en")
     c = gate.counts()
     assert (c["rows"], c["loaded"], c["quarantined_validate"], c["quarantined_collect"]) == (24, 20, 4, 1)
-    assert c["read"] == c["loaded"] + c["quarantined"] + c["duplicates"] == 27
+    assert gate.read == 27 == (gate.rows - gate.quarantined) + (gate.quarantined + gate.collect_quarantined) \
+        + gate.duplicates
+    assert c["read"] == 27 and (c["loaded"], c["quarantined"], c["duplicates"]) == (20, 5, 2)
     assert gate.quarantine_share == pytest.approx(5 / 25)
     assert gate.status == "passed", gate.failed_critical
 
@@ -244,7 +248,8 @@ def test_fixed_row_is_readmitted(engine: Engine, tmp_path: Path, gx_loaded: None
 
 def test_gate_holds_on_quarantine_share_and_missing_source_but_not_on_warnings(
         engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
-    sources = [{"name": "web", "kind": "csv", "path": "web.csv"}, {"name": "app", "kind": "csv", "path": "a.csv"}]
+    sources = [{"name": "web", "kind": "csv", "path": "web.csv"},
+               {"name": "app", "kind": "csv", "path": "a.csv"}]
     settings = make_settings(tmp_path, sources=sources)
     # history: three months where web always had channels web/app/hotline and nps always filled
     for k in (1, 2, 3):
@@ -286,7 +291,8 @@ def test_volume_far_below_trailing_median_holds(engine: Engine, tmp_path: Path, 
     for k, n in ((1, 20), (2, 24), (3, 18)):
         p = shift_period(PERIOD, -k)
         start = period_bounds(p, settings.tz)[0] + timedelta(days=2)
-        add_rows(engine, [good_row(i, response_id=f"{p}-{i}", submitted_at=start) for i in range(n)], period=p)
+        add_rows(engine, [good_row(i, response_id=f"{p}-{i}", submitted_at=start) for i in range(n)],
+                 period=p)
     add_rows(engine, [good_row(i) for i in range(4)])
     gate = v.validate_period(settings, engine, PERIOD, now=NOW)
     assert gate.failed_critical == ["source_volume_in_band"]
@@ -297,7 +303,8 @@ def test_volume_far_below_trailing_median_holds(engine: Engine, tmp_path: Path, 
     assert v.validate_period(wide, engine, PERIOD, now=NOW).status == "passed"
 
 
-def test_user_suite_and_severity_override_are_applied(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+def test_user_suite_and_severity_override_are_applied(engine: Engine, tmp_path: Path,
+                                                      gx_loaded: None) -> None:
     (tmp_path / "expectations").mkdir()
     (tmp_path / "expectations" / "house_rules.json").write_text(json.dumps({
         "name": "house_rules", "meta": {"level": "row"},
@@ -334,7 +341,8 @@ def test_bad_suite_file_names_the_file(tmp_path: Path, gx_loaded: None) -> None:
     bad.write_text('{"name": "broken", "expectations": [{"type": "expect_column_values_to_be_in_set", '
                    '"kwargs": {"column": "x", "value_set": "${vocabulary.colour}"}}]}')
     with pytest.raises(v.SuiteError, match=r"broken.json.*unknown placeholder \$\{vocabulary.colour\}"):
-        [v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW)) for s in v.load_suites(settings)]
+        for suite in v.load_suites(settings):
+            v.expectations_of(suite, settings, v.placeholder_values(settings, PERIOD, NOW))
     bad.write_text("{not json")
     with pytest.raises(v.SuiteError, match="broken.json"):
         v.load_suites(settings)
