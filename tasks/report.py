@@ -416,9 +416,17 @@ def department_rows(df: pd.DataFrame, settings: Settings, dept: str) -> pd.DataF
         if owns.get(scope):
             mask |= df[scope].isin(owns[scope])
     if owns.get("topic"):
-        topics = set(owns["topic"])
-        mask |= df["themes"].fillna("").map(lambda s: bool(topics & set(_split(s))))
+        mask |= _has_theme(df["themes"], owns["topic"])
     return df[mask]
+
+
+def _has_theme(themes: pd.Series, wanted: Sequence[str]) -> pd.Series:
+    """Rows whose comma-separated themes contain any of `wanted` (vectorised: 100k rows in ms)."""
+    padded = "," + themes.fillna("").astype(str).str.replace(" ", "", regex=False) + ","
+    out = pd.Series(False, index=themes.index)
+    for theme in wanted:
+        out |= padded.str.contains(f",{theme},", regex=False)
+    return out
 
 
 def _split(themes: str | None) -> list[str]:
@@ -546,7 +554,7 @@ def _voices(df: pd.DataFrame, settings: Settings, lang: str, top: int = 6,
         return out
 
     for theme, count in counts.most_common(top):
-        rows = ranked[ranked["themes"].fillna("").map(lambda s, t=theme: t in _split(s))]
+        rows = ranked[_has_theme(ranked["themes"], [theme])]
         voices.append(Voice(names.get(theme, theme), count, count / max(len(neg), 1), pick(rows)))
     if not voices and len(neg):
         voices.append(Voice(translate("Unclassified complaints", lang), len(neg), 1.0,
@@ -657,8 +665,8 @@ def report_filename(department: str | None) -> str:
 
 
 def build_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
-                 lang: str | None = None, journey_kpi: str = "nps",
-                 out_dir: Path | None = None) -> ReportData:
+                 lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
+                 feedback: pd.DataFrame | None = None) -> ReportData:
     """Everything the template shows, as plain data (tests and other outputs can use it too)."""
     period = parse_period(period)
     if department is not None and department not in settings.departments:
@@ -679,7 +687,7 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
                                             col(KpiResult.provisional).is_(True))).first())
         counts, actions = _actions(session, settings, period, department, lang)
         quality = _quality(session, period, cycle, out_dir)
-    company_df = load_feedback(engine, period)
+    company_df = feedback if feedback is not None else load_feedback(engine, period)
     df = department_rows(company_df, settings, department) if department else company_df
     chart, pains, rows_label, cols_label = _journey(df, company_df, settings, journey_kpi, lang)
     voices, complaints = _voices(df, settings, lang)
@@ -699,9 +707,10 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
 
 
 def render_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
-                  lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None) -> str:
-    """The report as one self-contained HTML page."""
-    data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir)
+                  lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
+                  feedback: pd.DataFrame | None = None) -> str:
+    """The report as one self-contained HTML page (`feedback`: the period's rows, if already loaded)."""
+    data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir, feedback)
     # Data-derived labels are translated here, not with `_()` in the template: jinja2's new-style
     # gettext %-formats every string, and labels such as "CSAT (% 4–5)" hold a percent sign.
     statuses = {k: translate(v, data.lang) for k, v in STATUS_LABELS.items()}
@@ -718,9 +727,11 @@ def write_reports(settings: Settings, engine: Engine, period: str, out_dir: Path
     target = Path(out_dir) if out_dir is not None else report_dir(settings, period)
     target.mkdir(parents=True, exist_ok=True)
     written = []
+    feedback = load_feedback(engine, period)  # once for all pages
     for dept in [None, *settings.departments]:
         path = target / report_filename(dept)
-        html = render_report(settings, engine, period, dept, lang, journey_kpi, out_dir=target)
+        html = render_report(settings, engine, period, dept, lang, journey_kpi, out_dir=target,
+                             feedback=feedback)
         tmp = path.with_suffix(".html.tmp")
         tmp.write_text(html, encoding="utf-8")
         tmp.replace(path)
