@@ -41,6 +41,7 @@ from models import (
 from periods import parse_period, period_end_date, shift_period
 from tasks import charts
 from tasks.lifecycle import OPEN_STATUSES
+from tasks.masking import mask_pii
 from tasks.rendering import render, translate
 
 HEADLINE_KPIS = ("nps", "csat", "ces", "cx_index")
@@ -544,7 +545,8 @@ def _voices(df: pd.DataFrame, settings: Settings, lang: str, top: int = 6,
     def pick(rows: pd.DataFrame) -> list[str]:
         out = []
         for text in rows["comment"].dropna():
-            text = " ".join(str(text).split())
+            # Mask before shortening, so a cut can never leave half a phone number unmasked.
+            text = mask_pii(" ".join(str(text).split()))
             if len(text) < 6 or text in seen:
                 continue
             seen.add(text)
