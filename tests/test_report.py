@@ -265,6 +265,12 @@ def test_headline_and_scorecard_numbers_equal_stored_kpis(engine: Engine, tmp_pa
         prev = stored_prev[(kpi, "overall", "all")]
         assert prev.value is not None and row.value is not None
         assert f"{row.value - prev.value:+.{2 if kpi == 'ces' else 1}f}" in t
+        # "A real change" only when the change exceeds the combined interval half-widths.
+        assert row.ci_low is not None and row.ci_high is not None
+        assert prev.ci_low is not None and prev.ci_high is not None
+        combined = ((row.ci_high - row.ci_low) ** 2 + (prev.ci_high - prev.ci_low) ** 2) ** 0.5 / 2
+        real = abs(row.value - prev.value) > combined
+        assert ("a real change" in t) is real and ("within sampling noise" in t) is not real
     # Scorecard: every department cell shows the stored value, n and status colour.
     for dept in DEPARTMENTS:
         row = stored[("nps", "department", dept)]
