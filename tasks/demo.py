@@ -5,7 +5,8 @@ labels), the hotline's ticket export (GBK, as Chinese Excel saves it) and the ap
 (English keys, English and Chinese comments). Planted stories:
 - delivery collapses in month 3 (action for logistics), recovers in month 4 (verified);
 - hotline complaints rise from month 4 and stay up (action for customer service, later escalated);
-- marketing sits a little under its target, inside the noise (no action, "at risk");
+- marketing's awareness and consideration stages sit at their NPS target: some months a little
+  under it, inside the noise ("at risk", no action);
 - month 5's app export is broken (a handful of rows): the gate holds that cycle.
 """
 
@@ -405,16 +406,11 @@ notify = ["cxfile://localhost/{notices}/cx_office"]
 [[targets]]
 kpi = "nps"
 scope = "overall"
-value = 30
+value = 20
 
 [[targets]]
 kpi = "nps"
 scope = "journey_stage"
-value = 30
-
-[[targets]]
-kpi = "nps"
-scope = "department"
 value = 30
 
 [[targets]]
