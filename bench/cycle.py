@@ -1,0 +1,184 @@
+"""A whole monthly cycle on N generated responses, stage by stage, next to plain pandas.
+
+    python bench/cycle.py [--rows 1000000] [--comment-share 0.2] [--keep DIR]
+
+Writes one month of responses as a CSV (canonical columns, UTF-8), then in the same process:
+1. plain pandas: read the CSV + a groupby mean of the scores per department (the floor);
+2. Prefect's temporary server start (reported separately: paid once per process);
+3. the real flow `cx_monthly_cycle` on SQLite, with each stage's time from the cycle record;
+and prints peak memory (max RSS of this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+logging.getLogger("tasks.notify").setLevel(logging.ERROR)  # the bench departments have no routes
+
+from tasks.demo import PHRASES  # noqa: E402
+
+PERIOD = "2026-10"
+STAGES = ["awareness", "consideration", "purchase", "delivery", "use", "after_sales"]
+DEPTS = {"awareness": "marketing", "consideration": "marketing", "purchase": "sales",
+         "delivery": "logistics", "use": "product", "after_sales": "customer_service"}
+CHANNELS = ["survey", "app", "hotline", "store", "web", "email"]
+TOUCHPOINTS = ["website", "app", "store", "hotline", "courier", "social"]
+REGIONS = ["east", "north", "south", "west"]
+SEGMENTS = ["new", "returning", "vip"]
+
+
+def generate(path: Path, rows: int, comment_share: float, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+
+    def pick(values: list[str]) -> np.ndarray:
+        return np.asarray(values, dtype=object)[rng.integers(0, len(values), rows)]
+
+    start = pd.Timestamp("2026-10-01 08:00")
+    submitted = start + pd.to_timedelta(rng.integers(0, 30 * 24 * 3600 - 16 * 3600, rows), unit="s")
+    phrases = [p for topic in PHRASES.values() for key, ps in topic.items() for p in ps]
+    comments = np.asarray(phrases, dtype=object)[rng.integers(0, len(phrases), rows)]
+    comments[rng.random(rows) >= comment_share] = ""
+    opened = rng.random(rows) < 0.2
+    first = submitted + pd.to_timedelta(rng.exponential(8 * 3600, rows).astype("int64"), unit="s")
+    frame = pd.DataFrame({
+        "response_id": np.char.add("R", np.arange(rows).astype(str)),
+        "submitted_at": submitted.strftime("%Y-%m-%d %H:%M:%S"),
+        "channel": pick(CHANNELS), "journey_stage": pick(STAGES), "touchpoint": pick(TOUCHPOINTS),
+        "region": pick(REGIONS), "segment": pick(SEGMENTS),
+        "nps": rng.integers(0, 11, rows), "csat": rng.integers(1, 6, rows), "ces": rng.integers(1, 8, rows),
+        "cx_success": rng.integers(1, 8, rows), "cx_effort": rng.integers(1, 8, rows),
+        "cx_emotion": rng.integers(1, 8, rows), "comment": comments,
+        "is_complaint": np.where(opened, np.where(rng.random(rows) < 0.2, "true", "false"), ""),
+        "opened_at": np.where(opened, submitted.strftime("%Y-%m-%d %H:%M:%S"), ""),
+        "first_response_at": np.where(opened, first.strftime("%Y-%m-%d %H:%M:%S"), ""),
+    })
+    frame.to_csv(path, index=False)
+
+
+CONFIG = """
+[project]
+name = "bench"
+timezone = "Asia/Shanghai"
+
+[database]
+url = "sqlite:///{db}"
+
+[[sources]]
+name = "survey"
+kind = "csv"
+path = "responses.csv"
+encoding = "utf-8"
+
+[vocabulary]
+channel = {channels}
+journey_stage = {stages}
+touchpoint = {touchpoints}
+
+[departments.marketing]
+name = "Marketing"
+owns = {{ journey_stage = ["awareness", "consideration"] }}
+[departments.sales]
+name = "Sales"
+owns = {{ journey_stage = ["purchase"] }}
+[departments.logistics]
+name = "Logistics"
+owns = {{ journey_stage = ["delivery"] }}
+[departments.product]
+name = "Product"
+owns = {{ journey_stage = ["use"] }}
+[departments.customer_service]
+name = "Customer service"
+owns = {{ journey_stage = ["after_sales"] }}
+
+[[targets]]
+kpi = "nps"
+scope = "journey_stage"
+value = 0
+
+[comments]
+model = "{model}"
+model_path = "sentiment.joblib"
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--comment-share", type=float, default=0.2)
+    ap.add_argument("--keep", type=Path, default=None, help="Work in this folder and keep it.")
+    ap.add_argument("--model", choices=["trained", "snownlp"], default="trained",
+                    help="Sentiment model: a company model trained first (default) or snownlp (~200/s).")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cxbench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / "responses.csv"
+    t = time.perf_counter()
+    generate(csv, args.rows, args.comment_share)
+    print(f"generated {args.rows:,} responses ({csv.stat().st_size / 2**20:.0f} MiB) in "
+          f"{time.perf_counter() - t:.1f} s; comment share {args.comment_share:.0%}")
+
+    t = time.perf_counter()
+    df = pd.read_csv(csv)
+    df.groupby("journey_stage")[["nps", "csat", "ces"]].mean()
+    pandas_s = time.perf_counter() - t
+    del df
+    print(f"plain pandas read_csv + groupby: {pandas_s:.2f} s")
+
+    (work / "cxloop.toml").write_text(CONFIG.format(
+        db=work / "cxloop.db", channels=CHANNELS, stages=STAGES, touchpoints=TOUCHPOINTS,
+        model=args.model).replace("'", '"'), encoding="utf-8")
+    if args.model == "trained":
+        from config import load_settings
+        from tasks.demo import write_training_set
+        from tasks.sentiment import read_labelled, save_model, train
+
+        write_training_set(work / "labelled.csv")
+        fitted = train(*read_labelled(work / "labelled.csv"), source="bench")
+        save_model(fitted.model, load_settings(work / "cxloop.toml").resolve("sentiment.joblib"))
+    from prefect import flow
+
+    @flow
+    def _warm() -> int:
+        return 1
+
+    t = time.perf_counter()
+    _warm()
+    print(f"Prefect temporary server start (once per process): {time.perf_counter() - t:.1f} s")
+
+    from sqlmodel import Session, select
+
+    from db import open_db
+    from flows.cycle import cx_monthly_cycle
+    from models import CycleStage
+
+    t = time.perf_counter()
+    outcome = cx_monthly_cycle(PERIOD, config=str(work / "cxloop.toml"), started_by="bench")
+    total = time.perf_counter() - t
+    engine = open_db(f"sqlite:///{work / 'cxloop.db'}")
+    with Session(engine) as s:
+        stages = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == PERIOD))}
+    print(f"cycle {PERIOD}: {outcome['status']} (gate {outcome['gate']})")
+    for name, r in stages.items():
+        secs = (r.finished_at - r.started_at).total_seconds() if r.finished_at else float("nan")
+        print(f"  {name:<10} {secs:7.2f} s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas; peak memory {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
