@@ -207,6 +207,26 @@ def test_train_writes_model_then_auto_uses_it(engine: Engine, db_url: str, tmp_p
     assert code == 1 and "cannot read the sentiment model" in err
 
 
+def test_read_labelled_gb18030_columns_guessed_and_errors(tmp_path: Path) -> None:
+    from tasks.sentiment import read_labelled, train
+
+    path = tmp_path / "导出.csv"
+    path.write_bytes("评论,标签,渠道\n物流很快,好评,app\n太慢了,差评,web\n\n  ,好评,web\n".encode("gb18030"))
+    texts, labels = read_labelled(path)
+    assert texts == ["物流很快", "太慢了"] and labels == ["好评", "差评"]
+    with pytest.raises(ModelError, match=r"the label; pass --label-column \(columns: 评论, stars"):
+        read_labelled(_rename(path, tmp_path / "x.csv", "标签", "stars"))
+    with pytest.raises(ModelError, match="need at least 20"):
+        train(texts, labels, source=str(path))
+    with pytest.raises(ModelError, match="both positive and negative"):
+        train(["好"] * 30, ["1"] * 30)
+
+
+def _rename(src: Path, dst: Path, old: str, new: str) -> Path:
+    dst.write_text(src.read_bytes().decode("gb18030").replace(old, new), encoding="utf-8")
+    return dst
+
+
 def test_trained_model_required_but_missing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, comments={"model": "trained"})
     with pytest.raises(ModelError, match="comments train"):
