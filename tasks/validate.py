@@ -710,7 +710,7 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
                                 .values(quarantined=flag))
         existing = {(q.source, q.row_key): q for q in session.execute(
             select(QuarantinedRow).where(QR.period == period)).scalars()}
-        present = set(zip(df["source"].astype(str), df["response_id"].astype(str), strict=True))
+        present = set(df["row_key"].tolist())  # "source|response_id" of every row in the period
         for rec in bad:
             key = (str(rec["source"]), str(rec["response_id"]))
             row_reasons = reasons[rec["row_key"]]
@@ -727,12 +727,12 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
         bad_pairs = {(str(r["source"]), str(r["response_id"])) for r in bad}
         for key, q in existing.items():
             if (q.stage == STAGE and q.readmitted_at is None and key not in bad_pairs
-                    and key in present):
+                    and f"{key[0]}|{key[1]}" in present):
                 q.readmitted_at = now
                 session.add(q)
                 readmitted += 1
         collect_rows = [q for q in existing.values() if q.stage == "collect" and q.readmitted_at is None
-                        and (q.source, q.row_key) not in present]
+                        and f"{q.source}|{q.row_key}" not in present]
         imports = session.execute(
             select(func.coalesce(func.sum(IR.rows_read), 0),
                    func.coalesce(func.sum(IR.duplicates), 0), func.count())
