@@ -353,14 +353,14 @@ def test_failed_notice_goes_out_with_the_next_cycle(engine: Engine, tmp_path: Pa
 
 
 def test_documented_routes_are_valid_apprise_urls() -> None:
-    """docs/notify.md must not teach a URL or an Apprise config that Apprise refuses."""
+    """The README must not teach a URL or an Apprise config that Apprise refuses."""
     import re
 
     import apprise
 
     import tasks.sinks  # noqa: F401  (cxfile://)
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "notify.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     urls = set(re.findall(r"`((?:mailtos?|slack|workflows|dingtalk|wecombot|feishu|lark|jsons?|cxfile)://[^`]+)`",
                           doc))
     assert len(urls) >= 10
