@@ -13,6 +13,8 @@ words with simple plural stripping.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import threading
 import time
@@ -23,19 +25,28 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Table, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, Table, insert, select, update
 
 from config import ConfigError, Settings, TopicConfig
-from models import Feedback
+from models import CycleStage, Feedback, utcnow
 from paths import TEMPLATES
 from tasks.masking import mask_pii
-from tasks.sentiment import NEGATIVE, NEUTRAL, POSITIVE, SentimentModel, detect_language, label_of, load_model
+from tasks.sentiment import (
+    NEGATIVE,
+    NEUTRAL,
+    POSITIVE,
+    SentimentModel,
+    TrainedModel,
+    detect_language,
+    label_of,
+    load_model,
+)
 
 DEFAULT_TAXONOMY = TEMPLATES / "topics.default.toml"
 FEEDBACK: Table = Feedback.__table__  # type: ignore[attr-defined]
-CHUNK = 1000
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _EN_WORD = re.compile(r"[a-z0-9]+")
+log = logging.getLogger(__name__)
 
 # --- taxonomy -----------------------------------------------------------------------------------
 
@@ -83,13 +94,18 @@ def topic_name(topic: TopicConfig, lang: str) -> str:
 
 _jieba_lock = threading.Lock()
 _jieba_words: set[str] = set()
+_jieba_module: Any = None
 
 
 def _jieba() -> Any:
-    import jieba
+    """The jieba module, imported and silenced once (this is called once per comment)."""
+    global _jieba_module
+    if _jieba_module is None:
+        import jieba
 
-    jieba.setLogLevel(60)  # silence "Building prefix dict ..." on stderr
-    return jieba
+        jieba.setLogLevel(60)  # silence "Building prefix dict ..." on stderr
+        _jieba_module = jieba
+    return _jieba_module
 
 
 def add_words(words: Iterable[str]) -> None:
@@ -234,19 +250,33 @@ class CommentResult:
 def analyse_texts(texts: Sequence[str], settings: Settings, *, declared: Sequence[str | None] | None = None,
                   model: SentimentModel | None = None, tagger: ThemeTagger | None = None
                   ) -> list[CommentResult]:
-    """Sentiment and themes for plain texts (no database): used by the stage, the CLI and the bench."""
+    """Sentiment and themes for plain texts (no database): used by the stage, the CLI and the bench.
+
+    Each distinct text is analysed once: real exports repeat short comments ("很好", "ok") many
+    times, and the result depends only on the text (and its language for the score).
+    """
     model = model or load_model(settings)
     tagger = tagger or tagger_for(settings)
     decl = declared if declared is not None else [None] * len(texts)
-    langs = [detect_language(t, d) for t, d in zip(texts, decl, strict=True)]
-    scores = model.score(list(texts), langs) if texts else np.zeros(0)
-    return [CommentResult(sentiment=label_of(float(s), settings.comments), score=round(float(s), 6),
-                          themes=tagger.tag(t), language=lang)
-            for t, s, lang in zip(texts, scores, langs, strict=True)]
+    lang_of: dict[tuple[str, str | None], str] = {}
+    for key in zip(texts, decl, strict=True):
+        if key not in lang_of:
+            lang_of[key] = detect_language(*key)
+    langs = [lang_of[key] for key in zip(texts, decl, strict=True)]
+    scored = list(dict.fromkeys(zip(texts, langs, strict=True)))
+    raw = model.score([t for t, _ in scored], [lang for _, lang in scored]) if scored else np.zeros(0)
+    cfg = settings.comments
+    result_of = {key: (label_of(float(v), cfg), round(float(v), 6))
+                 for key, v in zip(scored, raw, strict=True)}
+    themes_of = {t: tagger.tag(t) for t in dict.fromkeys(texts)}
+    return [CommentResult(*result_of[(t, lang)], themes=list(themes_of[t]), language=lang)
+            for t, lang in zip(texts, langs, strict=True)]
 
 
 @dataclass
 class CommentsSummary:
+    """The period's comments after the stage (the same on a re-run, whatever was redone)."""
+
     period: str
     model: str
     comments: int = 0
@@ -262,51 +292,106 @@ class CommentsSummary:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+ANALYSIS_VERSION = "1"  # bump when the scoring / tagging code changes what it returns
+MARKER_STAGE = "comments:analysis"  # cycle_stage row per period: the fingerprint its rows carry
+CYCLE_STAGE: Table = CycleStage.__table__  # type: ignore[attr-defined]
+UPDATE_CHUNK = 20_000
+
+
+def analysis_fingerprint(settings: Settings, model: SentimentModel) -> str:
+    """What a stored analysis depends on besides the comment: model, taxonomy, label thresholds.
+
+    A trained model is identified by the sha256 of its file (or of its pickled pipeline when it
+    was built in memory), the default model by name and code version.
+    """
+    h = hashlib.sha256(f"v{ANALYSIS_VERSION}|{model.name}|".encode())
+    model_fp = getattr(model, "fingerprint", "")
+    if not model_fp and isinstance(model, TrainedModel):
+        import joblib
+
+        model_fp = joblib.hash(model.pipeline)
+    h.update(f"{model_fp}|{settings.comments.negative_below}|{settings.comments.positive_above}|".encode())
+    h.update("\n".join(t.model_dump_json() for t in load_taxonomy(settings)).encode())
+    return h.hexdigest()
+
+
+def _marker(conn: Connection, period: str) -> str | None:
+    return conn.execute(select(CYCLE_STAGE.c.input_hash).where(
+        CYCLE_STAGE.c.period == period, CYCLE_STAGE.c.stage == MARKER_STAGE)).scalar_one_or_none()
+
+
+def _set_marker(conn: Connection, period: str, fingerprint: str, model: str) -> None:
+    now = utcnow()
+    values = {"status": "completed", "input_hash": fingerprint, "started_at": now, "finished_at": now,
+              "counts": {"model": model}, "error": None}
+    done = conn.execute(update(CYCLE_STAGE).where(
+        CYCLE_STAGE.c.period == period, CYCLE_STAGE.c.stage == MARKER_STAGE).values(**values))
+    if not done.rowcount:
+        conn.execute(insert(CYCLE_STAGE).values(period=period, stage=MARKER_STAGE, **values))
+
+
 def analyse_comments(settings: Settings, engine: Engine, period: str,
                      model: SentimentModel | None = None) -> CommentsSummary:
     """Fill sentiment, sentiment_score and themes for every row of `period` that has a comment.
 
-    All rows of the period are (re)analysed, quarantined ones included, so a row readmitted later
-    already carries its analysis; re-running writes the same values (idempotent). Scoring happens
-    outside the write transaction; each update is guarded by the comment it was computed from, so
-    a comment changed meanwhile by a re-import is never given a stale result.
+    Only rows without an analysis are scored (new rows, and rows whose content changed: collect
+    clears their sentiment and themes), unless the model, the taxonomy or the label thresholds
+    changed since the period was last analysed (fingerprint kept in the `cycle_stage` row
+    "comments:analysis" of the period): then every row is analysed again. Quarantined rows are
+    analysed too, so a row readmitted later already carries its analysis. Re-running writes
+    nothing new and returns the same summary (idempotent). Scoring happens outside the write
+    transaction; each update is guarded by the comment it was computed from, so a comment changed
+    meanwhile by a re-import is never given a stale result.
     """
     started = time.perf_counter()
     model = model or load_model(settings)
     tagger = tagger_for(settings)
+    fingerprint = analysis_fingerprint(settings, model)
     fb = FEEDBACK
     with engine.connect() as conn:
+        full = _marker(conn, period) != fingerprint
         rows = conn.execute(
-            select(fb.c.id, fb.c.comment, fb.c.language)
+            select(fb.c.id, fb.c.comment, fb.c.language, fb.c.sentiment, fb.c.sentiment_score,
+                   fb.c.themes)
             .where(fb.c.period == period, fb.c.comment.is_not(None))
             .order_by(fb.c.id)
         ).all()
     summary = CommentsSummary(period=period, model=model.name)
-    texts = [r.comment for r in rows if r.comment.strip()]
-    declared = [r.language for r in rows if r.comment.strip()]
-    blank = [r for r in rows if not r.comment.strip()]
-    results = analyse_texts(texts, settings, declared=declared, model=model, tagger=tagger)
-    params: list[dict[str, Any]] = []
-    for row, res in zip([r for r in rows if r.comment.strip()], results, strict=True):
-        params.append({"b_id": row.id, "b_comment": row.comment, "b_sentiment": res.sentiment,
-                       "b_score": res.score, "b_themes": ",".join(res.themes)})
+    todo = []
+    blank_todo = []
+    for r in rows:
+        if not r.comment.strip():
+            summary.cleared += 1
+            if full or r.sentiment is not None or r.sentiment_score is not None or r.themes is not None:
+                blank_todo.append(r)
+        elif full or r.sentiment is None or r.sentiment_score is None or r.themes is None:
+            todo.append(r)
+        else:
+            setattr(summary, r.sentiment, getattr(summary, r.sentiment) + 1)
+            summary.with_themes += bool(r.themes)
+    results = analyse_texts([r.comment for r in todo], settings, declared=[r.language for r in todo],
+                            model=model, tagger=tagger)
+    params: list[tuple[Any, ...]] = []
+    for row, res in zip(todo, results, strict=True):
+        themes = ",".join(res.themes)
+        params.append((res.sentiment, res.score, themes, row.id, row.comment))
         setattr(summary, res.sentiment, getattr(summary, res.sentiment) + 1)
-        summary.with_themes += bool(res.themes)
-    params += [{"b_id": r.id, "b_comment": r.comment, "b_sentiment": None, "b_score": None,
-                "b_themes": None} for r in blank]
-    stmt = (
-        update(fb)
-        .where(and_(fb.c.id == bindparam("b_id"), fb.c.comment == bindparam("b_comment")))
-        .values(sentiment=bindparam("b_sentiment"), sentiment_score=bindparam("b_score"),
-                themes=bindparam("b_themes"))
-    )
+        summary.with_themes += bool(themes)
+    params += [(None, None, None, r.id, r.comment) for r in blank_todo]
     with engine.begin() as conn:
-        for i in range(0, len(params), CHUNK):
-            conn.execute(stmt, params[i:i + CHUNK])
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sql = (f"UPDATE {fb.name} SET sentiment = {mark}, sentiment_score = {mark}, themes = {mark} "
+               f"WHERE id = {mark} AND comment = {mark}")
+        for i in range(0, len(params), UPDATE_CHUNK):
+            conn.exec_driver_sql(sql, params[i:i + UPDATE_CHUNK])
+        if full or _marker(conn, period) != fingerprint:
+            _set_marker(conn, period, fingerprint, model.name)
     summary.comments = len(rows)
-    summary.analysed = len(texts)
-    summary.cleared = len(blank)
+    summary.analysed = len(rows) - summary.cleared
     summary.seconds = time.perf_counter() - started
+    log.info("comments %s: %d of %d comments analysed now (%s), %d distinct texts", period, len(todo),
+             summary.analysed, "all: model or taxonomy changed" if full else "new or changed only",
+             len({r.comment for r in todo}))
     return summary
 
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -183,6 +184,7 @@ class TrainedModel:
     metrics: dict[str, float] = field(default_factory=dict)
     source: str = ""
     name: str = "trained"
+    fingerprint: str = ""  # sha256 of the model file it was loaded from ("" when built in memory)
 
     def score(self, texts: Sequence[str], languages: Sequence[str]) -> np.ndarray:
         """P(positive); comments in a language it never saw fall back to the default model."""
@@ -309,12 +311,26 @@ def save_model(model: TrainedModel, path: Path) -> Path:
 
 
 def load_trained(path: Path) -> TrainedModel:
-    """Load a model written by `save_model` (a joblib pickle: only load files you created)."""
-    import joblib
+    """Load a model written by `save_model` (a joblib pickle: only load files you created).
 
+    Loaded once per process and file version (path, size, modification time): a cycle, the demo's
+    six cycles or a test re-running the stage do not unpickle the same model again and again.
+    """
     if not path.exists():
         raise ModelError(f"{path}: no trained sentiment model (run `cxloop comments train --data FILE`)")
+    st = path.stat()
+    return _load_trained(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)
+def _load_trained(path_str: str, size: int, mtime_ns: int) -> TrainedModel:
+    import hashlib
+
+    import joblib
+
+    path = Path(path_str)
     try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
         payload = joblib.load(path)
     except Exception as exc:  # corrupt or foreign file
         raise ModelError(f"{path}: cannot read the sentiment model: {exc}") from None
@@ -324,7 +340,8 @@ def load_trained(path: Path) -> TrainedModel:
         raise ModelError(f"{path}: model format {payload.get('format')} is not supported; retrain it")
     return TrainedModel(pipeline=payload["pipeline"], languages=list(payload["languages"]),
                         trained_at=payload["trained_at"], n_train=int(payload["n_train"]),
-                        metrics=dict(payload.get("metrics", {})), source=str(payload.get("source", "")))
+                        metrics=dict(payload.get("metrics", {})), source=str(payload.get("source", "")),
+                        fingerprint=digest)
 
 
 def load_model(settings: Settings) -> SentimentModel:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from cli import main
 from config import ConfigError, Settings, settings_from_dict
@@ -341,3 +341,22 @@ def test_cli_themes_json(engine: Engine, db_url: str, tmp_path: Path,
     assert code == 0 and out.splitlines()[0].startswith("topic,name,owner,count,share")
     code, out, _ = cxloop(capsys, monkeypatch, config, "themes", "--period", PERIOD)
     assert code == 0 and "delivery" in out and "物流配送" in out
+
+
+def test_only_unanalysed_rows_unless_taxonomy_changed(engine: Engine, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    add_feedback(engine, "a", "快递太慢了")
+    add_feedback(engine, "b", "快递太慢了")  # a repeated text is analysed once, stored for both
+    analyse_comments(settings, engine, PERIOD)
+    assert stored(engine)["a"] == stored(engine)["b"] == ("negative", "delivery")
+    with engine.begin() as conn:  # an analysed row is kept; a row cleared by collect is redone
+        conn.execute(update(FEEDBACK).where(FEEDBACK.c.response_id == "a").values(themes="kept"))
+        conn.execute(update(FEEDBACK).where(FEEDBACK.c.response_id == "b").values(
+            sentiment=None, sentiment_score=None, themes=None))
+    again = analyse_comments(settings, engine, PERIOD)
+    assert again.analysed == 2 and again.with_themes == 2
+    assert stored(engine) == {"a": ("negative", "kept"), "b": ("negative", "delivery")}
+    changed = make_settings(tmp_path, topics=[{"id": "speed", "name_en": "Speed", "name_zh": "速度",
+                                               "keywords": {"zh": ["太慢"]}}])
+    analyse_comments(changed, engine, PERIOD)  # new taxonomy: every row again
+    assert stored(engine) == {"a": ("negative", "speed"), "b": ("negative", "speed")}
