@@ -88,3 +88,57 @@ def test_four_cycles_tell_the_whole_story(prefect_harness: None, demo_config: Pa
     assert sum(len(v) for v in _notices(demo_config.parent).values()) == files_before
     assert collect.status == "completed"
     engine.dispose()
+
+
+def test_accepting_the_data_risk_publishes_a_held_month(prefect_harness: None, demo_config: Path) -> None:
+    from config import load_settings
+    from db import open_db
+
+    engine = open_db(load_settings(demo_config).database_url)
+    for p in PERIODS[:3]:
+        cx_monthly_cycle(p, config=str(demo_config), started_by="test")
+    held = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="test")
+    assert held["status"] == "held"
+    accepted = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="ann",
+                                accept_data_risk=True, risk_reason="app export checked by hand")
+    assert accepted["status"] == "completed"
+    with Session(engine) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == "2026-09")).one()
+        assert (cycle.gate, cycle.risk_accepted_by, cycle.risk_reason) == (
+            "accepted", "ann", "app export checked by hand")
+        assert cycle.risk_accepted_at is not None
+        kinds = {o.kind for o in s.exec(select(OutboxMessage).where(OutboxMessage.period == "2026-09"))}
+        assert "digest" in kinds, "departments hear about the month once the risk is accepted"
+    engine.dispose()
+
+
+def test_a_crashed_stage_leaves_a_consistent_cycle_that_the_next_run_resumes(
+        prefect_harness: None, demo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.report
+    from config import load_settings
+    from db import open_db
+
+    engine = open_db(load_settings(demo_config).database_url)
+
+    def boom(*args: object, **kwargs: object) -> list[Path]:
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as patched, pytest.raises(RuntimeError, match="disk full"):
+        patched.setattr(tasks.report, "write_reports", boom)
+        cx_monthly_cycle("2026-06", config=str(demo_config), started_by="test")
+    with Session(engine) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == "2026-06")).one()
+        assert cycle.status == "failed" and "disk full" in (cycle.error or "")
+        stages = {st.stage: st for st in s.exec(select(CycleStage).where(CycleStage.period == "2026-06"))}
+        assert stages["report"].status == "failed"
+        assert stages["kpis"].status == "completed"
+        loaded = len(list(s.exec(select(Feedback).where(Feedback.period == "2026-06"))))
+    again = cx_monthly_cycle("2026-06", config=str(demo_config), started_by="test")
+    assert again["status"] == "completed"
+    with Session(engine) as s:
+        stages = {st.stage: st for st in s.exec(select(CycleStage).where(CycleStage.period == "2026-06"))}
+        assert stages["collect"].counts.get("resumed") is None  # the record of the first, real run
+        assert stages["report"].status == "completed"
+        assert len(list(s.exec(select(Feedback).where(Feedback.period == "2026-06")))) == loaded
+    assert (demo_config.parent / "reports" / "2026-06" / "report.html").exists()
+    engine.dispose()
