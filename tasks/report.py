@@ -393,7 +393,9 @@ def _value_label(settings: Settings, scope: str, value: str, lang: str) -> str:
 
 
 def _topic_names(settings: Settings, lang: str) -> dict[str, str]:
-    return {t.id: (t.name_zh if lang == "zh" else t.name_en) for t in settings.topics or []}
+    from tasks.comments import load_taxonomy  # the configured topics, or the shipped default taxonomy
+
+    return {t.id: (t.name_zh if lang == "zh" else t.name_en) for t in load_taxonomy(settings)}
 
 
 # --------------------------------------------------------------------------- feedback-derived parts
