@@ -19,6 +19,7 @@ Every run validates ALL rows of the period again (clean and quarantined), so fix
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -31,7 +32,7 @@ from statistics import median
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, String, delete, func, select, type_coerce, update
+from sqlalchemy import Engine, String, bindparam, delete, func, insert, select, type_coerce, update
 
 from config import Settings
 from db import session_scope
@@ -63,6 +64,9 @@ FB = Feedback.__table__.c  # type: ignore[attr-defined]
 QR = QuarantinedRow.__table__.c  # type: ignore[attr-defined]
 QC = QualityCheck.__table__.c  # type: ignore[attr-defined]
 IR = ImportRecord.__table__.c  # type: ignore[attr-defined]
+FT = Feedback.__table__  # type: ignore[attr-defined]
+QT = QuarantinedRow.__table__  # type: ignore[attr-defined]
+_BULK = 5_000  # rows per executemany of quarantine inserts/updates
 
 
 class SuiteError(ValueError):
@@ -299,6 +303,8 @@ def _context() -> Any:
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX logs "Created temporary directory ... for ephemeral docs site" at INFO for every context.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx
@@ -700,40 +706,54 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     bad = df.loc[is_bad].to_dict("records")
     raws = _raw_values(engine, [int(r["id"]) for r in bad])
     readmitted = 0
-    with session_scope(engine) as session:
+    # Core statements, not ORM objects: building a SQLModel instance per quarantined row costs
+    # about 0.4 ms (8 s for the 20,000 bad rows of a 1M-row month).
+    with engine.begin() as conn:
         was_q = df["quarantined"].fillna(False).astype(bool)
         to_set = [int(i) for i in df.loc[is_bad & ~was_q, "id"]]
         to_clear = [int(i) for i in df.loc[~is_bad & was_q, "id"]]
         for ids, flag in ((to_set, True), (to_clear, False)):
             for start in range(0, len(ids), _CHUNK):
-                session.execute(update(Feedback).where(FB.id.in_(ids[start:start + _CHUNK]))
-                                .values(quarantined=flag))
-        existing = {(q.source, q.row_key): q for q in session.execute(
-            select(QuarantinedRow).where(QR.period == period)).scalars()}
+                conn.execute(update(FT).where(FB.id.in_(ids[start:start + _CHUNK]))
+                             .values(quarantined=flag))
+        existing = {(r.source, r.row_key): r for r in conn.execute(
+            select(QR.id, QR.source, QR.row_key, QR.stage, QR.raw, QR.reasons, QR.readmitted_at)
+            .where(QR.period == period))}
         present = set(df["row_key"].tolist())  # "source|response_id" of every row in the period
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        created = utcnow()
         for rec in bad:
             key = (str(rec["source"]), str(rec["response_id"]))
             row_reasons = reasons[rec["row_key"]]
+            raw = raws[int(rec["id"])]
             q = existing.get(key)
             if q is None:
-                session.add(QuarantinedRow(period=period, source=key[0], row_key=key[1], response_id=key[1],
-                                           stage=STAGE, raw=raws[int(rec["id"])],
-                                           reasons=row_reasons))
+                inserts.append({"period": period, "source": key[0], "row_key": key[1], "response_id": key[1],
+                                "file": None, "line": None, "stage": STAGE, "raw": raw,
+                                "reasons": row_reasons, "created_at": created, "readmitted_at": None})
             elif (q.stage != STAGE or q.readmitted_at is not None or q.reasons != row_reasons
-                  or q.raw != raws[int(rec["id"])]):
-                q.stage, q.raw, q.reasons, q.readmitted_at = STAGE, raws[int(rec["id"])], row_reasons, None
-                q.response_id = key[1]
-                session.add(q)
+                  or q.raw != raw):
+                updates.append({"b_id": q.id, "stage": STAGE, "raw": raw, "reasons": row_reasons,
+                                "readmitted_at": None, "response_id": key[1]})
+        for start in range(0, len(inserts), _BULK):
+            conn.execute(insert(QT), inserts[start:start + _BULK])
+        if updates:
+            stmt = update(QT).where(QR.id == bindparam("b_id")).values(
+                {k: bindparam(k) for k in updates[0] if k != "b_id"})
+            for start in range(0, len(updates), _BULK):
+                conn.execute(stmt, updates[start:start + _BULK])
         bad_pairs = {(str(r["source"]), str(r["response_id"])) for r in bad}
-        for key, q in existing.items():
-            if (q.stage == STAGE and q.readmitted_at is None and key not in bad_pairs
-                    and f"{key[0]}|{key[1]}" in present):
-                q.readmitted_at = now
-                session.add(q)
-                readmitted += 1
+        readmit_ids = [q.id for key, q in existing.items()
+                       if q.stage == STAGE and q.readmitted_at is None and key not in bad_pairs
+                       and f"{key[0]}|{key[1]}" in present]
+        for start in range(0, len(readmit_ids), _CHUNK):
+            conn.execute(update(QT).where(QR.id.in_(readmit_ids[start:start + _CHUNK]))
+                         .values(readmitted_at=now))
+        readmitted = len(readmit_ids)
         collect_rows = [q for q in existing.values() if q.stage == "collect" and q.readmitted_at is None
                         and f"{q.source}|{q.row_key}" not in present]
-        imports = session.execute(
+        imports = conn.execute(
             select(func.coalesce(func.sum(IR.rows_read), 0),
                    func.coalesce(func.sum(IR.duplicates), 0), func.count())
             .where(IR.period == period)).one()
