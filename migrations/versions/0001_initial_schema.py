@@ -103,6 +103,7 @@ def upgrade() -> None:
     sa.Column('rejected', sa.Integer(), nullable=False),
     sa.Column('out_of_period', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('periods', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('import_record', schema=None) as batch_op:
