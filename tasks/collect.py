@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -134,6 +135,8 @@ class Prepared:
     out_of_period: int
     repeated: int  # earlier copies of a response_id repeated later in the same file
     fixed_keys: set[str]  # row keys that parse now: their collect-stage quarantine is readmitted
+    periods: dict[str, int] = field(default_factory=dict)  # dated rows per "YYYY-MM" (any state)
+    undated: int = 0  # rows without a usable submitted_at: rejected in every period
 
 
 # ------------------------------------------------------------------------------ value coercion
@@ -439,7 +442,19 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
     repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
     records = records[~repeated].reset_index(drop=True)
     records["content_hash"] = content_hashes(records)
-    return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()), fixed)
+    return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()), fixed,
+                    _period_counts(submitted[known], settings), int((~known).sum()))
+
+
+def _period_counts(submitted: pd.Series, settings: Settings) -> dict[str, int]:
+    """How many of the (dated) rows fall in each month of the project time zone."""
+    if not len(submitted):
+        return {}
+    local = submitted.dt.tz_convert(settings.tz)
+    codes, counts = np.unique((local.dt.year * 100 + local.dt.month).to_numpy(dtype="int64"),
+                              return_counts=True)
+    return {f"{c // 100:04d}-{c % 100:02d}": int(k) for c, k in zip(codes.tolist(), counts.tolist(),
+                                                                       strict=True)}
 
 
 def _flagged(problems: dict[int, list[dict[str, Any]]], n: int, name: str) -> np.ndarray:
@@ -625,7 +640,7 @@ def _existing(conn: Connection, table: Table, source: str, keys: list[str]) -> d
 
 
 def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, imp: ImportSummary,
-           content_hash: str) -> None:
+           content_hash: str, periods: dict[str, Any] | None = None) -> None:
     """Upsert the accepted rows, quarantine the rejected ones and write the import record, in one
     transaction."""
     fb: Table = Feedback.__table__  # type: ignore[attr-defined]
@@ -635,7 +650,7 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
     with engine.begin() as conn:
         import_id = conn.execute(insert(it).values(
             source=source.name, file=imp.file, content_hash=content_hash, period=period, started_at=now,
-            **dict.fromkeys(COUNT_NAMES, 0), error=None,
+            **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=periods,
         )).inserted_primary_key[0]  # type: ignore[index]
         imp.import_id = int(import_id)
         records = prep.records
@@ -741,26 +756,29 @@ def source_files(settings: Settings, source: SourceConfig) -> list[Path]:
     return [pattern]
 
 
-def read_file(settings: Settings, source: SourceConfig, path: Path, label: str) -> RawTable:
-    """One file of a file-based source, read by its kind's reader."""
+def read_file(settings: Settings, source: SourceConfig, path: Path, label: str,
+              data: bytes | None = None) -> RawTable:
+    """One file of a file-based source, read by its kind's reader (`data`: its bytes, if read)."""
     if source.kind == "csv":
-        return readers.read_csv(path, source.encoding, label)
+        return readers.read_csv(path, source.encoding, label, data)
     if source.kind == "excel":
-        return readers.read_excel(path, source.sheet, label)
+        return readers.read_excel(path, source.sheet, label, data)
     if source.kind == "json":
-        return readers.read_json(path, source.encoding, label)
-    return readers.read_jsonl(path, source.encoding, label)
+        return readers.read_json(path, source.encoding, label, data)
+    return readers.read_jsonl(path, source.encoding, label, data)
 
 
 def collect_source(settings: Settings, engine: Engine, source: SourceConfig, period: str
                    ) -> list[ImportSummary]:
-    """Load one configured source (every file its glob matches, or its SQL query)."""
-    loaders: list[tuple[str, Callable[[], RawTable]]] = []
+    """Load one configured source (every file its glob matches, or its SQL query).
+
+    A file whose exact content was imported before under the same mapping is not parsed again
+    when that says nothing can change for this period (see `_reuse`)."""
+    loaders: list[tuple[str, Path | None]] = []
     if source.kind == "sql":
         assert source.url is not None and source.query is not None
         url = readers.resolve_sql_url(source.url, settings.base_dir)
-        label = f"sql:{readers.mask_url(url)}"
-        loaders.append((label, lambda: readers.read_sql(url, source.query or "", label)))
+        loaders.append((f"sql:{readers.mask_url(url)}", None))
     else:
         try:
             files = source_files(settings, source)
@@ -768,15 +786,23 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
             imp = ImportSummary(source.name, source.path or "", error=str(exc))
             _record_failure(engine, period, imp, "")
             return [imp]
-        for path in files:
-            label = _label(settings, path)
-            loaders.append((label, lambda p=path, lb=label: read_file(settings, source, p, lb)))  # type: ignore[misc]
+        loaders.extend((_label(settings, path), path) for path in files)
+    fingerprint = _fingerprint(settings, source)
     done: list[ImportSummary] = []
-    for label, load in loaders:
+    for label, path in loaders:
         imp = ImportSummary(source.name, label)
         digest = ""
         try:
-            raw = load()
+            if path is None:
+                raw = readers.read_sql(url, source.query or "", label)
+            else:
+                data = path.read_bytes()
+                digest = readers.file_digest(data)
+                if _reuse(engine, source, label, data, digest, fingerprint, period, imp):
+                    done.append(imp)
+                    continue
+                raw = read_file(settings, source, path, label, data)
+                del data
             digest, imp.encoding = raw.content_hash, raw.encoding
             prep = prepare(settings, source, raw, period, label)
         except SourceError as exc:
@@ -786,9 +812,100 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
         if imp.error:
             _record_failure(engine, period, imp, digest)
         else:
-            _store(engine, source, prep, period, imp, digest)
+            _store(engine, source, prep, period, imp, digest, {
+                "config": fingerprint, "rows": prep.periods, "undated": prep.undated, "reused": None})
         done.append(imp)
     return done
+
+
+# Bump when `prepare` maps the same file differently: earlier imports then no longer vouch for it.
+_PREPARE_VERSION = 1
+
+
+def _fingerprint(settings: Settings, source: SourceConfig) -> str:
+    """What besides the file's bytes decides its canonical rows: the source's mapping, the time
+    zone, the department ownership (derived departments) and the mapping code's version."""
+    spec = {"v": _PREPARE_VERSION, "source": source.model_dump(mode="json"), "tz": str(settings.tz),
+            "departments": {k: d.model_dump(mode="json") for k, d in settings.departments.items()}}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _may_hold(source: SourceConfig, data: bytes, response_id: str) -> bool:
+    """Could the file mention this response id? A byte search in the usual encodings (and JSON
+    escapes); compressed Excel files cannot be searched, so they may hold anything."""
+    if source.kind == "excel":
+        return True
+    forms = {response_id, json.dumps(response_id)[1:-1]}
+    for text in forms:
+        for enc in ("utf-8", "gb18030", "utf-16-le", "utf-16-be"):
+            try:
+                if text.encode(enc) in data:
+                    return True
+            except UnicodeEncodeError:
+                continue
+    return False
+
+
+def _reuse(engine: Engine, source: SourceConfig, label: str, data: bytes, digest: str,
+           fingerprint: str, period: str, imp: ImportSummary) -> bool:
+    """Record a file without parsing it, when an earlier import of the same bytes under the same
+    mapping shows that parsing it would change nothing for `period`:
+
+    - it has no row for this period (every row is dated, in other months), or
+    - the latest import of this file for this period was of these bytes: its rows are stored.
+
+    The import record is written as the parse would have written it (rows_read = the file's
+    rows; out_of_period, rejected as before; the rows stored earlier count as duplicates), with
+    `periods.reused` naming the import it relied on. Not used when the source has a collect-stage
+    quarantine entry for the period that a parse of this file could change: one of this file's
+    own that another file readmitted, or another file's whose response id occurs in this file
+    (a parse would readmit it if the row is valid here).
+    """
+    it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+    qt: Table = QuarantinedRow.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        earlier = conn.execute(
+            select(it.c.id, it.c.period, it.c.content_hash, it.c.periods, it.c.rows_read, it.c.loaded,
+                   it.c.updated, it.c.duplicates, it.c.rejected, it.c.out_of_period)
+            .where(it.c.source == source.name, it.c.file == label, it.c.error.is_(None))
+            .order_by(it.c.id.desc())).all()
+        vouched = [r for r in earlier if r.content_hash == digest and isinstance(r.periods, dict)
+                   and r.periods.get("config") == fingerprint]
+        if not vouched:
+            return False
+        last_here = next((r for r in earlier if r.period == period), None)
+        ref = None
+        if last_here is not None and last_here in vouched:
+            ref = last_here
+            counts = {"rows_read": ref.rows_read, "loaded": 0, "updated": 0,
+                      "duplicates": ref.loaded + ref.updated + ref.duplicates, "rejected": ref.rejected,
+                      "out_of_period": ref.out_of_period}
+        else:
+            latest = vouched[0]
+            info = latest.periods
+            if int(info.get("undated", 1)) or int((info.get("rows") or {}).get(period, 0)):
+                return False
+            ref = latest
+            counts = {"rows_read": ref.rows_read, "loaded": 0, "updated": 0, "duplicates": 0,
+                      "rejected": 0, "out_of_period": ref.rows_read}
+        entries = conn.execute(
+            select(qt.c.response_id, qt.c.file, qt.c.readmitted_at)
+            .where(qt.c.period == period, qt.c.source == source.name, qt.c.stage == "collect")).all()
+        for rid, file, readmitted in entries:
+            if file == label:
+                if readmitted is not None:  # a parse would put this file's rejection back
+                    return False
+            elif rid is not None and _may_hold(source, data, str(rid)):
+                return False  # a parse might readmit (or take over) another file's rejection
+    periods = {**ref.periods, "reused": int(ref.id)}
+    with engine.begin() as conn:
+        imp.import_id = int(conn.execute(insert(it).values(
+            source=source.name, file=label, content_hash=digest, period=period, started_at=utcnow(),
+            error=None, periods=periods, **counts,
+        )).inserted_primary_key[0])  # type: ignore[index]
+    for name, value in counts.items():
+        setattr(imp, name, int(value))
+    return True
 
 
 def collect_period(settings: Settings, engine: Engine, period: str) -> CollectSummary:

@@ -105,8 +105,13 @@ def _as_objects(frame: pd.DataFrame) -> pd.DataFrame:
     return out.where(out.notna(), None)
 
 
-def read_csv(path: Path, encoding: str, label: str) -> RawTable:
-    data = path.read_bytes()
+def file_digest(data: bytes) -> str:
+    """The content hash of a file-based source (what `RawTable.content_hash` holds for it)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -> RawTable:
+    data = path.read_bytes() if data is None else data
     text, enc = decode_text(data, encoding, label)
     if not text.strip():
         raise SourceError(f"{label}: the file is empty (no header row)")
@@ -117,11 +122,11 @@ def read_csv(path: Path, encoding: str, label: str) -> RawTable:
         raise SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return RawTable(_as_objects(frame), np.arange(2, len(frame) + 2),
-                    hashlib.sha256(data).hexdigest(), enc)
+                    file_digest(data), enc)
 
 
-def read_excel(path: Path, sheet: str | int | None, label: str) -> RawTable:
-    data = path.read_bytes()
+def read_excel(path: Path, sheet: str | int | None, label: str, data: bytes | None = None) -> RawTable:
+    data = path.read_bytes() if data is None else data
     try:
         frame = pd.read_excel(io.BytesIO(data), sheet_name=sheet if sheet is not None else 0,
                               dtype=object)
@@ -130,7 +135,7 @@ def read_excel(path: Path, sheet: str | int | None, label: str) -> RawTable:
     except Exception as exc:  # zip/xml errors of a corrupt or mislabelled file
         raise SourceError(f"{label}: not a readable Excel file ({type(exc).__name__}: {exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return RawTable(_as_objects(frame), np.arange(2, len(frame) + 2), hashlib.sha256(data).hexdigest())
+    return RawTable(_as_objects(frame), np.arange(2, len(frame) + 2), file_digest(data))
 
 
 def _records_frame(records: list[Any], label: str, rows: np.ndarray) -> pd.DataFrame:
@@ -142,8 +147,8 @@ def _records_frame(records: list[Any], label: str, rows: np.ndarray) -> pd.DataF
     return _as_objects(frame)
 
 
-def read_json(path: Path, encoding: str, label: str) -> RawTable:
-    data = path.read_bytes()
+def read_json(path: Path, encoding: str, label: str, data: bytes | None = None) -> RawTable:
+    data = path.read_bytes() if data is None else data
     text, enc = decode_text(data, encoding, label)
     try:
         doc = json.loads(text)
@@ -158,11 +163,11 @@ def read_json(path: Path, encoding: str, label: str) -> RawTable:
     if not isinstance(doc, list):
         raise SourceError(f"{label}: expected a JSON array of records")
     rows = np.arange(1, len(doc) + 1)
-    return RawTable(_records_frame(doc, label, rows), rows, hashlib.sha256(data).hexdigest(), enc)
+    return RawTable(_records_frame(doc, label, rows), rows, file_digest(data), enc)
 
 
-def read_jsonl(path: Path, encoding: str, label: str) -> RawTable:
-    data = path.read_bytes()
+def read_jsonl(path: Path, encoding: str, label: str, data: bytes | None = None) -> RawTable:
+    data = path.read_bytes() if data is None else data
     text, enc = decode_text(data, encoding, label)
     records: list[Any] = []
     lines: list[int] = []
@@ -175,7 +180,7 @@ def read_jsonl(path: Path, encoding: str, label: str) -> RawTable:
             raise SourceError(f"{label}: line {no}: not valid JSON ({exc.msg})") from None
         lines.append(no)
     rows = np.asarray(lines, dtype=int)
-    return RawTable(_records_frame(records, label, rows), rows, hashlib.sha256(data).hexdigest(), enc)
+    return RawTable(_records_frame(records, label, rows), rows, file_digest(data), enc)
 
 
 _PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")

@@ -591,3 +591,64 @@ def test_summary_counts_for_the_cycle_record(engine: Engine, tmp_path: Path) -> 
         "out_of_period": 1,
         "errors": 0,
     }
+
+
+def test_unchanged_files_are_not_parsed_again_but_counted_the_same(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.collect as tc
+
+    header = "response_id,submitted_at,channel,nps"
+    write_csv(tmp_path / "x" / "a_09.csv", [header, "s1,2026-09-03,web,9", "s2,2026-09-04,web,3"])
+    write_csv(tmp_path / "x" / "b_10.csv", [header, "o1,2026-10-03,web,9", "o2,2026-10-04,web,x"])
+    settings = make_settings(tmp_path, [{"name": "x", "kind": "csv", "path": "x/*.csv"}])
+    first = {i.file: i.row() for i in collect_period(settings, engine, "2026-09").imports}
+    assert first["x/a_09.csv"]["loaded"] == 2 and first["x/b_10.csv"]["out_of_period"] == 2
+    parsed: list[str] = []
+    real = tc.prepare
+    monkeypatch.setattr(tc, "prepare", lambda s, src, raw, period, label: parsed.append(label) or real(
+        s, src, raw, period, label))
+    # October: the September file holds no October row and is skipped; the October file is parsed.
+    oct1 = collect_period(settings, engine, P)
+    check_sums(oct1)
+    assert parsed == ["x/b_10.csv"]
+    rows = {i.file: i.row() for i in oct1.imports}
+    assert rows["x/a_09.csv"] | {"error": ""} == {"source": "x", "file": "x/a_09.csv", "read": 2, "loaded": 0,
+                                                  "updated": 0, "duplicates": 0, "rejected": 0,
+                                                  "out_of_period": 2, "error": ""}
+    assert (rows["x/b_10.csv"]["loaded"], rows["x/b_10.csv"]["rejected"]) == (1, 1)
+    # Re-running October parses nothing and counts what a parse would: duplicates, same rejections.
+    parsed.clear()
+    again = {i.file: i.row() for i in collect_period(settings, engine, P).imports}
+    assert parsed == []
+    assert again["x/b_10.csv"] | {"error": ""} == {"source": "x", "file": "x/b_10.csv", "read": 2,
+                                                   "loaded": 0, "updated": 0, "duplicates": 1,
+                                                   "rejected": 1, "out_of_period": 0, "error": ""}
+    assert len(quarantine(engine)) == 1
+    with session_scope(engine) as s:
+        recs = list(s.execute(select(ImportRecord).where(col(ImportRecord.period) == P)
+                              .order_by(col(ImportRecord.id))).scalars())
+    assert [r.periods["reused"] is not None for r in recs if r.periods] == [True, False, True, True]
+    assert recs[1].periods is not None and recs[1].periods["rows"] == {"2026-10": 2}
+    # A changed mapping can change the rows: every file is parsed again.
+    remapped = make_settings(tmp_path, [{"name": "x", "kind": "csv", "path": "x/*.csv",
+                                         "values": {"nps": {"x": 5}}}])
+    fixed = {i.file: i.row() for i in collect_period(remapped, engine, P).imports}
+    assert parsed == ["x/a_09.csv", "x/b_10.csv"]
+    assert (fixed["x/b_10.csv"]["loaded"], fixed["x/b_10.csv"]["rejected"]) == (1, 0)
+    assert feedback(engine)["o2"].nps == 5
+
+
+def test_skipping_keeps_readmission_by_another_file(engine: Engine, tmp_path: Path) -> None:
+    header = "response_id,submitted_at,channel,nps"
+    write_csv(tmp_path / "x" / "b_10.csv", [header, "o1,2026-10-03,web,9", "o2,2026-10-04,web,x"])
+    write_csv(tmp_path / "x" / "c_11.csv", [header, "o2,2026-10-04,web,7", "n1,2026-11-02,web,8"])
+    settings = make_settings(tmp_path, [{"name": "x", "kind": "csv", "path": "x/*.csv"}])
+    for _ in range(3):
+        summary = collect_period(settings, engine, P)
+        check_sums(summary)
+        [entry] = quarantine(engine)
+        assert entry.row_key == "o2" and entry.readmitted_at is not None
+        assert feedback(engine)["o2"].nps == 7
+    collect_period(settings, engine, "2026-11")
+    rows = {i.file: i.row() for i in collect_period(settings, engine, "2026-11").imports}
+    assert rows["x/b_10.csv"]["out_of_period"] == 2 and rows["x/c_11.csv"]["duplicates"] == 1
