@@ -303,8 +303,10 @@ def _context() -> Any:
     gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    # GX logs "Created temporary directory ... for ephemeral docs site" at INFO for every context.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # GX logs "Created temporary directory ... for ephemeral docs site" at INFO for every context,
+    # from a module logger it sets to INFO itself (so the package logger's level is not enough).
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx
