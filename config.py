@@ -189,7 +189,7 @@ class TopicConfig(Strict):
 
 class CommentsConfig(Strict):
     model: Literal["auto", "snownlp", "trained"] = "auto"
-    model_path: str = "models/sentiment.joblib"
+    model_path: str = "sentiment/model.joblib"
     negative_below: float = Field(default=0.4, ge=0, le=1)
     positive_above: float = Field(default=0.6, ge=0, le=1)
 

@@ -433,7 +433,7 @@ data_owners = ["cxfile://localhost/{notices}/data-owners"]
 
 [comments]
 model = "auto"
-model_path = "models/sentiment.joblib"
+model_path = "sentiment/model.joblib"
 """
 
 

@@ -44,7 +44,7 @@ def add_month(engine: Engine, period: str, negative_share: float, rng: random.Ra
 
 def test_theme_negative_share_signal_opens_action_for_owner(engine: Engine, tmp_path: Path) -> None:
     settings = settings_from_dict({
-        "comments": {"model_path": "models/sentiment.joblib"},
+        "comments": {"model_path": "sentiment/model.joblib"},
         "departments": {"logistics": {"name": "Logistics", "owns": {"topic": ["delivery"]}},
                         "sales": {"name": "Sales", "owns": {"topic": ["price"]}}},
     }, tmp_path, env={})
