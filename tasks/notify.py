@@ -162,7 +162,9 @@ def scope_label(settings: Settings, scope: str, value: str, lang: str) -> str:
         return settings.departments[value].name
     if scope == "overall":
         return _t("the company", lang)
-    return value
+    from tasks.rendering import translate
+
+    return translate(value, lang)  # journey stages, channels, touchpoints have catalog names
 
 
 def _fmt(value: float | None) -> str:
@@ -355,11 +357,15 @@ def _data_quality(settings: Settings, session: Session, period: str) -> Draft:
     checks = session.exec(select(QualityCheck).where(QualityCheck.period == period)
                           .where(QualityCheck.success == False)  # noqa: E712
                           .order_by(col(QualityCheck.severity), col(QualityCheck.id))).all()
+    def gating(c: QualityCheck) -> bool:
+        return bool((c.observed or {}).get("gating", c.level == "batch" and c.severity == "critical"))
+
+    checks = sorted(checks, key=lambda c: not gating(c))  # what held the cycle first
     items = [{"suite": c.suite, "expectation": c.expectation, "column": c.column or "", "level": c.level,
-              "severity": c.severity, "unexpected_count": c.unexpected_count,
-              "observed": _short(c.observed) if c.observed else "",
+              "severity": c.severity, "unexpected_count": c.unexpected_count, "gating": gating(c),
+              "observed": _short((c.observed or {}).get("message") or c.observed) if c.observed else "",
               "sample": _short(c.sample[:5]) if c.sample else ""} for c in checks]
-    critical = sum(1 for c in checks if c.severity == "critical")
+    critical = sum(1 for c in checks if gating(c))
     subject = _t("[cxloop] %(period)s: cycle held by the data-quality gate (%(n)s checks failed)",
                  lang, period=period, n=len(items))
     html, text = _render_pair("data_quality", lang, period=period, checks=items, critical=critical,

@@ -115,7 +115,7 @@ def test_verdict_sentence_plain_words(tmp_path: Path) -> None:
                     method="did", verdict="improved", n=400)
     assert verdict_sentence(settings, action, m, "en") == (
         "NPS of delivery rose 9.5 points (95% CI 4.1 to 14.8) more than in comparable stages.")
-    assert "delivery的净推荐值比可比旅程阶段多上升 9.5 分" in verdict_sentence(settings, action, m, "zh")
+    assert "配送的净推荐值比可比旅程阶段多上升 9.5 分" in verdict_sentence(settings, action, m, "zh")
     down = Measurement(action_id=1, period=P, change=-6.0, change_ci_low=-9.0, change_ci_high=-2.5,
                        method="pre_post", verdict="worsened", n=300)
     assert verdict_sentence(settings, action, down, "en") == (
@@ -416,7 +416,7 @@ def test_digest_of_actions_opened_by_the_actions_stage(engine: Engine, tmp_path:
         queue_notices(settings, engine, P, held=False)
         assert deliver(settings, engine, P).sent == 1
     text = hook.requests[0].json()["message"]
-    assert "净推荐值 · delivery" in text and "8.0 (目标 30.0" in text
+    assert "净推荐值 · 配送" in text and "8.0 (目标 30.0" in text
     assert "快递三天没到" in text and "slow, mail me [email]" in text and "great" not in text
     assert "13812345678" not in text and "a@b.cn" not in text
 
