@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a closed network
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 PG_URL = os.environ.get("CXLOOP_TEST_PG_URL", "")
