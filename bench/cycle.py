@@ -174,7 +174,9 @@ def main() -> None:
     with Session(engine) as s:
         stages = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == PERIOD))}
     print(f"cycle {PERIOD}: {outcome['status']} (gate {outcome['gate']})")
-    for name, r in stages.items():
+    from flows.cycle import STAGES as CYCLE_STAGES
+
+    for name, r in ((n, stages[n]) for n in CYCLE_STAGES if n in stages):
         secs = (r.finished_at - r.started_at).total_seconds() if r.finished_at else float("nan")
         print(f"  {name:<10} {secs:7.2f} s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
