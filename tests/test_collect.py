@@ -605,8 +605,11 @@ def test_unchanged_files_are_not_parsed_again_but_counted_the_same(
     assert first["x/a_09.csv"]["loaded"] == 2 and first["x/b_10.csv"]["out_of_period"] == 2
     parsed: list[str] = []
     real = tc.prepare
-    monkeypatch.setattr(tc, "prepare", lambda s, src, raw, period, label: parsed.append(label) or real(
-        s, src, raw, period, label))
+    def spy(s: Any, src: Any, raw: Any, period: str, label: str) -> Any:
+        parsed.append(label)
+        return real(s, src, raw, period, label)
+
+    monkeypatch.setattr(tc, "prepare", spy)
     # October: the September file holds no October row and is skipped; the October file is parsed.
     oct1 = collect_period(settings, engine, P)
     check_sums(oct1)
