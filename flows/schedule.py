@@ -36,9 +36,14 @@ def serve(config: Path) -> None:
 
 
 def deploy(config: Path, pool: str, name: str = DEPLOYMENT) -> Any:
-    """Register a deployment on a Prefect server; workers of `pool` (type process) run it."""
+    """Register a deployment on a Prefect server; workers of `pool` (type process) run it.
+
+    `to_deployment(...).apply()` rather than `flow.deploy()`: with Prefect 3.8 and fastapi<0.155,
+    deploy()'s look-up of online workers is refused by the server (HTTP 422), and a deployment
+    needs no online worker to be registered."""
     settings = load_settings(config)
     source: Any = cx_scheduled_cycle.from_source(source=str(ROOT),
-                                            entrypoint="flows/schedule.py:cx_scheduled_cycle")
-    return source.deploy(name=name, work_pool_name=pool, schedules=[schedule_of(settings)],
-                         parameters={"config": str(config.resolve())})
+                                                 entrypoint="flows/schedule.py:cx_scheduled_cycle")
+    deployment = source.to_deployment(name=name, work_pool_name=pool, schedules=[schedule_of(settings)],
+                                      parameters={"config": str(config.resolve())})
+    return deployment.apply()
