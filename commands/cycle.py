@@ -109,7 +109,11 @@ def run(
     who = by or getpass.getuser()
     (outcome,) = run_cycles(cfg, [period], who, accept_data_risk, reason)
     _, engine = load(cfg)
-    emit(_stage_rows(engine, period), Format.table, ["stage", "status", "seconds", "counts"],
+    rows = _stage_rows(engine, period)
+    for row in rows:
+        if row["stage"] in outcome.get("resumed", []):
+            row["status"] = "unchanged (kept)"
+    emit(rows, Format.table, ["stage", "status", "seconds", "counts"],
          title=f"cycle {period}: {outcome['status']} (gate {outcome['gate']})", console=Console())
     _where_next(engine, period)
     if outcome["status"] == "held":

@@ -169,9 +169,11 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
     engine = _engine(settings.database_url)
     with period_lock(engine, period):
         start_cycle(engine, period, started_by)
+        done: dict[str, dict[str, Any]] = {}
         try:
-            collect_feedback(settings, engine, period)
-            gate = validate_data(settings, engine, period).get("status", "passed")
+            done["collect"] = collect_feedback(settings, engine, period)
+            done["validate"] = validate_data(settings, engine, period)
+            gate = done["validate"].get("status", "passed")
             held = gate == "held" and not accept_data_risk
             if gate == "held" and accept_data_risk:
                 update_cycle(engine, period, gate="accepted", risk_accepted_by=started_by,
@@ -179,20 +181,21 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
             else:
                 update_cycle(engine, period, gate=gate, risk_accepted_by=None, risk_accepted_at=None,
                              risk_reason=None)
-            read_comments(settings, engine, period)
-            compute_kpis(settings, engine, period, provisional=held)
+            done["comments"] = read_comments(settings, engine, period)
+            done["kpis"] = compute_kpis(settings, engine, period, provisional=held)
             if held:
                 for stage in ("remeasure", "actions"):
                     skip_stage(engine, period, stage, "cycle held by the data-quality gate")
             else:
-                remeasure_actions(settings, engine, period)
-                assign_actions(settings, engine, period)
-            notify_owners(settings, engine, period, held=held)
-            write_reports(settings, engine, period)
+                done["remeasure"] = remeasure_actions(settings, engine, period)
+                done["actions"] = assign_actions(settings, engine, period)
+            done["notify"] = notify_owners(settings, engine, period, held=held)
+            done["report"] = write_reports(settings, engine, period)
         except Exception as exc:
             update_cycle(engine, period, status="failed", finished_at=utcnow(),
                          error=f"{type(exc).__name__}: {exc}")
             raise
         status = "held" if held else "completed"
         update_cycle(engine, period, status=status, finished_at=utcnow())
-    return {"period": period, "status": status, "gate": gate}
+    resumed = [name for name, counts in done.items() if counts.get("resumed")]
+    return {"period": period, "status": status, "gate": gate, "resumed": resumed}

@@ -79,6 +79,7 @@ def test_four_cycles_tell_the_whole_story(prefect_harness: None, demo_config: Pa
     files_before = sum(len(v) for v in _notices(demo_config.parent).values())
     again = cx_monthly_cycle("2026-08", config=str(demo_config), started_by="test")
     assert again["status"] == "completed"
+    assert "collect" in again["resumed"], "unchanged source files are not collected again"
     with Session(engine) as s:
         after = (len(list(s.exec(select(Action)))), len(list(s.exec(select(Feedback)))),
                  len(list(s.exec(select(OutboxMessage)))), len(list(s.exec(select(Measurement)))))
