@@ -5,17 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from cli import main
 from config import load_settings
 from db import session_scope
 from models import Measurement
 from tasks.actions import open_actions
+from tests.cli import cxloop
 from tests.test_actions import actions, add_feedback, add_result, events
 
 CONFIG = """
@@ -35,17 +34,6 @@ owns = {{ channel = ["hotline"] }}
 """
 
 
-def cxloop(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path,
-           *args: str) -> tuple[int, str, str]:
-    """Run the installed entry point in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["cxloop", *args, "--config", str(config)])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out.out, out.err
 
 
 @pytest.fixture

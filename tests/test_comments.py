@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from cli import main
 from config import ConfigError, Settings, settings_from_dict
 from db import session_scope
 from models import Feedback
@@ -35,6 +33,7 @@ from tasks.sentiment import (
     load_model,
     normalise_labels,
 )
+from tests.cli import cxloop
 
 PERIOD = "2026-10"
 
@@ -162,16 +161,6 @@ def write_labelled_csv(path: Path, n: int = 300, seed: int = 1) -> Path:
     return path
 
 
-def cxloop(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: Path,
-           *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    monkeypatch.setattr(sys, "argv", ["cxloop", *args, "--config", str(config)])
-    monkeypatch.setenv("COLUMNS", "200")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    code = exc.value.code
-    return (code if isinstance(code, int) else 1), out.out, out.err
 
 
 def test_train_writes_model_then_auto_uses_it(engine: Engine, db_url: str, tmp_path: Path,
