@@ -16,15 +16,18 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from markupsafe import Markup
-from sqlalchemy import Engine, select
+from numpy.typing import NDArray
+from sqlalchemy import Engine, String, case, func, literal, or_, select
 from sqlmodel import Session, col
 
 from config import Settings
@@ -415,6 +418,129 @@ def load_feedback(engine: Engine, period: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(_FEEDBACK_COLS))
 
 
+# What each journey KPI is scored from (tasks.kpis.response_scores reads these columns).
+_JOURNEY_SCORE_COLS = {"nps": ("nps",), "csat": ("csat",), "ces": ("ces",), "ces_top": ("ces",),
+                       "cx_index": ("cx_success", "cx_effort", "cx_emotion")}
+_KEY_COLS = ("department", "journey_stage", "touchpoint", "channel")
+_COMMENT_COLS = (*_KEY_COLS, "themes", "comment", "sentiment_score", "response_id")
+
+
+@dataclass
+class FeedbackSummary:
+    """The period's responses as the report needs them, aggregated instead of row by row.
+
+    `groups`: response counts (`count`) per department, journey stage, touchpoint, channel, one
+    0/1 column per topic a department owns (`topic:<id>`) and the journey KPI's answer columns;
+    `negatives`: counts of negative or complaint responses per the same keys and their themes
+    (`first` orders themes as they first occur); `comments`: the negative responses that have a
+    comment, most negative first (`by_theme`: their positions per theme; a department page keeps
+    them all and selects with `comment_mask`). A million responses make a few thousand groups, so
+    each page (company and every department) works on those instead of re-filtering every row."""
+
+    kpi: str
+    groups: pd.DataFrame
+    negatives: pd.DataFrame
+    comments: pd.DataFrame
+    _scores: dict[tuple[Any, ...], float | None] = field(default_factory=dict)
+    by_theme: dict[str, list[int]] = field(default_factory=dict)
+    comment_mask: NDArray[np.bool_] | None = None
+    _texts: dict[str, str] = field(default_factory=dict)  # comment -> masked, one line
+
+
+def _owned_topics(settings: Settings) -> list[str]:
+    return sorted({t for d in settings.departments.values() for t in (d.owns.get("topic") or [])})
+
+
+def summarise_feedback(engine: Engine, settings: Settings, period: str,
+                       journey_kpi: str = "nps") -> FeedbackSummary:
+    """`FeedbackSummary` of a period straight from the database (GROUP BY; comments with a WHERE)."""
+    score_cols = _JOURNEY_SCORE_COLS.get(journey_kpi, ())
+    topics = _owned_topics(settings)
+    padded = (literal(",", String).concat(func.replace(func.coalesce(Feedback.themes, ""), " ", "",
+                                                       type_=String)).concat(literal(",", String)))
+    negative = or_(col(Feedback.sentiment) == "negative", col(Feedback.is_complaint).is_(True))
+    clean = (col(Feedback.period) == period, Feedback.quarantined.is_(False))  # type: ignore[attr-defined]
+    inner = select(
+        *[getattr(Feedback, c).label(c) for c in (*_KEY_COLS, *score_cols)],
+        *[case((padded.contains(f",{t},", autoescape=True), 1), else_=0).label(f"t{i}")
+          for i, t in enumerate(topics)]).where(*clean).subquery()
+    keys = [inner.c[c] for c in (*_KEY_COLS, *[f"t{i}" for i in range(len(topics))], *score_cols)]
+    group_stmt = select(*keys, func.count().label("count")).group_by(*keys)
+    neg_keys = [getattr(Feedback, c) for c in (*_KEY_COLS, "themes")]
+    neg_stmt = (select(*neg_keys, func.count().label("count"), func.min(Feedback.id).label("first"))
+                .where(*clean, negative).group_by(*neg_keys))
+    comment_stmt = (select(*[getattr(Feedback, c) for c in _COMMENT_COLS])
+                    .where(*clean, negative, col(Feedback.comment).is_not(None)))
+    groups, negs, comments = _fetch_all(engine, [group_stmt, neg_stmt, comment_stmt])
+    topic_cols = [f"topic:{t}" for t in topics]
+    return _add_scores(FeedbackSummary(
+        journey_kpi,
+        pd.DataFrame(groups, columns=[*_KEY_COLS, *topic_cols, *score_cols, "count"]),
+        pd.DataFrame(negs, columns=[*_KEY_COLS, "themes", "count", "first"]),
+        pd.DataFrame(comments, columns=list(_COMMENT_COLS))), settings)
+
+
+def _fetch(engine: Engine, stmt: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        # Plain tuples: pandas probes SQLAlchemy Row objects attribute by attribute (~20x slower).
+        return [tuple(r) for r in conn.execute(stmt)]
+
+
+def _fetch_all(engine: Engine, stmts: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
+    """Rows of each statement; the first (the big GROUP BY) on its own connection and thread while
+    the others run, since each scans the period (the drivers release the GIL while the database
+    works). An in-memory SQLite database has a single connection, so there they run in turn."""
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return [_fetch(engine, s) for s in stmts]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(_fetch, engine, stmts[0])
+        rest = [_fetch(engine, s) for s in stmts[1:]]
+        return [first.result(), *rest]
+
+
+def summarise_frame(df: pd.DataFrame, settings: Settings, journey_kpi: str = "nps") -> FeedbackSummary:
+    """The same `FeedbackSummary` from rows already in a DataFrame (`load_feedback`'s columns)."""
+    score_cols = list(_JOURNEY_SCORE_COLS.get(journey_kpi, ()))
+    df = df.reset_index(drop=True)
+    flags = {f"topic:{t}": _has_theme(df["themes"], [t]).astype(int) for t in _owned_topics(settings)}
+    base = df[list(_KEY_COLS) + score_cols].assign(**flags)
+    keys = [*_KEY_COLS, *flags, *score_cols]
+    groups = (base.assign(count=1).groupby(keys, dropna=False, sort=False)["count"].sum().reset_index()
+              if len(base) else pd.DataFrame(columns=[*keys, "count"]))
+    negative = (df["sentiment"].fillna("") == "negative") | df["is_complaint"].fillna(False).astype(bool)
+    neg = df[negative].assign(count=1, first=lambda d: d.index)
+    neg_keys = [*_KEY_COLS, "themes"]
+    negs = (neg.groupby(neg_keys, dropna=False, sort=False)
+            .agg(count=("count", "sum"), first=("first", "min")).reset_index() if len(neg)
+            else pd.DataFrame(columns=[*neg_keys, "count", "first"]))
+    comments = df[negative & df["comment"].notna()][list(_COMMENT_COLS)]
+    return _add_scores(FeedbackSummary(journey_kpi, groups, negs, comments.reset_index(drop=True)), settings)
+
+
+def _owner_mask(frame: pd.DataFrame, settings: Settings, dept: str) -> pd.Series:
+    """`department_rows`' rule on a summary frame (topics from `themes` or the `topic:` flags)."""
+    owns = settings.departments[dept].owns if dept in settings.departments else {}
+    mask = frame["department"] == dept
+    for scope in ("journey_stage", "touchpoint", "channel"):
+        if owns.get(scope):
+            mask |= frame[scope].isin(owns[scope])
+    if owns.get("topic"):
+        if "themes" in frame.columns:
+            mask |= _has_theme(frame["themes"], owns["topic"])
+        else:
+            for t in owns["topic"]:
+                mask |= frame[f"topic:{t}"].astype(int) == 1
+    return mask.fillna(False).astype(bool)
+
+
+def _department_summary(summary: FeedbackSummary, settings: Settings, dept: str) -> FeedbackSummary:
+    return FeedbackSummary(
+        summary.kpi, summary.groups[_owner_mask(summary.groups, settings, dept)],
+        summary.negatives[_owner_mask(summary.negatives, settings, dept)],
+        summary.comments, summary._scores, summary.by_theme,
+        _owner_mask(summary.comments, settings, dept).to_numpy(dtype=bool), summary._texts)
+
+
 def department_rows(df: pd.DataFrame, settings: Settings, dept: str) -> pd.DataFrame:
     """Responses a department answers for: its own, plus the stages/touchpoints/channels/topics it owns."""
     owns = settings.departments[dept].owns if dept in settings.departments else {}
@@ -462,40 +588,73 @@ def _local_scores(kpi: str, df: pd.DataFrame) -> pd.Series:
     raise ValueError(f"the journey map cannot show {kpi!r}; use nps, csat, ces, ces_top or cx_index")
 
 
-def _scorer(settings: Settings, kpi: str) -> Callable[[pd.DataFrame], tuple[float | None, int, float | None]]:
-    """(value, n, standard error) of a KPI for a set of responses.
-
-    Uses tasks.kpis.response_scores when present (the same scoring as the KPI stage; the mean of
-    the scores is the KPI for nps, csat, ces, ces_top and cx_index)."""
+def _score_one(settings: Settings, kpi: str, cols: Sequence[str], values: tuple[Any, ...]) -> float | None:
+    """The score of one answer combination (tasks.kpis.response_scores when present), None if the
+    combination is not scored (unanswered or out of range)."""
+    frame = pd.DataFrame([values], columns=list(cols))
     kpis = _sibling("kpis")
-
-    def score(df: pd.DataFrame) -> tuple[float | None, int, float | None]:
-        if kpis is not None and hasattr(kpis, "response_scores"):
-            arr = pd.Series(kpis.response_scores(kpi, df, settings=settings), dtype=float).dropna()
-        else:
-            arr = _local_scores(kpi, df)
-        n = len(arr)
-        if n == 0:
-            return None, 0, None
-        se = float(arr.std(ddof=1) / math.sqrt(n)) if n > 1 else None
-        return float(arr.mean()), n, se
-    return score
+    if kpis is not None and hasattr(kpis, "response_scores"):
+        arr = pd.Series(kpis.response_scores(kpi, frame, settings=settings), dtype=float).dropna()
+    else:
+        arr = _local_scores(kpi, frame)
+    return float(arr.iloc[0]) if len(arr) else None
 
 
-def _journey(df: pd.DataFrame, company: pd.DataFrame, settings: Settings, kpi: str,
+def _add_scores(summary: FeedbackSummary, settings: Settings) -> FeedbackSummary:
+    """Score every group of `summary.groups` once (column `_s`): a group is one answer combination,
+    and there are at most a few hundred distinct combinations, so each is scored only once."""
+    groups = summary.groups
+    cols = list(_JOURNEY_SCORE_COLS.get(summary.kpi, ()))
+    scores = []
+    for row in groups[cols].itertuples(index=False, name=None) if cols else ():
+        key = tuple(None if pd.isna(v) else v for v in row)
+        if key not in summary._scores:
+            summary._scores[key] = _score_one(settings, summary.kpi, cols, key)
+        value = summary._scores[key]
+        scores.append(math.nan if value is None else value)
+    summary.groups = groups.assign(_s=pd.Series(scores if cols else math.nan, index=groups.index,
+                                                dtype=float))
+    # The comments shown first are the most negative (lowest probability of positive), ties by id.
+    comments = summary.comments
+    summary.comments = (comments.assign(_score=comments["sentiment_score"].astype(float).fillna(0.5))
+                        .sort_values(["_score", "response_id"]).reset_index(drop=True))
+    by_theme: dict[str, list[int]] = {}
+    for pos, themes in enumerate(summary.comments["themes"]):
+        # `_has_theme`'s reading: spaces removed, then whole comma-separated names.
+        for theme in set((themes if isinstance(themes, str) else "").replace(" ", "").split(",")):
+            by_theme.setdefault(theme, []).append(pos)
+    summary.by_theme = by_theme
+    return summary
+
+
+def _stats(groups: pd.DataFrame) -> tuple[float | None, int, float | None]:
+    """(value, n, standard error) of the responses counted in `groups`: the mean of the per-response
+    scores and their standard deviation (ddof=1) / sqrt(n), from score x count."""
+    ok = groups["_s"].notna().to_numpy()
+    s = groups["_s"].to_numpy(dtype=float)[ok]
+    w = groups["count"].to_numpy(dtype=float)[ok]
+    n = int(w.sum())
+    if n == 0:
+        return None, 0, None
+    mean = float((w * s).sum() / n)
+    se = math.sqrt(float((w * (s - mean) ** 2).sum()) / (n - 1)) / math.sqrt(n) if n > 1 else None
+    return mean, n, se
+
+
+def _journey(page: FeedbackSummary, company: FeedbackSummary, settings: Settings, kpi: str,
              lang: str) -> tuple[Markup | None, list[str], str, str]:
     """Heat map of journey stage x touchpoint (channel when touchpoints are not recorded).
 
     A pain point is a crossing with enough answers whose 95% interval lies wholly on the bad side
     of the company value: clearly worse than the company, not just the lowest number by chance."""
-    col_field = "touchpoint" if df["touchpoint"].notna().any() else "channel"
-    data = df[df["journey_stage"].notna() & df[col_field].notna()]
+    groups = page.groups
+    col_field = "touchpoint" if groups["touchpoint"].notna().any() else "channel"
+    data = groups[groups["journey_stage"].notna() & groups[col_field].notna()]
     if data.empty:
         return None, [], SCOPE_LABELS["journey_stage"], SCOPE_LABELS[col_field]
     if kpi not in _JOURNEY_KPIS:
         raise ValueError(f"the journey map cannot show {kpi!r}; use one of {', '.join(_JOURNEY_KPIS)}")
-    score = _scorer(settings, kpi)
-    overall, _, _ = score(company)
+    overall, _, _ = _stats(company.groups)
     min_n = settings.kpis.min_n_per_kpi.get(kpi, settings.kpis.min_n)
     lower = lower_is_better(kpi)
     stages = _ordered(data["journey_stage"].unique(), settings.vocabulary.journey_stage)
@@ -504,7 +663,7 @@ def _journey(df: pd.DataFrame, company: pd.DataFrame, settings: Settings, kpi: s
     cells: dict[tuple[str, str], charts.HeatCell] = {}
     pains: list[str] = []
     for (stage, point), grp in data.groupby(["journey_stage", col_field]):
-        value, n, se = score(grp)
+        value, n, se = _stats(grp)
         if value is None:
             continue
         pain = False
@@ -534,25 +693,32 @@ def _ordered(values: Iterable[Any], vocabulary: Sequence[str]) -> list[str]:
     return [v for v in vocabulary if v in vals] + sorted(vals - set(vocabulary))
 
 
-def _voices(df: pd.DataFrame, settings: Settings, lang: str, top: int = 6,
+def _voices(page: FeedbackSummary, settings: Settings, lang: str, top: int = 6,
             per_theme: int = 2) -> tuple[list[Voice], int]:
     """Most frequent complaint themes, each with its most negative comments as examples."""
-    sentiment = df["sentiment"].fillna("")
-    complaint = df["is_complaint"].fillna(False).astype(bool)
-    neg = df[(sentiment == "negative") | complaint]
+    neg = page.negatives
+    total = int(neg["count"].sum())
     names = _topic_names(settings, lang)
     counts: Counter[str] = Counter()
-    for themes in neg["themes"].fillna(""):
-        counts.update(set(_split(themes)))
-    ranked = neg.assign(_score=neg["sentiment_score"].fillna(0.5)).sort_values(["_score", "response_id"])
+    # Themes counted in the order they first occur, so that equal counts rank as they always did.
+    for themes, weight in neg.sort_values("first")[["themes", "count"]].itertuples(index=False, name=None):
+        for theme in set(_split(themes if isinstance(themes, str) else None)):
+            counts[theme] += int(weight)
+    comments = page.comments["comment"].to_numpy()
+    mask = page.comment_mask
     seen: set[str] = set()
     voices = []
 
-    def pick(rows: pd.DataFrame) -> list[str]:
+    def pick(positions: Iterable[int]) -> list[str]:
         out = []
-        for text in rows["comment"].dropna():
-            # Mask before shortening, so a cut can never leave half a phone number unmasked.
-            text = mask_pii(" ".join(str(text).split()))
+        for pos in positions:
+            if mask is not None and not mask[pos]:
+                continue
+            raw = str(comments[pos])
+            text = page._texts.get(raw)
+            if text is None:
+                # Mask before shortening, so a cut can never leave half a phone number unmasked.
+                text = page._texts[raw] = mask_pii(" ".join(raw.split()))
             if len(text) < 6 or text in seen:
                 continue
             seen.add(text)
@@ -562,12 +728,13 @@ def _voices(df: pd.DataFrame, settings: Settings, lang: str, top: int = 6,
         return out
 
     for theme, count in counts.most_common(top):
-        rows = ranked[_has_theme(ranked["themes"], [theme])]
-        voices.append(Voice(names.get(theme, theme), count, count / max(len(neg), 1), pick(rows)))
-    if not voices and len(neg):
-        voices.append(Voice(translate("Unclassified complaints", lang), len(neg), 1.0,
-                            pick(ranked)[:4] if per_theme < 4 else pick(ranked)))
-    return voices, len(neg)
+        voices.append(Voice(names.get(theme, theme), count, count / max(total, 1),
+                            pick(page.by_theme.get(theme, []))))
+    if not voices and total:
+        everything = range(len(comments))
+        voices.append(Voice(translate("Unclassified complaints", lang), total, 1.0,
+                            pick(everything)[:4] if per_theme < 4 else pick(everything)))
+    return voices, total
 
 
 # --------------------------------------------------------------------------- actions and quality
@@ -674,7 +841,7 @@ def report_filename(department: str | None) -> str:
 
 def build_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
                  lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
-                 feedback: pd.DataFrame | None = None) -> ReportData:
+                 feedback: pd.DataFrame | FeedbackSummary | None = None) -> ReportData:
     """Everything the template shows, as plain data (tests and other outputs can use it too)."""
     period = parse_period(period)
     if department is not None and department not in settings.departments:
@@ -695,10 +862,15 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
                                             col(KpiResult.provisional).is_(True))).first())
         counts, actions = _actions(session, settings, period, department, lang)
         quality = _quality(session, period, cycle, out_dir)
-    company_df = feedback if feedback is not None else load_feedback(engine, period)
-    df = department_rows(company_df, settings, department) if department else company_df
-    chart, pains, rows_label, cols_label = _journey(df, company_df, settings, journey_kpi, lang)
-    voices, complaints = _voices(df, settings, lang)
+    if isinstance(feedback, FeedbackSummary) and feedback.kpi == journey_kpi:
+        company = feedback
+    elif isinstance(feedback, pd.DataFrame):
+        company = summarise_frame(feedback, settings, journey_kpi)
+    else:
+        company = summarise_feedback(engine, settings, period, journey_kpi)
+    page = _department_summary(company, settings, department) if department else company
+    chart, pains, rows_label, cols_label = _journey(page, company, settings, journey_kpi, lang)
+    voices, complaints = _voices(page, settings, lang)
     voices_chart = charts.bar_chart(
         [(v.theme, float(v.count), f"{v.count} · {v.share:.0%}") for v in voices],
         title=translate("Top complaint themes", lang)) if voices else None
@@ -710,14 +882,15 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
         score_rows=score_rows, journey_kpi=journey_kpi, journey_rows_label=rows_label,
         journey_cols_label=cols_label, journey_chart=chart, pain_points=pains, action_counts=counts,
         actions=actions, voices=voices, voices_chart=voices_chart, complaints=complaints,
-        responses=len(df), quality=quality,
+        responses=int(page.groups["count"].sum()), quality=quality,
         kpi_labels={k: translate(v, lang) for k, v in KPI_LABELS.items()})
 
 
 def render_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
                   lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
-                  feedback: pd.DataFrame | None = None) -> str:
-    """The report as one self-contained HTML page (`feedback`: the period's rows, if already loaded)."""
+                  feedback: pd.DataFrame | FeedbackSummary | None = None) -> str:
+    """The report as one self-contained HTML page (`feedback`: the period's rows or their
+    `FeedbackSummary`, if already loaded)."""
     data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir, feedback)
     # Data-derived labels are translated here, not with `_()` in the template: jinja2's new-style
     # gettext %-formats every string, and labels such as "CSAT (% 4–5)" hold a percent sign.
@@ -735,7 +908,7 @@ def write_reports(settings: Settings, engine: Engine, period: str, out_dir: Path
     target = Path(out_dir) if out_dir is not None else report_dir(settings, period)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    feedback = load_feedback(engine, period)  # once for all pages
+    feedback = summarise_feedback(engine, settings, period, journey_kpi)  # once for all pages
     for dept in [None, *settings.departments]:
         path = target / report_filename(dept)
         html = render_report(settings, engine, period, dept, lang, journey_kpi, out_dir=target,
