@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -629,16 +630,22 @@ def _add_scores(summary: FeedbackSummary, settings: Settings) -> FeedbackSummary
 
 def _stats(groups: pd.DataFrame) -> tuple[float | None, int, float | None]:
     """(value, n, standard error) of the responses counted in `groups`: the mean of the per-response
-    scores and their standard deviation (ddof=1) / sqrt(n), from score x count."""
+    scores and their standard deviation (ddof=1) / sqrt(n), from score x count.
+
+    Summed exactly (fractions over the few distinct scores), so the result does not depend on the
+    order of the groups, which differs between databases (cx_index scores are thirds)."""
     ok = groups["_s"].notna().to_numpy()
-    s = groups["_s"].to_numpy(dtype=float)[ok]
-    w = groups["count"].to_numpy(dtype=float)[ok]
-    n = int(w.sum())
+    values, inverse = np.unique(groups["_s"].to_numpy(dtype=float)[ok], return_inverse=True)
+    counts = np.bincount(inverse, weights=groups["count"].to_numpy(dtype=float)[ok], minlength=len(values))
+    n = int(counts.sum())
     if n == 0:
         return None, 0, None
-    mean = float((w * s).sum() / n)
-    se = math.sqrt(float((w * (s - mean) ** 2).sum()) / (n - 1)) / math.sqrt(n) if n > 1 else None
-    return mean, n, se
+    pairs = [(Fraction(float(v)), int(c)) for v, c in zip(values, counts, strict=True)]
+    mean = sum((v * c for v, c in pairs), Fraction(0)) / n
+    if n == 1:
+        return float(mean), n, None
+    var = sum(((v - mean) ** 2 * c for v, c in pairs), Fraction(0)) / (n - 1)
+    return float(mean), n, math.sqrt(var) / math.sqrt(n)
 
 
 def _journey(page: FeedbackSummary, company: FeedbackSummary, settings: Settings, kpi: str,

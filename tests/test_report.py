@@ -506,3 +506,28 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
     assert res.exit_code == 2 and "use zh or en" in res.output
     res = runner.invoke(app, ["report", "-p", PERIOD, "-d", "nope", "--config", str(cfg)])
     assert isinstance(res.exception, CxError) and "unknown department 'nope'" in str(res.exception)
+
+
+@pytest.mark.parametrize("journey_kpi", ["nps", "cx_index"])
+def test_aggregated_feedback_matches_row_level(engine: Engine, tmp_path: Path, journey_kpi: str) -> None:
+    """The pages aggregate the period in SQL (GROUP BY, topic ownership in SQL); from the period's
+    rows loaded into pandas they must come out the same, and each department page counts exactly
+    the rows `department_rows` selects."""
+    from tasks.report import build_report, department_rows, load_feedback, summarise_feedback
+
+    seeded = seed(engine, tmp_path)
+    rows = load_feedback(engine, PERIOD)
+    summary = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi)
+    for dept in [None, *DEPARTMENTS]:
+        from_sql = render_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi,
+                                 feedback=summary)
+        from_rows = render_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi,
+                                  feedback=rows)
+        assert from_sql == from_rows, dept
+        data = build_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi)
+        expected = department_rows(rows, seeded.settings, dept) if dept else rows
+        assert data.responses == len(expected) > 0
+        assert data.voices and all(v.comments for v in data.voices)
+    for topic in ("delivery_delay", "rude_staff", "refund"):  # owned topics, flagged in SQL
+        flagged = summary.groups.loc[summary.groups[f"topic:{topic}"] == 1, "count"].sum()
+        assert flagged == rows["themes"].fillna("").str.split(",").map(lambda t, x=topic: x in t).sum() > 0
