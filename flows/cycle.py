@@ -74,26 +74,29 @@ def collect_feedback(settings: Settings, engine: Engine, period: str) -> dict[st
                    lambda: collect_period(settings, engine, period))
 
 
+def _on_feedback(settings: Settings, engine: Engine, period: str, stage: str,
+                 work: Callable[[], Any]) -> dict[str, Any]:
+    """A stage that reads the feedback rows (and may flag them): skipped while they are unchanged."""
+    def fp() -> str:
+        return data_fingerprint(settings, engine, "feedback")
+
+    return _staged(settings, engine, period, stage, fp(), work, after=fp)
+
+
 @task(name="validate data quality", cache_policy=NO_CACHE)
 def validate_data(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
     from tasks.validate import validate_period
 
-    def fp() -> str:
-        return data_fingerprint(settings, engine, "feedback")
-
-    return _staged(settings, engine, period, "validate", fp(),
-                   lambda: validate_period(settings, engine, period), after=fp)
+    return _on_feedback(settings, engine, period, "validate",
+                        lambda: validate_period(settings, engine, period))
 
 
 @task(name="read comments", cache_policy=NO_CACHE)
 def read_comments(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
     from tasks.comments import analyse_comments
 
-    def fp() -> str:
-        return data_fingerprint(settings, engine, "feedback")
-
-    return _staged(settings, engine, period, "comments", fp(),
-                   lambda: analyse_comments(settings, engine, period), after=fp)
+    return _on_feedback(settings, engine, period, "comments",
+                        lambda: analyse_comments(settings, engine, period))
 
 
 @task(name="compute KPIs", cache_policy=NO_CACHE)

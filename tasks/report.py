@@ -544,14 +544,7 @@ def _department_summary(summary: FeedbackSummary, settings: Settings, dept: str)
 
 def department_rows(df: pd.DataFrame, settings: Settings, dept: str) -> pd.DataFrame:
     """Responses a department answers for: its own, plus the stages/touchpoints/channels/topics it owns."""
-    owns = settings.departments[dept].owns if dept in settings.departments else {}
-    mask = df["department"] == dept
-    for scope in ("journey_stage", "touchpoint", "channel"):
-        if owns.get(scope):
-            mask |= df[scope].isin(owns[scope])
-    if owns.get("topic"):
-        mask |= _has_theme(df["themes"], owns["topic"])
-    return df[mask]
+    return df[_owner_mask(df, settings, dept)]
 
 
 def _has_theme(themes: pd.Series, wanted: Sequence[str]) -> pd.Series:
