@@ -29,8 +29,9 @@ class CycleBusy(RuntimeError):
     """Another run holds this period."""
 
 
-def _lock_key(period: str) -> int:
-    return int(hashlib.sha1(f"cxloop:{period}".encode()).hexdigest()[:15], 16)
+# Advisory locks are per database; the schema is part of the key so that projects (or test runs)
+# sharing one database in different schemas do not block each other.
+_PG_KEY = "hashtextextended('cxloop:' || current_schema() || ':' || :p, 0)"
 
 
 @contextmanager
@@ -42,13 +43,13 @@ def period_lock(engine: Engine, period: str) -> Iterator[None]:
     if engine.dialect.name == "postgresql":
         conn = engine.connect()
         try:
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(period)}).scalar()
+            got = conn.execute(text(f"SELECT pg_try_advisory_lock({_PG_KEY})"), {"p": period}).scalar()
             if not got:
                 raise CycleBusy(busy)
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(period)})
+                conn.execute(text(f"SELECT pg_advisory_unlock({_PG_KEY})"), {"p": period})
                 conn.commit()
         finally:
             conn.close()
