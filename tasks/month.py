@@ -1,0 +1,155 @@
+"""The period's feedback rows as one typed frame, read from the database once per cycle run.
+
+Validate, comments, KPIs, actions and the report all work on every row of the month. Read from
+SQLite, a million rows cost seconds each time, so while the cycle flow holds the period
+(`keeping`), the first stage that asks reads the rows and the later ones share that frame. The
+stages that change rows (validate: `quarantined`; comments: `sentiment`, `sentiment_score`,
+`themes`) write the database and then `patch` the kept frame, so it always equals the stored rows.
+Outside a cycle run (a CLI command on its own) nothing is kept: each call reads the database.
+
+The frame's types are the same whichever database it came from: `id` int64, `quarantined` bool,
+datetimes `datetime64[us, UTC]` (NaT when empty), scores, `is_complaint` (1/0) and
+`sentiment_score` float64 (NaN when empty), text columns of pandas' `str` type (NaN when empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, String, select, type_coerce
+
+from models import CANONICAL_FIELDS, Feedback
+from periods import parse_period
+
+FB = Feedback.__table__  # type: ignore[attr-defined]
+DATETIME_COLUMNS = tuple(c for c, kind in CANONICAL_FIELDS.items() if kind == "datetime")
+NUMBER_COLUMNS = (*(c for c, kind in CANONICAL_FIELDS.items() if kind in ("int", "bool")), "sentiment_score")
+COLUMNS = ("id", "source", "quarantined", *CANONICAL_FIELDS, "sentiment", "sentiment_score", "themes")
+
+
+@dataclass
+class _Kept:
+    frame: pd.DataFrame | None = None
+    positions: pd.Index | None = None  # id -> row position, built when first patched
+
+
+_kept: dict[tuple[str, str], _Kept] = {}
+
+
+def _key(engine: Engine, period: str) -> tuple[str, str]:
+    return (engine.url.render_as_string(hide_password=False), parse_period(period))
+
+
+@contextmanager
+def keeping(engine: Engine, period: str) -> Iterator[None]:
+    """Share one read of the period's rows among the stages run inside this block (the cycle
+    flow, which holds the period lock, so nobody else changes them meanwhile)."""
+    key = _key(engine, period)
+    _kept[key] = _Kept()
+    try:
+        yield
+    finally:
+        _kept.pop(key, None)
+
+
+def forget(engine: Engine, period: str) -> None:
+    """The rows changed in ways `patch` does not describe (collect): read them again when asked."""
+    kept = _kept.get(_key(engine, period))
+    if kept is not None:
+        kept.frame, kept.positions = None, None
+
+
+def month_rows(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
+               clean: bool = False) -> pd.DataFrame:
+    """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
+    (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
+    kept = _kept.get(_key(engine, period))
+    if kept is None:
+        frame = read_month(engine, period)
+    else:
+        if kept.frame is None:
+            kept.frame = read_month(engine, period)
+        frame = kept.frame
+    if clean:
+        frame = frame[~frame["quarantined"].to_numpy(dtype=bool)]
+    frame = frame[list(columns)] if columns is not None else frame
+    return frame.reset_index(drop=True)
+
+
+def patch(engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
+          values: Mapping[str, Any]) -> None:
+    """Tell the kept frame that rows `ids` now hold `values` (a scalar or one value per id)."""
+    kept = _kept.get(_key(engine, period))
+    if kept is None or kept.frame is None or not len(ids):
+        return
+    if kept.positions is None:
+        kept.positions = pd.Index(kept.frame["id"].to_numpy())
+    pos = kept.positions.get_indexer(np.asarray(ids, dtype="int64"))
+    if (pos < 0).any():  # a row of another period: the kept frame cannot say what changed
+        forget(engine, period)
+        return
+    frame = kept.frame
+    for column, value in values.items():
+        if isinstance(value, str | int | float | bool) or value is None:
+            value = [value] * len(pos)
+        if frame[column].dtype == "str":
+            arr = frame[column].to_numpy(dtype=object, copy=True)
+            arr[pos] = np.asarray(list(value), dtype=object)
+            frame[column] = pd.Series(arr, index=frame.index, dtype=object).astype("str")
+        else:
+            arr = frame[column].to_numpy(copy=True)
+            arr[pos] = np.asarray(list(value), dtype=arr.dtype)
+            frame[column] = arr
+
+
+def read_month(engine: Engine, period: str) -> pd.DataFrame:
+    """Every row of the period straight from the DB-API cursor, typed (see the module docstring).
+
+    SQLAlchemy's per-value processing costs about as much as the query itself on a million rows;
+    datetimes arrive as text from SQLite and are parsed by pandas in one vectorised step."""
+    cols = [type_coerce(FB.c[c], String).label(c) if c in DATETIME_COLUMNS else FB.c[c] for c in COLUMNS]
+    # No ORDER BY: the period index yields rows by (quarantined, id), and sorting them here is
+    # cheaper than SQLite's sort of a million wide rows.
+    stmt = select(*cols).where(FB.c.period == parse_period(period))
+    # The only bound value is the period, validated above, so it is inlined.
+    sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(sql)
+        rows = cur.fetchall()
+        cur.close()
+    finally:
+        raw.close()
+    frame = typed(pd.DataFrame.from_records(rows, columns=list(COLUMNS)) if rows
+                  else pd.DataFrame({c: [] for c in COLUMNS}))
+    ids = frame["id"].to_numpy()
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        frame = frame.iloc[np.argsort(ids, kind="stable")].reset_index(drop=True)
+    return frame
+
+
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame's column types, whatever the driver returned."""
+    n = len(df)
+    out: dict[str, Any] = {}
+    for c in COLUMNS:
+        s = df[c].reset_index(drop=True) if c in df.columns else pd.Series([None] * n, dtype=object)
+        if c == "id":
+            out[c] = s.to_numpy(dtype="int64")
+        elif c == "quarantined":
+            out[c] = s.astype(object).fillna(False).to_numpy(dtype=bool)
+        elif c in DATETIME_COLUMNS:
+            times = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+            out[c] = times.astype("datetime64[us, UTC]")
+        elif c in NUMBER_COLUMNS:
+            numbers = pd.to_numeric(s.astype(object), errors="coerce")
+            out[c] = numbers.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            out[c] = s.astype("str")
+    return pd.DataFrame(out)

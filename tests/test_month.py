@@ -1,0 +1,68 @@
+"""The month frame: typed the same on both databases, shared inside `keeping`, patched by writers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, update
+from sqlmodel import Session
+
+import tasks.month as month
+from models import Feedback
+
+PERIOD = "2026-10"
+
+
+def _seed(engine: Engine) -> list[int]:
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    with Session(engine) as s:
+        rows = [
+            Feedback(source="survey", response_id="a", period=PERIOD, submitted_at=t, channel="app",
+                     nps=9, comment="快递很快", is_complaint=True, opened_at=t, content_hash="1"),
+            Feedback(source="survey", response_id="b", period=PERIOD, submitted_at=t, channel="web",
+                     csat=4, quarantined=True, sentiment="positive", sentiment_score=0.9, content_hash="2"),
+            Feedback(source="survey", response_id="c", period="2026-09", submitted_at=t, channel="web",
+                     csat=2, content_hash="3"),
+        ]
+        s.add_all(rows)
+        s.commit()
+        return [int(r.id) for r in rows if r.id is not None]
+
+
+def test_rows_are_typed_alike_on_every_database(engine: Engine) -> None:
+    _seed(engine)
+    df = month.month_rows(engine, PERIOD)
+    assert list(df.columns) == list(month.COLUMNS)
+    assert df["response_id"].tolist() == ["a", "b"]  # ordered by id, only the period
+    assert df["id"].dtype == np.int64 and df["quarantined"].tolist() == [False, True]
+    assert str(df["submitted_at"].dtype) == "datetime64[us, UTC]"
+    assert df["submitted_at"].iloc[0] == pd.Timestamp("2026-10-03 06:05", tz="UTC")
+    assert df["opened_at"].isna().tolist() == [False, True]
+    assert df["nps"].iloc[0] == 9.0 and np.isnan(df["nps"].iloc[1])
+    assert df["is_complaint"].iloc[0] == 1.0 and np.isnan(df["is_complaint"].iloc[1])
+    assert df["comment"].iloc[0] == "快递很快" and pd.isna(df["comment"].iloc[1])
+    assert df["sentiment_score"].iloc[1] == 0.9
+    assert month.month_rows(engine, PERIOD, ["response_id"], clean=True)["response_id"].tolist() == ["a"]
+    assert len(month.month_rows(engine, "2026-11")) == 0
+
+
+def test_kept_rows_are_read_once_and_patched_by_writers(engine: Engine) -> None:
+    ids = _seed(engine)
+    with month.keeping(engine, PERIOD):
+        first = month.month_rows(engine, PERIOD)
+        first.loc[0, "channel"] = "changed by a caller"  # callers get their own frame
+        with engine.begin() as conn:  # a write the kept frame is not told about
+            conn.execute(update(Feedback.__table__).values(channel="store"))  # type: ignore[attr-defined]
+        assert month.month_rows(engine, PERIOD)["channel"].tolist() == ["app", "web"]
+        month.patch(engine, PERIOD, [ids[0]], {"quarantined": True, "sentiment": "negative",
+                                               "sentiment_score": 0.1, "themes": None})
+        kept = month.month_rows(engine, PERIOD)
+        assert kept["quarantined"].tolist() == [True, True]
+        assert kept["sentiment"].tolist() == ["negative", "positive"]
+        assert kept["sentiment_score"].tolist() == [0.1, 0.9]
+        assert str(kept["sentiment"].dtype) == "str"
+        month.forget(engine, PERIOD)  # e.g. collect loaded rows: read them again
+        assert month.month_rows(engine, PERIOD)["channel"].tolist() == ["store", "store"]
+    assert month.month_rows(engine, PERIOD)["quarantined"].tolist() == [False, True]  # not kept now
