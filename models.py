@@ -63,7 +63,7 @@ class Feedback(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    source: str = Field(index=True)
+    source: str  # looked up through the (source, response_id) index
     response_id: str
     period: str
     submitted_at: datetime

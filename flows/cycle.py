@@ -30,6 +30,7 @@ from flows.bookkeeping import (
     update_cycle,
 )
 from models import utcnow
+from tasks import month
 
 STAGES = ("collect", "validate", "comments", "kpis", "remeasure", "actions", "notify", "report")
 IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
@@ -170,7 +171,8 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
     """One monthly CX cycle. Safe to re-run: finished stages with unchanged inputs are not redone."""
     settings = load_settings(config)
     engine = _engine(settings.database_url)
-    with period_lock(engine, period):
+    # One read of the month's rows, after collect, is shared by the stages that follow.
+    with period_lock(engine, period), month.keeping(engine, period):
         start_cycle(engine, period, started_by)
         done: dict[str, dict[str, Any]] = {}
         try:
