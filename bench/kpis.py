@@ -4,7 +4,7 @@
 
 1. Speed: all KPIs for all scopes on N synthetic responses (histograms + intervals + targets +
    status) against a plain pandas groupby of the same data (mean and count of every score column
-   per scope). With --db, also the whole stage on a database (load in chunks + compute + store).
+   per scope). With --db, also the whole stage on a database (month frame read + compute + store).
 2. Calibration: 40 scopes at n=200 with no true difference, target = true value -> share `missed`
    (should be < 5%); a true 12-point NPS shortfall at n=400 (40% promoters / 20% detractors at the
    target) -> share `missed` (should be >= 80%).
@@ -168,7 +168,7 @@ def db_speed(rows: int, url: str | None) -> None:
     t_rerun = time.perf_counter() - t
     print(f"database ({engine.dialect.name}), {len(loaded):,} responses, {len(out):,} results:")
     print(f"  load_responses (all KPI columns):             {t_load:6.2f} s")
-    print(f"  compute_kpis (chunked read + compute + store): {t_stage:6.2f} s; re-run {t_rerun:.2f} s")
+    print(f"  compute_kpis (month read + compute + store):   {t_stage:6.2f} s; re-run {t_rerun:.2f} s")
 
 
 def _nps_sample(rng: np.random.Generator, n: int, p: float, d: float, size: int) -> np.ndarray:

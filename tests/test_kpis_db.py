@@ -4,12 +4,14 @@ signals from stored history, and the `cxloop kpis` command."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, extract, func, insert, select
 from typer.testing import CliRunner
 
 from config import Settings, settings_from_dict
@@ -78,6 +80,41 @@ def test_load_responses_selects_clean_rows_and_derives_columns(engine: Engine, t
     assert kpis.load_responses(s, engine, "2030-01").empty
     with pytest.raises(ValueError, match="unknown column"):
         kpis.load_responses(s, engine, "2026-10", columns=["nope"])
+
+
+def test_derived_columns_are_the_databases_own_arithmetic(engine: Engine, tmp_path: Path) -> None:
+    """Durations and has_comment come from the month frame, computed as the database did: on SQLite
+    bit for bit its julianday difference (a few nanoseconds off, which decides bins at their edges),
+    on PostgreSQL extract(epoch)/3600 (exact; its numeric division may round the last bit apart)."""
+    rng = random.Random(7)
+    rows = []
+    for i in range(300):
+        opened = BASE + timedelta(microseconds=rng.randrange(10**11))
+        step = rng.choice([timedelta(minutes=3), timedelta(seconds=1), timedelta(microseconds=1)])
+        first = step * (rng.randrange(10**5) if i % 10 else -rng.randrange(1, 100))  # negative: NaN
+        rows.append(feedback(i, opened_at=opened, first_response_at=opened + first,
+                             resolved_at=None if i % 7 == 0 else opened + step * rng.randrange(10**5),
+                             comment=rng.choice([None, "", " ", "  \t", "\n", " ok ", "好"])))
+    insert_rows(engine, rows)
+    t = Feedback.__table__  # type: ignore[attr-defined]
+    if engine.dialect.name == "sqlite":
+        hours = (func.julianday(t.c.first_response_at) - func.julianday(t.c.opened_at)) * 24.0
+    else:
+        hours = extract("epoch", t.c.first_response_at - t.c.opened_at) / 3600.0
+    has = func.length(func.trim(func.coalesce(t.c.comment, ""))) > 0
+    with engine.connect() as conn:
+        expected = conn.execute(select(hours, has).order_by(t.c.id)).all()
+    df = kpis.load_responses(make_settings(tmp_path), engine, "2026-10")
+    want = np.array([np.nan if h is None or h < 0 else float(h) for h, _ in expected])
+    got = df["first_response_hours"].to_numpy()
+    assert (np.isnan(got) == np.isnan(want)).all() and np.isnan(want).any()
+    if engine.dialect.name == "sqlite":
+        assert (got[~np.isnan(got)] == want[~np.isnan(want)]).all()
+    else:
+        assert got[~np.isnan(got)] == pytest.approx(want[~np.isnan(want)], rel=1e-15, abs=0)
+    assert (kpis.time_codes(got) == kpis.time_codes(want)).all()
+    assert df["has_comment"].tolist() == [bool(h) for _, h in expected]
+    assert df["resolution_hours"].isna().sum() == 300 // 7 + 1
 
 
 def test_compute_store_and_rerun_is_idempotent(engine: Engine, tmp_path: Path) -> None:
