@@ -18,20 +18,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, or_
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from config import Settings
 from db import session_scope
-from models import SCOPE_FIELDS, Action, ActionEvent, Feedback, KpiResult, Measurement
+from models import SCOPE_FIELDS, Action, ActionEvent, KpiResult, Measurement
 from paths import TEMPLATES
 from periods import current_period, period_end_date
 from tasks import lifecycle
 from tasks.masking import mask_pii
 from tasks.rendering import environment, render
+
+if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ...` starts fast
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import NDArray
 
 SYSTEM = "cxloop"
 CROSS = " x "  # scope of a crossing: "department x region"
@@ -41,10 +45,14 @@ NEVER_OPEN = {"responses"}  # a count of answers is context, not a shortfall
 COMMENT_CHARS = 280
 
 # The survey answer behind a KPI: its lowest answers are the worst comments to quote.
-_SCORE_COLUMN: dict[str, Any] = {
-    "nps": Feedback.nps, "csat": Feedback.csat, "ces": Feedback.ces, "ces_top": Feedback.ces,
-    "cx_success": Feedback.cx_success, "cx_effort": Feedback.cx_effort, "cx_emotion": Feedback.cx_emotion,
+_SCORE_COLUMN: dict[str, str] = {
+    "nps": "nps", "csat": "csat", "ces": "ces", "ces_top": "ces",
+    "cx_success": "cx_success", "cx_effort": "cx_effort", "cx_emotion": "cx_emotion",
 }
+_CX_QUESTIONS = ("cx_success", "cx_effort", "cx_emotion")
+# What `worst_comments` reads of each commented response.
+_COMMENT_COLUMNS = ("id", "response_id", "comment", "sentiment", "sentiment_score", "is_complaint",
+                    "themes", *SCOPE_FIELDS, *dict.fromkeys(_SCORE_COLUMN.values()))
 # Answers at or below these are on the wrong side (detractors, dissatisfied, not top-box): only
 # those, or comments read as negative, are quoted as evidence - never a promoter's praise.
 _BAD_ANSWER: dict[str, int] = {"nps": 6, "csat": 3, "ces": 4, "ces_top": 4, "cx_success": 5,
@@ -207,76 +215,95 @@ def due_date(settings: Settings, period: str, severity: str) -> date:
     return period_end_date(period) + timedelta(days=days.get(severity, days.get("medium", 30)))
 
 
-def _has_theme(topic: str) -> ColumnElement[bool]:
-    """Exact membership in the comma-separated `themes` column (LIKE wildcards in ids escaped)."""
-    esc = topic.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    themes = col(Feedback.themes)
-    return or_(themes == topic, *(themes.like(p, escape="\\")
-                                  for p in (f"{esc},%", f"%,{esc}", f"%,{esc},%")))
+def _has_theme(themes: pd.Series, topic: str) -> NDArray[np.bool_]:
+    """Exact membership in the comma-separated `themes` (one test per distinct themes string)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(themes.to_numpy(dtype=object), use_na_sentinel=True)
+    hit = np.array([topic in u.split(",") for u in uniques] + [False])  # code -1 (missing): False
+    return hit[codes]
 
 
-def _scope_filters(scope: str, scope_value: str) -> list[ColumnElement[bool]] | None:
-    """SQL filters selecting a scope's feedback rows, None for a scope feedback cannot be filtered by."""
-    filters: list[ColumnElement[bool]] = []
+def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
+    """Which rows belong to the scope value, None for a scope feedback cannot be filtered by."""
+    import numpy as np
+
+    mask = np.ones(len(comments), dtype=bool)
     if scope == "overall":
-        return filters
+        return mask
     parts = _split_crossing(scope, scope_value)
     if not parts:
         return None
     for part_scope, part_value in parts:
         if part_scope in SCOPE_FIELDS:
-            filters.append(getattr(Feedback, part_scope) == part_value)
+            mask &= comments[part_scope].to_numpy(dtype=object) == part_value  # numpy's: 3x pandas
         elif part_scope == "topic":
-            filters.append(_has_theme(part_value))
+            mask &= _has_theme(comments["themes"], part_value)
         else:
             return None
-    return filters
+    return mask
 
 
-def worst_comments(settings: Settings, session: Session, result: KpiResult) -> list[dict[str, Any]]:
+def commented_rows(engine: Engine, period: str) -> pd.DataFrame:
+    """The period's clean responses with a comment: what `worst_comments` quotes from (read from
+    the month frame once per run of the stage, then filtered per result)."""
+    from tasks import month
+
+    rows = month.month_rows(engine, period, _COMMENT_COLUMNS, clean=True)
+    text = rows["comment"]
+    return rows[(text.notna() & (text != "")).to_numpy(dtype=bool)].reset_index(drop=True)
+
+
+def worst_comments(settings: Settings, comments: pd.DataFrame, result: KpiResult) -> list[dict[str, Any]]:
     """The scope's worst comments of the period, masked: lowest answers to the KPI's question, or negative.
 
     Only answers on the wrong side (e.g. NPS detractors 0-6, CSAT 1-3) or comments read as negative
     qualify, lowest answer first. KPIs without a survey question (complaints, times, themes) quote
-    negative comments and complaints, least positive first.
+    negative comments and complaints, least positive first. Ties by id. `comments`: the period's
+    `commented_rows`.
     """
+    import numpy as np
+
     limit = settings.actions.worst_comments
-    spec = _scope_filters(result.scope, result.scope_value)
-    if limit <= 0 or spec is None:
+    mask = _in_scope(comments, result.scope, result.scope_value)
+    if limit <= 0 or mask is None:
         return []
-    filters = spec
-    score: Any = _SCORE_COLUMN.get(result.kpi)
-    if result.kpi == "cx_index":
-        score = col(Feedback.cx_success) + col(Feedback.cx_effort) + col(Feedback.cx_emotion)
-    query = select(Feedback).where(Feedback.period == result.period, col(Feedback.quarantined).is_(False),
-                                   col(Feedback.comment).is_not(None), col(Feedback.comment) != "", *filters)
-    negative = col(Feedback.sentiment) == "negative"
+    negative = comments["sentiment"].to_numpy(dtype=object) == "negative"
+    keys = [comments["id"].to_numpy(), comments["sentiment_score"].to_numpy(dtype=float)]
+    score = _answers(comments, result.kpi)
     if score is not None:
-        query = query.where(or_(score <= _BAD_ANSWER[result.kpi], negative)).order_by(
-            score.asc().nulls_last(), col(Feedback.sentiment_score).asc().nulls_last(), col(Feedback.id))
+        with np.errstate(invalid="ignore"):
+            mask &= (score <= _BAD_ANSWER[result.kpi]) | negative  # a missing answer compares False
+        keys.append(score)
     else:
-        query = query.where(or_(negative, col(Feedback.is_complaint).is_(True))).order_by(
-            col(Feedback.sentiment_score).asc().nulls_last(), col(Feedback.id))
+        mask &= negative | (comments["is_complaint"].to_numpy(dtype=float) == 1.0)
+    picked = np.flatnonzero(mask)
+    # Ascending with NaN last (SQL's NULLS LAST); lexsort sorts by its last key first.
+    order = picked[np.lexsort([k[picked] for k in keys])][:limit]
     out = []
-    for row in session.exec(query.limit(limit)).all():
-        text = mask_pii(row.comment)
+    for pos in order.tolist():
+        text = mask_pii(comments["comment"].iat[pos])
         if len(text) > COMMENT_CHARS:
             text = text[: COMMENT_CHARS - 1] + "…"
-        out.append({"response_id": row.response_id, "score": _answer(result.kpi, row),
-                    "sentiment": row.sentiment, "text": text})
+        answer = None if score is None or math.isnan(score[pos]) else int(score[pos])
+        sentiment = comments["sentiment"].iat[pos]
+        out.append({"response_id": comments["response_id"].iat[pos], "score": answer,
+                    "sentiment": sentiment if isinstance(sentiment, str) else None, "text": text})
     return out
 
 
-def _answer(kpi: str, row: Feedback) -> int | None:
-    """The customer's answer behind the KPI (cx_index: the sum of its three answers)."""
+def _answers(comments: pd.DataFrame, kpi: str) -> NDArray[np.float64] | None:
+    """The customer's answer behind the KPI (cx_index: the sum of its three answers; NaN when one
+    is missing), None for a KPI without a survey question."""
     if kpi == "cx_index":
-        parts = (row.cx_success, row.cx_effort, row.cx_emotion)
-        return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+        a, b, c = (comments[q].to_numpy(dtype=float) for q in _CX_QUESTIONS)
+        return a + b + c
     column = _SCORE_COLUMN.get(kpi)
-    return getattr(row, column.key) if column is not None else None
+    return comments[column].to_numpy(dtype=float) if column is not None else None
 
 
-def evidence_entry(settings: Settings, session: Session, result: KpiResult) -> dict[str, Any]:
+def evidence_entry(settings: Settings, comments: pd.DataFrame, result: KpiResult) -> dict[str, Any]:
     """One cycle's proof of the problem: the figures, the gap and what customers said."""
     gap = gap_of(result.kpi, result.value, result.target)
     return {
@@ -284,7 +311,7 @@ def evidence_entry(settings: Settings, session: Session, result: KpiResult) -> d
         "n": result.n, "target": result.target, "gap": gap, "status": result.status, "signal": result.signal,
         "method": result.method,
         "severity": severity_of(gap, result.ci_low, result.ci_high, result.target, result.n),
-        "worst_comments": worst_comments(settings, session, result),
+        "worst_comments": worst_comments(settings, comments, result),
     }
 
 
@@ -367,12 +394,15 @@ def open_actions(settings: Settings, engine: Engine, period: str) -> ActionsSumm
             summary.provisional = True
             return summary
         summary.candidates = len(found)
+        comments: pd.DataFrame | None = None  # read on first need: a re-run skips every candidate
         for result in found:
             action, done_before = _covering_action(session, result)
             if done_before:
                 summary.skipped += 1
                 continue
-            entry = evidence_entry(settings, session, result)
+            if comments is None:
+                comments = commented_rows(engine, period)
+            entry = evidence_entry(settings, comments, result)
             if action is not None:
                 action.evidence = sorted([*(action.evidence or []), entry], key=lambda e: e["period"])
                 lifecycle.record_note(session, action, by=SYSTEM, period=period,
