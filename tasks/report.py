@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from fractions import Fraction
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 from numpy.typing import NDArray
-from sqlalchemy import Engine, String, case, func, literal, or_, select
+from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from config import Settings
@@ -36,7 +35,6 @@ from models import (
     Action,
     ActionEvent,
     Cycle,
-    Feedback,
     ImportRecord,
     KpiResult,
     Measurement,
@@ -410,13 +408,11 @@ _FEEDBACK_COLS = ("response_id", "department", "journey_stage", "touchpoint", "c
 
 
 def load_feedback(engine: Engine, period: str) -> pd.DataFrame:
-    """The period's clean (non-quarantined) responses, only the columns the report needs."""
-    cols = [getattr(Feedback, c) for c in _FEEDBACK_COLS]
-    stmt = select(*cols).where(col(Feedback.period) == period, Feedback.quarantined.is_(False))  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        # Plain tuples: pandas probes SQLAlchemy Row objects attribute by attribute (~20x slower).
-        rows = [tuple(r) for r in conn.execute(stmt)]
-    return pd.DataFrame(rows, columns=list(_FEEDBACK_COLS))
+    """The period's clean (non-quarantined) responses from the month frame (`tasks.month`), with
+    `id` and the columns the report needs."""
+    from tasks import month
+
+    return month.month_rows(engine, period, ("id", *_FEEDBACK_COLS), clean=True)
 
 
 # What each journey KPI is scored from (tasks.kpis.response_scores reads these columns).
@@ -454,84 +450,63 @@ def _owned_topics(settings: Settings) -> list[str]:
 
 def summarise_feedback(engine: Engine, settings: Settings, period: str,
                        journey_kpi: str = "nps") -> FeedbackSummary:
-    """`FeedbackSummary` of a period straight from the database (GROUP BY; comments with a WHERE)."""
-    score_cols = _JOURNEY_SCORE_COLS.get(journey_kpi, ())
-    topics = _owned_topics(settings)
-    padded = (literal(",", String).concat(func.replace(func.coalesce(Feedback.themes, ""), " ", "",
-                                                       type_=String)).concat(literal(",", String)))
-    negative = or_(col(Feedback.sentiment) == "negative", col(Feedback.is_complaint).is_(True))
-    clean = (col(Feedback.period) == period, Feedback.quarantined.is_(False))  # type: ignore[attr-defined]
-    inner = select(
-        *[getattr(Feedback, c).label(c) for c in (*_KEY_COLS, *score_cols)],
-        *[case((padded.contains(f",{t},", autoescape=True), 1), else_=0).label(f"t{i}")
-          for i, t in enumerate(topics)]).where(*clean).subquery()
-    keys = [inner.c[c] for c in (*_KEY_COLS, *[f"t{i}" for i in range(len(topics))], *score_cols)]
-    group_stmt = select(*keys, func.count().label("count")).group_by(*keys)
-    neg_keys = [getattr(Feedback, c) for c in (*_KEY_COLS, "themes")]
-    neg_stmt = (select(*neg_keys, func.count().label("count"), func.min(Feedback.id).label("first"))
-                .where(*clean, negative).group_by(*neg_keys))
-    comment_stmt = (select(*[getattr(Feedback, c) for c in _COMMENT_COLS])
-                    .where(*clean, negative, col(Feedback.comment).is_not(None)))
-    groups, negs, comments = _fetch_all(engine, [group_stmt, neg_stmt, comment_stmt])
-    topic_cols = [f"topic:{t}" for t in topics]
-    return _add_scores(FeedbackSummary(
-        journey_kpi,
-        pd.DataFrame(groups, columns=[*_KEY_COLS, *topic_cols, *score_cols, "count"]),
-        pd.DataFrame(negs, columns=[*_KEY_COLS, "themes", "count", "first"]),
-        pd.DataFrame(comments, columns=list(_COMMENT_COLS))), settings)
-
-
-def _fetch(engine: Engine, stmt: Any) -> list[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        # Plain tuples: pandas probes SQLAlchemy Row objects attribute by attribute (~20x slower).
-        return [tuple(r) for r in conn.execute(stmt)]
-
-
-def _fetch_all(engine: Engine, stmts: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
-    """Rows of each statement; the first (the big GROUP BY) on its own connection and thread while
-    the others run, since each scans the period (the drivers release the GIL while the database
-    works). An in-memory SQLite database has a single connection, so there they run in turn."""
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database in (None, "", ":memory:"):
-        return [_fetch(engine, s) for s in stmts]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        first = pool.submit(_fetch, engine, stmts[0])
-        rest = [_fetch(engine, s) for s in stmts[1:]]
-        return [first.result(), *rest]
+    """`FeedbackSummary` of a period, from its rows in the month frame."""
+    return summarise_frame(load_feedback(engine, period), settings, journey_kpi)
 
 
 def summarise_frame(df: pd.DataFrame, settings: Settings, journey_kpi: str = "nps") -> FeedbackSummary:
-    """The same `FeedbackSummary` from rows already in a DataFrame (`load_feedback`'s columns)."""
+    """`FeedbackSummary` of responses in a frame (`load_feedback`'s columns); `first` of a
+    negatives group is its smallest id."""
     score_cols = list(_JOURNEY_SCORE_COLS.get(journey_kpi, ()))
     df = df.reset_index(drop=True)
-    flags = {f"topic:{t}": _has_theme(df["themes"], [t]).astype(int) for t in _owned_topics(settings)}
-    base = df[list(_KEY_COLS) + score_cols].assign(**flags)
-    keys = [*_KEY_COLS, *flags, *score_cols]
-    groups = (base.assign(count=1).groupby(keys, dropna=False, sort=False)["count"].sum().reset_index()
-              if len(base) else pd.DataFrame(columns=[*keys, "count"]))
-    negative = (df["sentiment"].fillna("") == "negative") | df["is_complaint"].fillna(False).astype(bool)
-    neg = df[negative].assign(count=1, first=lambda d: d.index)
+    flags = {f"topic:{t}": _has_theme(df["themes"], [t]).astype(np.int64) for t in _owned_topics(settings)}
+    groups = _count_groups(df[list(_KEY_COLS)].assign(**flags, **{c: df[c] for c in score_cols}))
+    negative = ((df["sentiment"].to_numpy(dtype=object) == "negative")
+                | (df["is_complaint"].to_numpy(dtype=float) == 1.0))
     neg_keys = [*_KEY_COLS, "themes"]
-    negs = (neg.groupby(neg_keys, dropna=False, sort=False)
-            .agg(count=("count", "sum"), first=("first", "min")).reset_index() if len(neg)
-            else pd.DataFrame(columns=[*neg_keys, "count", "first"]))
-    comments = df[negative & df["comment"].notna()][list(_COMMENT_COLS)]
+    negs = (df.loc[negative, [*neg_keys, "id"]].assign(count=1)
+            .groupby(neg_keys, dropna=False, sort=False)
+            .agg(count=("count", "sum"), first=("id", "min")).reset_index())
+    comments = df.loc[negative & df["comment"].notna().to_numpy(), list(_COMMENT_COLS)]
     return _add_scores(FeedbackSummary(journey_kpi, groups, negs, comments.reset_index(drop=True)), settings)
+
+
+def _count_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct combination of the columns' values (missing is a value too) with the
+    number of rows having it (`count`): one `np.unique` over combined integer codes, several times
+    faster than a groupby over a million rows of text keys."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    space = 1
+    for c in frame.columns:
+        # A missing value gets the code after the others (pandas' own way, use_na_sentinel=False,
+        # first replaces the missing values of a whole text column).
+        codes, uniques = pd.factorize(frame[c].to_numpy(), use_na_sentinel=True)
+        codes = np.where(codes < 0, len(uniques), codes)
+        k = len(uniques) + 1
+        if space * k >= 2**62:  # renumber the combinations so far before the codes overflow
+            combined = np.unique(combined, return_inverse=True)[1].astype(np.int64).ravel()
+            space = int(combined.max(initial=0)) + 1
+        combined = combined * k + codes
+        space *= k
+    _, first, counts = np.unique(combined, return_index=True, return_counts=True)
+    return frame.iloc[first].reset_index(drop=True).assign(count=counts)
 
 
 def _owner_mask(frame: pd.DataFrame, settings: Settings, dept: str) -> pd.Series:
     """`department_rows`' rule on a summary frame (topics from `themes` or the `topic:` flags)."""
     owns = settings.departments[dept].owns if dept in settings.departments else {}
-    mask = frame["department"] == dept
+    # numpy's comparison of the text values: pandas' own first works out which are missing.
+    mask = frame["department"].to_numpy(dtype=object) == dept
     for scope in ("journey_stage", "touchpoint", "channel"):
         if owns.get(scope):
-            mask |= frame[scope].isin(owns[scope])
+            mask |= frame[scope].isin(owns[scope]).to_numpy(dtype=bool)
     if owns.get("topic"):
         if "themes" in frame.columns:
-            mask |= _has_theme(frame["themes"], owns["topic"])
+            mask |= _has_theme(frame["themes"], owns["topic"]).to_numpy(dtype=bool)
         else:
             for t in owns["topic"]:
-                mask |= frame[f"topic:{t}"].astype(int) == 1
-    return mask.fillna(False).astype(bool)
+                mask |= frame[f"topic:{t}"].to_numpy(dtype=np.int64) == 1
+    return pd.Series(mask, index=frame.index, dtype=bool)
 
 
 def _department_summary(summary: FeedbackSummary, settings: Settings, dept: str) -> FeedbackSummary:
@@ -548,12 +523,12 @@ def department_rows(df: pd.DataFrame, settings: Settings, dept: str) -> pd.DataF
 
 
 def _has_theme(themes: pd.Series, wanted: Sequence[str]) -> pd.Series:
-    """Rows whose comma-separated themes contain any of `wanted` (vectorised: 100k rows in ms)."""
-    padded = "," + themes.fillna("").astype(str).str.replace(" ", "", regex=False) + ","
-    out = pd.Series(False, index=themes.index)
-    for theme in wanted:
-        out |= padded.str.contains(f",{theme},", regex=False)
-    return out
+    """Rows whose comma-separated themes (spaces removed) contain any of `wanted`, tested once per
+    distinct themes string."""
+    codes, uniques = pd.factorize(themes.to_numpy(dtype=object), use_na_sentinel=True)
+    padded = ["," + u.replace(" ", "") + "," for u in uniques] + [",,"]  # code -1: missing
+    hit = np.array([any(f",{theme}," in p for theme in wanted) for p in padded], dtype=bool)
+    return pd.Series(hit[codes], index=themes.index)
 
 
 def _split(themes: str | None) -> list[str]:
@@ -612,12 +587,12 @@ def _add_scores(summary: FeedbackSummary, settings: Settings) -> FeedbackSummary
     comments = summary.comments
     summary.comments = (comments.assign(_score=comments["sentiment_score"].astype(float).fillna(0.5))
                         .sort_values(["_score", "response_id"]).reset_index(drop=True))
-    by_theme: dict[str, list[int]] = {}
-    for pos, themes in enumerate(summary.comments["themes"]):
-        # `_has_theme`'s reading: spaces removed, then whole comma-separated names.
-        for theme in set((themes if isinstance(themes, str) else "").replace(" ", "").split(",")):
-            by_theme.setdefault(theme, []).append(pos)
-    summary.by_theme = by_theme
+    # Positions per theme, `_has_theme`'s reading (spaces removed, then whole comma-separated names),
+    # worked out once per distinct themes string.
+    codes, uniques = pd.factorize(summary.comments["themes"].to_numpy(dtype=object), use_na_sentinel=True)
+    names = [set(u.replace(" ", "").split(",")) for u in uniques] + [{""}]  # code -1: missing
+    summary.by_theme = {theme: np.flatnonzero(np.array([theme in n for n in names])[codes]).tolist()
+                        for theme in set().union(*names)}
     return summary
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, insert, select
 from sqlmodel import Session, col
@@ -510,24 +511,41 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
 
 @pytest.mark.parametrize("journey_kpi", ["nps", "cx_index"])
 def test_aggregated_feedback_matches_row_level(engine: Engine, tmp_path: Path, journey_kpi: str) -> None:
-    """The pages aggregate the period in SQL (GROUP BY, topic ownership in SQL); from the period's
-    rows loaded into pandas they must come out the same, and each department page counts exactly
-    the rows `department_rows` selects."""
+    """The pages aggregate the period's rows (month frame) with integer codes; the aggregates equal
+    a plain pandas groupby of the rows, pages from the rows or from their summary are the same,
+    and each department page counts exactly the rows `department_rows` selects."""
     from tasks.report import build_report, department_rows, load_feedback, summarise_feedback
 
     seeded = seed(engine, tmp_path)
     rows = load_feedback(engine, PERIOD)
     summary = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi)
+    scores = ["nps"] if journey_kpi == "nps" else ["cx_success", "cx_effort", "cx_emotion"]
+    keys = ["department", "journey_stage", "touchpoint", "channel", *scores]
+    assert _counts(summary.groups, keys, "count") == _counts(rows.assign(count=1), keys, "count")
+    negative = (rows["sentiment"] == "negative").fillna(False) | (rows["is_complaint"] == 1)
+    neg_keys = ["department", "journey_stage", "touchpoint", "channel", "themes"]
+    expected = rows[negative].assign(count=1, first=rows["id"])
+    for column, how in (("count", "sum"), ("first", "min")):
+        assert _counts(summary.negatives, neg_keys, column, how) == _counts(expected, neg_keys, column, how)
+    commented = rows[negative & rows["comment"].notna()]
+    assert sorted(summary.comments["response_id"]) == sorted(commented["response_id"])
     for dept in [None, *DEPARTMENTS]:
-        from_sql = render_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi,
-                                 feedback=summary)
-        from_rows = render_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi,
-                                  feedback=rows)
-        assert from_sql == from_rows, dept
+        from_summary = render_report(seeded.settings, engine, PERIOD, dept, lang="en",
+                                     journey_kpi=journey_kpi, feedback=summary)
+        from_rows = render_report(seeded.settings, engine, PERIOD, dept, lang="en",
+                                  journey_kpi=journey_kpi, feedback=rows)
+        assert from_summary == from_rows, dept
         data = build_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi)
-        expected = department_rows(rows, seeded.settings, dept) if dept else rows
-        assert data.responses == len(expected) > 0
+        expected_rows = department_rows(rows, seeded.settings, dept) if dept else rows
+        assert data.responses == len(expected_rows) > 0
         assert data.voices and all(v.comments for v in data.voices)
-    for topic in ("delivery_delay", "rude_staff", "refund"):  # owned topics, flagged in SQL
+    for topic in ("delivery_delay", "rude_staff", "refund"):  # owned topics, flagged per row
         flagged = summary.groups.loc[summary.groups[f"topic:{topic}"] == 1, "count"].sum()
         assert flagged == rows["themes"].fillna("").str.split(",").map(lambda t, x=topic: x in t).sum() > 0
+
+
+def _counts(frame: pd.DataFrame, keys: list[str], column: str,
+            how: str = "sum") -> dict[tuple[Any, ...], int]:
+    """{key values (missing as "-"): sum or min of `column`} of a frame's rows."""
+    filled = frame[keys].astype(object).where(frame[keys].notna(), "-").assign(**{column: frame[column]})
+    return {k: int(v) for k, v in filled.groupby(keys, sort=False)[column].agg(how).items()}
