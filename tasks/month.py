@@ -64,6 +64,39 @@ def forget(engine: Engine, period: str) -> None:
         kept.frame, kept.positions = None, None
 
 
+def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:
+    """Keep the rows collect has just inserted as the month, instead of reading them back, when
+    they are all of it: a new month is collected once and then read by every later stage.
+
+    `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted.
+    The database numbers rows in insertion order (SQLite's rowid, PostgreSQL's sequence), so the
+    period's ids in order belong to them one by one; this holds only if the period has no other
+    row, which is checked (count, and the keys of the first, middle and last row). New rows are
+    not quarantined and not analysed yet. Returns whether the month is now kept."""
+    kept = _kept.get(_key(engine, period))
+    if kept is None:
+        return False
+    forget(engine, period)
+    n = sum(len(f) for f in loaded)
+    if not n:
+        return False
+    with engine.connect() as conn:
+        ids = np.asarray(conn.execute(select(FB.c.id).where(FB.c.period == parse_period(period))
+                                      .order_by(FB.c.id)).scalars().all(), dtype="int64")
+        if len(ids) != n:
+            return False
+        frame = pd.concat(list(loaded), ignore_index=True) if len(loaded) > 1 else loaded[0]
+        probe = sorted({0, n // 2, n - 1})
+        stored = {int(i): (s, r) for i, s, r in conn.execute(
+            select(FB.c.id, FB.c.source, FB.c.response_id).where(FB.c.id.in_([int(ids[p]) for p in probe])))}
+    rid, src = frame["response_id"].to_numpy(dtype=object), frame["source"].to_numpy(dtype=object)
+    if any(stored.get(int(ids[p])) != (src[p], rid[p]) for p in probe):
+        return False
+    frame = frame.assign(id=ids, quarantined=False)
+    kept.frame = typed(frame.reset_index(drop=True))
+    return True
+
+
 def month_rows(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
                clean: bool = False) -> pd.DataFrame:
     """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`

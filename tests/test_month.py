@@ -66,3 +66,38 @@ def test_kept_rows_are_read_once_and_patched_by_writers(engine: Engine) -> None:
         month.forget(engine, PERIOD)  # e.g. collect loaded rows: read them again
         assert month.month_rows(engine, PERIOD)["channel"].tolist() == ["store", "store"]
     assert month.month_rows(engine, PERIOD)["quarantined"].tolist() == [False, True]  # not kept now
+
+
+def _loaded(engine: Engine) -> pd.DataFrame:
+    """Rows as collect inserts them: canonical values, None for empty, in insertion order."""
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    frame = pd.DataFrame({
+        "source": ["survey", "survey"], "response_id": ["a", "b"],
+        "submitted_at": pd.Series([t, t], dtype="datetime64[us, UTC]"), "channel": ["app", "web"],
+        "nps": pd.array([9, None], dtype="Int64"), "comment": ["快递很快", None],
+        "is_complaint": pd.Series([True, None], dtype=object),
+    })
+    with Session(engine) as s:
+        for r in frame.to_dict("records"):
+            s.add(Feedback(period=PERIOD, content_hash="h", **{k: (None if pd.isna(v) else v)
+                                                                for k, v in r.items()}))
+            s.commit()
+    return frame
+
+
+def test_a_new_month_is_kept_from_what_collect_inserted(engine: Engine) -> None:
+    frame = _loaded(engine)
+    assert not month.seed(engine, PERIOD, [frame])  # nothing is kept outside a cycle run
+    with month.keeping(engine, PERIOD):
+        assert month.seed(engine, PERIOD, [frame.iloc[:1], frame.iloc[1:]])
+        pd.testing.assert_frame_equal(month.month_rows(engine, PERIOD), month.read_month(engine, PERIOD))
+
+
+def test_a_month_with_other_rows_is_read_instead(engine: Engine) -> None:
+    frame = _loaded(engine)
+    with month.keeping(engine, PERIOD):
+        assert not month.seed(engine, PERIOD, [frame.iloc[1:]])  # row "a" was there before
+        assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
+        swapped = frame.iloc[::-1]
+        assert not month.seed(engine, PERIOD, [swapped])  # not in insertion order
+        assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
