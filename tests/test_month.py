@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,8 +80,8 @@ def _loaded(engine: Engine) -> pd.DataFrame:
     })
     with Session(engine) as s:
         for r in frame.to_dict("records"):
-            s.add(Feedback(period=PERIOD, content_hash="h", **{k: (None if pd.isna(v) else v)
-                                                                for k, v in r.items()}))
+            values: dict[str, Any] = {k: (None if pd.isna(v) else v) for k, v in r.items()}
+            s.add(Feedback(period=PERIOD, content_hash="h", **values))
             s.commit()
     return frame
 
