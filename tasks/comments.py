@@ -25,11 +25,13 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
 from config import ConfigError, Settings, TopicConfig
 from models import CycleStage, Feedback, utcnow
 from paths import TEMPLATES
+from tasks import month
 from tasks.masking import mask_pii
 from tasks.sentiment import (
     NEGATIVE,
@@ -345,54 +347,112 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
     """
     started = time.perf_counter()
     model = model or load_model(settings)
-    tagger = tagger_for(settings)
     fingerprint = analysis_fingerprint(settings, model)
-    fb = FEEDBACK
     with engine.connect() as conn:
         full = _marker(conn, period) != fingerprint
-        rows = conn.execute(
-            select(fb.c.id, fb.c.comment, fb.c.language, fb.c.sentiment, fb.c.sentiment_score,
-                   fb.c.themes)
-            .where(fb.c.period == period, fb.c.comment.is_not(None))
-            .order_by(fb.c.id)
-        ).all()
-    summary = CommentsSummary(period=period, model=model.name)
-    todo = []
-    blank_todo = []
-    for r in rows:
-        if not r.comment.strip():
-            summary.cleared += 1
-            if full or r.sentiment is not None or r.sentiment_score is not None or r.themes is not None:
-                blank_todo.append(r)
-        elif full or r.sentiment is None or r.sentiment_score is None or r.themes is None:
-            todo.append(r)
-        else:
-            setattr(summary, r.sentiment, getattr(summary, r.sentiment) + 1)
-            summary.with_themes += bool(r.themes)
-    results = analyse_texts([r.comment for r in todo], settings, declared=[r.language for r in todo],
-                            model=model, tagger=tagger)
-    params: list[tuple[Any, ...]] = []
-    for row, res in zip(todo, results, strict=True):
-        themes = ",".join(res.themes)
-        params.append((res.sentiment, res.score, themes, row.id, row.comment))
-        setattr(summary, res.sentiment, getattr(summary, res.sentiment) + 1)
-        summary.with_themes += bool(themes)
-    params += [(None, None, None, r.id, r.comment) for r in blank_todo]
+    rows = month.month_rows(engine, period, ["id", "comment", "language", *RESULT_COLUMNS])
+    rows = rows[rows["comment"].notna().to_numpy()].reset_index(drop=True)
+    stored = rows[list(RESULT_COLUMNS)].notna().to_numpy()
+    text_code, texts = pd.factorize(rows["comment"].to_numpy(dtype=object))
+    blank = np.array([not t.strip() for t in texts], dtype=bool)[text_code]
+    todo = ~blank & (full | ~stored.all(axis=1))
+    clear = blank & stored.any(axis=1)  # a blank comment keeps no analysis
+    summary = CommentsSummary(period=period, model=model.name, comments=len(rows),
+                              analysed=int((~blank).sum()), cleared=int(blank.sum()))
+    kept = rows[~blank & ~todo]
+    for label, n in kept["sentiment"].value_counts().items():
+        if label in (NEGATIVE, NEUTRAL, POSITIVE):
+            setattr(summary, str(label), int(n))
+    summary.with_themes = int(kept["themes"].ne("").sum())
+    analyse = rows[todo]
+    new, distinct = _analyse_rows(analyse, texts, text_code[todo], settings, model, summary)
+    changed = _changed(analyse, new)
+    written, values = analyse[changed], {c: v[changed] for c, v in new.items()}
+    cleared = rows[clear]
+    params = list(zip(values["sentiment"].tolist(), values["sentiment_score"].tolist(),
+                      values["themes"].tolist(), written["id"].tolist(), written["comment"].tolist(),
+                      strict=True))
+    params += [(None, None, None, i, c)
+               for i, c in zip(cleared["id"].tolist(), cleared["comment"].tolist(), strict=True)]
     with engine.begin() as conn:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        sql = (f"UPDATE {fb.name} SET sentiment = {mark}, sentiment_score = {mark}, themes = {mark} "
-               f"WHERE id = {mark} AND comment = {mark}")
-        for i in range(0, len(params), UPDATE_CHUNK):
-            conn.exec_driver_sql(sql, params[i:i + UPDATE_CHUNK])
+        updated = _write(conn, params)
         if full or _marker(conn, period) != fingerprint:
             _set_marker(conn, period, fingerprint, model.name)
-    summary.comments = len(rows)
-    summary.analysed = len(rows) - summary.cleared
+    if updated == len(params):
+        month.patch(engine, period, written["id"].to_numpy(), values)
+        month.patch(engine, period, cleared["id"].to_numpy(), dict.fromkeys(RESULT_COLUMNS, None))
+    else:  # a comment changed meanwhile: its row kept what it had, so the kept frame is unsure
+        month.forget(engine, period)
     summary.seconds = time.perf_counter() - started
-    log.info("comments %s: %d of %d comments analysed now (%s), %d distinct texts", period, len(todo),
-             summary.analysed, "all: model or taxonomy changed" if full else "new or changed only",
-             len({r.comment for r in todo}))
+    log.info("comments %s: %d of %d comments analysed now (%s), %d distinct texts, %d rows written",
+             period, int(todo.sum()), summary.analysed,
+             "all: model or taxonomy changed" if full else "new or changed only", distinct, len(params))
     return summary
+
+
+RESULT_COLUMNS = ("sentiment", "sentiment_score", "themes")
+
+
+def _analyse_rows(rows: pd.DataFrame, texts: np.ndarray, text_code: np.ndarray, settings: Settings,
+                  model: SentimentModel, summary: CommentsSummary) -> tuple[dict[str, np.ndarray], int]:
+    """Per row of `rows` (comment `texts[text_code]`), the new sentiment, score and themes (one
+    array each), and the number of distinct texts. Each distinct (comment, declared language) is
+    analysed once; the summary counts the rows by result. Nothing to analyse (a re-run) builds no
+    tagger, so jieba's dictionary (~0.7 s) is not loaded."""
+    if not len(rows):
+        return {"sentiment": np.array([], dtype=object), "sentiment_score": np.array([], dtype="float64"),
+                "themes": np.array([], dtype=object)}, 0
+    lang_code, langs = pd.factorize(rows["language"].to_numpy(dtype=object), use_na_sentinel=False)
+    width = len(langs)
+    code, pairs = pd.factorize(text_code * width + lang_code)
+    declared = [None if pd.isna(lang) else str(lang) for lang in langs[pairs % width]]
+    results = analyse_texts(list(texts[pairs // width]), settings, declared=declared, model=model)
+    n = np.bincount(code, minlength=len(results))
+    for res, k in zip(results, n.tolist(), strict=True):
+        setattr(summary, res.sentiment, getattr(summary, res.sentiment) + k)
+        summary.with_themes += k if res.themes else 0
+    new = {"sentiment": np.array([r.sentiment for r in results], dtype=object),
+           "sentiment_score": np.array([r.score for r in results], dtype="float64"),
+           "themes": np.array([",".join(r.themes) for r in results], dtype=object)}
+    return {c: v[code] for c, v in new.items()}, len(np.unique(text_code))
+
+
+def _changed(rows: pd.DataFrame, new: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose stored result differs from the new one: only they are written."""
+    changed = np.zeros(len(rows), dtype=bool)
+    for c, v in new.items():
+        changed |= rows[c].to_numpy(dtype=v.dtype) != v  # NaN (empty) differs from everything
+    return changed
+
+
+def _write(conn: Connection, params: list[tuple[Any, ...]]) -> int:
+    """UPDATE the rows (sentiment, score, themes, id, comment), each guarded by its comment;
+    returns the number of rows changed. SQLite: the driver's executemany (faster there than a
+    temporary table and UPDATE ... FROM, which SQLite materialises first); PostgreSQL: COPY into a
+    temporary table and one UPDATE ... FROM (about half the time of executemany at 200k rows)."""
+    if not params:
+        return 0
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE comment_results (sentiment varchar, sentiment_score float8, "
+                        "themes varchar, id bigint, comment text) ON COMMIT DROP")
+            with cur.copy("COPY comment_results FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(row)
+            cur.execute("ANALYZE comment_results")  # without statistics it joins row by row
+            cur.execute(f"UPDATE {FEEDBACK.name} AS f SET sentiment = r.sentiment, "
+                        "sentiment_score = r.sentiment_score, themes = r.themes FROM comment_results AS r "
+                        "WHERE f.id = r.id AND f.comment = r.comment")
+            return int(cur.rowcount)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (f"UPDATE {FEEDBACK.name} SET sentiment = {mark}, sentiment_score = {mark}, themes = {mark} "
+           f"WHERE id = {mark} AND comment = {mark}")
+    updated = 0
+    for i in range(0, len(params), UPDATE_CHUNK):
+        updated += conn.exec_driver_sql(sql, params[i:i + UPDATE_CHUNK]).rowcount
+    return updated
 
 
 # --- reading the results back (CLI `themes`, reports, digests) --------------------------------

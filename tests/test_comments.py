@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine, select, update
 
+import tasks.month as month
 from config import ConfigError, Settings, settings_from_dict
 from db import session_scope
 from models import Feedback
@@ -349,3 +352,39 @@ def test_only_unanalysed_rows_unless_taxonomy_changed(engine: Engine, tmp_path: 
                                                "keywords": {"zh": ["太慢"]}}])
     analyse_comments(changed, engine, PERIOD)  # new taxonomy: every row again
     assert stored(engine) == {"a": ("negative", "speed"), "b": ("negative", "speed")}
+
+
+def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(tmp_path)
+    add_feedback(engine, "a", "快递太慢了")
+    add_feedback(engine, "b", "快递太慢了", language="zh")
+    add_feedback(engine, "c", "ok", language="en")
+    add_feedback(engine, "d", "  ")
+    add_feedback(engine, "e", None)
+    with engine.begin() as conn:  # a blank comment keeps no analysis: cleared
+        conn.execute(update(FEEDBACK).where(FEEDBACK.c.response_id == "d").values(
+            sentiment="neutral", sentiment_score=0.5, themes=""))
+    reads: list[str] = []
+    read_month = month.read_month
+
+    def counted(engine: Engine, period: str) -> pd.DataFrame:
+        reads.append(period)
+        return read_month(engine, period)
+
+    monkeypatch.setattr(month, "read_month", counted)
+    caplog.set_level(logging.INFO, logger="tasks.comments")
+    speed = make_settings(tmp_path, topics=[{"id": "speed", "name_en": "Speed", "name_zh": "速度",
+                                             "keywords": {"zh": ["太慢"]}}])
+    with month.keeping(engine, PERIOD):
+        analyse_comments(settings, engine, PERIOD)
+        analyse_comments(settings, engine, PERIOD)  # nothing new
+        analyse_comments(speed, engine, PERIOD)  # every row analysed again, "ok" unchanged
+        kept = month.month_rows(engine, PERIOD)
+    assert reads == [PERIOD]
+    pd.testing.assert_frame_equal(kept, month.month_rows(engine, PERIOD))
+    written = [r.getMessage().rsplit(", ", 1)[1] for r in caplog.records if "rows written" in r.getMessage()]
+    assert written == ["4 rows written", "0 rows written", "2 rows written"]
+    assert stored(engine) == {"a": ("negative", "speed"), "b": ("negative", "speed"), "c": ("neutral", ""),
+                              "d": (None, None), "e": (None, None)}
