@@ -459,7 +459,11 @@ def summarise_frame(df: pd.DataFrame, settings: Settings, journey_kpi: str = "np
     negatives group is its smallest id."""
     score_cols = list(_JOURNEY_SCORE_COLS.get(journey_kpi, ()))
     df = df.reset_index(drop=True)
-    flags = {f"topic:{t}": _has_theme(df["themes"], [t]).astype(np.int64) for t in _owned_topics(settings)}
+    # Topic flags worked out on the distinct themes strings (the last one: missing), then spread.
+    codes, uniques = pd.factorize(df["themes"].to_numpy(dtype=object), use_na_sentinel=True)
+    distinct = pd.Series([*uniques, None], dtype=object)
+    flags = {f"topic:{t}": _has_theme(distinct, [t]).to_numpy(dtype=np.int64)[codes]
+             for t in _owned_topics(settings)}
     groups = _count_groups(df[list(_KEY_COLS)].assign(**flags, **{c: df[c] for c in score_cols}))
     negative = ((df["sentiment"].to_numpy(dtype=object) == "negative")
                 | (df["is_complaint"].to_numpy(dtype=float) == 1.0))
