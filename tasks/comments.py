@@ -343,7 +343,8 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
     analysed too, so a row readmitted later already carries its analysis. Re-running writes
     nothing new and returns the same summary (idempotent). Scoring happens outside the write
     transaction; each update is guarded by the comment it was computed from, so a comment changed
-    meanwhile by a re-import is never given a stale result.
+    meanwhile by a re-import is never given a stale result. Rows come from `tasks.month` (read
+    once per cycle run); only rows whose values change are written, and the kept frame is patched.
     """
     started = time.perf_counter()
     model = model or load_model(settings)
