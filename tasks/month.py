@@ -102,8 +102,8 @@ def month_rows(engine: Engine, period: str, columns: Sequence[str] | None = None
     """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
     (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
     kept = _kept.get(_key(engine, period))
-    if kept is None:
-        frame = read_month(engine, period)
+    if kept is None:  # nothing shared: read only what is asked for
+        return read_month(engine, period, columns, clean=clean)
     else:
         if kept.frame is None:
             kept.frame = read_month(engine, period)
@@ -141,15 +141,19 @@ def patch(engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
             frame[column] = arr
 
 
-def read_month(engine: Engine, period: str) -> pd.DataFrame:
-    """Every row of the period straight from the DB-API cursor, typed (see the module docstring).
+def read_month(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
+               clean: bool = False) -> pd.DataFrame:
+    """The period's rows straight from the DB-API cursor, typed (see the module docstring).
 
     SQLAlchemy's per-value processing costs about as much as the query itself on a million rows;
     datetimes arrive as text from SQLite and are parsed by pandas in one vectorised step."""
-    cols = [type_coerce(FB.c[c], String).label(c) if c in DATETIME_COLUMNS else FB.c[c] for c in COLUMNS]
+    wanted = list(COLUMNS) if columns is None else list(dict.fromkeys(["id", *columns]))
+    cols = [type_coerce(FB.c[c], String).label(c) if c in DATETIME_COLUMNS else FB.c[c] for c in wanted]
     # No ORDER BY: the period index yields rows by (quarantined, id), and sorting them here is
     # cheaper than SQLite's sort of a million wide rows.
     stmt = select(*cols).where(FB.c.period == parse_period(period))
+    if clean:
+        stmt = stmt.where(FB.c.quarantined.is_(False))
     # The only bound value is the period, validated above, so it is inlined.
     sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     raw = engine.raw_connection()
@@ -160,19 +164,19 @@ def read_month(engine: Engine, period: str) -> pd.DataFrame:
         cur.close()
     finally:
         raw.close()
-    frame = typed(pd.DataFrame.from_records(rows, columns=list(COLUMNS)) if rows
-                  else pd.DataFrame({c: [] for c in COLUMNS}))
+    frame = typed(pd.DataFrame.from_records(rows, columns=wanted) if rows
+                  else pd.DataFrame({c: [] for c in wanted}), wanted)
     ids = frame["id"].to_numpy()
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
         frame = frame.iloc[np.argsort(ids, kind="stable")].reset_index(drop=True)
-    return frame
+    return frame if columns is None else frame[list(columns)]
 
 
-def typed(df: pd.DataFrame) -> pd.DataFrame:
+def typed(df: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     """The frame's column types, whatever the driver returned."""
     n = len(df)
     out: dict[str, Any] = {}
-    for c in COLUMNS:
+    for c in columns:
         s = df[c].reset_index(drop=True) if c in df.columns else pd.Series([None] * n, dtype=object)
         if c == "id":
             out[c] = s.to_numpy(dtype="int64")

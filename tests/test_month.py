@@ -102,3 +102,13 @@ def test_a_month_with_other_rows_is_read_instead(engine: Engine) -> None:
         swapped = frame.iloc[::-1]
         assert not month.seed(engine, PERIOD, [swapped])  # not in insertion order
         assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
+
+
+def test_outside_a_cycle_run_only_the_asked_columns_are_read(engine: Engine) -> None:
+    _seed(engine)
+    df = month.month_rows(engine, PERIOD, ["nps", "id", "submitted_at"], clean=True)
+    assert list(df.columns) == ["nps", "id", "submitted_at"]
+    assert df["nps"].tolist() == [9.0] and str(df["submitted_at"].dtype) == "datetime64[us, UTC]"
+    with month.keeping(engine, PERIOD):
+        pd.testing.assert_frame_equal(month.month_rows(engine, PERIOD, ["nps", "id", "submitted_at"],
+                                                       clean=True), df)
