@@ -346,3 +346,95 @@ def test_bad_suite_file_names_the_file(tmp_path: Path, gx_loaded: None) -> None:
     bad.write_text("{not json")
     with pytest.raises(v.SuiteError, match="broken.json"):
         v.load_suites(settings)
+
+
+def _complete_in_one_pass(exps: list[v.Expectation], df: pd.DataFrame) -> dict[str, v.CheckResult]:
+    """The reference: every expectation in one suite, one COMPLETE validation of the frame."""
+    gx = v._gx()
+    ctx = v._context()
+    suite = ctx.suites.add(gx.ExpectationSuite(name="all", expectations=v.build_gx(exps)))
+    batch = (ctx.data_sources.add_pandas("p").add_dataframe_asset("rows")
+             .add_batch_definition_whole_dataframe("w")
+             .get_batch(batch_parameters={"dataframe": df[v._columns_used(exps, df, "row_key")]}))
+    out = {}
+    for r in batch.validate(suite, result_format=v._COMPLETE).results:
+        exp = exps[int(r.expectation_config.meta["cx_index"])]
+        result = dict(r.result or {})
+        result["unexpected_index_list"] = v._failing(df, "row_key", exp, result.get("unexpected_index_list"))
+        out[exp.name] = v._check(exp, {"success": bool(r.success), "result": result, "error": v._errors(r)},
+                                 "row_key")
+    return out
+
+
+def test_split_batches_and_basic_first_give_the_one_pass_complete_results(tmp_path: Path,
+                                                                          gx_loaded: None) -> None:
+    """The gate validates each set of columns on its own batch, BASIC first and COMPLETE only where rows
+    fail: every check (counts, samples, messages, errors) equals one COMPLETE pass over the frame."""
+    (tmp_path / "expectations").mkdir()
+    extra = [
+        ("expect_column_values_to_match_regex", {"column": "response_id", "regex": "^r[0-9]+$",
+                                                 "mostly": 0.5}),
+        ("expect_column_values_to_be_between", {"column": "csat", "min_value": 2, "mostly": 0.1}),
+        ("expect_column_values_to_not_be_null", {"column": "csat", "row_condition": 'channel == "web"',
+                                                 "condition_parser": "pandas"}),
+        ("expect_column_values_to_be_in_set", {"column": "region", "value_set": ["north"]}),
+        ("expect_column_values_to_be_in_set", {"column": "no_such_column", "value_set": [1]}),
+        ("expect_column_mean_to_be_between", {"column": "nps", "min_value": 0, "max_value": 3}),
+        ("expect_compound_columns_to_be_unique", {"column_list": ["channel", "touchpoint"]}),
+        ("expect_table_row_count_to_be_between", {"min_value": 1}),
+        ("expect_table_columns_to_match_set", {"column_set": ["row_key"], "exact_match": False}),
+    ]
+    (tmp_path / "expectations" / "extra.json").write_text(json.dumps({
+        "name": "extra", "meta": {"level": "row"},
+        "expectations": [{"type": t, "kwargs": k, "meta": {"id": f"extra_{i}"}}
+                         for i, (t, k) in enumerate(extra)]}))
+    settings = make_settings(tmp_path)
+    exps = [e for s in v.load_suites(settings) if s.level == "row"
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
+    rows = [good_row(i, region=["north", None, "south"][i % 3], csat=None if i % 4 == 0 else 1 + i % 5,
+                     opened_at=None if i % 3 == 0 else MID) for i in range(40)]
+    rows += [good_row(100 + n, **{"response_id": f"bad-{name}", **over})
+             for n, (name, over) in enumerate(BAD.items())]
+    rows.append(good_row(200, response_id="dup"))
+    df = v.row_frame(pd.DataFrame(rows))
+
+    checks, reasons = v.check_rows(exps, df)
+    reference = _complete_in_one_pass(exps, df)
+    assert [c.expectation for c in checks] == [e.name for e in exps]
+    for check in checks:
+        assert check == reference[check.expectation], check.expectation
+    by = {c.expectation: c for c in checks}
+    assert by["extra_0"].success and by["extra_0"].sample  # passing "mostly" checks still list failing rows
+    assert "error" in by["extra_4"].observed and not by["extra_4"].success
+    assert by["extra_5"].observed["observed_value"] > 0 and by["extra_7"].success
+    south = {k for k, region in zip(df["row_key"], df["region"], strict=True) if region == "south"}
+    failing = {k for k, rs in reasons.items() if any(r["expectation"] == "extra_3" for r in rs)}
+    assert south and failing == south
+
+
+def test_the_kept_month_follows_the_quarantine_flags(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    """Inside a cycle run the month frame is shared: the gate reads it and patches `quarantined`."""
+    import tasks.month as month
+
+    settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
+    add_rows(engine, [good_row(i) for i in range(6)] + [good_row(9, csat=9), good_row(10, ces=0)])
+
+    def flags() -> dict[str, bool]:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(v.FB.response_id, v.FB.quarantined)).tuples().all())
+
+    with month.keeping(engine, PERIOD):
+        kept = month.month_rows(engine, PERIOD)  # read before the gate, as the cycle does
+        assert not kept["quarantined"].any()
+        v.validate_period(settings, engine, PERIOD, now=NOW)
+        frame = month.month_rows(engine, PERIOD)
+        assert dict(zip(frame["response_id"], frame["quarantined"], strict=True)) == flags()
+        assert set(frame.loc[frame["quarantined"], "response_id"]) == {"r9", "r10"}
+        # fixed at the source: the next run clears the flag in the database and in the kept frame
+        with session_scope(engine) as s:
+            s.execute(update(Feedback).where(v.FB.response_id == "r9").values(csat=4))
+        month.forget(engine, PERIOD)  # (a write the kept frame was not told about, as collect does)
+        v.validate_period(settings, engine, PERIOD, now=NOW)
+        frame = month.month_rows(engine, PERIOD)
+        assert dict(zip(frame["response_id"], frame["quarantined"], strict=True)) == flags()
+        assert set(frame.loc[frame["quarantined"], "response_id"]) == {"r10"}
