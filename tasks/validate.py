@@ -395,13 +395,6 @@ _COMPLETE = {"result_format": "COMPLETE", "return_unexpected_index_query": False
              "partial_unexpected_count": 0}
 
 
-def _clean_pass(r: Any) -> bool:
-    """A BASIC result that COMPLETE could not add to: passed, no failing row, no error."""
-    return bool(r.success) and not (r.exception_info or {}).get("raised_exception") and all(
-        not (v.get("raised_exception") if isinstance(v, dict) else False)
-        for v in (r.exception_info or {}).values()) and (r.result or {}).get("unexpected_count") == 0
-
-
 def _errors(r: Any) -> str | None:
     """What GX raised while validating one expectation, if anything."""
     info = r.exception_info or {}
@@ -409,6 +402,11 @@ def _errors(r: Any) -> str | None:
               and v.get("raised_exception")] if "raised_exception" not in info else (
         [info.get("exception_message")] if info.get("raised_exception") else [])
     return "; ".join(sorted({str(e) for e in errors})) if errors else None
+
+
+def _clean_pass(r: Any) -> bool:
+    """A BASIC result that COMPLETE could not add to: passed, no failing row, no error."""
+    return bool(r.success) and _errors(r) is None and (r.result or {}).get("unexpected_count") == 0
 
 
 def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: str) -> list[tuple[
