@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -149,43 +150,94 @@ def _key(value: Any) -> str:
     return unicodedata.normalize("NFKC", str(value)).strip().casefold()
 
 
-def _is_str(s: pd.Series) -> np.ndarray:
-    return np.fromiter((isinstance(v, str) for v in s.to_numpy(dtype=object)), dtype=bool, count=len(s))
+def _is_str(arr: np.ndarray) -> np.ndarray:
+    return np.fromiter(map(isinstance, arr, repeat(str)), dtype=bool, count=len(arr))
 
 
-def _per_value(s: pd.Series, fn: Callable[[Any], Any]) -> list[Any]:
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    """A 1-d object array of `values` as they are (numpy would unpack lists and tuples)."""
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _per_value(s: pd.Series, fn: Callable[[Any], Any]) -> tuple[np.ndarray, list[Any]]:
     """Apply `fn` once per distinct value, not once per row: an export of a million rows has a
-    few dozen distinct channels or scores, and this is what keeps mapping fast. None stays None."""
+    few dozen distinct channels or scores, and this is what keeps mapping fast. None stays None.
+
+    -> (codes, table): row i's result is `table[codes[i]]`. Distinct values are found by pandas'
+    hash table (equal values such as 1 and 1.0 share the first one's result, as a dict would)."""
     arr = s.to_numpy(dtype=object)
-    lookup = {v: fn(v) for v in set(arr.tolist()) if v is not None}
-    return [None if v is None else lookup[v] for v in arr.tolist()]
+    codes, uniques = pd.factorize(arr)
+    table = [fn(v) for v in uniques.tolist()]
+    table.append(None)
+    missing = np.flatnonzero(codes < 0)
+    if len(missing):
+        codes[missing] = len(table) - 1
+        # NaN, NA and NaT share None's code in the hash table, but `fn` decides what they are.
+        for i, v in zip(missing.tolist(), arr[missing].tolist(), strict=True):
+            if v is not None:
+                codes[i] = len(table)
+                table.append(fn(v))
+    return codes, table
 
 
 _NULLS_RAW = frozenset(NULL_TOKENS | {t.upper() for t in NULL_TOKENS} | {"Null", "None", "NaN", "N/a"})
 
 
+def _blank(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip()
+        return None if v in _NULLS_RAW else v
+    return None if v is None or (isinstance(v, float) and v != v) else v
+
+
+def _blanked(values: list[Any]) -> list[Any]:
+    """`_blank` of each value (inlined for text: this runs once per cell of an id column)."""
+    return [(None if (t := v.strip()) in _NULLS_RAW else t) if type(v) is str else _blank(v)
+            for v in values]
+
+
+def _factorize(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`pd.factorize` (missing values: -1) of repetitive values; None when most of a sample is
+    distinct (ids, times to the second), where the hash table costs more than it saves.
+    Raises TypeError for an unhashable value."""
+    if len(set(arr[:2_000].tolist())) > 1_000:
+        return None
+    return pd.factorize(arr)
+
+
 def _blank_to_none(s: pd.Series) -> pd.Series:
-    """Trim text and turn blanks and null markers ("", "NULL", "N/A", "-") into None."""
-    out = []
-    for v in s.to_numpy(dtype=object).tolist():
-        if isinstance(v, str):
-            v = v.strip()
-            out.append(None if v in _NULLS_RAW else v)
-        else:
-            out.append(None if v is None or (isinstance(v, float) and v != v) else v)
+    """Trim text and turn blanks and null markers ("", "NULL", "N/A", "-") into None.
+
+    Each distinct text is cleaned once (a million cells hold few distinct channels); values
+    that are not text keep their own object (the hash table takes 1, 1.0 and True as one)."""
+    arr = s.to_numpy(dtype=object)
+    try:
+        factors = _factorize(arr)
+    except TypeError:  # an unhashable value (a JSON list)
+        factors = None
+    if factors is None:
+        return pd.Series(_objects(_blanked(arr.tolist())), index=s.index, dtype=object)
+    codes, uniques = factors
+    distinct = uniques.tolist()
+    out = _objects([*_blanked(distinct), None])[codes]  # code -1 (None, NaN): the last, None
+    own = [k for k, v in enumerate(distinct) if type(v) is not str]
+    rows = np.flatnonzero(np.isin(codes, own) | (codes < 0))
+    if len(rows):
+        out[rows] = _objects(_blanked(arr[rows].tolist()))
     return pd.Series(out, index=s.index, dtype=object)
 
 
 def _map_values(s: pd.Series, mapping: dict[str, Any]) -> pd.Series:
     """Replace source values by canonical ones (`[sources.values.<field>]`); others stay as they are."""
     table = {_key(k): v for k, v in mapping.items()}
-    return pd.Series(_per_value(s, lambda v: table.get(_key(v), v)), index=s.index, dtype=object)
+    codes, mapped = _per_value(s, lambda v: table.get(_key(v), v))
+    return pd.Series(_objects(mapped)[codes], index=s.index, dtype=object)
 
 
 def _to_text(s: pd.Series) -> pd.Series:
     """Text fields as str; Excel and SQL numbers such as 1001.0 become "1001"."""
     arr = s.to_numpy(dtype=object).tolist()
-    if all(v is None or type(v) is str for v in arr):
+    if set(map(type, arr)) <= {str, type(None)}:
         return s
     return pd.Series([v if v is None or type(v) is str else _key_text(v) for v in arr],
                      index=s.index, dtype=object)
@@ -230,10 +282,13 @@ def _int_of(v: Any) -> int | _Bad:
 
 def to_int(s: pd.Series) -> tuple[pd.Series, np.ndarray, list[str]]:
     """Whole numbers as nullable Int64; -> (values, bad mask, message per row of the bad ones)."""
-    conv = _per_value(s, _int_of)
-    bad = np.fromiter((isinstance(v, _Bad) for v in conv), dtype=bool, count=len(conv))
-    messages = [str(conv[i]) for i in np.flatnonzero(bad)]
-    values = pd.array([None if isinstance(v, _Bad) else v for v in conv], dtype="Int64")
+    codes, conv = _per_value(s, _int_of)
+    bad_t = np.fromiter((isinstance(v, _Bad) for v in conv), dtype=bool, count=len(conv))
+    empty_t = bad_t | np.fromiter((v is None for v in conv), dtype=bool, count=len(conv))
+    ints_t = np.array([0 if e else v for v, e in zip(conv, empty_t.tolist(), strict=True)], dtype=np.int64)
+    bad = bad_t[codes]
+    messages = [str(conv[c]) for c in codes[bad].tolist()]
+    values = pd.arrays.IntegerArray(ints_t[codes], empty_t[codes])
     return pd.Series(values, index=s.index), bad, messages
 
 
@@ -244,9 +299,10 @@ def _bool_of(v: Any) -> bool | _Bad:
 
 def to_bool(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """yes/no, true/false, 1/0, 是/否 -> bool; anything else is reported as unparseable."""
-    conv = _per_value(s, _bool_of)
-    bad = np.fromiter((isinstance(v, _Bad) for v in conv), dtype=bool, count=len(conv))
-    return pd.Series([None if isinstance(v, _Bad) else v for v in conv], index=s.index, dtype=object), bad
+    codes, conv = _per_value(s, _bool_of)
+    bad_t = np.fromiter((isinstance(v, _Bad) for v in conv), dtype=bool, count=len(conv))
+    values = _objects([None if b else v for v, b in zip(conv, bad_t.tolist(), strict=True)])
+    return pd.Series(values[codes], index=s.index, dtype=object), bad_t[codes]
 
 
 def _localize(naive: pd.Series, tz: ZoneInfo) -> pd.Series:
@@ -436,7 +492,8 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
         ))
     ok_rows = np.flatnonzero(~problem)
     rid_arr = rids.to_numpy(dtype=object)
-    fixed = {str(r) for r in rid_arr[ok_rows].tolist()} | {f"{label}:{r}" for r in rows[ok_rows].tolist()}
+    fixed = set(map(str, rid_arr[ok_rows].tolist()))
+    fixed.update(map(f"{label}:".__add__, map(str, rows[ok_rows].tolist())))
 
     records = pd.DataFrame({name: s[accepted] for name, s in canon.items()})
     repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
@@ -504,7 +561,8 @@ def content_hashes(records: pd.DataFrame) -> list[str]:
         column = pd.util.hash_pandas_object(s, index=False, categorize=bool(few)).to_numpy()
         hashed = (hashed ^ column) * mult  # wraps modulo 2**64, like pandas' own combination
         mult = mult + np.uint64(82_520)
-    return [f"{h:016x}" for h in hashed.tolist()]
+    text = hashed.astype(">u8").tobytes().hex()  # 16 hex digits per row, as f"{h:016x}"
+    return [text[k:k + 16] for k in range(0, len(text), 16)]
 
 
 # ------------------------------------------------------------------------------------ storage

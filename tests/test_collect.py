@@ -395,6 +395,31 @@ def test_spreadsheet_date_formats(tmp_path: Path) -> None:
     assert local["v1"].strftime("%Y-%m-%d %H:%M") == "2026-10-03 00:00"
 
 
+def test_blank_cells_become_none_and_other_values_keep_their_type() -> None:
+    import tasks.collect as tc
+
+    cells = [" a ", "a", "", " N/A ", "-", None, float("nan"), 1, 1.0, True, ["x"], "NULL", "b "]
+    out = tc._blank_to_none(pd.Series(cells * 3, dtype=object)).tolist()
+    expected = ["a", "a", None, None, None, None, None, 1, 1.0, True, ["x"], None, "b"] * 3
+    assert out == expected
+    assert [type(v) for v in out] == [type(v) for v in expected]  # 1, 1.0 and True stay apart
+    distinct = [f" id{i} " for i in range(3_000)]  # mostly distinct: cleaned cell by cell
+    assert tc._blank_to_none(pd.Series(distinct, dtype=object)).tolist() == [t.strip() for t in distinct]
+
+
+def test_scores_and_flags_are_parsed_per_distinct_value() -> None:
+    import tasks.collect as tc
+
+    scores = pd.Series(["3", " 4 ", "１０", None, "3.5", "x", 7, 2.0, "3"], dtype=object)
+    ints, bad, messages = tc.to_int(scores)
+    assert ints.astype(object).where(ints.notna(), None).tolist() == [3, 4, 10, None, None, None, 7, 2, 3]
+    assert str(ints.dtype) == "Int64" and bad.tolist() == [False] * 4 + [True, True] + [False] * 3
+    assert messages == ["is not a whole number", "is not a number"]
+    flags, bad = tc.to_bool(pd.Series(["yes", "否", None, "maybe", True], dtype=object))
+    assert flags.tolist() == [True, False, None, None, True]
+    assert bad.tolist() == [False, False, False, True, False]
+
+
 # ------------------------------------------------------------------------- duplicates, updates
 def test_recollect_is_idempotent_and_changes_are_updates(engine: Engine, tmp_path: Path) -> None:
     header = "response_id,submitted_at,channel,nps,comment"
