@@ -7,7 +7,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, select
@@ -393,6 +395,32 @@ def test_spreadsheet_date_formats(tmp_path: Path) -> None:
     assert local["v4"].strftime("%Y-%m-%d %H:%M") == "2026-10-03 14:05"
     assert local["v7"].strftime("%Y-%m-%d %H:%M") == "2026-10-03 14:05"
     assert local["v1"].strftime("%Y-%m-%d %H:%M") == "2026-10-03 00:00"
+
+
+def test_offset_pretest_leaves_every_possibly_aware_text_to_the_regex(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only texts that cannot have an offset skip the offset regex: the times are the same as
+    with the regex run on every text."""
+    import tasks.collect as tc
+
+    texts = ["2026-10-03 14:05:09", "2026-10-03T14:05:09Z", "2026-10-03T14:05:09z", "2026-10-03 14:05+08",
+             "2026-10-03 14:05+0800", "2026-10-03 14:05:09+08:00", "2026-10-03 14:05:09.5-05:00",
+             "2026-10-03 14:05:09 Z", "2026-10-03", "2026/10/3 14:05", "2026-1-3 4:5:9", "10/3/2026 2:05 PM",
+             "2026-03-29 02:30:00", "2026-10-25 02:30:00", "2026-02-30 00:00:00", "junk", "20261003",
+             "２０２６-10-03 14:05:09", "2026-10-03  14:05:09", "2026-10-03 14:05:09 +08:00"]
+    s = pd.Series([*texts, None, *texts], dtype=object)  # repeated: parsed once each
+    zone = ZoneInfo("Europe/Berlin")
+    fast = tc.parse_datetimes(s, zone)
+    monkeypatch.setattr(tc, "_may_have_offset", lambda t: np.ones(len(t), dtype=bool))
+    general = tc.parse_datetimes(s, zone)
+    pd.testing.assert_series_equal(fast[0], general[0])
+    assert fast[1].tolist() == general[1].tolist()
+    assert str(fast[0].dtype) == "datetime64[us, UTC]"
+    assert fast[0][0] == pd.Timestamp("2026-10-03 12:05:09", tz="UTC")  # project time (CEST)
+    assert fast[0][5] == pd.Timestamp("2026-10-03 06:05:09", tz="UTC")  # its own offset
+    assert fast[0][1] == pd.Timestamp("2026-10-03 14:05:09", tz="UTC")
+    unread = {texts[i] for i in np.flatnonzero(fast[1][:len(texts)])}  # None is not a failure
+    assert unread == {"2026-10-03T14:05:09z", "2026-02-30 00:00:00", "junk", "2026-10-03  14:05:09"}
 
 
 def test_blank_cells_become_none_and_other_values_keep_their_type() -> None:
