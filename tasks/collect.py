@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, literal, select, update
 
 from config import Settings, SourceConfig
 from models import (
@@ -607,13 +607,22 @@ def content_hashes(records: pd.DataFrame) -> list[str]:
 def _db_datetimes(s: pd.Series, dialect: str) -> list[Any]:
     """UTC timestamps in the form the driver stores fastest, without per-value Python objects:
     SQLAlchemy's own SQLite text format (so the ORM reads them back as aware UTC), and ISO 8601
-    with offset for PostgreSQL's COPY."""
+    with offset for PostgreSQL's COPY. Formatted by numpy, whole column at once."""
     utc = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    text = np.datetime_as_string(utc, unit="us").tolist()
-    empty = s.isna().to_numpy(dtype=bool).tolist()
+    present = ~np.isnat(utc)
+    text = np.datetime_as_string(utc[present], unit="us")  # only the present: often a few
     if dialect == "sqlite":
-        return [None if e else f"{t[:10]} {t[11:]}" for t, e in zip(text, empty, strict=True)]
-    return [None if e else f"{t}+00:00" for t, e in zip(text, empty, strict=True)]
+        chars = text.view(np.uint32).reshape(len(text), -1)  # UCS-4: "YYYY-MM-DDThh..." -> " "
+        if chars.shape[1] > 10:
+            chars[:, 10] = ord(" ")
+    else:
+        text = np.strings.add(text, "+00:00")
+    values = np.full(len(utc), None, dtype=object)
+    values[present] = text.astype(object)
+    return values.tolist()
+
+
+_NOT_PLAIN = (float, type(pd.NA))  # the values `_db_column` turns into None (NaN) or must check
 
 
 def _db_column(s: pd.Series, kind: str, dialect: str) -> list[Any]:
@@ -621,9 +630,14 @@ def _db_column(s: pd.Series, kind: str, dialect: str) -> list[Any]:
     if kind == "datetime":
         return _db_datetimes(s, dialect)
     if kind == "int":
-        return [None if v is pd.NA else int(v) for v in s.tolist()]
+        ints = s.to_numpy(dtype=np.int64, na_value=0).astype(object)  # Python ints
+        ints[s.isna().to_numpy(dtype=bool)] = None
+        return ints.tolist()
+    values = s.tolist()
+    if not any(issubclass(t, _NOT_PLAIN) for t in set(map(type, values))):
+        return values
     return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
-            for v in s.tolist()]
+            for v in values]
 
 
 def _db_value(v: Any, dialect: str) -> Any:
@@ -633,14 +647,15 @@ def _db_value(v: Any, dialect: str) -> Any:
     return v
 
 
-def _row_tuples(records: pd.DataFrame, extra: dict[str, Any], dialect: str
-                ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Column names and one tuple per row: the canonical fields, content_hash and `extra`.
+def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str
+                 ) -> tuple[list[str], list[list[Any]], dict[str, Any]]:
+    """Column names and values per column of the canonical fields and content_hash; and the
+    values of `extra` (the same in every row), as the driver takes them.
 
     A column that is empty in every row is left out (`null_columns`): the database fills NULL
     itself, and binding a value costs the driver about as much as storing it, so a typical export
     (a third of the canonical fields) loads about twice as fast. `null_columns` names them, for an
-    UPDATE, which must still set them."""
+    UPDATE, which must still set them. An `extra` value of None is left out the same way."""
     names: list[str] = []
     columns: list[list[Any]] = []
     for n, kind in CANONICAL_FIELDS.items():
@@ -649,39 +664,56 @@ def _row_tuples(records: pd.DataFrame, extra: dict[str, Any], dialect: str
             columns.append(_db_column(records[n], kind, dialect))
     names.append("content_hash")
     columns.append(records["content_hash"].tolist())
-    for k, v in extra.items():
-        if v is not None:
-            names.append(k)
-            columns.append([_db_value(v, dialect)] * len(records))
-    return names, list(zip(*columns, strict=True))
+    constants = {k: _db_value(v, dialect) for k, v in extra.items() if v is not None}
+    return names, columns, constants
 
 
-def _null_columns(names: list[str], extra: dict[str, Any]) -> list[str]:
-    """The canonical and `extra` columns `_row_tuples` left out because every value is NULL."""
+def _null_columns(names: Iterable[str], extra: dict[str, Any]) -> list[str]:
+    """The canonical and `extra` columns `_row_columns` left out because every value is NULL."""
+    names = set(names)
     return [n for n in (*CANONICAL_FIELDS, *extra) if n not in names]
 
 
-def _bulk_insert(conn: Connection, table: str, names: list[str], rows: list[tuple[Any, ...]]) -> None:
+def _sql_literal(conn: Connection, value: Any) -> str | None:
+    """`value` as SQL text in the connection's dialect (quotes escaped), or None if it is not a
+    plain int or text."""
+    if not isinstance(value, int | str) or (isinstance(value, str) and "\x00" in value):
+        return None
+    return str(literal(value).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _bulk_insert(conn: Connection, table: str, names: list[str], columns: list[list[Any]],
+                 constants: dict[str, Any]) -> None:
     """Insert many rows through the driver: COPY on PostgreSQL, executemany elsewhere. SQLAlchemy's
-    per-value bind processing is what makes big ORM/Core loads slow; values here are pre-converted."""
-    cols = ", ".join(names)
+    per-value bind processing is what makes big ORM/Core loads slow; values here are pre-converted.
+
+    `constants` (one value for every row) are written into the INSERT as SQL literals: each
+    parameter bound per row costs the driver time. COPY has no literals: there they are values."""
+    n = len(columns[0])
     if conn.dialect.name == "postgresql":
+        cols = ", ".join([*names, *constants])
+        copied = zip(*columns, *(repeat(v, n) for v in constants.values()), strict=True)
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-            for row in rows:
+            for row in copied:
                 copy.write_row(row)
         return
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    marks = ", ".join([mark] * len(names))
+    literals = {k: t for k, v in constants.items() if (t := _sql_literal(conn, v)) is not None}
+    bound = {k: v for k, v in constants.items() if k not in literals}
+    cols = ", ".join([*names, *bound, *literals])
+    marks = ", ".join([mark] * (len(names) + len(bound)) + list(literals.values()))
     sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
-    if conn.dialect.name != "sqlite" or len(rows) < CHUNK:
-        for part in _chunks(rows):
+    rows = zip(*columns, *(repeat(v, n) for v in bound.values()), strict=True)
+    if conn.dialect.name != "sqlite" or n < CHUNK:
+        for part in _chunks(list(rows)):
             conn.exec_driver_sql(sql, list(part))
         return
     # A big load on SQLite: one executemany on the driver's cursor (inside the caller's
-    # transaction), with a page cache large enough that the growing indexes are not spilled and
-    # re-read while the transaction is open. The connection's own setting is restored afterwards.
+    # transaction), fed row by row (a list of a million tuples costs a second), with a page
+    # cache large enough that the growing indexes are not spilled and re-read while the
+    # transaction is open. The connection's own setting is restored afterwards.
     driver = conn.connection.driver_connection
     assert driver is not None
     cur = driver.cursor()
@@ -759,32 +791,38 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
         if len(records):
             keys = records["response_id"].tolist()
             stored = _existing(conn, fb, source.name, keys)
-            for pos, (rid, h) in enumerate(zip(keys, records["content_hash"].tolist(), strict=True)):
-                hit = stored.get(rid)
-                if hit is None:
-                    new_idx.append(pos)
-                elif hit[1] == h:
-                    same += 1
-                else:
-                    changed.append((pos, hit[0]))
+            if not stored:  # none of these ids stored yet: every row is new
+                new_idx = list(range(len(keys)))
+            else:
+                for pos, (rid, h) in enumerate(zip(keys, records["content_hash"].tolist(), strict=True)):
+                    hit = stored.get(rid)
+                    if hit is None:
+                        new_idx.append(pos)
+                    elif hit[1] == h:
+                        same += 1
+                    else:
+                        changed.append((pos, hit[0]))
         dialect = conn.dialect.name
         if new_idx:
-            names, rows = _row_tuples(records.iloc[new_idx], {
-                "source": source.name, "period": period, "import_id": import_id, "quarantined": False,
-                "loaded_at": now, "updated_at": None, "sentiment": None, "sentiment_score": None,
-                "themes": None,
-            }, dialect)
-            _bulk_insert(conn, fb.name, names, rows)
+            names, columns, constants = _row_columns(
+                records if len(new_idx) == len(records) else records.iloc[new_idx], {
+                    "source": source.name, "period": period, "import_id": import_id, "quarantined": False,
+                    "loaded_at": now, "updated_at": None, "sentiment": None, "sentiment_score": None,
+                    "themes": None,
+                }, dialect)
+            _bulk_insert(conn, fb.name, names, columns, constants)
         if changed:
             extra = {
                 "period": period, "import_id": import_id, "updated_at": now,
                 # The content changed: the comments stage must look at it again.
                 "sentiment": None, "sentiment_score": None, "themes": None,
             }
-            names, rows = _row_tuples(records.iloc[[p for p, _ in changed]], extra, dialect)
-            _bulk_update(conn, fb.name, names,
-                         [(*row, row_id) for row, (_, row_id) in zip(rows, changed, strict=True)],
-                         _null_columns(names, extra))
+            names, columns, constants = _row_columns(records.iloc[[p for p, _ in changed]], extra, dialect)
+            ids = [row_id for _, row_id in changed]
+            _bulk_update(conn, fb.name, [*names, *constants],
+                         list(zip(*columns, *(repeat(v, len(ids)) for v in constants.values()), ids,
+                                  strict=True)),
+                         _null_columns([*names, *constants], extra))
         _quarantine(conn, qt, source.name, period, prep, imp.file, now)
         imp.rows_read, imp.loaded, imp.updated = prep.rows_read, len(new_idx), len(changed)
         imp.duplicates, imp.rejected = same + prep.repeated, len(prep.rejected)

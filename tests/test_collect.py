@@ -480,6 +480,34 @@ def test_recollect_is_idempotent_and_changes_are_updates(engine: Engine, tmp_pat
     assert records[0].content_hash == records[1].content_hash != records[2].content_hash
 
 
+def test_big_load_with_a_quote_in_the_source_name(engine: Engine, tmp_path: Path) -> None:
+    """A load of CHUNK rows or more takes the bulk path; the source name, written into the INSERT
+    as a literal on SQLite, is stored as given."""
+    from tasks.collect import CHUNK
+
+    n = CHUNK + 5
+    lines = ["response_id,submitted_at,channel,nps,comment"]
+    lines += [f"b{i},2026-10-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:{i % 47:02d},web,{i % 11},"
+              + ("" if i % 3 else f"comment {i}") for i in range(n)]
+    write_csv(tmp_path / "big.csv", lines)
+    name = "o'brien; drop table feedback; --"
+    settings = make_settings(tmp_path, [{"name": name, "kind": "csv", "path": "big.csv"}])
+    imp = one(collect_period(settings, engine, P))
+    assert (imp.loaded, imp.rejected) == (n, 0)
+    fb = feedback(engine)
+    assert len(fb) == n and {f.source for f in fb.values()} == {name}
+    b7 = fb["b7"]
+    assert (b7.nps, b7.comment, b7.period, b7.quarantined, b7.import_id) == (7, None, P, False, imp.import_id)
+    assert b7.submitted_at == datetime(2026, 10, 7, 23, 7, 7, tzinfo=UTC)  # 07:07:07 in Shanghai
+    assert fb["b9"].comment == "comment 9" and b7.loaded_at is not None and b7.updated_at is None
+    lines[8] = lines[8].replace(",web,7,", ",web,8,")  # b7 changed
+    write_csv(tmp_path / "big.csv", lines)
+    again = one(collect_period(settings, engine, P))
+    assert (again.loaded, again.updated, again.duplicates) == (0, 1, n - 1)
+    b7 = feedback(engine)["b7"]
+    assert (b7.nps, b7.source, b7.import_id) == (8, name, again.import_id) and b7.updated_at is not None
+
+
 def test_overlapping_exports_load_once(engine: Engine, tmp_path: Path) -> None:
     header = "response_id,submitted_at,channel,nps"
     write_csv(
