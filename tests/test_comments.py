@@ -369,9 +369,9 @@ def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written
     reads: list[str] = []
     read_month = month.read_month
 
-    def counted(engine: Engine, period: str) -> pd.DataFrame:
+    def counted(engine: Engine, period: str, *args: Any, **kwargs: Any) -> pd.DataFrame:
         reads.append(period)
-        return read_month(engine, period)
+        return read_month(engine, period, *args, **kwargs)
 
     monkeypatch.setattr(month, "read_month", counted)
     caplog.set_level(logging.INFO, logger="tasks.comments")
