@@ -71,8 +71,12 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
 def collect_feedback(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
     from tasks.collect import collect_period
 
-    return _staged(settings, engine, period, "collect", source_fingerprint(settings),
-                   lambda: collect_period(settings, engine, period))
+    def work() -> Any:
+        summary = collect_period(settings, engine, period)
+        month.seed(engine, period, summary.inserted())  # a new month need not be read back
+        return summary
+
+    return _staged(settings, engine, period, "collect", source_fingerprint(settings), work)
 
 
 def _on_feedback(settings: Settings, engine: Engine, period: str, stage: str,

@@ -84,6 +84,8 @@ class ImportSummary:
     error: str | None = None
     import_id: int | None = None
     encoding: str | None = None
+    # The rows inserted, in insertion order (canonical fields and source): what a new month is.
+    inserted: pd.DataFrame | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
         return {"source": self.source, "file": self.file, "read": self.rows_read, "loaded": self.loaded,
@@ -110,6 +112,10 @@ class CollectSummary:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def inserted(self) -> list[pd.DataFrame]:
+        """The rows this collect inserted, file by file in the order they were inserted."""
+        return [i.inserted for i in self.imports if i.inserted is not None]
 
     def counts(self) -> dict[str, int | float | str]:
         out: dict[str, int | float | str] = {"files": len(self.imports)}
@@ -804,8 +810,9 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
                         changed.append((pos, hit[0]))
         dialect = conn.dialect.name
         if new_idx:
-            names, columns, constants = _row_columns(
-                records if len(new_idx) == len(records) else records.iloc[new_idx], {
+            fresh = records if len(new_idx) == len(records) else records.iloc[new_idx]
+            imp.inserted = fresh.drop(columns="content_hash").assign(source=source.name)
+            names, columns, constants = _row_columns(fresh, {
                     "source": source.name, "period": period, "import_id": import_id, "quarantined": False,
                     "loaded_at": now, "updated_at": None, "sentiment": None, "sentiment_score": None,
                     "themes": None,

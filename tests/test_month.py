@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
 import tasks.month as month
+from config import Settings, settings_from_dict
 from models import Feedback
+from tasks.collect import collect_period
 
 PERIOD = "2026-10"
 
@@ -112,3 +116,45 @@ def test_outside_a_cycle_run_only_the_asked_columns_are_read(engine: Engine) -> 
     with month.keeping(engine, PERIOD):
         pd.testing.assert_frame_equal(month.month_rows(engine, PERIOD, ["nps", "id", "submitted_at"],
                                                        clean=True), df)
+
+
+def _two_sources(tmp_path: Path) -> Settings:
+    (tmp_path / "a.csv").write_text(
+        "response_id,submitted_at,channel,journey_stage,nps,comment,is_complaint,opened_at\n"
+        "r1,2026-10-03 14:05,app,delivery,9,快递很快,是,2026-10-03 14:00\n"
+        "r2,2026/10/4 9:00,web,,7,  ,否,\n"
+        "r3,2026-09-30 23:00,web,delivery,3,,,\n", encoding="utf-8")  # September: not this month
+    (tmp_path / "b.csv").write_text(
+        "id,time,csat\nx1,2026-10-05T10:00:00+08:00,4\nx2,2026-10-06 08:00,2\n", encoding="gb18030")
+    return settings_from_dict({
+        "sources": [{"name": "survey", "kind": "csv", "path": "a.csv"},
+                    {"name": "hotline", "kind": "csv", "path": "b.csv",
+                     "columns": {"response_id": "id", "submitted_at": "time"},
+                     "constants": {"channel": "hotline"}}],
+        "departments": {"logistics": {"name": "Logistics", "owns": {"journey_stage": ["delivery"]}}},
+    }, tmp_path, env={})
+
+
+def test_collect_of_a_new_month_keeps_exactly_what_it_stored(engine: Engine, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _two_sources(tmp_path)
+    reads: list[str] = []
+    read_month = month.read_month
+
+    def counted(engine: Engine, period: str, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        reads.append(period)
+        return read_month(engine, period, *args, **kwargs)
+
+    monkeypatch.setattr(month, "read_month", counted)
+    with month.keeping(engine, PERIOD):
+        summary = collect_period(settings, engine, PERIOD)
+        assert month.seed(engine, PERIOD, summary.inserted())
+        kept = month.month_rows(engine, PERIOD)
+    assert reads == []
+    stored = month.month_rows(engine, PERIOD)
+    assert reads == [PERIOD]
+    pd.testing.assert_frame_equal(kept, stored)
+    assert kept["response_id"].tolist() == ["r1", "r2", "x1", "x2"]
+    assert kept["department"].tolist()[0] == "logistics"
+    with month.keeping(engine, PERIOD):  # a second collect stores nothing new: read, not seeded
+        assert not month.seed(engine, PERIOD, collect_period(settings, engine, PERIOD).inserted())
