@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, String, select, type_coerce
+from sqlalchemy import Connection, Engine, String, func, select, type_coerce
 
 from models import CANONICAL_FIELDS, Feedback
 from periods import parse_period
@@ -81,8 +81,7 @@ def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:
     if not n:
         return False
     with engine.connect() as conn:
-        ids = np.asarray(conn.execute(select(FB.c.id).where(FB.c.period == parse_period(period))
-                                      .order_by(FB.c.id)).scalars().all(), dtype="int64")
+        ids = _ids(conn, period)
         if len(ids) != n:
             return False
         frame = pd.concat(list(loaded), ignore_index=True) if len(loaded) > 1 else loaded[0]
@@ -95,6 +94,26 @@ def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:
     frame = frame.assign(id=ids, quarantined=False)
     kept.frame = typed(frame.reset_index(drop=True))
     return True
+
+
+def _ids(conn: Connection, period: str) -> np.ndarray:
+    """The period's row ids in order. Rows inserted in one go are numbered without gaps, which the
+    period index tells at once; otherwise they are fetched through the DB-API cursor (SQLAlchemy's
+    result rows cost a second per million here)."""
+    where = FB.c.period == parse_period(period)
+    n, first, last = conn.execute(
+        select(func.count(), func.min(FB.c.id), func.max(FB.c.id)).where(where)).one()
+    if not n:
+        return np.zeros(0, dtype="int64")
+    if last - first + 1 == n:
+        return np.arange(first, last + 1, dtype="int64")
+    stmt = select(FB.c.id).where(where).order_by(FB.c.id)
+    cur = conn.connection.cursor()
+    try:
+        cur.execute(str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})))
+        return np.fromiter((r[0] for r in cur.fetchall()), dtype="int64")
+    finally:
+        cur.close()
 
 
 def month_rows(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
@@ -186,8 +205,9 @@ def typed(df: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
             times = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
             out[c] = times.astype("datetime64[us, UTC]")
         elif c in NUMBER_COLUMNS:
-            numbers = pd.to_numeric(s.astype(object), errors="coerce")
-            out[c] = numbers.to_numpy(dtype="float64", na_value=np.nan)
+            if s.dtype.kind not in "iufb":  # text, booleans with None, a driver's Decimals
+                s = pd.to_numeric(s.astype(object), errors="coerce")
+            out[c] = s.to_numpy(dtype="float64", na_value=np.nan)
         else:
             out[c] = s.astype("str")
     return pd.DataFrame(out)

@@ -73,7 +73,7 @@ def test_kept_rows_are_read_once_and_patched_by_writers(engine: Engine) -> None:
     assert month.month_rows(engine, PERIOD)["quarantined"].tolist() == [False, True]  # not kept now
 
 
-def _loaded(engine: Engine) -> pd.DataFrame:
+def _loaded(engine: Engine, gap: bool = False) -> pd.DataFrame:
     """Rows as collect inserts them: canonical values, None for empty, in insertion order."""
     t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
     frame = pd.DataFrame({
@@ -87,11 +87,16 @@ def _loaded(engine: Engine) -> pd.DataFrame:
             values: dict[str, Any] = {k: (None if pd.isna(v) else v) for k, v in r.items()}
             s.add(Feedback(period=PERIOD, content_hash="h", **values))
             s.commit()
+            if gap:  # another month's row between them: the ids have a gap
+                s.add(Feedback(period="2026-09", content_hash="h", **{**values, "response_id": "sep"}))
+                s.commit()
+                gap = False
     return frame
 
 
-def test_a_new_month_is_kept_from_what_collect_inserted(engine: Engine) -> None:
-    frame = _loaded(engine)
+@pytest.mark.parametrize("gap", [False, True])
+def test_a_new_month_is_kept_from_what_collect_inserted(engine: Engine, gap: bool) -> None:
+    frame = _loaded(engine, gap)
     assert not month.seed(engine, PERIOD, [frame])  # nothing is kept outside a cycle run
     with month.keeping(engine, PERIOD):
         assert month.seed(engine, PERIOD, [frame.iloc[:1], frame.iloc[1:]])
