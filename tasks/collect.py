@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
@@ -142,9 +143,19 @@ class Prepared:
     rows_read: int
     out_of_period: int
     repeated: int  # earlier copies of a response_id repeated later in the same file
-    fixed_keys: set[str]  # row keys that parse now: their collect-stage quarantine is readmitted
     periods: dict[str, int] = field(default_factory=dict)  # dated rows per "YYYY-MM" (any state)
     undated: int = 0  # rows without a usable submitted_at: rejected in every period
+    label: str = ""
+    ok_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # rows that parse:
+    ok_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))  # ids, lines
+
+    @cached_property
+    def fixed_keys(self) -> set[str]:
+        """Row keys that parse now: their collect-stage quarantine is readmitted. Built only when
+        a quarantine entry asks (two million strings for a million-row file)."""
+        fixed = set(map(str, self.ok_ids.tolist()))
+        fixed.update(map(f"{self.label}:".__add__, map(str, self.ok_lines.tolist())))
+        return fixed
 
 
 # ------------------------------------------------------------------------------ value coercion
@@ -452,7 +463,7 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
         raise SourceError(f"{label}: mapped column {', '.join(missing)} not found; "
                           f"the file's columns are: {', '.join(map(str, frame.columns))}")
     if n == 0:
-        return Prepared(pd.DataFrame(), [], 0, 0, 0, set())
+        return Prepared(pd.DataFrame(), [], 0, 0, 0)
     for name in REQUIRED_FIELDS:
         if name not in source.columns and name not in source.constants and name not in frame.columns:
             raise SourceError(f"{label}: no column for required field {name!r}: map one under "
@@ -536,15 +547,14 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
         ))
     ok_rows = np.flatnonzero(~problem)
     rid_arr = rids.to_numpy(dtype=object)
-    fixed = set(map(str, rid_arr[ok_rows].tolist()))
-    fixed.update(map(f"{label}:".__add__, map(str, rows[ok_rows].tolist())))
 
     records = pd.DataFrame({name: s[accepted] for name, s in canon.items()})
     repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
     records = records[~repeated].reset_index(drop=True)
     records["content_hash"] = content_hashes(records)
-    return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()), fixed,
-                    _period_counts(submitted[known], settings), int((~known).sum()))
+    return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()),
+                    _period_counts(submitted[known], settings), int((~known).sum()),
+                    label, rid_arr[ok_rows], rows[ok_rows])
 
 
 def _period_counts(submitted: pd.Series, settings: Settings) -> dict[str, int]:
