@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,58 @@ def open_db(url: str) -> Engine:
     engine = make_engine(url)
     init_db(engine)
     return engine
+
+
+_kicks: dict[int, Callable[[], None]] = {}
+
+
+def checkpoint_soon(engine: Engine) -> None:
+    """Inside `background_checkpoints`: start copying what was committed into the database file."""
+    kick = _kicks.get(id(engine))
+    if kick is not None:
+        kick()
+
+
+@contextmanager
+def background_checkpoints(engine: Engine) -> Iterator[None]:
+    """SQLite: copy the write-ahead log back into the database on a thread of its own.
+
+    By default the connection that commits a big write also copies it into the database file
+    (about 1 s per million new rows), while the next stage waits. Inside this block commits leave
+    that to `checkpoint_soon`, called after each stage: a checkpoint on its own connection and
+    thread, which runs beside the next stage's Python work (SQLite releases the GIL). On leaving,
+    it waits for that thread and checkpoints the rest. Other databases: nothing changes."""
+    path = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:":
+        yield
+        return
+
+    def no_auto(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint() -> None:
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    running: list[threading.Thread] = []
+
+    def kick() -> None:
+        if running and running[0].is_alive():
+            return  # the running one takes what was committed when it started; the next kick the rest
+        running[:] = [threading.Thread(target=checkpoint, name="cxloop-checkpoint", daemon=True)]
+        running[0].start()
+
+    event.listen(engine, "checkout", no_auto)
+    _kicks[id(engine)] = kick
+    try:
+        yield
+    finally:
+        _kicks.pop(id(engine), None)
+        event.remove(engine, "checkout", no_auto)
+        if running:
+            running[0].join()
+        engine.dispose()  # pooled connections go (they had no auto-checkpoint); new ones get it back
+        checkpoint()

@@ -17,7 +17,7 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
 
 from config import Settings, load_settings
-from db import open_db
+from db import background_checkpoints, checkpoint_soon, open_db
 from flows.bookkeeping import (
     begin_stage,
     data_fingerprint,
@@ -29,6 +29,7 @@ from flows.bookkeeping import (
     start_cycle,
     update_cycle,
 )
+from flows.warmup import warm_up
 from models import utcnow
 from tasks import month
 
@@ -63,6 +64,7 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
         raise
     end_stage(engine, period, stage, status="completed", counts=counts,
               output_fingerprint=after() if after else None)
+    checkpoint_soon(engine)
     print(f"{stage}: {counts}")
     return counts
 
@@ -176,8 +178,9 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
     settings = load_settings(config)
     engine = _engine(settings.database_url)
     # One read of the month's rows, after collect, is shared by the stages that follow.
-    with period_lock(engine, period), month.keeping(engine, period):
+    with period_lock(engine, period), month.keeping(engine, period), background_checkpoints(engine):
         start_cycle(engine, period, started_by)
+        warm_up(settings)  # later stages' libraries load while collect works
         done: dict[str, dict[str, Any]] = {}
         try:
             done["collect"] = collect_feedback(settings, engine, period)
