@@ -74,3 +74,20 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def month_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The periods `tasks.month` reads from the database during the test, in order (a month
+    shared or handed over by collect leaves no entry)."""
+    import tasks.month as month
+
+    reads: list[str] = []
+    read_month = month.read_month
+
+    def counted(engine: Engine, period: str, *args: object, **kwargs: object) -> object:
+        reads.append(period)
+        return read_month(engine, period, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(month, "read_month", counted)
+    return reads

@@ -355,7 +355,7 @@ def test_only_unanalysed_rows_unless_taxonomy_changed(engine: Engine, tmp_path: 
 
 
 def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written(
-        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        engine: Engine, tmp_path: Path, month_reads: list[str],
         caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings(tmp_path)
     add_feedback(engine, "a", "快递太慢了")
@@ -366,14 +366,7 @@ def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written
     with engine.begin() as conn:  # a blank comment keeps no analysis: cleared
         conn.execute(update(FEEDBACK).where(FEEDBACK.c.response_id == "d").values(
             sentiment="neutral", sentiment_score=0.5, themes=""))
-    reads: list[str] = []
-    read_month = month.read_month
-
-    def counted(engine: Engine, period: str, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        reads.append(period)
-        return read_month(engine, period, *args, **kwargs)
-
-    monkeypatch.setattr(month, "read_month", counted)
+    reads = month_reads
     caplog.set_level(logging.INFO, logger="tasks.comments")
     speed = make_settings(tmp_path, topics=[{"id": "speed", "name_en": "Speed", "name_zh": "速度",
                                              "keywords": {"zh": ["太慢"]}}])

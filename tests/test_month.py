@@ -141,16 +141,9 @@ def _two_sources(tmp_path: Path) -> Settings:
 
 
 def test_collect_of_a_new_month_keeps_exactly_what_it_stored(engine: Engine, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                                            month_reads: list[str]) -> None:
     settings = _two_sources(tmp_path)
-    reads: list[str] = []
-    read_month = month.read_month
-
-    def counted(engine: Engine, period: str, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        reads.append(period)
-        return read_month(engine, period, *args, **kwargs)
-
-    monkeypatch.setattr(month, "read_month", counted)
+    reads = month_reads
     with month.keeping(engine, PERIOD):
         summary = collect_period(settings, engine, PERIOD)
         assert month.seed(engine, PERIOD, summary.inserted())
