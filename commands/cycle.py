@@ -43,7 +43,9 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
                reason: str = "") -> list[dict[str, Any]]:
     from flows.bookkeeping import CycleBusy
     from flows.cycle import cx_monthly_cycle
+    from flows.warmup import warm_up
 
+    warm_up(load_settings(config))  # the stages' libraries load while Prefect's server starts
     outcomes = []
     for period in periods:
         status_ctx = console.status(f"cycle {period}: running …") if console.is_terminal else None

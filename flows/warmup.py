@@ -11,33 +11,49 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from config import Settings
 
 log = logging.getLogger(__name__)
 
 
-def _load(settings: Settings) -> None:
+def _gx() -> None:
     from tasks import validate
 
     validate._gx()
+
+
+def _stats() -> None:
     import statsmodels.stats.proportion  # noqa: F401  (KPI intervals, effects)
 
-    from tasks.sentiment import load_model
 
-    load_model(settings)
+def _dictionary() -> None:
     from tasks.comments import _jieba
 
     _jieba().initialize()
 
 
+def _steps(settings: Settings) -> list[Callable[[], object]]:
+    from tasks.sentiment import load_model
+
+    return [_gx, _stats, lambda: load_model(settings), _dictionary]
+
+
+def load_libraries(settings: Settings) -> None:
+    """Import and load everything now, in this thread."""
+    for step in _steps(settings):
+        step()
+
+
 def warm_up(settings: Settings) -> threading.Thread:
     """Start loading; the caller may `join()` but need not."""
     def run() -> None:
-        try:
-            _load(settings)
-        except Exception as exc:  # the stage that needs it reports the real error
-            log.debug("warm-up stopped: %s", exc)
+        for step in _steps(settings):
+            try:
+                step()
+            except Exception as exc:  # the stage that needs it reports the real error
+                log.debug("warm-up step failed: %s", exc)
 
     thread = threading.Thread(target=run, name="cxloop-warm-up", daemon=True)
     thread.start()

@@ -1,0 +1,48 @@
+"""Work the cycle moves off its critical path: SQLite checkpoints and loading the stages' libraries."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from config import settings_from_dict
+from db import background_checkpoints, checkpoint_soon
+from flows.warmup import warm_up
+from tasks.comments import _jieba
+
+
+def _autocheckpoint(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("PRAGMA wal_autocheckpoint")).scalar_one())
+
+
+def test_sqlite_checkpoints_run_apart_and_all_is_in_the_file_after(engine: Engine) -> None:
+    with background_checkpoints(engine):
+        if engine.dialect.name == "sqlite":
+            assert _autocheckpoint(engine) == 0  # commits leave the copying to checkpoint_soon
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE scratch (n INTEGER)"))
+            conn.execute(text("INSERT INTO scratch VALUES (:n)"), [{"n": i} for i in range(5000)])
+        checkpoint_soon(engine)
+        checkpoint_soon(engine)  # a second kick while one runs is harmless
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 5000
+    if engine.dialect.name == "sqlite":
+        assert _autocheckpoint(engine) == 1000  # connections made after the block: SQLite's default
+        path = engine.url.database
+        assert path
+        busy, logged, copied = sqlite3.connect(path).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and logged == copied  # nothing was left in the log
+
+
+def test_warm_up_loads_the_libraries_and_ignores_what_it_cannot_load(tmp_path: Path) -> None:
+    settings = settings_from_dict({"comments": {"model": "trained", "model_path": "missing.joblib"}},
+                                  tmp_path, env={})
+    thread = warm_up(settings)  # the missing model is the comments stage's error to report
+    thread.join(120)
+    assert not thread.is_alive()
+    assert "great_expectations" in sys.modules and "statsmodels.stats.proportion" in sys.modules
+    assert _jieba().dt.initialized  # loaded after the step that failed
