@@ -2,7 +2,9 @@
 
 collect -> validate (gate) -> comments -> KPIs -> re-measure -> actions -> notify -> report.
 A held cycle (a critical data-quality check failed) stores its KPIs as provisional, opens no
-action and tells only the data owners.
+action and tells only the data owners. While the period is locked, the stages share one frame of
+the month's rows (`tasks.month`), SQLite's log is checkpointed between stages on a thread of its
+own, and the libraries of later stages load while collect works (`flows.warmup`).
 """
 
 from __future__ import annotations
@@ -177,7 +179,6 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
     """One monthly CX cycle. Safe to re-run: finished stages with unchanged inputs are not redone."""
     settings = load_settings(config)
     engine = _engine(settings.database_url)
-    # One read of the month's rows, after collect, is shared by the stages that follow.
     with period_lock(engine, period), month.keeping(engine, period), background_checkpoints(engine):
         start_cycle(engine, period, started_by)
         warm_up(settings)  # later stages' libraries load while collect works
