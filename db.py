@@ -28,6 +28,13 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        @event.listens_for(engine, "checkout")
+        def _checkpointing(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            # Commits copy the log into the database themselves (SQLite's default of 1000 pages),
+            # except inside `background_checkpoints`, which does it on a thread of its own.
+            deferred = id(engine) in _kicks
+            dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={0 if deferred else 1000}")
+
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -90,9 +97,6 @@ def background_checkpoints(engine: Engine) -> Iterator[None]:
         yield
         return
 
-    def no_auto(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
-        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
-
     def checkpoint() -> None:
         conn = sqlite3.connect(path, timeout=30)
         try:
@@ -108,14 +112,11 @@ def background_checkpoints(engine: Engine) -> Iterator[None]:
         running[:] = [threading.Thread(target=checkpoint, name="cxloop-checkpoint", daemon=True)]
         running[0].start()
 
-    event.listen(engine, "checkout", no_auto)
-    _kicks[id(engine)] = kick
+    _kicks[id(engine)] = kick  # from now on, connections handed out do not checkpoint (see make_engine)
     try:
         yield
     finally:
         _kicks.pop(id(engine), None)
-        event.remove(engine, "checkout", no_auto)
         if running:
             running[0].join()
-        engine.dispose()  # pooled connections go (they had no auto-checkpoint); new ones get it back
         checkpoint()

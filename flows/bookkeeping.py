@@ -95,6 +95,11 @@ def source_fingerprint(settings: Settings) -> str:
     return h.hexdigest()
 
 
+# The feedback stamp last read, per engine, while no stage has begun since: a stage's "after"
+# fingerprint and the next stage's "before" one are asked back to back, with no write between.
+_last_stamp: dict[int, list[Any]] = {}
+
+
 def data_fingerprint(settings: Settings, engine: Engine, *parts: str) -> str:
     """The state a stage reads: config, suites, templates and the named parts of the data
     ("feedback", "kpis", "actions"). Stages are idempotent; this only spares work."""
@@ -106,7 +111,9 @@ def data_fingerprint(settings: Settings, engine: Engine, *parts: str) -> str:
     stamp: list[Any] = []
     with Session(engine) as s:
         if "feedback" in parts:
-            stamp.append(_feedback_stamp(s))
+            if id(engine) not in _last_stamp:
+                _last_stamp[id(engine)] = _feedback_stamp(s)
+            stamp.append(_last_stamp[id(engine)])
         if "kpis" in parts:
             stamp.append(list(s.execute(sa_select(func.count(col(KpiResult.id)),
                                                   func.sum(KpiResult.value))).one()))
@@ -143,6 +150,7 @@ def _stage_row(s: Session, period: str, stage: str) -> CycleStage | None:
 
 
 def start_cycle(engine: Engine, period: str, started_by: str) -> Cycle:
+    _last_stamp.pop(id(engine), None)
     with Session(engine, expire_on_commit=False) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == period)).first()
         if cycle is None:
@@ -156,6 +164,7 @@ def start_cycle(engine: Engine, period: str, started_by: str) -> Cycle:
 
 
 def update_cycle(engine: Engine, period: str, **fields: Any) -> None:
+    _last_stamp.pop(id(engine), None)
     with Session(engine) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == period)).one()
         for key, value in fields.items():
@@ -174,6 +183,7 @@ def stage_done_with(engine: Engine, period: str, stage: str, fingerprint: str) -
 
 
 def begin_stage(engine: Engine, period: str, stage: str, fingerprint: str) -> None:
+    _last_stamp.pop(id(engine), None)  # the stage may change feedback rows
     with Session(engine) as s:
         row = _stage_row(s, period, stage)
         row = row or CycleStage(period=period, stage=stage)
