@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +17,22 @@ from sqlmodel import Session
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+_sqlite_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_sqlite_engines() -> None:
+    """Close pooled SQLite connections as the process ends: the last connection to a database
+    folds the write-ahead log into the file and removes it, so no -wal file is left behind."""
+    for engine in list(_sqlite_engines):
+        engine.dispose()
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the pragmas SQLite needs to behave like a server database."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _sqlite_engines.add(engine)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:

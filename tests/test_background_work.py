@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,3 +48,14 @@ def test_warm_up_loads_the_libraries_and_ignores_what_it_cannot_load(tmp_path: P
     assert not thread.is_alive()
     assert "great_expectations" in sys.modules and "statsmodels.stats.proportion" in sys.modules
     assert _jieba().dt.initialized  # loaded after the step that failed
+
+
+def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "PREFECT_LOGGING_LEVEL": "ERROR"}
+    env.pop("CXLOOP_DATABASE__URL", None)
+    for args in (["init", str(tmp_path)], ["run", "--period", "2026-10"]):
+        subprocess.run([sys.executable, "-c", "from cli import main; main()", *args], cwd=tmp_path,
+                       env=env, check=True, timeout=300, capture_output=True)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("cxloop.db"))
+    assert names == ["cxloop.db", "cxloop.db.2026-10.lock"]  # no cxloop.db-wal, cxloop.db-shm
