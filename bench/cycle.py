@@ -21,6 +21,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ name = "bench"
 timezone = "Asia/Shanghai"
 
 [database]
-url = "sqlite:///{db}"
+url = "{db}"
 
 [[sources]]
 name = "survey"
@@ -120,6 +121,25 @@ model_path = "sentiment.joblib"
 """
 
 
+def _pg_schema(url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh schema on the PostgreSQL server and a function that drops it."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{name}", drop
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -130,6 +150,8 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true",
                     help="Do not load the stages' libraries before the cycle (the cycle loads them "
                          "on a thread while collect works, as a first cycle in a process does).")
+    ap.add_argument("--pg", metavar="URL", default=None,
+                    help="Run on PostgreSQL (postgresql+psycopg://...), in a new schema dropped after.")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="cxbench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -146,8 +168,10 @@ def main() -> None:
     del df
     print(f"plain pandas read_csv + groupby: {pandas_s:.2f} s")
 
+    db_url, drop_schema = (f"sqlite:///{work / 'cxloop.db'}", None) if not args.pg else _pg_schema(args.pg)
+    print(f"database: {'PostgreSQL' if args.pg else 'SQLite'}")
     (work / "cxloop.toml").write_text(CONFIG.format(
-        db=work / "cxloop.db", channels=CHANNELS, stages=STAGES, touchpoints=TOUCHPOINTS,
+        db=db_url, channels=CHANNELS, stages=STAGES, touchpoints=TOUCHPOINTS,
         model=args.model).replace("'", '"'), encoding="utf-8")
     if args.model == "trained":
         from config import load_settings
@@ -184,7 +208,7 @@ def main() -> None:
     t = time.perf_counter()
     outcome = cx_monthly_cycle(PERIOD, config=str(work / "cxloop.toml"), started_by="bench")
     total = time.perf_counter() - t
-    engine = open_db(f"sqlite:///{work / 'cxloop.db'}")
+    engine = open_db(db_url)
     with Session(engine) as s:
         stages = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == PERIOD))}
     print(f"cycle {PERIOD}: {outcome['status']} (gate {outcome['gate']})")
@@ -195,6 +219,9 @@ def main() -> None:
         print(f"  {name:<10} {secs:7.2f} s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas; peak memory {peak:.2f} GiB")
+    if drop_schema is not None:
+        engine.dispose()
+        drop_schema()
 
 
 if __name__ == "__main__":
