@@ -21,7 +21,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 logging.getLogger("tasks.notify").setLevel(logging.ERROR)  # the bench departments have no routes
 
+from db import fresh_pg_schema  # noqa: E402
 from tasks.demo import PHRASES  # noqa: E402
 
 PERIOD = "2026-10"
@@ -121,25 +122,6 @@ model_path = "sentiment.joblib"
 """
 
 
-def _pg_schema(url: str) -> tuple[str, Callable[[], None]]:
-    """A fresh schema on the PostgreSQL server and a function that drops it."""
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {name}"))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{name}", drop
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -168,7 +150,8 @@ def main() -> None:
     del df
     print(f"plain pandas read_csv + groupby: {pandas_s:.2f} s")
 
-    db_url, drop_schema = (f"sqlite:///{work / 'cxloop.db'}", None) if not args.pg else _pg_schema(args.pg)
+    schema = ExitStack()  # on PostgreSQL: a fresh schema, dropped at the end
+    db_url = schema.enter_context(fresh_pg_schema(args.pg)) if args.pg else f"sqlite:///{work / 'cxloop.db'}"
     print(f"database: {'PostgreSQL' if args.pg else 'SQLite'}")
     (work / "cxloop.toml").write_text(CONFIG.format(
         db=db_url, channels=CHANNELS, stages=STAGES, touchpoints=TOUCHPOINTS,
@@ -219,9 +202,8 @@ def main() -> None:
         print(f"  {name:<10} {secs:7.2f} s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas; peak memory {peak:.2f} GiB")
-    if drop_schema is not None:
-        engine.dispose()
-        drop_schema()
+    engine.dispose()
+    schema.close()
 
 
 if __name__ == "__main__":

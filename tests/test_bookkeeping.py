@@ -43,23 +43,15 @@ def test_a_finished_stage_is_skipped_only_for_the_same_input(engine: Engine) -> 
 def test_projects_in_other_schemas_of_one_database_do_not_block_each_other(engine: Engine) -> None:
     if engine.dialect.name != "postgresql":
         pytest.skip("schemas and advisory locks are PostgreSQL's")
-    import uuid
+    from sqlalchemy import create_engine
 
-    from sqlalchemy import create_engine, text
-
+    from db import fresh_pg_schema
     from tests.conftest import PG_URL
 
-    other = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {other}"))
-    sep = "&" if "?" in PG_URL else "?"
-    second = create_engine(f"{PG_URL}{sep}options=-csearch_path%3D{other}")
-    try:
-        with period_lock(engine, "2026-10"), period_lock(second, "2026-10"):
-            pass
-    finally:
-        second.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {other} CASCADE"))
-        admin.dispose()
+    with fresh_pg_schema(PG_URL) as url:
+        second = create_engine(url)
+        try:
+            with period_lock(engine, "2026-10"), period_lock(second, "2026-10"):
+                pass
+        finally:
+            second.dispose()
