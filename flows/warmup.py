@@ -1,8 +1,9 @@
 """Load what the later stages need on a thread of its own while collect reads and stores.
 
-Great Expectations takes about 3 s to import, jieba about 1 s to load its dictionary, and the
-sentiment model, statsmodels and scikit-learn another second; each would otherwise be paid inside
-its stage, after collect. Collect spends much of its time in SQLite and the CSV parser, which let
+Great Expectations takes about 3 s to import, jieba about 1 s to load its dictionary, the
+sentiment model, statsmodels and scikit-learn another second, and the later stages' own modules,
+Apprise and the compiled templates about 1.5 s more; each would otherwise be paid inside its
+stage, after collect. Collect spends much of its time in SQLite and the CSV parser, which let
 other threads run, so on a machine with two cores most of that loading costs nothing. A failure
 here is ignored: the stage that needs the thing loads it again and reports its own error.
 """
@@ -34,10 +35,34 @@ def _dictionary() -> None:
     _jieba().initialize()
 
 
+def _stages() -> None:
+    import apprise  # noqa: F401  (with its plugins: about 0.4 s)
+
+    import tasks.actions
+    import tasks.kpis
+    import tasks.notify
+    import tasks.remeasure
+    import tasks.report
+    import tasks.sinks  # noqa: F401
+
+
+def _templates() -> None:
+    """Compile every notice, report and playbook template once per process (Jinja caches them)."""
+    from paths import TEMPLATES
+    from tasks.rendering import LANGUAGES, environment
+
+    names = [p.relative_to(TEMPLATES).as_posix() for p in sorted(TEMPLATES.rglob("*"))
+             if p.suffix in (".html", ".md", ".j2") and p.relative_to(TEMPLATES).parts[0] != "init"]
+    for lang in LANGUAGES:
+        env = environment(lang)
+        for name in names:
+            env.get_template(name)
+
+
 def _steps(settings: Settings) -> list[Callable[[], object]]:
     from tasks.sentiment import load_model
 
-    return [_gx, _stats, lambda: load_model(settings), _dictionary]
+    return [_gx, _stats, lambda: load_model(settings), _dictionary, _stages, _templates]
 
 
 def load_libraries(settings: Settings) -> None:

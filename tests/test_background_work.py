@@ -14,6 +14,7 @@ from config import settings_from_dict
 from db import background_checkpoints, checkpoint_soon
 from flows.warmup import warm_up
 from tasks.comments import _jieba
+from tasks.rendering import environment
 
 
 def _autocheckpoint(engine: Engine) -> int:
@@ -48,6 +49,9 @@ def test_warm_up_loads_the_libraries_and_ignores_what_it_cannot_load(tmp_path: P
     assert not thread.is_alive()
     assert "great_expectations" in sys.modules and "statsmodels.stats.proportion" in sys.modules
     assert _jieba().dt.initialized  # loaded after the step that failed
+    assert "apprise" in sys.modules and "tasks.report" in sys.modules
+    compiled = {name for _, name in environment("zh").cache or ()}
+    assert {"report.html", "notice.md", "playbooks/nps.zh.md.j2"} <= compiled
 
 
 def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path: Path) -> None:
