@@ -9,7 +9,9 @@ Writes one month of responses as a CSV (canonical columns, UTF-8), then in the s
    `cxloop run` while Prefect's server starts, in `cxloop serve` once for every cycle after
    (reported separately; `--cold` leaves them to the cycle itself);
 4. the real flow `cx_monthly_cycle` on SQLite, with each stage's time from the cycle record;
-and prints peak memory (max RSS of this process).
+and prints peak memory: this process's, and that of this process together with the processes it
+started for the cycle (collect's parse worker and its fork server), sampled from /proc; Prefect's
+server process is left out, like its start time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,6 +49,47 @@ CHANNELS = ["survey", "app", "hotline", "store", "web", "email"]
 TOUCHPOINTS = ["website", "app", "store", "hotline", "courier", "social"]
 REGIONS = ["east", "north", "south", "west"]
 SEGMENTS = ["new", "returning", "vip"]
+
+
+def _tree_rss() -> int:
+    """Resident bytes of this process and its descendants, except Prefect's server (Linux /proc)."""
+    todo, total, page = [os.getpid()], 0, os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if (b"prefect" in cmd and b"server" in cmd) or b"uvicorn" in cmd:
+                continue
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return total
+
+
+class PeakSampler:
+    """The highest `_tree_rss` seen while running (every 100 ms): the worker processes' memory is
+    not in this process's max RSS. Shared pages of forked processes count twice: an upper bound."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, _tree_rss())
+
+    def __enter__(self) -> PeakSampler:
+        if Path("/proc/self/statm").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def generate(path: Path, rows: int, comment_share: float, seed: int = 1) -> None:
@@ -189,7 +233,8 @@ def main() -> None:
     from models import CycleStage
 
     t = time.perf_counter()
-    outcome = cx_monthly_cycle(PERIOD, config=str(work / "cxloop.toml"), started_by="bench")
+    with PeakSampler() as sampler:
+        outcome = cx_monthly_cycle(PERIOD, config=str(work / "cxloop.toml"), started_by="bench")
     total = time.perf_counter() - t
     engine = open_db(db_url)
     with Session(engine) as s:
@@ -201,7 +246,8 @@ def main() -> None:
         secs = (r.finished_at - r.started_at).total_seconds() if r.finished_at else float("nan")
         print(f"  {name:<10} {secs:7.2f} s")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas; peak memory {peak:.2f} GiB")
+    print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas; peak memory {peak:.2f} GiB"
+          + (f" (with its worker processes: {sampler.peak / 2**30:.2f} GiB)" if sampler.peak else ""))
     engine.dispose()
     schema.close()
 
