@@ -23,7 +23,10 @@ import codecs
 import io
 import multiprocessing as mp
 import os
+import pickle
 import queue
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
@@ -38,7 +41,7 @@ from config import Settings, SourceConfig
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
-QUEUE_CHUNKS = 2  # chunks prepared ahead of the main process at most
+QUEUE_CHUNKS = 4  # chunks prepared ahead of the main process at most (~25 MB each)
 _ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312"})  # "\n" is one byte
 _POLL = 1.0  # seconds between liveness checks of the other process
 _PRELOAD = ["tasks.collect"]
@@ -212,7 +215,7 @@ def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
                  prep.out_of_period, prep.repeated, prep.periods, prep.undated, fixed)
 
 
-def _send(q: Any, message: tuple[Any, ...]) -> None:
+def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:
     """Put `message` on the queue; end this process if the main process has gone."""
     parent = mp.parent_process()
     while True:
@@ -221,11 +224,21 @@ def _send(q: Any, message: tuple[Any, ...]) -> None:
             return
         except queue.Full:
             if parent is not None and not parent.is_alive():
+                shutil.rmtree(folder, ignore_errors=True)
                 os._exit(1)
 
 
+def _send_piece(q: Any, piece: Piece, folder: Path, number: int) -> None:
+    """A piece goes through a file, its name through the queue: a pipe moves 25 MB in 64 KB
+    steps, each a switch between the two processes."""
+    path = folder / f"{number}.pickle"
+    with path.open("wb") as f:
+        pickle.dump(piece, f, protocol=pickle.HIGHEST_PROTOCOL)
+    _send(q, ("chunk", str(path)), folder)
+
+
 def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-             dialect: str, open_keys: frozenset[str], rows: int, q: Any) -> None:
+             dialect: str, open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
     from tasks.collect import prepare
@@ -234,22 +247,22 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
     mapping = False
     try:
         encoding = _encoding(path, source.encoding)
-        _send(q, ("encoding", encoding))
+        _send(q, ("encoding", encoding), folder)
         read = 0
-        for frame in _chunks(path, encoding, label, rows):
+        for number, frame in enumerate(_chunks(path, encoding, label, rows)):
             raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding)
             read += len(frame)
             mapping = True
             piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
             mapping = False
-            _send(q, ("chunk", piece))
-        _send(q, ("done",) if read else ("give way",))
+            _send_piece(q, piece, folder, number)
+        _send(q, ("done",) if read else ("give way",), folder)
     except (GiveWay, UnicodeError):
-        _send(q, ("give way",))
+        _send(q, ("give way",), folder)
     except SourceError as exc:
-        _send(q, ("error", str(exc), mapping))
+        _send(q, ("error", str(exc), mapping), folder)
     except Exception as exc:  # as `collect_source` words an unforeseen failure of the reader
-        _send(q, ("error", f"{label}: cannot be read ({type(exc).__name__}: {exc})", mapping))
+        _send(q, ("error", f"{label}: cannot be read ({type(exc).__name__}: {exc})", mapping), folder)
     q.close()
     q.join_thread()
 
@@ -266,9 +279,10 @@ class Feed:
         self.encoding: str | None = None
         self.read = False  # whether a failure came after the file was read (while mapping it)
         self._queue = ctx.Queue(QUEUE_CHUNKS)
+        self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
         self._proc = _Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
-                                       CHUNK_ROWS, self._queue))
+                                       CHUNK_ROWS, self._folder, self._queue))
         self._proc.start()
 
     def __enter__(self) -> Feed:
@@ -283,6 +297,7 @@ class Feed:
         self._proc.join()
         self._queue.close()
         self._queue.cancel_join_thread()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def _get(self) -> tuple[Any, ...]:
         from tasks.readers import SourceError
@@ -309,7 +324,10 @@ class Feed:
             if kind == "encoding":
                 self.encoding = message[1]
             elif kind == "chunk":
-                yield message[1]
+                path = Path(message[1])
+                data = path.read_bytes()
+                path.unlink()
+                yield pickle.loads(data)
             elif kind == "done":
                 return
             elif kind == "error":

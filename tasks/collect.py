@@ -1010,7 +1010,7 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
 
 
 class _SeenIds:
-    """64-bit hashes of the response ids inserted so far, in a few sorted arrays merged like a
+    """The 64-bit hashes of the response ids inserted so far, in a few sorted arrays merged like a
     binary counter: 8 bytes per id (ten million ids: 80 MB), cheap to add to and to search."""
 
     def __init__(self) -> None:
@@ -1053,8 +1053,9 @@ class _ChunkedImport:
         self.constants = {k: _db_value(v, dialect) for k, v in {
             "source": source, "period": period, "import_id": import_id, "quarantined": False,
             "loaded_at": now}.items()}
-        self.stored = {r: (i, h) for r, i, h in _source_rows(conn, _FB, source)}
-        self.touched: dict[str, bool] = {}  # stored ids met so far -> whether their content changed
+        # The source's stored rows: id -> (row id, content hash), and once the file has a copy of
+        # it, whether that changed the row: (row id, hash, changed).
+        self.stored: dict[str, tuple[Any, ...]] = {r: (i, h) for r, i, h in _source_rows(conn, _FB, source)}
         self.seen = _SeenIds()
         self.frames: list[pd.DataFrame] = []
         self.rewritten = False
@@ -1100,10 +1101,15 @@ class _ChunkedImport:
         new: list[int] = []
         changed: list[tuple[int, int]] = []
         rewrite: list[tuple[int, int]] = []
+        stored = self.stored
+        same = 0
         for pos, (rid, h) in enumerate(zip(keys, hashes, strict=True)):
-            hit = self.stored.get(rid)
+            hit = stored.get(rid)
             if hit is not None:
-                if self._changes(rid, h, hit[1]):
+                if len(hit) == 2 and hit[1] == h:  # a first copy, unchanged: a re-collect's usual row
+                    same += 1
+                    stored[rid] = (hit[0], h, False)
+                elif self._changes(rid, h, hit):
                     changed.append((pos, hit[0]))
             elif rid in earlier:
                 self.counts["repeated"] += 1
@@ -1112,29 +1118,30 @@ class _ChunkedImport:
                 self.rewritten = True
             else:
                 new.append(pos)
+        self.counts["same"] += same
         return new, changed, rewrite
 
-    def _changes(self, rid: str, new_hash: str, stored_hash: str) -> bool:
+    def _changes(self, rid: str, new_hash: str, hit: tuple[Any, ...]) -> bool:
         """Count one copy of a stored row; whether the row must be written."""
         c = self.counts
-        before = self.touched.get(rid)  # None: first copy; else whether an earlier copy changed it
+        before = hit[2] if len(hit) > 2 else None  # whether an earlier copy changed it
         if before is not None:
             c["repeated"] += 1
-        if new_hash == stored_hash:
+        if new_hash == hit[1]:
             if before:
                 from tasks.chunked import GiveWay
 
                 raise GiveWay
             if before is None:
                 c["same"] += 1
-            self.touched[rid] = False
+            self.stored[rid] = (hit[0], hit[1], False)
             return False
         if before is None:
             c["updated"] += 1
         elif not before:
             c["same"] -= 1
             c["updated"] += 1
-        self.touched[rid] = True
+        self.stored[rid] = (hit[0], hit[1], True)
         return True
 
     def _inserted_before(self, keys: list[str], hashes: np.ndarray) -> dict[str, tuple[int, str]]:
@@ -1176,7 +1183,8 @@ class _ChunkedImport:
 
 
 def _id_hashes(keys: list[str]) -> np.ndarray:
-    return pd.util.hash_array(_objects(keys))
+    """Python's own hash of each id: 64 bits, ten times faster than pandas' (this process only)."""
+    return np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
 
 
 def _open_quarantine(engine: Engine, source: str, period: str) -> frozenset[str]:
