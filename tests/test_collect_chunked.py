@@ -242,3 +242,42 @@ def test_seen_ids_find_what_was_added() -> None:
         added += keys
     assert seen.may_hold(_id_hashes(added)).all()
     assert len(seen._levels) <= 3
+
+
+def test_no_worker_outlives_a_failed_store(twin: tuple[Engine, Engine], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error in the main process (here a stand-in for a database error) ends the worker and
+    removes its files; the import is rolled back and the error propagates, as for a whole file."""
+    import multiprocessing as mp
+    import tempfile
+
+    write(tmp_path / "export.csv", ROWS)
+    folders: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recorded(**kwargs: Any) -> str:
+        folders.append(mkdtemp(**kwargs))
+        return folders[-1]
+
+    monkeypatch.setattr(chunked.tempfile, "mkdtemp", recorded)
+    calls: list[int] = []
+
+    def failing(self: tc._ChunkedImport, piece: chunked.Piece) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tc._ChunkedImport, "add", failing)
+    monkeypatch.setattr(chunked, "BIG_FILE_BYTES", 0)
+    monkeypatch.setattr(chunked, "CHUNK_ROWS", 2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        collect_period(settings_for(tmp_path), twin[0], P)
+    assert not mp.active_children()
+    ours = [f for f in folders if "cxloop-chunks-" in f]
+    assert len(ours) == 1 and not Path(ours[0]).exists()
+    assert stored(twin[0]) == {"feedback": [], "quarantine": [], "readmitted": [], "imports": []}
+
+
+def test_the_fork_server_can_start_early() -> None:
+    chunked.start_server()
+    chunked.start_server()
