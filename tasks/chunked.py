@@ -53,17 +53,12 @@ class GiveWay(Exception):
 
 @dataclass
 class Piece:
-    """One prepared chunk as it crosses to the main process.
+    """One prepared chunk as it crosses to the main process (`collect.Prepared` without what only
+    a whole file needs). The rows go as the typed frame: datetimes and numbers as arrays, each text
+    object once - cheaper to pickle and load than driver values, which the main process makes
+    only for the rows it inserts."""
 
-    `names`/`columns`: the accepted rows as driver values (`collect._row_columns`), what the main
-    process binds; `typed`: the columns of `Prepared.records` that are not plain objects
-    (datetimes, nullable ints), sent as arrays. `records()` puts the frame together again: its text
-    columns are the driver values themselves, so no value crosses twice."""
-
-    order: list[str]  # the columns of `Prepared.records`
-    typed: pd.DataFrame
-    names: list[str]
-    columns: list[list[Any]]
+    records: pd.DataFrame  # accepted rows of the period, one per response_id, + content_hash
     rejected: list[Any]  # collect.Rejection
     rows_read: int
     out_of_period: int
@@ -71,26 +66,6 @@ class Piece:
     periods: dict[str, int]
     undated: int
     fixed: set[str] = field(default_factory=set)  # open quarantine keys whose rows parse now
-
-    def __len__(self) -> int:
-        return len(self.columns[-1])
-
-    def records(self) -> pd.DataFrame:
-        """`Prepared.records` of the chunk (content_hash as plain objects)."""
-        values = dict(zip(self.names, self.columns, strict=True))
-        n = len(self)
-        out: dict[str, Any] = {}
-        for name in self.order:
-            if name in self.typed:
-                out[name] = self.typed[name]
-            else:  # text, bools and hashes: plain objects, None where empty, as `prepare` has them
-                out[name] = pd.Series(_objects(values[name]) if name in values
-                                      else np.full(n, None, dtype=object), dtype=object, copy=False)
-        return pd.DataFrame(out, copy=False)
-
-
-def _objects(values: list[Any]) -> np.ndarray:
-    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def wanted(source: SourceConfig, path: Path) -> bool:
@@ -204,15 +179,10 @@ def _chunks(path: Path, encoding: str, label: str, rows: int) -> Iterator[pd.Dat
         raise readers.SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
 
 
-def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
-    from tasks.collect import _row_columns
-
-    records = prep.records
-    names, columns, _ = _row_columns(records, {}, dialect)
+def _piece(prep: Any, open_keys: frozenset[str]) -> Piece:
     fixed = set(open_keys & prep.fixed_keys) if open_keys else set()
-    typed = [c for c in records.columns if c != "content_hash" and records[c].dtype != object]
-    return Piece(list(records.columns), records[typed], names, columns, prep.rejected, prep.rows_read,
-                 prep.out_of_period, prep.repeated, prep.periods, prep.undated, fixed)
+    return Piece(prep.records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
+                 prep.periods, prep.undated, fixed)
 
 
 def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:
@@ -238,7 +208,7 @@ def _send_piece(q: Any, piece: Piece, folder: Path, number: int) -> None:
 
 
 def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-             dialect: str, open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
+             open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
     from tasks.collect import prepare
@@ -253,7 +223,7 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding)
             read += len(frame)
             mapping = True
-            piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
+            piece = _piece(prepare(settings, source, raw, period, label), open_keys)
             mapping = False
             _send_piece(q, piece, folder, number)
         _send(q, ("done",) if read else ("give way",), folder)
@@ -273,7 +243,7 @@ class Feed:
     context manager: leaving it (normally or by an error) ends the worker."""
 
     def __init__(self, settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-                 dialect: str, open_keys: frozenset[str]) -> None:
+                 open_keys: frozenset[str]) -> None:
         ctx = _context()
         self.label = label
         self.encoding: str | None = None
@@ -281,7 +251,7 @@ class Feed:
         self._queue = ctx.Queue(QUEUE_CHUNKS)
         self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
         self._proc = _Process(target=_produce, name="cxloop-collect-reader", daemon=True,
-                                 args=(settings, source, path, label, period, dialect, open_keys,
+                                 args=(settings, source, path, label, period, open_keys,
                                        CHUNK_ROWS, self._folder, self._queue))
         self._proc.start()
 

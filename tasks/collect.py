@@ -1076,18 +1076,18 @@ class _ChunkedImport:
             self.periods[month] = self.periods.get(month, 0) + k
         self.rejected.extend(piece.rejected)
         self.fixed |= piece.fixed
-        if not len(piece):
+        records = piece.records
+        if not len(records):
             return
-        records = piece.records()
-        keys = piece.columns[piece.names.index("response_id")]
+        keys = records["response_id"].tolist()
         hashes = _id_hashes(keys)
         earlier = self._inserted_before(keys, hashes)
         new: list[int] = list(range(len(keys)))  # the usual case, a new month: every row is new
         changed: list[tuple[int, int]] = []
         rewrite: list[tuple[int, int]] = []
         if self.stored or earlier:
-            new, changed, rewrite = self._sort(keys, piece.columns[-1], earlier)
-        self._insert(piece, records, new)
+            new, changed, rewrite = self._sort(keys, records["content_hash"].tolist(), earlier)
+        self._insert(records, new)
         self.seen.add(hashes[new])
         _update_changed(self.conn, records, changed, {
             "period": self.period, "import_id": self.import_id, "updated_at": self.now,
@@ -1152,14 +1152,13 @@ class _ChunkedImport:
         candidates = [keys[i] for i in maybe.tolist() if keys[i] not in self.stored]
         return _existing(self.conn, _FB, self.source, candidates)
 
-    def _insert(self, piece: Any, records: pd.DataFrame, new: list[int]) -> None:
+    def _insert(self, records: pd.DataFrame, new: list[int]) -> None:
         if not new:
             return
-        columns = piece.columns
         if len(new) < len(records):
             records = records.iloc[new]
-            columns = [[col[i] for i in new] for col in columns]
-        _bulk_insert(self.conn, _FB.name, piece.names, columns, self.constants)
+        names, columns, _ = _row_columns(records, {}, self.conn.dialect.name)
+        _bulk_insert(self.conn, _FB.name, names, columns, self.constants)
         self.counts["loaded"] += len(new)
         self.frames.append(records.drop(columns="content_hash").assign(source=self.source))
 
@@ -1211,7 +1210,7 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
     from tasks import chunked
 
     imp = ImportSummary(source.name, label)
-    with chunked.Feed(settings, source, path, label, period, engine.dialect.name,
+    with chunked.Feed(settings, source, path, label, period,
                       _open_quarantine(engine, source.name, period)) as feed:
         with path.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
