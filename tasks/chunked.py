@@ -66,6 +66,7 @@ class Piece:
     periods: dict[str, int]
     undated: int
     fixed: set[str] = field(default_factory=set)  # open quarantine keys whose rows parse now
+    times: dict[str, np.ndarray] = field(default_factory=dict)  # datetimes as `collect.db_times`
 
 
 def wanted(source: SourceConfig, path: Path) -> bool:
@@ -179,10 +180,16 @@ def _chunks(path: Path, encoding: str, label: str, rows: int) -> Iterator[pd.Dat
         raise readers.SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
 
 
-def _piece(prep: Any, open_keys: frozenset[str]) -> Piece:
+def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
+    from models import CANONICAL_FIELDS
+    from tasks.collect import db_times
+
     fixed = set(open_keys & prep.fixed_keys) if open_keys else set()
-    return Piece(prep.records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
-                 prep.periods, prep.undated, fixed)
+    records = prep.records
+    times = {n: db_times(records[n], dialect) for n, kind in CANONICAL_FIELDS.items()
+             if kind == "datetime" and n in records}
+    return Piece(records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
+                 prep.periods, prep.undated, fixed, times)
 
 
 def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:
@@ -208,7 +215,7 @@ def _send_piece(q: Any, piece: Piece, folder: Path, number: int) -> None:
 
 
 def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-             open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
+             dialect: str, open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
     from tasks.collect import prepare
@@ -223,7 +230,7 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding)
             read += len(frame)
             mapping = True
-            piece = _piece(prepare(settings, source, raw, period, label), open_keys)
+            piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
             mapping = False
             _send_piece(q, piece, folder, number)
         _send(q, ("done",) if read else ("give way",), folder)
@@ -243,7 +250,7 @@ class Feed:
     context manager: leaving it (normally or by an error) ends the worker."""
 
     def __init__(self, settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-                 open_keys: frozenset[str]) -> None:
+                 dialect: str, open_keys: frozenset[str]) -> None:
         ctx = _context()
         self.label = label
         self.encoding: str | None = None
@@ -251,7 +258,7 @@ class Feed:
         self._queue = ctx.Queue(QUEUE_CHUNKS)
         self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
         self._proc = _Process(target=_produce, name="cxloop-collect-reader", daemon=True,
-                                 args=(settings, source, path, label, period, open_keys,
+                                 args=(settings, source, path, label, period, dialect, open_keys,
                                        CHUNK_ROWS, self._folder, self._queue))
         self._proc.start()
 

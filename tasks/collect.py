@@ -627,18 +627,45 @@ def _db_datetimes(s: pd.Series, dialect: str) -> list[Any]:
     """UTC timestamps in the form the driver stores fastest, without per-value Python objects:
     SQLAlchemy's own SQLite text format (so the ORM reads them back as aware UTC), and ISO 8601
     with offset for PostgreSQL's COPY. Formatted by numpy, whole column at once."""
-    utc = s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    utc = _naive_utc(s)
     present = ~np.isnat(utc)
-    text = np.datetime_as_string(utc[present], unit="us")  # only the present: often a few
+    values = np.full(len(utc), None, dtype=object)
+    values[present] = _time_texts(utc[present], dialect).astype(object)  # only the present: often a few
+    return values.tolist()
+
+
+def _naive_utc(s: pd.Series) -> np.ndarray:
+    return s.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+
+
+def _time_texts(utc: np.ndarray, dialect: str) -> np.ndarray:
+    text = np.datetime_as_string(utc, unit="us")
     if dialect == "sqlite":
         chars = text.view(np.uint32).reshape(len(text), -1)  # UCS-4: "YYYY-MM-DDThh..." -> " "
         if chars.shape[1] > 10:
             chars[:, 10] = ord(" ")
     else:
         text = np.strings.add(text, "+00:00")
-    values = np.full(len(utc), None, dtype=object)
-    values[present] = text.astype(object)
-    return values.tolist()
+    return text
+
+
+def db_times(s: pd.Series, dialect: str) -> np.ndarray:
+    """`_db_datetimes` as one fixed-width text array ("" where empty): made by the chunk worker
+    (`tasks.chunked`), as cheap to pickle as the timestamps; formatting them took the main
+    process about a second per million rows."""
+    utc = _naive_utc(s)
+    present = ~np.isnat(utc)
+    out = np.full(len(utc), "", dtype="U32")
+    if present.any():
+        out[present] = _time_texts(utc[present], dialect)
+    return out
+
+
+def _text_values(text: np.ndarray) -> list[Any]:
+    """The driver values of a `db_times` array."""
+    values = text.astype(object)
+    values[text == ""] = None
+    return list(values.tolist())
 
 
 _NOT_PLAIN = (float, type(pd.NA))  # the values `_db_column` turns into None (NaN) or must check
@@ -666,7 +693,8 @@ def _db_value(v: Any, dialect: str) -> Any:
     return v
 
 
-def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str
+def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str,
+                 times: dict[str, np.ndarray] | None = None
                  ) -> tuple[list[str], list[list[Any]], dict[str, Any]]:
     """Column names and values per column of the canonical fields and content_hash; and the
     values of `extra` (the same in every row), as the driver takes them.
@@ -674,13 +702,15 @@ def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str
     A column that is empty in every row is left out (`null_columns`): the database fills NULL
     itself, and binding a value costs the driver about as much as storing it, so a typical export
     (a third of the canonical fields) loads about twice as fast. `null_columns` names them, for an
-    UPDATE, which must still set them. An `extra` value of None is left out the same way."""
+    UPDATE, which must still set them. An `extra` value of None is left out the same way.
+    `times`: the datetime columns as `db_times` made them already."""
     names: list[str] = []
     columns: list[list[Any]] = []
     for n, kind in CANONICAL_FIELDS.items():
         if n in records and records[n].notna().to_numpy(dtype=bool).any():
             names.append(n)
-            columns.append(_db_column(records[n], kind, dialect))
+            columns.append(_text_values(times[n]) if times and n in times
+                           else _db_column(records[n], kind, dialect))
     names.append("content_hash")
     columns.append(records["content_hash"].tolist())
     constants = {k: _db_value(v, dialect) for k, v in extra.items() if v is not None}
@@ -1087,7 +1117,7 @@ class _ChunkedImport:
         rewrite: list[tuple[int, int]] = []
         if self.stored or earlier:
             new, changed, rewrite = self._sort(keys, records["content_hash"].tolist(), earlier)
-        self._insert(records, new)
+        self._insert(records, piece.times, new)
         self.seen.add(hashes[new])
         _update_changed(self.conn, records, changed, {
             "period": self.period, "import_id": self.import_id, "updated_at": self.now,
@@ -1152,12 +1182,13 @@ class _ChunkedImport:
         candidates = [keys[i] for i in maybe.tolist() if keys[i] not in self.stored]
         return _existing(self.conn, _FB, self.source, candidates)
 
-    def _insert(self, records: pd.DataFrame, new: list[int]) -> None:
+    def _insert(self, records: pd.DataFrame, times: dict[str, np.ndarray], new: list[int]) -> None:
         if not new:
             return
         if len(new) < len(records):
             records = records.iloc[new]
-        names, columns, _ = _row_columns(records, {}, self.conn.dialect.name)
+            times = {name: text[new] for name, text in times.items()}
+        names, columns, _ = _row_columns(records, {}, self.conn.dialect.name, times)
         _bulk_insert(self.conn, _FB.name, names, columns, self.constants)
         self.counts["loaded"] += len(new)
         self.frames.append(records.drop(columns="content_hash").assign(source=self.source))
@@ -1210,8 +1241,12 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
     from tasks import chunked
 
     imp = ImportSummary(source.name, label)
-    with chunked.Feed(settings, source, path, label, period,
-                      _open_quarantine(engine, source.name, period)) as feed:
+    try:
+        feed = chunked.Feed(settings, source, path, label, period, engine.dialect.name,
+                            _open_quarantine(engine, source.name, period))
+    except OSError:  # no second process here (the fork server cannot start): read it whole
+        return None
+    with feed:
         with path.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         data = functools.cache(path.read_bytes)  # read only if `_reuse` must search the file
