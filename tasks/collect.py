@@ -31,7 +31,7 @@ from functools import cached_property
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -51,6 +51,9 @@ from models import (
 from periods import parse_period, period_bounds
 from tasks import readers
 from tasks.readers import RawTable, SourceError
+
+if TYPE_CHECKING:
+    from tasks.chunked import Piece
 
 _FB: Table = Feedback.__table__  # type: ignore[attr-defined]
 CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
@@ -1095,8 +1098,8 @@ class _ChunkedImport:
         self.counts = dict.fromkeys(("rows_read", "loaded", "updated", "same", "repeated",
                                      "out_of_period", "undated"), 0)
 
-    def add(self, piece: Any) -> None:
-        """Store one `chunked.Piece`."""
+    def add(self, piece: Piece) -> None:
+        """Store one chunk."""
         c = self.counts
         c["rows_read"] += piece.rows_read
         c["out_of_period"] += piece.out_of_period
