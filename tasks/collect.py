@@ -658,9 +658,12 @@ def db_times(s: pd.Series, dialect: str) -> np.ndarray:
     process about a second per million rows."""
     utc = _naive_utc(s)
     present = ~np.isnat(utc)
-    out = np.full(len(utc), "", dtype="U32")
-    if present.any():
-        out[present] = _time_texts(utc[present], dialect)
+    if not present.any():
+        return np.full(len(utc), "", dtype="U1")
+    texts = _time_texts(utc[present], dialect)
+    width = int(np.strings.str_len(texts).max())  # 26 characters (SQLite), 32; numpy makes 45+
+    out = np.full(len(utc), "", dtype=f"U{width}")
+    out[present] = texts
     return out
 
 
