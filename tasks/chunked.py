@@ -3,10 +3,10 @@
 Why: reading + mapping a million rows and SQLite's inserts are both pure CPU and each takes
 several seconds; threads cannot overlap them (the driver holds the GIL while binding), a second
 process can. The worker reads the file in chunks of `CHUNK_ROWS`, runs `collect.prepare` on each
-and converts the accepted rows to driver values; the main process keeps the one transaction of
-the import (`collect._store_chunks`) and inserts each chunk while the worker prepares the next.
-The queue between them holds at most `QUEUE_CHUNKS` chunks, so memory stays bounded whatever
-the file's size.
+and formats its datetimes for the driver; the main process keeps the one transaction of the
+import (`collect._ChunkedImport`) and inserts each chunk while the worker prepares the next. At
+most `QUEUE_CHUNKS` chunks wait between them (each in a file, its name on a queue), so memory
+stays bounded whatever the file's size.
 
 The worker is forked from a fork server that has imported `tasks.collect` already (a plain
 `fork` is unsafe: the parent has threads). `start_server()` starts that server early, so that
@@ -162,7 +162,7 @@ def _header(path: Path, encoding: str) -> str:
 
 
 def _chunks(path: Path, encoding: str, label: str, rows: int) -> Iterator[pd.DataFrame]:
-    """The file's records as `readers.read_csv` reads them, `CHUNK_ROWS` at a time."""
+    """The file's records as `readers.read_csv` reads them, `rows` at a time."""
     from tasks import readers
 
     header = _header(path, encoding)
