@@ -1,19 +1,24 @@
 """Benchmark: load N responses (default 1,000,000) from one CSV export, then re-collect it.
 
-    python bench/collect.py [--rows 1000000] [--db sqlite|URL] [--keep DIR]
+    python bench/collect.py [--rows 1000000] [--db sqlite|URL] [--keep DIR] [--skip-read]
 
 Generates a realistic export (Chinese and English comments, spreadsheet-style times, one
 unparseable score per 10,000 rows, 2% of rows in the neighbouring month), then prints wall-clock
 seconds for: reading + mapping, the first load (all inserts), a second collect of the same
 file (unchanged, so recorded from its earlier import without parsing) and a third with the parse
-forced (all duplicates) - what a re-run costs after the source's mapping changed.
+forced (all duplicates) - what a re-run costs after the source's mapping changed. A big file is
+read in chunks by a worker process (`tasks.chunked`): the peak memory printed for each collect is
+that of this process and its worker together, sampled. `--skip-read` leaves out the whole-file
+read + mapping step (it holds the whole file: at 10M rows it would decide the peak).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,11 +64,42 @@ def cpu_probe() -> float:
     return time.perf_counter() - t
 
 
+def _rss(pid: int) -> int:
+    """Resident bytes of `pid` and its descendants (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+        children = [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                    for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+    except (OSError, StopIteration, ValueError):
+        return 0
+    return rss + sum(_rss(c) for c in children)
+
+
+class PeakMemory:
+    """The highest resident memory of this process tree, sampled every 50 ms while in use."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss(os.getpid()))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--db", default="sqlite", help="'sqlite' (a file in the work dir) or a database URL")
     ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
+    ap.add_argument("--skip-read", action="store_true", help="leave out the whole-file read + mapping step")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="cxloop-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -95,16 +131,17 @@ def main() -> None:
     engine = open_db(url)
     source = settings.sources[0]
 
-    t = time.perf_counter()
-    [path] = source_files(settings, source)
-    raw = read_file(settings, source, path, path.name)
-    t_read = time.perf_counter() - t
-    t = time.perf_counter()
-    prep = prepare(settings, source, raw, "2026-10", path.name)
-    t_map = time.perf_counter() - t
-    out.write(f"read {len(raw.frame):,} rows ({raw.encoding}) in {t_read:.2f} s; "
-              f"map + type + hash in {t_map:.2f} s ({len(prep.records):,} in period)\n")
-    del raw, prep
+    if not args.skip_read:
+        t = time.perf_counter()
+        [path] = source_files(settings, source)
+        raw = read_file(settings, source, path, path.name)
+        t_read = time.perf_counter() - t
+        t = time.perf_counter()
+        prep = prepare(settings, source, raw, "2026-10", path.name)
+        t_map = time.perf_counter() - t
+        out.write(f"read {len(raw.frame):,} rows ({raw.encoding}) in {t_read:.2f} s; "
+                  f"map + type + hash in {t_map:.2f} s ({len(prep.records):,} in period)\n")
+        del raw, prep
 
     import tasks.collect as tc
 
@@ -114,13 +151,16 @@ def main() -> None:
         if label.startswith("third"):
             tc._reuse = lambda *a, **k: False  # what a changed mapping costs
         t = time.perf_counter()
-        summary = collect_period(settings, engine, "2026-10")
+        with PeakMemory() as mem:
+            summary = collect_period(settings, engine, "2026-10")
         dt = time.perf_counter() - t
         c = summary.counts()
         rate = int(c["rows_read"]) / dt
         out.write(f"{label}: {dt:.2f} s total = {rate:,.0f} rows/s | read {c['rows_read']:,}, "
                   f"loaded {c['loaded']:,}, updated {c['updated']:,}, duplicates {c['duplicates']:,}, "
-                  f"rejected {c['rejected']:,}, out_of_period {c['out_of_period']:,}\n")
+                  f"rejected {c['rejected']:,}, out_of_period {c['out_of_period']:,} | "
+                  f"peak {mem.peak / 2**30:.2f} GiB\n")
+        del summary
     tc._reuse = reuse
     out.write(f"database: {engine.dialect.name}; work dir {work}; cpu probe {cpu_probe():.2f} s "
               f"(~0.7 s idle)\n")

@@ -1,0 +1,314 @@
+"""Big CSV exports read in chunks by a second process while the main process stores them.
+
+Why: reading + mapping a million rows and SQLite's inserts are both pure CPU and each takes
+several seconds; threads cannot overlap them (the driver holds the GIL while binding), a second
+process can. The worker reads the file in chunks of `CHUNK_ROWS`, runs `collect.prepare` on each
+and formats its datetimes for the driver; the main process keeps the one transaction of the
+import (`collect._ChunkedImport`) and inserts each chunk while the worker prepares the next. At
+most `QUEUE_CHUNKS` chunks wait between them (each in a file, its name on a queue), so memory
+stays bounded whatever the file's size.
+
+The worker is forked from a fork server that has imported `tasks.collect` already (a plain
+`fork` is unsafe: the parent has threads). `start_server()` starts that server early, so that
+its imports (1-2 s) overlap other work; the first big file starts it otherwise.
+
+Whatever the chunked path would do differently from reading the whole file at once (an encoding
+that needs a guess, a byte that does not decode) makes it give way: the caller then reads the
+file the ordinary way, which reports the same thing it always did.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.context import ForkServerProcess, set_spawning_popen
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from config import Settings, SourceConfig
+
+BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
+CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
+QUEUE_CHUNKS = 4  # chunks prepared ahead of the main process at most (~25 MB each)
+_ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312"})  # "\n" is one byte
+_POLL = 1.0  # seconds between liveness checks of the other process
+_PRELOAD = ["tasks.collect"]
+
+
+class GiveWay(Exception):
+    """The file needs the whole-file path (an encoding to guess, a byte that does not decode)."""
+
+
+@dataclass
+class Piece:
+    """One prepared chunk as it crosses to the main process (`collect.Prepared` without what only
+    a whole file needs). The rows go as the typed frame: datetimes and numbers as arrays, each text
+    object once - cheaper to pickle and load than driver values, which the main process makes
+    only for the rows it inserts."""
+
+    records: pd.DataFrame  # accepted rows of the period, one per response_id, + content_hash
+    rejected: list[Any]  # collect.Rejection
+    rows_read: int
+    out_of_period: int
+    repeated: int
+    periods: dict[str, int]
+    undated: int
+    fixed: set[str] = field(default_factory=set)  # open quarantine keys whose rows parse now
+    times: dict[str, np.ndarray] = field(default_factory=dict)  # datetimes as `collect.db_times`
+
+
+def wanted(source: SourceConfig, path: Path) -> bool:
+    """Whether a file is read in chunks: a big CSV export."""
+    return source.kind == "csv" and path.stat().st_size > BIG_FILE_BYTES
+
+
+def _context() -> Any:
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+class _Popen(popen_forkserver.Popen):
+    """The standard library's, except that the worker does not import the parent's `__main__`
+    again: it needs only `tasks.chunked`, and a console script or bench script would cost all
+    its imports once more (or run again, if it lacks a `__main__` guard)."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_name", None)
+        prep_data.pop("init_main_from_path", None)
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+        _parent_w = os.dup(w)  # the child's sentinel of this process
+        self.finalizer = util.Finalize(self, util.close_fds,  # type: ignore[attr-defined]
+                                       (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _Process(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _Popen(process_obj)
+
+
+def start_server() -> None:
+    """Start the fork server (it imports pandas and `tasks.collect`) now rather than at the
+    first big file; harmless to call again. The flow's warm-up may call it."""
+    from multiprocessing import forkserver
+
+    _context()
+    forkserver.ensure_running()
+
+
+# ------------------------------------------------------------------------------- the worker side
+def _encoding(path: Path, setting: str) -> str:
+    """The encoding the whole-file reader would decide on, where that needs no guess."""
+    with path.open("rb") as f:
+        bom = f.read(3) == codecs.BOM_UTF8
+    if setting.lower() == "auto":
+        if bom:
+            return "utf-8-sig"
+        # The whole-file reader takes UTF-8 if all of it decodes, else GB18030 if that decodes
+        # (a bad byte met while parsing gives way: the reader then guesses).
+        return "utf-8" if _decodes(path, "utf-8") else "gb18030"
+    encoding = setting
+    if setting.lower().replace("_", "-") in ("utf-8", "utf8") and bom:
+        encoding = "utf-8-sig"
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise GiveWay from None
+    if name not in _ENCODINGS:
+        raise GiveWay
+    return encoding
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(4 << 20):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _header(path: Path, encoding: str) -> str:
+    with path.open("rb") as f:
+        line = f.readline()
+    return line.decode(encoding).split("\n", 1)[0]
+
+
+def _chunks(path: Path, encoding: str, label: str, rows: int) -> Iterator[pd.DataFrame]:
+    """The file's records as `readers.read_csv` reads them, `rows` at a time."""
+    from tasks import readers
+
+    header = _header(path, encoding)
+    if not header.strip():
+        raise GiveWay  # a blank first line: the whole-file reader decides what that is
+    sep = readers._sniff_delimiter(header)
+    try:
+        reader = pd.read_csv(path, dtype=object, keep_default_na=False, na_filter=False, sep=sep,
+                             skipinitialspace=False, encoding=encoding, chunksize=rows)
+        with reader:
+            for frame in reader:
+                frame.columns = [str(c).strip() for c in frame.columns]
+                yield frame
+    except pd.errors.ParserError as exc:
+        raise readers.SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
+
+
+def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
+    from models import CANONICAL_FIELDS
+    from tasks.collect import db_times
+
+    fixed = set(open_keys & prep.fixed_keys) if open_keys else set()
+    records = prep.records
+    times = {n: db_times(records[n], dialect) for n, kind in CANONICAL_FIELDS.items()
+             if kind == "datetime" and n in records}
+    return Piece(records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
+                 prep.periods, prep.undated, fixed, times)
+
+
+def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:
+    """Put `message` on the queue; end this process if the main process has gone."""
+    parent = mp.parent_process()
+    while True:
+        try:
+            q.put(message, timeout=_POLL)
+            return
+        except queue.Full:
+            if parent is not None and not parent.is_alive():
+                shutil.rmtree(folder, ignore_errors=True)
+                os._exit(1)
+
+
+def _send_piece(q: Any, piece: Piece, folder: Path, number: int) -> None:
+    """A piece goes through a file, its name through the queue: a pipe moves 25 MB in 64 KB
+    steps, each a switch between the two processes."""
+    path = folder / f"{number}.pickle"
+    with path.open("wb") as f:
+        pickle.dump(piece, f, protocol=pickle.HIGHEST_PROTOCOL)
+    _send(q, ("chunk", str(path)), folder)
+
+
+def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
+             dialect: str, open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
+    """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
+    ("error", message, whether the file was read: the failure was in mapping it)."""
+    from tasks.collect import prepare
+    from tasks.readers import RawTable, SourceError
+
+    mapping = False
+    try:
+        encoding = _encoding(path, source.encoding)
+        _send(q, ("encoding", encoding), folder)
+        read = 0
+        for number, frame in enumerate(_chunks(path, encoding, label, rows)):
+            raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding)
+            read += len(frame)
+            mapping = True
+            piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
+            mapping = False
+            _send_piece(q, piece, folder, number)
+        _send(q, ("done",) if read else ("give way",), folder)
+    except (GiveWay, UnicodeError):
+        _send(q, ("give way",), folder)
+    except SourceError as exc:
+        _send(q, ("error", str(exc), mapping), folder)
+    except Exception as exc:  # as `collect_source` words an unforeseen failure of the reader
+        _send(q, ("error", f"{label}: cannot be read ({type(exc).__name__}: {exc})", mapping), folder)
+    q.close()
+    q.join_thread()
+
+
+# --------------------------------------------------------------------------------- the main side
+class Feed:
+    """The worker of one file, seen from the main process: iterate for its pieces. Use as a
+    context manager: leaving it (normally or by an error) ends the worker."""
+
+    def __init__(self, settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
+                 dialect: str, open_keys: frozenset[str]) -> None:
+        ctx = _context()
+        self.label = label
+        self.encoding: str | None = None
+        self.read = False  # whether a failure came after the file was read (while mapping it)
+        self._queue = ctx.Queue(QUEUE_CHUNKS)
+        self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
+        self._proc = _Process(target=_produce, name="cxloop-collect-reader", daemon=True,
+                                 args=(settings, source, path, label, period, dialect, open_keys,
+                                       CHUNK_ROWS, self._folder, self._queue))
+        self._proc.start()
+
+    def __enter__(self) -> Feed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join()
+        self._queue.close()
+        self._queue.cancel_join_thread()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _get(self) -> tuple[Any, ...]:
+        from tasks.readers import SourceError
+
+        while True:
+            try:
+                return self._queue.get(timeout=_POLL)
+            except queue.Empty:
+                if not self._proc.is_alive():
+                    try:  # it may have put its last message just before it ended
+                        return self._queue.get(timeout=_POLL)
+                    except queue.Empty:
+                        raise SourceError(f"{self.label}: cannot be read (the reading process ended "
+                                          f"with exit code {self._proc.exitcode})") from None
+
+    def __iter__(self) -> Iterator[Piece]:
+        """The pieces in file order. Raises SourceError as reading the whole file would, or
+        GiveWay."""
+        from tasks.readers import SourceError
+
+        while True:
+            message = self._get()
+            kind = message[0]
+            if kind == "encoding":
+                self.encoding = message[1]
+            elif kind == "chunk":
+                path = Path(message[1])
+                data = path.read_bytes()
+                path.unlink()
+                yield pickle.loads(data)
+            elif kind == "done":
+                return
+            elif kind == "error":
+                self.read = message[2]
+                raise SourceError(message[1])
+            else:
+                raise GiveWay

@@ -1,0 +1,283 @@
+"""A big CSV file read in chunks by a worker process (`tasks.chunked`) against the same file read
+whole: identical stored rows, quarantine entries, import records and counts, on SQLite and
+PostgreSQL. The chunk size is a few rows here, so repeats, rejections and quoted line breaks
+fall on both sides of chunk boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, Table, select
+
+import tasks.chunked as chunked
+import tasks.collect as tc
+from config import Settings, settings_from_dict
+from db import fresh_pg_schema, open_db
+from models import Feedback, ImportRecord, QuarantinedRow
+from tasks.collect import CollectSummary, collect_period
+from tests.conftest import PG_URL
+
+P = "2026-10"
+COLUMNS = {"response_id": "编号", "submitted_at": "提交时间", "channel": "渠道", "nps": "推荐",
+           "comment": "评价", "is_complaint": "投诉"}
+HEADER = "编号,提交时间,渠道,推荐,评价,投诉"
+ROWS = [  # 19 records; chunks of 4 rows split them into five pieces
+    "R1,2026-10-01 08:00,线上,9,很好,否",
+    "R2,2026-10-02 09:30,电话,x,差评,是",  # unparseable score: quarantined
+    "R3,2026-09-30 23:00,门店,7,,",  # another month
+    'R4,2026-10-03 10:00,线上,3,"第一行\n第二行, 有逗号",是',  # a quoted line break
+    "R5,2026-10-04 11:00,APP,10,,",
+    "R1,2026-10-05 12:00,线上,6,改了主意,否",  # R1 again, in a later chunk: this copy wins
+    "R6,,线上,8,,",  # undated: rejected
+    "R7,2026-10-06 13:00,线上,,,",  # neither score nor comment
+    "R5,2026-10-04 11:00,APP,10,,",  # R5 again, the same content
+    "R2,2026-10-07 14:00,电话,4,好了,否",  # R2 fixed further down
+    "R8,2026-11-01 00:30,线上,5,,",  # next month (Asia/Shanghai)
+    ",2026-10-08 15:00,线上,5,,",  # no id: keyed by file and row
+    "R9,2026-10-09 16:00,门店,2,慢,是",
+    "R10,2026-10-10 17:00,线上,9,,",
+    "R11,2026-10-11 18:00,电话,8,,",
+    "R9,2026-10-09 16:00,门店,1,很慢,是",  # R9 changed in a later chunk
+    "R12,10/12/2026 7:05 PM,线上,0,,",
+    "R13,2026年10月13日,线上,6,,",
+    "R14,2026-10-14 08:00,线上,bad,,",
+]
+VALUES = {"channel": {"线上": "web", "电话": "hotline", "门店": "store", "APP": "app"}}
+
+
+@pytest.fixture
+def twin(db_url: str, tmp_path: Path) -> Iterator[tuple[Engine, Engine]]:
+    """Two empty databases of the same kind: one collects in chunks, the other whole."""
+    with ExitStack() as stack:
+        if db_url.startswith("sqlite"):
+            other = f"sqlite:///{tmp_path / 'whole.db'}"
+        else:
+            other = stack.enter_context(fresh_pg_schema(PG_URL))
+        engines = open_db(db_url), open_db(other)
+        yield engines
+        for e in engines:
+            e.dispose()
+
+
+def settings_for(tmp_path: Path, **source: Any) -> Settings:
+    return settings_from_dict({
+        "project": {"timezone": "Asia/Shanghai"},
+        "sources": [{"name": "web", "kind": "csv", "path": "export.csv", "columns": COLUMNS,
+                     "values": VALUES, **source}],
+    }, tmp_path, env={})
+
+
+def write(path: Path, rows: list[str], encoding: str = "utf-8", sep: str = ",", bom: bool = False,
+          newline: str = "\n") -> None:
+    text = newline.join([HEADER.replace(",", sep), *(r.replace(",", sep) if sep != "," else r
+                                                      for r in rows)]) + newline
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding))
+
+
+PIECES: list[int] = []  # the rows of each chunk the last chunked collect stored
+
+
+def collect(tmp_path: Path, engine: Engine, chunks: int | None, **source: Any) -> CollectSummary:
+    """Collect P with the file read in chunks of `chunks` rows, or whole (None)."""
+    big, rows, add = chunked.BIG_FILE_BYTES, chunked.CHUNK_ROWS, tc._ChunkedImport.add
+    chunked.BIG_FILE_BYTES = 0 if chunks else 1 << 40
+    chunked.CHUNK_ROWS = chunks or rows
+    if chunks:
+        PIECES.clear()
+
+    def counted(self: tc._ChunkedImport, piece: chunked.Piece) -> None:
+        PIECES.append(piece.rows_read)
+        add(self, piece)
+
+    tc._ChunkedImport.add = counted  # type: ignore[method-assign]
+    try:
+        return collect_period(settings_for(tmp_path, **source), engine, P)
+    finally:
+        chunked.BIG_FILE_BYTES, chunked.CHUNK_ROWS = big, rows
+        tc._ChunkedImport.add = add  # type: ignore[method-assign]
+
+
+def table(engine: Engine, t: Any, key: str, leave: tuple[str, ...]) -> list[dict[str, Any]]:
+    tab: Table = t.__table__
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(tab))]
+    rows.sort(key=lambda r: (str(r[key]), r["id"]))
+    return [{k: v for k, v in r.items() if k not in leave} for r in rows]
+
+
+def stored(engine: Engine) -> dict[str, Any]:
+    """What a collect leaves, without clock times and ids (two runs differ in those only: on
+    PostgreSQL a rolled-back attempt uses up sequence numbers)."""
+    return {
+        "feedback": table(engine, Feedback, "response_id", ("id", "import_id", "loaded_at", "updated_at")),
+        "quarantine": table(engine, QuarantinedRow, "row_key", ("id", "created_at", "readmitted_at")),
+        "readmitted": sorted(str(r["row_key"]) for r in table(engine, QuarantinedRow, "row_key", ())
+                             if r["readmitted_at"] is not None),
+        "imports": [{k: v for k, v in r.items() if k != "id"}
+                    for r in table(engine, ImportRecord, "id", ("started_at",))],
+    }
+
+
+def summary(s: CollectSummary) -> list[dict[str, Any]]:
+    return [{**i.row(), "encoding": i.encoding} for i in s.imports]
+
+
+def same_both_ways(tmp_path: Path, twin: tuple[Engine, Engine], chunks: int = 4, **source: Any
+                   ) -> tuple[CollectSummary, CollectSummary]:
+    a = collect(tmp_path, twin[0], chunks, **source)
+    b = collect(tmp_path, twin[1], None, **source)
+    assert summary(a) == summary(b)
+    assert stored(twin[0]) == stored(twin[1])
+    return a, b
+
+
+# ----------------------------------------------------------------------------------- differential
+@pytest.mark.parametrize("encoding, bom, sep, newline", [
+    ("utf-8", False, ",", "\n"),
+    ("utf-8", True, ";", "\r\n"),
+    ("gb18030", False, ",", "\n"),
+    ("gb18030", False, "\t", "\r\n"),
+])
+def test_chunks_store_what_the_whole_file_stores(twin: tuple[Engine, Engine], tmp_path: Path,
+                                                 encoding: str, bom: bool, sep: str, newline: str) -> None:
+    write(tmp_path / "export.csv", ROWS, encoding, sep, bom, newline)
+    a, _ = same_both_ways(tmp_path, twin)
+    assert PIECES == [4, 4, 4, 4, 3]
+    imp = a.imports[0]
+    assert (imp.rows_read, imp.loaded, imp.duplicates, imp.out_of_period) == (19, 9, 3, 2)
+    assert imp.encoding == ("utf-8-sig" if bom else encoding)
+    # R1 and R9 were inserted from an earlier chunk and rewritten: the month is read back.
+    assert imp.inserted is None
+    rows = {f["response_id"]: f for f in stored(twin[0])["feedback"]}
+    assert rows["R1"]["nps"] == 6 and rows["R9"]["nps"] == 1
+    assert rows["R4"]["comment"].startswith("第一行\n第二行")
+    lines = {q["row_key"]: q["line"] for q in stored(twin[0])["quarantine"]}
+    assert lines["R14"] == 20 and lines["R6"] == 8  # spreadsheet rows, quoted line breaks aside
+    # Unchanged: recorded without parsing, in both.
+    again, _ = same_both_ways(tmp_path, twin)
+    assert again.imports[0].rows_read == 19 and again.imports[0].loaded == 0
+
+
+def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path: Path) -> None:
+    """Without repeats across chunks, the rows handed to `month.seed` are the whole file's."""
+    rows = [r for k, r in enumerate(ROWS) if k not in (5, 8, 15)]  # the later copies of R1, R5, R9
+    write(tmp_path / "export.csv", rows)
+    a, b = same_both_ways(tmp_path, twin, chunks=3)
+    assert PIECES == [3] * 5 + [1]
+    fa, fb = a.imports[0].inserted, b.imports[0].inserted
+    assert fa is not None and fb is not None
+    pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
+
+
+def test_recollect_updates_readmits_and_repeats_across_chunks(twin: tuple[Engine, Engine],
+                                                              tmp_path: Path) -> None:
+    write(tmp_path / "export.csv", ROWS)
+    same_both_ways(tmp_path, twin)
+    changed = [
+        "R14,2026-10-14 08:00,线上,7,,",  # fixed: loaded, its quarantine entry readmitted
+        "R10,2026-10-10 17:00,线上,9,,",  # unchanged
+        "R11,2026-10-11 18:00,电话,3,,",  # changed
+        "R5,2026-10-04 11:00,APP,10,,",
+        "R10,2026-10-10 17:00,线上,2,,",  # unchanged first, changed by a later copy
+        "R11,2026-10-11 18:00,电话,4,,",  # changed twice
+        "R20,2026-10-20 08:00,线上,5,,",
+        "R12,10/12/2026 7:05 PM,线上,0,,",
+        "R20,2026-10-20 08:00,线上,6,,",  # a new row rewritten by a later copy
+    ]
+    write(tmp_path / "export.csv", changed)
+    a, _ = same_both_ways(tmp_path, twin, chunks=2)
+    assert PIECES == [2, 2, 2, 2, 1]
+    imp = a.imports[0]
+    assert (imp.loaded, imp.updated, imp.duplicates) == (2, 2, 5)
+    assert stored(twin[0])["readmitted"] == ["R14"]
+
+
+def test_a_later_copy_that_restores_a_stored_row_reads_the_file_whole(twin: tuple[Engine, Engine],
+                                                                     tmp_path: Path) -> None:
+    write(tmp_path / "export.csv", ROWS)
+    same_both_ways(tmp_path, twin)
+    write(tmp_path / "export.csv", ["R10,2026-10-10 17:00,线上,1,,", "R13,2026年10月13日,线上,6,,",
+                                    "R10,2026-10-10 17:00,线上,9,,"])
+    a, _ = same_both_ways(tmp_path, twin, chunks=2)
+    assert (a.imports[0].updated, a.imports[0].duplicates) == (0, 3)
+
+
+@pytest.mark.parametrize("rows, encoding, source", [
+    (ROWS[:6] + ['R30,2026-10-02 09:30,"线上,9'], "utf-8", {}),  # an unclosed quote at the end
+    (ROWS[:9] + ["R31,2026-10-02 09:30,线上,9,,,extra,fields"], "utf-8", {}),  # too many fields
+    (ROWS, "gb18030", {"encoding": "utf-8"}),  # a declared encoding that does not fit
+    (ROWS, "utf-8", {"columns": {**COLUMNS, "region": "区域"}}),  # a mapped column missing
+    (ROWS, "utf-16", {}),  # found by a guess: read whole
+])
+def test_failures_are_the_whole_files(twin: tuple[Engine, Engine], tmp_path: Path, rows: list[str],
+                                      encoding: str, source: dict[str, Any]) -> None:
+    write(tmp_path / "export.csv", rows, encoding)
+    a, _ = same_both_ways(tmp_path, twin, **source)
+    assert len(a.errors) == (0 if encoding == "utf-16" else 1)
+
+
+def test_a_bad_byte_late_in_the_file(twin: tuple[Engine, Engine], tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    write(path, ROWS, "gb18030")
+    path.write_bytes(path.read_bytes() + b"R40,2026-10-01 08:00,\xff\xfe,9,,\n")
+    a, _ = same_both_ways(tmp_path, twin, encoding="gb18030")
+    assert "line 22: not valid gb18030 text" in a.errors[0]
+
+
+def test_seen_ids_find_what_was_added() -> None:
+    from tasks.collect import _id_hashes, _SeenIds
+
+    seen = _SeenIds()
+    added: list[str] = []
+    for k in range(7):
+        keys = [f"R{k}-{i}" for i in range(k * 3 + 1)]
+        before = seen.may_hold(_id_hashes(keys + added[:2]))
+        assert not before[:len(keys)].any() and before[len(keys):].all()
+        seen.add(_id_hashes(keys))
+        added += keys
+    assert seen.may_hold(_id_hashes(added)).all()
+    assert len(seen._levels) <= 3
+
+
+def test_no_worker_outlives_a_failed_store(twin: tuple[Engine, Engine], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error in the main process (here a stand-in for a database error) ends the worker and
+    removes its files; the import is rolled back and the error propagates, as for a whole file."""
+    import multiprocessing as mp
+    import tempfile
+
+    write(tmp_path / "export.csv", ROWS)
+    folders: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recorded(**kwargs: Any) -> str:
+        folders.append(mkdtemp(**kwargs))
+        return folders[-1]
+
+    monkeypatch.setattr(chunked.tempfile, "mkdtemp", recorded)
+    calls: list[int] = []
+
+    def failing(self: tc._ChunkedImport, piece: chunked.Piece) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tc._ChunkedImport, "add", failing)
+    monkeypatch.setattr(chunked, "BIG_FILE_BYTES", 0)
+    monkeypatch.setattr(chunked, "CHUNK_ROWS", 2)
+    with pytest.raises(RuntimeError, match="disk full"):
+        collect_period(settings_for(tmp_path), twin[0], P)
+    assert not mp.active_children()
+    ours = [f for f in folders if "cxloop-chunks-" in f]
+    assert len(ours) == 1 and not Path(ours[0]).exists()
+    assert stored(twin[0]) == {"feedback": [], "quarantine": [], "readmitted": [], "imports": []}
+
+
+def test_the_fork_server_can_start_early() -> None:
+    chunked.start_server()
+    chunked.start_server()
