@@ -2,7 +2,8 @@
 
 Great Expectations takes about 3 s to import, jieba about 1 s to load its dictionary, the
 sentiment model, statsmodels and scikit-learn another second, and the later stages' own modules,
-Apprise and the compiled templates about 1.5 s more; each would otherwise be paid inside its
+Apprise and the compiled templates about 1.5 s more, and the fork server of collect's parse
+worker (`tasks.chunked`) about 1.5 s; each would otherwise be paid inside its
 stage, after collect. Collect spends much of its time in SQLite and the CSV parser, which let
 other threads run, so on a machine with two cores most of that loading costs nothing. A failure
 here is ignored: the stage that needs the thing loads it again and reports its own error.
@@ -59,10 +60,31 @@ def _templates() -> None:
             env.get_template(name)
 
 
+def _parse_worker(settings: Settings) -> None:
+    """Start the fork server of collect's parse worker if a source has a file big enough to be
+    read in chunks (it holds pandas in memory: not worth it for small exports)."""
+    from tasks import chunked
+    from tasks.collect import source_files
+    from tasks.readers import SourceError
+
+    for source in settings.sources:
+        if source.kind != "csv":
+            continue
+        try:
+            files = source_files(settings, source)
+        except SourceError:  # collect reports it
+            continue
+        if any(chunked.wanted(source, path) for path in files):
+            chunked.start_server()
+            return
+
+
 def _steps(settings: Settings) -> list[Callable[[], object]]:
     from tasks.sentiment import load_model
 
-    return [_gx, _stats, lambda: load_model(settings), _dictionary, _stages, _templates]
+    # The fork server first: collect forks its worker for a big file from it.
+    return [lambda: _parse_worker(settings), _gx, _stats, lambda: load_model(settings), _dictionary,
+            _stages, _templates]
 
 
 def load_libraries(settings: Settings) -> None:

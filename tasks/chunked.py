@@ -26,6 +26,7 @@ import os
 import pickle
 import queue
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,7 +109,11 @@ class _Popen(popen_forkserver.Popen):
 class _Process(ForkServerProcess):
     @staticmethod
     def _Popen(process_obj: Any) -> Any:
-        return _Popen(process_obj)
+        # `_launch` above follows CPython 3.11-3.13; a later one (3.14 authenticates the fork
+        # server) gets the standard library's own, which only costs the `__main__` imports.
+        if sys.version_info < (3, 14):
+            return _Popen(process_obj)
+        return popen_forkserver.Popen(process_obj)
 
 
 def start_server() -> None:

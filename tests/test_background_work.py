@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from config import settings_from_dict
@@ -63,3 +64,20 @@ def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path:
                        env=env, check=True, timeout=300, capture_output=True)
     names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("cxloop.db"))
     assert names == ["cxloop.db", "cxloop.db.2026-10.lock"]  # no cxloop.db-wal, cxloop.db-shm
+
+
+def test_warm_up_starts_the_parse_worker_server_only_for_a_big_csv_export(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import chunked
+
+    started: list[bool] = []
+    monkeypatch.setattr(chunked, "start_server", lambda: started.append(True))
+    (tmp_path / "small.csv").write_text("response_id,submitted_at,channel,nps\nR1,2026-10-01,app,9\n")
+    settings = settings_from_dict({"sources": [
+        {"name": "missing", "kind": "csv", "path": "nowhere.csv"},  # collect's error, not warm-up's
+        {"name": "s", "kind": "csv", "path": "small.csv"}]}, tmp_path, env={})
+    warm_up(settings).join(120)
+    assert started == []
+    monkeypatch.setattr(chunked, "BIG_FILE_BYTES", 10)
+    warm_up(settings).join(120)
+    assert started == [True]
