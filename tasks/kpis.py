@@ -34,6 +34,7 @@ from db import session_scope
 from models import SCOPE_FIELDS, SCORE_FIELDS, AppliedTarget, KpiResult
 from periods import shift_period
 from tasks import month, spc, stats
+from tasks.codes import factorize
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -362,7 +363,7 @@ def _explode_topic_codes(df: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[n
     """
     if "themes" not in df.columns or len(df) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    codes, uniques = pd.factorize(df["themes"].to_numpy(dtype=object), use_na_sentinel=True)
+    codes, uniques = factorize(df["themes"])
     lists = [list(dict.fromkeys(t.strip() for t in str(u).split(",") if t.strip())) for u in uniques]
     lens = np.array([len(x) for x in lists] + [0], dtype=np.int64)  # index -1 -> 0 topics
     flat_codes, labels = pd.factorize(np.array([t for x in lists for t in x], dtype=object))
@@ -386,7 +387,7 @@ def _column_codes(df: pd.DataFrame, column: str) -> Coded:
     values differing only in surrounding spaces share one code."""
     if column not in df.columns:
         return np.full(len(df), -1, dtype=np.int64), np.zeros(0, dtype=object)
-    codes, uniques = pd.factorize(df[column].to_numpy(dtype=object), use_na_sentinel=True)
+    codes, uniques = factorize(df[column])
     uniq = np.asarray(uniques, dtype=object)
     if uniq.size == 0:
         return codes.astype(np.int64), uniq
@@ -925,11 +926,9 @@ def _span_hours(start: pd.Series, end: pd.Series, sqlite: bool) -> NDArray[np.fl
 
 def _has_text(comments: pd.Series) -> NDArray[np.bool_]:
     """A comment with something besides spaces, as SQL's `length(trim(comment)) > 0` read it
-    (trim removes spaces only); a comprehension over the present comments, 3x faster than `.str`."""
-    present = comments.notna().to_numpy()
-    out = np.zeros(len(comments), dtype=bool)
-    out[present] = [bool(c.strip(" ")) for c in comments.to_numpy(dtype=object)[present]]
-    return out
+    (trim removes spaces only); tested once per distinct comment (real comments repeat a lot)."""
+    codes, uniques = factorize(comments)
+    return np.array([bool(c.strip(" ")) for c in uniques] + [False], dtype=bool)[codes]
 
 
 def load_responses(settings: Settings, engine: Engine, period: str,
@@ -957,7 +956,7 @@ def load_responses(settings: Settings, engine: Engine, period: str,
             out[col] = _span_hours(rows[start], rows[end], engine.dialect.name == "sqlite")
         else:
             out[col] = rows[col]
-    return pd.DataFrame(out, index=rows.index)
+    return pd.DataFrame(out, index=rows.index, copy=False)  # the month frame's columns, not copies
 
 
 def _upsert(conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
