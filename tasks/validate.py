@@ -604,10 +604,12 @@ def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
     rid = df["response_id"]
     missing = rid.isna()
     ids = rid.where(~missing, "").astype(str)
-    # One pass of Python joins: pandas' `+` on text makes a pass per operand (0.5 s vs 0.2 s at 1M).
-    keys = pd.Series([f"{s}|{r}" for s, r in zip(source.tolist(), ids.tolist(), strict=True)],
-                     index=df.index, dtype="str")
-    keys[source.isna()] = np.nan  # as `+` leaves it
+    # One pass of joins in numpy's loop over the objects, each row's "source|" taken from the few
+    # distinct sources: pandas' `+` on text makes a pass per operand (0.5 s vs 0.1 s at 1M).
+    src_codes, sources = factorize(source)
+    prefixes = np.array([f"{s}|" for s in sources.tolist()] + ["nan|"], dtype=object)
+    keys = pd.Series(prefixes[src_codes] + ids.to_numpy(dtype=object), index=df.index, dtype="str")
+    keys[src_codes < 0] = np.nan  # as `+` leaves it
     keys[missing] = keys[missing] + "#" + df.index[missing].astype(str)
     df["row_key"] = keys
     return df.reset_index(drop=True)
