@@ -46,7 +46,8 @@ def factorize(values: pd.Series) -> Factorized:
 
 def _factorize(values: pd.Series) -> Factorized:
     codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
-    small = codes.astype(np.min_scalar_type(-max(len(uniques), 1)), copy=False)
+    # room for one code more than there are values (callers give missing values that one)
+    small = codes.astype(np.min_scalar_type(-(len(uniques) + 1)), copy=False)
     uniques = np.asarray(uniques, dtype=object)
     small.flags.writeable = False
     uniques.flags.writeable = False

@@ -28,8 +28,8 @@ def test_codes_are_pandas_factorisation_in_a_small_read_only_type() -> None:
     assert got.dtype == np.int8
     with pytest.raises(ValueError):
         got[0] = 1  # shared by every stage: nobody may change it
-    many = pd.Series([f"v{i}" for i in range(300)], dtype="str")
-    assert factorize(many)[0].dtype == np.int16
+    assert factorize(pd.Series([f"v{i}" for i in range(127)], dtype="str"))[0].dtype == np.int8
+    assert factorize(pd.Series([f"v{i}" for i in range(128)], dtype="str"))[0].dtype == np.int16
     numbers = pd.Series([2.0, np.nan, 2.0])  # not a text column: factorised, not remembered
     assert factorize(numbers)[0].tolist() == [0, -1, 0]
 
