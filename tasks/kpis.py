@@ -281,9 +281,12 @@ def _score_codes(df: pd.DataFrame, col: str) -> tuple[NDArray[np.int64], NDArray
 
 def _cx_class(df: pd.DataFrame, col: str) -> NDArray[np.int64]:
     """0 missing, 1 negative (1-3), 2 neutral (4-5), 3 positive (6-7)."""
-    codes, _ = _score_codes(df, col)
-    v = codes + 1  # back to 1..7, 0 = missing
-    return np.select([codes < 0, v <= 3, v <= 5], [0, 1, 2], default=3).astype(np.int64)
+    return _class_of(_score_codes(df, col)[0])
+
+
+def _class_of(codes: NDArray[np.int64]) -> NDArray[np.int64]:
+    """`_cx_class` of a CX question's score codes (answer - 1, -1 missing)."""
+    return _CLASS_OF_ANSWER[codes + 1]
 
 
 # The joint answer cell of the three CX-index questions: class(success) * 16 + class(effort) * 4 +
@@ -300,7 +303,7 @@ def _family_codes(df: pd.DataFrame, kcfg: KpiConfig) -> dict[str, tuple[NDArray[
     fams: dict[str, tuple[NDArray[np.int64], NDArray[Any]]] = {}
     for col in ("nps", "csat", "ces", *_CX_QUESTIONS):
         fams[col] = _score_codes(df, col)
-    classes = [_cx_class(df, q) for q in _CX_QUESTIONS]
+    classes = [_class_of(fams[q][0]) for q in _CX_QUESTIONS]
     cx = classes[0] * 16 + classes[1] * 4 + classes[2]
     fams["cx"] = (np.where(cx > 0, cx, -1), _CX_CELLS.astype(float))
     flag = _numeric(df, "is_complaint")
