@@ -463,7 +463,7 @@ class FeedbackSummary:
     negatives: pd.DataFrame
     comments: pd.DataFrame
     _scores: dict[tuple[Any, ...], float | None] = field(default_factory=dict)
-    by_theme: dict[str, list[int]] = field(default_factory=dict)
+    by_theme: dict[str, NDArray[np.int64]] = field(default_factory=dict)
     comment_mask: NDArray[np.bool_] | None = None
     _texts: dict[str, str] = field(default_factory=dict)  # comment -> masked, one line
 
@@ -668,7 +668,7 @@ def _add_scores(summary: FeedbackSummary, settings: Settings) -> FeedbackSummary
     # worked out once per distinct themes string.
     codes, uniques = pd.factorize(summary.comments["themes"].to_numpy(dtype=object), use_na_sentinel=True)
     names = [set(u.replace(" ", "").split(",")) for u in uniques] + [{""}]  # code -1: missing
-    summary.by_theme = {theme: np.flatnonzero(np.array([theme in n for n in names])[codes]).tolist()
+    summary.by_theme = {theme: np.flatnonzero(np.array([theme in n for n in names])[codes])
                         for theme in set().union(*names)}
     return summary
 
@@ -801,7 +801,7 @@ def _voices(page: FeedbackSummary, settings: Settings, lang: str, top: int = 6,
 
     for theme, count in counts.most_common(top):
         voices.append(Voice(names.get(theme, theme), count, count / max(total, 1),
-                            pick(np.asarray(page.by_theme.get(theme, []), dtype=np.int64))))
+                            pick(page.by_theme.get(theme, np.zeros(0, dtype=np.int64)))))
     if not voices and total:
         everything = np.arange(len(comments), dtype=np.int64)
         voices.append(Voice(translate("Unclassified complaints", lang), total, 1.0,
