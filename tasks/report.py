@@ -516,7 +516,8 @@ def _value_codes(values: pd.Series) -> Coded:
 
 def _combine(n: int, parts: Sequence[Coded]) -> Coded:
     """One code per row for its combination of the parts' codes, in the order of the parts' codes;
-    at most a few times `n` codes (renumbered, order kept, when there could be more)."""
+    at most about `n` codes (renumbered, order kept, when there could be more), so that a table
+    per code is no bigger than the codes."""
     combined = np.zeros(n, dtype=np.int64)
     space = 1
     for codes, k in parts:
@@ -524,7 +525,7 @@ def _combine(n: int, parts: Sequence[Coded]) -> Coded:
             combined, space = _renumbered(combined)
         combined = combined * k + codes
         space *= k
-    return _renumbered(combined) if space > 4 * n + 1024 else (combined, space)
+    return _renumbered(combined) if space > n + 1024 else (combined, space)
 
 
 def _renumbered(combined: NDArray[np.int64]) -> Coded:
