@@ -218,11 +218,23 @@ def due_date(settings: Settings, period: str, severity: str) -> date:
 def _has_theme(themes: pd.Series, topic: str) -> NDArray[np.bool_]:
     """Exact membership in the comma-separated `themes` (one test per distinct themes string)."""
     import numpy as np
-    import pandas as pd
 
-    codes, uniques = pd.factorize(themes.to_numpy(dtype=object), use_na_sentinel=True)
-    hit = np.array([topic in u.split(",") for u in uniques] + [False])  # code -1 (missing): False
+    from tasks.codes import factorize
+
+    codes, uniques = factorize(themes)
+    hit = np.array([topic in u.split(",") for u in uniques.tolist()] + [False])  # code -1 (missing): False
     return hit[codes]
+
+
+def _is_value(values: pd.Series, value: str) -> NDArray[np.bool_]:
+    """`values == value` for text, tested once per distinct value (the codes are shared by every
+    result of the stage)."""
+    import numpy as np
+
+    from tasks.codes import factorize
+
+    codes, uniques = factorize(values)
+    return np.array([u == value for u in uniques.tolist()] + [False], dtype=bool)[codes]
 
 
 def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
@@ -237,7 +249,7 @@ def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[n
         return None
     for part_scope, part_value in parts:
         if part_scope in SCOPE_FIELDS:
-            mask &= comments[part_scope].to_numpy(dtype=object) == part_value  # numpy's: 3x pandas
+            mask &= _is_value(comments[part_scope], part_value)
         elif part_scope == "topic":
             mask &= _has_theme(comments["themes"], part_value)
         else:

@@ -32,6 +32,7 @@ from config import ConfigError, Settings, TopicConfig
 from models import CycleStage, Feedback, utcnow
 from paths import TEMPLATES
 from tasks import month
+from tasks.codes import factorize
 from tasks.masking import mask_pii
 from tasks.sentiment import (
     NEGATIVE,
@@ -352,9 +353,13 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
     with engine.connect() as conn:
         full = _marker(conn, period) != fingerprint
     rows = month.month_rows(engine, period, ["id", "comment", "language", *RESULT_COLUMNS])
-    rows = rows[rows["comment"].notna().to_numpy()].reset_index(drop=True)
+    # The whole column's codes (KPIs ask for them again): on the rows with a comment they are the
+    # codes of those rows alone, as missing comments have none.
+    all_codes, texts = factorize(rows["comment"])
+    present = all_codes >= 0
+    rows = rows[present].reset_index(drop=True)
+    text_code = all_codes[present].astype(np.int64)
     stored = rows[list(RESULT_COLUMNS)].notna().to_numpy()
-    text_code, texts = pd.factorize(rows["comment"].to_numpy(dtype=object))
     blank = np.array([not t.strip() for t in texts], dtype=bool)[text_code]
     todo = ~blank & (full | ~stored.all(axis=1))
     clear = blank & stored.any(axis=1)  # a blank comment keeps no analysis

@@ -50,6 +50,7 @@ from models import (
 from paths import EXPECTATIONS
 from periods import period_bounds, shift_period
 from tasks import month
+from tasks.codes import factorize
 
 STAGE = "validate"
 LEVELS = ("row", "batch")
@@ -312,6 +313,10 @@ def _context() -> Any:
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    # An ephemeral context still writes its whole configuration out as YAML after every change
+    # (a data source, an asset, a batch definition: about 15 ms each, three per validated frame),
+    # into a store nothing reads.
+    ctx._save_project_config = lambda: None
     return ctx
 
 
@@ -377,6 +382,28 @@ def _batches(expectations: list[Expectation], df: pd.DataFrame) -> list[tuple[li
     return [(list(cols), members) for cols, members in groups.items()]
 
 
+# Expectations that test each value on its own, for which GX gives the same result on a
+# categorical column as on its text; the set tests are what vocabularies (few values) are checked by.
+_SET_TESTS = frozenset({"expect_column_values_to_be_in_set", "expect_column_values_to_not_be_in_set"})
+_BY_VALUE = _SET_TESTS | {"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"}
+
+
+def _batch_frame(df: pd.DataFrame, cols: list[str], expectations: list[Expectation]) -> pd.DataFrame:
+    """The columns GX validates together. A column selection shares the frame's arrays
+    (copy-on-write): nothing is copied. A text column checked against a set of values, and
+    otherwise only value by value, goes as a categorical, from the codes the later stages share
+    (`tasks.codes`): GX's null and set tests then compare small integers instead of a million
+    strings (0.6 s of 0.8 s for channel, journey stage and touchpoint at 1M rows)."""
+    batch = df[cols]
+    if (any(e.type in _SET_TESTS for e in expectations)
+            and all(e.type in _BY_VALUE and "row_condition" not in e.kwargs for e in expectations)):
+        for col in cols:
+            if batch[col].dtype == "str":
+                codes, uniques = factorize(batch[col])
+                batch = batch.assign(**{col: pd.Categorical.from_codes(codes, categories=uniques)})
+    return batch
+
+
 def _failing(df: pd.DataFrame, key: str, exp: Expectation, index_list: Any) -> list[dict[str, Any]]:
     """Failing rows as [{key, column, column_B}], from GX's list of failing row positions."""
     positions = [int(i) for i in index_list or [] if not isinstance(i, dict)]
@@ -437,8 +464,8 @@ def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: s
     key = KEY_COLUMNS[frame]
     out: list[tuple[Expectation, dict[str, Any]]] = []
     for cols, members in _batches(expectations, df):
-        # A column selection shares the frame's arrays (copy-on-write): nothing is copied here.
-        batch = batch_def.get_batch(batch_parameters={"dataframe": df[cols]})
+        batch = batch_def.get_batch(batch_parameters={
+            "dataframe": _batch_frame(df, cols, [expectations[i] for i in members])})
         results = validate(batch, members, _BASIC)
         again = [int(r.expectation_config.meta["cx_index"]) for r in results if not _clean_pass(r)]
         if again:
@@ -577,10 +604,12 @@ def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
     rid = df["response_id"]
     missing = rid.isna()
     ids = rid.where(~missing, "").astype(str)
-    # One pass of Python joins: pandas' `+` on text makes a pass per operand (0.5 s vs 0.2 s at 1M).
-    keys = pd.Series([f"{s}|{r}" for s, r in zip(source.tolist(), ids.tolist(), strict=True)],
-                     index=df.index, dtype="str")
-    keys[source.isna()] = np.nan  # as `+` leaves it
+    # One pass of joins in numpy's loop over the objects, each row's "source|" taken from the few
+    # distinct sources: pandas' `+` on text makes a pass per operand (0.5 s vs 0.1 s at 1M).
+    src_codes, sources = factorize(source)
+    prefixes = np.array([f"{s}|" for s in sources.tolist()] + ["nan|"], dtype=object)
+    keys = pd.Series(prefixes[src_codes] + ids.to_numpy(dtype=object), index=df.index, dtype="str")
+    keys[src_codes < 0] = np.nan  # as `+` leaves it
     keys[missing] = keys[missing] + "#" + df.index[missing].astype(str)
     df["row_key"] = keys
     return df.reset_index(drop=True)
@@ -640,7 +669,7 @@ def batch_frames(settings: Settings, engine: Engine, period: str, df: pd.DataFra
     batch = pd.DataFrame([{"subject": "all", "rows": len(df),
                            "quarantined": quarantined + collect_quarantined, "quarantine_share": share}])
 
-    now_by_source = df["source"].value_counts().to_dict() if len(df) else {}
+    now_by_source = _value_counts(df["source"])
     hist_by_source: dict[str, list[int]] = defaultdict(list)
     for _p, src, n in vol_rows:
         hist_by_source[src].append(int(n))
@@ -668,7 +697,7 @@ def batch_frames(settings: Settings, engine: Engine, period: str, df: pd.DataFra
             per_period[p].add(ch)
     steady: set[str] = (set.intersection(*(per_period[p] for p in hist_periods))
                         if len(hist_periods) >= 2 else set())
-    now_channels = df["channel"].value_counts().to_dict() if len(df) else {}
+    now_channels = _value_counts(df["channel"])
     channels = pd.DataFrame(
         [{"subject": ch, "rows": int(now_channels.get(ch, 0)), "history_periods": len(hist_periods),
           "present": bool(now_channels.get(ch, 0))} for ch in sorted(steady)],
@@ -683,6 +712,13 @@ def batch_frames(settings: Settings, engine: Engine, period: str, df: pd.DataFra
                               "null_rate_jump": rate - hist_rate})
     score_columns = pd.DataFrame(score_records)
     return {"batch": batch, "sources": sources, "channels": channels, "score_columns": score_columns}
+
+
+def _value_counts(values: pd.Series) -> dict[Any, int]:
+    """Rows per present value (missing ones not counted), from the codes the stages share."""
+    codes, uniques = factorize(values)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    return dict(zip(uniques.tolist(), counts.tolist(), strict=True))
 
 
 def check_batch(expectations: list[Expectation], frames: dict[str, pd.DataFrame]) -> list[CheckResult]:

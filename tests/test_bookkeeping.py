@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import Engine
+from pathlib import Path
 
+import pytest
+from sqlalchemy import Engine, insert
+
+from config import settings_from_dict
 from flows.bookkeeping import (
     CycleBusy,
     begin_stage,
+    data_fingerprint,
     end_stage,
     period_lock,
     stage_done_with,
     start_cycle,
+    update_cycle,
 )
+from models import ImportRecord
 
 
 def test_second_run_of_a_period_is_refused_while_the_first_holds_it(engine: Engine) -> None:
@@ -55,3 +61,31 @@ def test_projects_in_other_schemas_of_one_database_do_not_block_each_other(engin
                 pass
         finally:
             second.dispose()
+
+
+def test_the_feedback_stamp_is_read_again_only_after_a_stage_that_writes_feedback_begins(
+        engine: Engine, tmp_path: Path) -> None:
+    """KPIs to report only read feedback rows: their fingerprints share one read of the stamp."""
+    settings = settings_from_dict({}, tmp_path, env={})
+    start_cycle(engine, "2026-10", "test")
+    before = data_fingerprint(settings, engine, "feedback")
+
+    def load_more() -> None:  # what collect records for every load: the stamp counts it
+        with engine.begin() as conn:
+            conn.execute(insert(ImportRecord.__table__).values(  # type: ignore[attr-defined]
+                source="web", file="web.csv", content_hash="x", period="2026-10", loaded=3))
+
+    load_more()
+    for stage in ("kpis", "remeasure", "actions", "notify", "report"):
+        begin_stage(engine, "2026-10", stage, before)
+        end_stage(engine, "2026-10", stage, status="completed")
+    update_cycle(engine, "2026-10", gate="passed")
+    assert data_fingerprint(settings, engine, "feedback") == before  # not read again
+    for stage in ("collect", "validate", "comments"):
+        begin_stage(engine, "2026-10", stage, before)
+        now = data_fingerprint(settings, engine, "feedback")
+        assert now != before  # read again: the load shows
+        before = now
+        load_more()
+    start_cycle(engine, "2026-10", "test")  # a new run reads it again too
+    assert data_fingerprint(settings, engine, "feedback") != before
