@@ -769,9 +769,10 @@ def _voices(page: FeedbackSummary, settings: Settings, lang: str, top: int = 6,
     total = int(neg["count"].sum())
     names = _topic_names(settings, lang)
     counts: Counter[str] = Counter()
-    # Themes counted in the order they first occur, so that equal counts rank as they always did.
+    # Themes counted in the order they first occur (within a row too: not a set, whose order
+    # changes with PYTHONHASHSEED), so that equal counts always rank the same.
     for themes, weight in neg.sort_values("first")[["themes", "count"]].itertuples(index=False, name=None):
-        for theme in set(_split(themes if isinstance(themes, str) else None)):
+        for theme in dict.fromkeys(_split(themes if isinstance(themes, str) else None)):
             counts[theme] += int(weight)
     comments = page.comments["comment"].to_numpy()
     text_codes = factorize(page.comments["comment"])[0]  # once for every page
