@@ -957,7 +957,7 @@ def load_responses(settings: Settings, engine: Engine, period: str,
             out[col] = _span_hours(rows[start], rows[end], engine.dialect.name == "sqlite")
         else:
             out[col] = rows[col]
-    return pd.DataFrame(out, index=rows.index)
+    return pd.DataFrame(out, index=rows.index, copy=False)  # no second copy of the columns read
 
 
 def _upsert(conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str]) -> None:
