@@ -30,12 +30,20 @@ FB = Feedback.__table__  # type: ignore[attr-defined]
 DATETIME_COLUMNS = tuple(c for c, kind in CANONICAL_FIELDS.items() if kind == "datetime")
 NUMBER_COLUMNS = (*(c for c, kind in CANONICAL_FIELDS.items() if kind in ("int", "bool")), "sentiment_score")
 COLUMNS = ("id", "source", "quarantined", *CANONICAL_FIELDS, "sentiment", "sentiment_score", "themes")
+TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in ("id", "quarantined", *DATETIME_COLUMNS, *NUMBER_COLUMNS))
+
+
+# A month of more rows is not kept: every call reads just the columns it asks for. The frame collect
+# hands over costs ~0.65 GiB per million rows (a text object per value); kept up to 2M rows, it
+# leaves room under ~3.5 GiB for the stage's own work.
+KEEP_ROWS = 2_000_000
 
 
 @dataclass
 class _Kept:
     frame: pd.DataFrame | None = None
     positions: pd.Index | None = None  # id -> row position, built when first patched
+    large: bool | None = None  # more than KEEP_ROWS rows (None: not counted yet)
 
 
 _kept: dict[tuple[str, str], _Kept] = {}
@@ -61,7 +69,7 @@ def forget(engine: Engine, period: str) -> None:
     """The rows changed in ways `patch` does not describe (collect): read them again when asked."""
     kept = _kept.get(_key(engine, period))
     if kept is not None:
-        kept.frame, kept.positions = None, None
+        kept.frame, kept.positions, kept.large = None, None, None
 
 
 def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:
@@ -72,13 +80,17 @@ def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:
     The database numbers rows in insertion order (SQLite's rowid, PostgreSQL's sequence), so the
     period's ids in order belong to them one by one; this holds only if the period has no other
     row, which is checked (count, and the keys of the first, middle and last row). New rows are
-    not quarantined and not analysed yet. Returns whether the month is now kept."""
+    not quarantined and not analysed yet. A month of more than `KEEP_ROWS` rows is not kept.
+    Returns whether the month is now kept."""
     kept = _kept.get(_key(engine, period))
     if kept is None:
         return False
     forget(engine, period)
     n = sum(len(f) for f in loaded)
     if not n:
+        return False
+    if n > KEEP_ROWS:
+        kept.large = True
         return False
     with engine.connect() as conn:
         ids = _ids(conn, period)
@@ -120,18 +132,29 @@ def month_rows(engine: Engine, period: str, columns: Sequence[str] | None = None
                clean: bool = False) -> pd.DataFrame:
     """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
     (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
-    kept = _kept.get(_key(engine, period))
-    if kept is None:  # nothing shared: read only what is asked for
+    frame = _kept_frame(engine, period)
+    if frame is None:  # nothing shared: read only what is asked for
         return read_month(engine, period, columns, clean=clean)
-    else:
-        if kept.frame is None:
-            kept.frame = read_month(engine, period)
-        frame = kept.frame
     keep = ~frame["quarantined"].to_numpy(dtype=bool) if clean else None
     frame = frame[list(columns)] if columns is not None else frame  # columns first: fewer to copy
     if keep is not None and not keep.all():
         frame = frame[keep]
     return frame.reset_index(drop=True)
+
+
+def _kept_frame(engine: Engine, period: str) -> pd.DataFrame | None:
+    """The month shared inside `keeping`, read at the first call; None outside `keeping` and for a
+    month of more than `KEEP_ROWS` rows."""
+    kept = _kept.get(_key(engine, period))
+    if kept is None or kept.frame is not None:
+        return None if kept is None else kept.frame
+    if kept.large is None:
+        with engine.connect() as conn:
+            kept.large = conn.execute(select(func.count()).where(
+                FB.c.period == parse_period(period))).scalar_one() > KEEP_ROWS
+    if not kept.large:
+        kept.frame = read_month(engine, period)
+    return kept.frame
 
 
 def patch(engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
@@ -165,30 +188,110 @@ def read_month(engine: Engine, period: str, columns: Sequence[str] | None = None
     """The period's rows straight from the DB-API cursor, typed (see the module docstring).
 
     SQLAlchemy's per-value processing costs about as much as the query itself on a million rows;
-    datetimes arrive as text from SQLite and are parsed by pandas in one vectorised step."""
+    datetimes arrive as text from SQLite and are parsed by pandas in one vectorised step. Rows are
+    fetched a batch at a time into typed columns: the driver's tuples of a whole month (one Python
+    object per value) took ~1.5 GiB per million rows of every column, the typed columns ~0.25."""
     wanted = list(COLUMNS) if columns is None else list(dict.fromkeys(["id", *columns]))
     cols = [type_coerce(FB.c[c], String).label(c) if c in DATETIME_COLUMNS else FB.c[c] for c in wanted]
+    where = [FB.c.period == parse_period(period)]
+    if clean:
+        where.append(FB.c.quarantined.is_(False))
     # No ORDER BY: the period index yields rows by (quarantined, id), and sorting them here is
     # cheaper than SQLite's sort of a million wide rows.
-    stmt = select(*cols).where(FB.c.period == parse_period(period))
-    if clean:
-        stmt = stmt.where(FB.c.quarantined.is_(False))
-    # The only bound value is the period, validated above, so it is inlined.
-    sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    sql, count = (_literal(engine, stmt.where(*where))
+                  for stmt in (select(*cols), select(func.count()).select_from(FB)))
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        cur.execute(sql)
-        rows = cur.fetchall()
-        cur.close()
+        try:
+            cur.execute(count)
+            columns_of = _Columns(wanted, int(cur.fetchone()[0]))  # type: ignore[index]
+        finally:
+            cur.close()
+        # PostgreSQL: a server-side cursor, or the driver holds every row of the result at once.
+        cur = (raw.driver_connection.cursor(name="cxloop_month")  # type: ignore[union-attr]
+               if engine.dialect.name == "postgresql" else raw.cursor())
+        try:
+            cur.execute(sql)
+            while rows := cur.fetchmany(_BATCH):
+                columns_of.add(rows)
+                del rows
+        finally:
+            cur.close()
     finally:
         raw.close()
-    frame = typed(pd.DataFrame.from_records(rows, columns=wanted) if rows
-                  else pd.DataFrame({c: [] for c in wanted}), wanted)
-    ids = frame["id"].to_numpy()
-    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-        frame = frame.iloc[np.argsort(ids, kind="stable")].reset_index(drop=True)
-    return frame if columns is None else frame[list(columns)]
+    return columns_of.frame(columns)
+
+
+_BATCH = 50_000  # rows fetched and typed at a time
+
+
+def _literal(engine: Engine, stmt: Any) -> str:
+    """The statement as SQL text; its only bound value is the period, validated, so it is inlined."""
+    return str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+
+
+class _Columns:
+    """The typed columns of `rows` rows (counted first), filled a batch at a time: no second copy of
+    the month to join batches, and a batch's buffers are freed and reused by the next (batches
+    kept until the end leave the heap fragmented)."""
+
+    def __init__(self, wanted: list[str], rows: int) -> None:
+        self.wanted, self.filled = wanted, 0
+        self.dtypes = typed(pd.DataFrame({c: [] for c in wanted}), wanted).dtypes
+        self.arrays = {c: np.empty(rows, dtype=_stored(self.dtypes[c])) for c in wanted}
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        start, end = self.filled, self.filled + len(rows)
+        if end > len(self.arrays["id"]):  # rows added since they were counted
+            more = max(end, len(self.arrays["id"]) * 5 // 4)
+            self.arrays = {c: np.concatenate([a, np.empty(more - len(a), dtype=a.dtype)])
+                           for c, a in self.arrays.items()}
+        for c, values in zip(self.wanted, zip(*rows, strict=True), strict=True):
+            self.arrays[c][start:end] = _column(c, values)
+        self.filled = end
+
+    def frame(self, columns: Sequence[str] | None) -> pd.DataFrame:
+        """The rows ordered by id, with `columns` (default: all read), a column at a time."""
+        ids = self.arrays["id"][:self.filled]
+        order = None
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            order = np.argsort(ids, kind="stable")
+        out: dict[str, Any] = {}
+        for c in (self.wanted if columns is None else list(columns)):
+            values = self.arrays.pop(c) if c != "id" else self.arrays["id"]
+            values = values[:self.filled] if order is None else values[order]
+            out[c] = pd.Series(values, dtype=self.dtypes[c], copy=False)
+        return pd.DataFrame(out, copy=False)
+
+
+def _stored(dtype: Any) -> Any:
+    """The NumPy type a column is filled as (datetimes: UTC datetime64[us])."""
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return np.dtype("datetime64[us]")
+    return dtype if isinstance(dtype, np.dtype) else np.dtype(object)
+
+
+def _column(name: str, values: Sequence[Any]) -> np.ndarray:
+    """A batch of one column's driver values as the frame stores them (datetimes as UTC
+    datetime64[us]); text values repeated in the batch become one object, so a column of few
+    distinct values costs a pointer a row (the driver makes an object per value)."""
+    if name == "id":
+        return np.array(values, dtype="int64")
+    if name in NUMBER_COLUMNS:
+        try:  # None -> NaN; ints, booleans and Decimals -> float
+            return np.array(values, dtype="float64")
+        except (TypeError, ValueError):  # text in a number column: as `typed` reads it
+            pass
+    if name not in TEXT_COLUMNS:
+        typed_values = typed(pd.DataFrame({name: np.array(values, dtype=object)}), [name])[name]
+        if name in DATETIME_COLUMNS:
+            return typed_values.to_numpy(dtype="datetime64[us]")
+        return typed_values.to_numpy()
+    if len(set(values[:1000])) > 500:  # mostly distinct (ids): nothing to share
+        return np.array(values, dtype=object)
+    one: dict[Any, Any] = {}
+    return np.array(list(map(one.setdefault, values, values)), dtype=object)
 
 
 def typed(df: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +16,17 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session
 
 import tasks.month as month
-from config import Settings, settings_from_dict
+from config import Settings, load_settings, settings_from_dict
+from db import fresh_pg_schema, open_db
 from models import Feedback
+from tasks.actions import open_actions
 from tasks.collect import collect_period
+from tasks.comments import analyse_comments
+from tasks.demo import DemoPlan, Truth, write_demo
+from tasks.kpis import compute_kpis
+from tasks.remeasure import remeasure_actions
+from tasks.report import build_report
+from tasks.validate import validate_period
 
 PERIOD = "2026-10"
 
@@ -156,3 +167,121 @@ def test_collect_of_a_new_month_keeps_exactly_what_it_stored(engine: Engine, tmp
     assert kept["department"].tolist()[0] == "logistics"
     with month.keeping(engine, PERIOD):  # a second collect stores nothing new: read, not seeded
         assert not month.seed(engine, PERIOD, collect_period(settings, engine, PERIOD).inserted())
+
+
+def test_a_month_above_the_row_budget_is_read_per_call(engine: Engine, month_reads: list[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large month is not kept: each call reads only its columns, and patches change nothing."""
+    ids = _seed(engine)
+    monkeypatch.setattr(month, "KEEP_ROWS", 1)
+    with month.keeping(engine, PERIOD):
+        first = month.month_rows(engine, PERIOD, ["channel", "nps"])
+        month.patch(engine, PERIOD, [ids[0]], {"quarantined": True})  # nothing kept to patch
+        clean = month.month_rows(engine, PERIOD, ["response_id"], clean=True)
+    assert month_reads == [PERIOD, PERIOD]
+    assert list(first.columns) == ["channel", "nps"] and first["channel"].tolist() == ["app", "web"]
+    assert clean["response_id"].tolist() == ["a"]  # the database's flags, not the patched ones
+    monkeypatch.setattr(month, "KEEP_ROWS", 2)  # two rows are not above a budget of two
+    with month.keeping(engine, PERIOD):
+        month.month_rows(engine, PERIOD, ["channel"])
+        month.month_rows(engine, PERIOD, ["nps"])
+    assert month_reads == [PERIOD, PERIOD, PERIOD]
+
+
+def test_collect_does_not_hand_over_a_month_above_the_row_budget(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = _loaded(engine)
+    monkeypatch.setattr(month, "KEEP_ROWS", 1)
+    with month.keeping(engine, PERIOD):
+        assert not month.seed(engine, PERIOD, [frame])
+        assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
+
+
+def test_rows_are_read_in_batches_and_text_values_shared(engine: Engine,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches join in id order (quarantined rows come last from the period index); a text value
+    repeated within a batch is one object."""
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    with Session(engine) as s:
+        s.add_all([Feedback(source="survey", response_id=f"r{i}", period=PERIOD, submitted_at=t,
+                            channel="app" if i % 2 else "web", nps=i % 11, quarantined=i % 3 == 0,
+                            comment=None if i % 4 else f"c{i % 8}", content_hash=str(i))
+                   for i in range(2000)])
+        s.commit()
+    whole = month.read_month(engine, PERIOD)
+    monkeypatch.setattr(month, "_BATCH", 300)
+    batched = month.read_month(engine, PERIOD)
+    pd.testing.assert_frame_equal(batched, whole)
+    assert batched["response_id"].tolist() == [f"r{i}" for i in range(2000)]
+    assert batched["quarantined"].tolist() == [i % 3 == 0 for i in range(2000)]
+    channels = batched["channel"].to_numpy(dtype=object)
+    assert channels[1] is channels[5] and channels[2] is channels[4]  # same batch, same object
+    assert batched["comment"].isna().sum() == 1500 and batched["comment"].iloc[4] == "c4"
+
+
+def test_rows_added_after_the_count_are_read_too(engine: Engine) -> None:
+    """The rows are counted before they are read; a row committed in between still arrives."""
+    _seed(engine)
+    filling = month._Columns(["id", "channel", "nps"], rows=1)
+    filling.add([(5, "app", 9), (3, "web", None)])
+    filling.add([(4, "app", 1)])
+    frame = filling.frame(["channel", "nps", "id"])
+    assert frame["id"].tolist() == [3, 4, 5] and frame["channel"].tolist() == ["web", "app", "app"]
+    assert frame["nps"].tolist()[1:] == [1.0, 9.0] and np.isnan(frame["nps"].iloc[0])
+    assert str(frame["channel"].dtype) == "str"
+
+
+@pytest.fixture
+def other_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second empty database of the same kind as `db_url`."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'other.db'}"
+        return
+    with fresh_pg_schema(os.environ["CXLOOP_TEST_PG_URL"]) as url:
+        yield url
+
+
+def _three_cycles(config: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every stage's outcome of three monthly cycles, run as the flow runs them (inside `keeping`,
+    the month handed over by collect), and the stored rows after."""
+    monkeypatch.setenv("CXLOOP_DATABASE_URL", url)
+    settings = load_settings(config)
+    engine = open_db(url)
+    now = datetime(2026, 9, 2, tzinfo=UTC)
+    out: dict[str, Any] = {}
+    for period in ("2026-06", "2026-07", "2026-08"):
+        with month.keeping(engine, period):
+            kept = month.seed(engine, period, collect_period(settings, engine, period).inserted())
+            gate = validate_period(settings, engine, period, now=now).counts()
+            comments = {**analyse_comments(settings, engine, period).counts(), "seconds": 0}
+            kpis = [asdict(r) for r in compute_kpis(settings, engine, period)]
+            remeasured = asdict(remeasure_actions(settings, engine, period))
+            actions = asdict(open_actions(settings, engine, period))
+            report = build_report(settings, engine, period)
+        out[period] = {"kept": kept, "gate": gate, "comments": comments, "kpis": kpis,
+                       "remeasured": remeasured, "actions": actions,
+                       "report": [report.headlines, report.score_rows, report.pain_points, report.actions,
+                                  report.voices, report.complaints, report.responses]}
+        out[period]["rows"] = month.read_month(engine, period)
+    engine.dispose()
+    return out
+
+
+def test_a_month_above_the_row_budget_gives_the_same_stage_results(
+        tmp_path: Path, db_url: str, other_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept (read once, handed over by collect, patched by writers) or read column by column per
+    stage: every stage returns and stores the same."""
+    plan = DemoPlan(periods=["2026-06", "2026-07", "2026-08"], rows_per_month=500, seed=5)
+    plan.stage_truth[("2026-07", "delivery")] = Truth(0.25, 0.45)
+    plan.complaint_rate = {"2026-08": 0.32}
+    config = write_demo(tmp_path / "demo", plan)
+    kept = _three_cycles(config, db_url, monkeypatch)
+    monkeypatch.setattr(month, "KEEP_ROWS", 0)
+    read = _three_cycles(config, other_db_url, monkeypatch)
+    for period, outcome in kept.items():
+        assert outcome.pop("kept") and not read[period].pop("kept")
+        pd.testing.assert_frame_equal(outcome.pop("rows"), read[period].pop("rows"))
+        assert outcome == read[period], period
+    # the months exercise every writer: quarantine flags, an action opened, one re-measured
+    assert kept["2026-08"]["gate"]["quarantined_validate"] and kept["2026-07"]["actions"]["opened"]
+    assert kept["2026-08"]["remeasured"]["measured"] and kept["2026-08"]["comments"]["analysed"]
