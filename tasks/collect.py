@@ -49,7 +49,7 @@ from models import (
     utcnow,
 )
 from periods import parse_period, period_bounds
-from tasks import readers
+from tasks import month, readers
 from tasks.readers import RawTable, SourceError
 
 if TYPE_CHECKING:
@@ -1094,6 +1094,7 @@ class _ChunkedImport:
         self.seen = _SeenIds()
         self.frames: list[pd.DataFrame] = []
         self.rewritten = False
+        self.hand_over = True  # keep the inserted rows for `month.seed`
         self.rejected: list[Rejection] = []
         self.fixed: set[str] = set()
         self.periods: dict[str, int] = {}
@@ -1107,8 +1108,8 @@ class _ChunkedImport:
         c["out_of_period"] += piece.out_of_period
         c["repeated"] += piece.repeated
         c["undated"] += piece.undated
-        for month, k in piece.periods.items():
-            self.periods[month] = self.periods.get(month, 0) + k
+        for name, k in piece.periods.items():
+            self.periods[name] = self.periods.get(name, 0) + k
         self.rejected.extend(piece.rejected)
         self.fixed |= piece.fixed
         records = piece.records
@@ -1196,7 +1197,10 @@ class _ChunkedImport:
         names, columns, _ = _row_columns(records, {}, self.conn.dialect.name, times)
         _bulk_insert(self.conn, _FB.name, names, columns, self.constants)
         self.counts["loaded"] += len(new)
-        self.frames.append(records.drop(columns="content_hash").assign(source=self.source))
+        if self.counts["loaded"] > month.KEEP_ROWS:  # a month too big to keep: not handed over
+            self.frames, self.hand_over = [], False
+        if self.hand_over:
+            self.frames.append(records.drop(columns="content_hash").assign(source=self.source))
 
     def finish(self, imp: ImportSummary, file: str, fingerprint: str) -> None:
         """Quarantine, counts and the import record."""
@@ -1208,7 +1212,7 @@ class _ChunkedImport:
         imp.rows_read, imp.loaded, imp.updated = c["rows_read"], c["loaded"], c["updated"]
         imp.duplicates, imp.rejected = c["same"] + c["repeated"], len(self.rejected)
         imp.out_of_period = c["out_of_period"]
-        if self.frames and not self.rewritten:
+        if self.frames and self.hand_over and not self.rewritten:
             imp.inserted = pd.concat(self.frames, ignore_index=True)
         periods = {"config": fingerprint, "rows": dict(sorted(self.periods.items())),
                    "undated": c["undated"], "reused": None}

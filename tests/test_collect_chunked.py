@@ -174,6 +174,17 @@ def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path
     pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
 
 
+def test_a_month_too_big_to_keep_is_not_handed_over(twin: tuple[Engine, Engine], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `month.KEEP_ROWS` inserted rows the chunks stop holding them (memory stays bounded)."""
+    rows = [r for k, r in enumerate(ROWS) if k not in (5, 8, 15)]
+    write(tmp_path / "export.csv", rows)
+    monkeypatch.setattr(tc.month, "KEEP_ROWS", 4)
+    a, b = same_both_ways(tmp_path, twin, chunks=3)
+    assert a.imports[0].loaded > 4 and a.imports[0].inserted is None  # chunked
+    assert b.imports[0].inserted is not None  # whole file: `month.seed` refuses it itself
+
+
 def test_recollect_updates_readmits_and_repeats_across_chunks(twin: tuple[Engine, Engine],
                                                               tmp_path: Path) -> None:
     write(tmp_path / "export.csv", ROWS)
