@@ -42,6 +42,7 @@ from config import Settings, SourceConfig
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
+FIRST_CHUNK_ROWS = 10_000  # the first chunk is small: the main process waits for it doing nothing
 QUEUE_CHUNKS = 4  # chunks prepared ahead of the main process at most (~25 MB each)
 _ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312"})  # "\n" is one byte
 _POLL = 1.0  # seconds between liveness checks of the other process
@@ -166,8 +167,8 @@ def _header(path: Path, encoding: str) -> str:
     return line.decode(encoding).split("\n", 1)[0]
 
 
-def _chunks(path: Path, encoding: str, label: str, rows: int) -> Iterator[pd.DataFrame]:
-    """The file's records as `readers.read_csv` reads them, `rows` at a time."""
+def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Iterator[pd.DataFrame]:
+    """The file's records as `readers.read_csv` reads them, `rows` at a time after the `first`."""
     from tasks import readers
 
     header = _header(path, encoding)
@@ -178,7 +179,13 @@ def _chunks(path: Path, encoding: str, label: str, rows: int) -> Iterator[pd.Dat
         reader = pd.read_csv(path, dtype=object, keep_default_na=False, na_filter=False, sep=sep,
                              skipinitialspace=False, encoding=encoding, chunksize=rows)
         with reader:
-            for frame in reader:
+            size = first
+            while True:
+                try:
+                    frame = reader.get_chunk(size)
+                except StopIteration:
+                    return
+                size = rows
                 frame.columns = [str(c).strip() for c in frame.columns]
                 yield frame
     except pd.errors.ParserError as exc:
@@ -220,7 +227,8 @@ def _send_piece(q: Any, piece: Piece, folder: Path, number: int) -> None:
 
 
 def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-             dialect: str, open_keys: frozenset[str], rows: int, folder: Path, q: Any) -> None:
+             dialect: str, open_keys: frozenset[str], rows: int, first: int, folder: Path, q: Any
+             ) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
     from tasks.collect import prepare
@@ -231,7 +239,7 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
         encoding = _encoding(path, source.encoding)
         _send(q, ("encoding", encoding), folder)
         read = 0
-        for number, frame in enumerate(_chunks(path, encoding, label, rows)):
+        for number, frame in enumerate(_chunks(path, encoding, label, rows, first)):
             raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding)
             read += len(frame)
             mapping = True
@@ -264,7 +272,8 @@ class Feed:
         self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
         self._proc = _Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
-                                       CHUNK_ROWS, self._folder, self._queue))
+                                       CHUNK_ROWS, min(CHUNK_ROWS, FIRST_CHUNK_ROWS), self._folder,
+                                       self._queue))
         self._proc.start()
 
     def __enter__(self) -> Feed:

@@ -174,6 +174,16 @@ def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path
     pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
 
 
+def test_the_first_chunk_is_small(twin: tuple[Engine, Engine], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main process has nothing to do until the first chunk arrives."""
+    rows = [r for k, r in enumerate(ROWS) if k not in (5, 8, 15)]
+    write(tmp_path / "export.csv", rows)
+    monkeypatch.setattr(chunked, "FIRST_CHUNK_ROWS", 2)
+    same_both_ways(tmp_path, twin, chunks=4)
+    assert PIECES == [2, 4, 4, 4, 2]
+
+
 def test_a_month_too_big_to_keep_is_not_handed_over(twin: tuple[Engine, Engine], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Past `month.KEEP_ROWS` inserted rows the chunks stop holding them (memory stays bounded)."""
