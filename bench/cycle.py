@@ -9,8 +9,8 @@ Writes one month of responses as a CSV (canonical columns, UTF-8), then in the s
    `cxloop run` while Prefect's server starts, in `cxloop serve` once for every cycle after
    (reported separately; `--cold` leaves them to the cycle itself);
 4. the real flow `cx_monthly_cycle` on SQLite, with each stage's time from the cycle record;
-and prints peak memory: this process's, and that of this process together with the processes it
-started for the cycle (collect's parse worker and its fork server), sampled from /proc; Prefect's
+and prints peak memory during the cycle: this process's exact peak, and samples of it together
+with the processes it started (collect's parse worker and its fork server), per stage; Prefect's
 server process is left out, like its start time.
 """
 
@@ -25,7 +25,9 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,16 +53,20 @@ REGIONS = ["east", "north", "south", "west"]
 SEGMENTS = ["new", "returning", "vip"]
 
 
+def _rss(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _tree_rss() -> int:
     """Resident bytes of this process and its descendants, except Prefect's server (Linux /proc)."""
-    todo, total, page = [os.getpid()], 0, os.sysconf("SC_PAGE_SIZE")
+    todo, total = [os.getpid()], 0
     while todo:
         pid = todo.pop()
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             if (b"prefect" in cmd and b"server" in cmd) or b"uvicorn" in cmd:
                 continue
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            total += _rss(pid)
             for task in Path(f"/proc/{pid}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
         except OSError:
@@ -68,21 +74,26 @@ def _tree_rss() -> int:
     return total
 
 
-class PeakSampler:
-    """The highest `_tree_rss` seen while running (every 100 ms): the worker processes' memory is
-    not in this process's max RSS. Shared pages of forked processes count twice: an upper bound."""
+class MemoryWatch:
+    """Memory while the cycle runs. This process's exact peak: its high-water mark is reset first
+    (Linux `clear_refs`), so generating the file and the pandas baseline do not count. The worker
+    processes' memory is not in it: every 100 ms the process tree is sampled too, which gives the
+    peak per stage (shared pages of forked processes count twice there: an upper bound)."""
 
     def __init__(self) -> None:
-        self.peak = 0
+        self.samples: list[tuple[float, int, int]] = []  # (time, this process, tree)
+        self.peak = 0  # this process, exact
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._linux = Path("/proc/self/statm").exists()
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
-            self.peak = max(self.peak, _tree_rss())
+            self.samples.append((time.time(), _rss(os.getpid()), _tree_rss()))
 
-    def __enter__(self) -> PeakSampler:
-        if Path("/proc/self/statm").exists():
+    def __enter__(self) -> MemoryWatch:
+        if self._linux:
+            Path("/proc/self/clear_refs").write_text("5")
             self._thread.start()
         return self
 
@@ -90,6 +101,14 @@ class PeakSampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self._linux:
+            status = Path("/proc/self/status").read_text()
+            self.peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+    def between(self, start: float, end: float) -> tuple[int, int]:
+        """The highest samples (this process, tree) in a time window."""
+        inside = [(m, t) for at, m, t in self.samples if start <= at <= end]
+        return (max(m for m, _ in inside), max(t for _, t in inside)) if inside else (0, 0)
 
 
 def generate(path: Path, rows: int, comment_share: float, seed: int = 1) -> None:
@@ -166,6 +185,11 @@ model_path = "sentiment.joblib"
 """
 
 
+def _epoch(at: Any) -> float:
+    """A stored UTC time (naive on SQLite) as seconds since the epoch."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -233,7 +257,7 @@ def main() -> None:
     from models import CycleStage
 
     t = time.perf_counter()
-    with PeakSampler() as sampler:
+    with MemoryWatch() as memory:
         outcome = cx_monthly_cycle(PERIOD, config=str(work / "cxloop.toml"), started_by="bench")
     total = time.perf_counter() - t
     engine = open_db(db_url)
@@ -242,12 +266,22 @@ def main() -> None:
     print(f"cycle {PERIOD}: {outcome['status']} (gate {outcome['gate']})")
     from flows.cycle import STAGES as CYCLE_STAGES
 
+    gib = 2**30
     for name, r in ((n, stages[n]) for n in CYCLE_STAGES if n in stages):
         secs = (r.finished_at - r.started_at).total_seconds() if r.finished_at else float("nan")
-        print(f"  {name:<10} {secs:7.2f} s")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas; peak memory {peak:.2f} GiB"
-          + (f" (with its worker processes: {sampler.peak / 2**30:.2f} GiB)" if sampler.peak else ""))
+        start, end = (_epoch(r.started_at), _epoch(r.finished_at)) if r.finished_at else (0.0, 0.0)
+        main_peak, tree_peak = memory.between(start, end)
+        print(f"  {name:<10} {secs:7.2f} s" + (f"   memory sampled: {main_peak / gib:.2f} GiB, "
+                                              f"with workers {tree_peak / gib:.2f}" if main_peak else ""))
+    lifetime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    tree = max((t for _, _, t in memory.samples), default=0)
+    print(f"whole cycle: {total:.1f} s = {total / pandas_s:.1f}x plain pandas")
+    if memory.peak:
+        print(f"peak memory during the cycle: {memory.peak / gib:.2f} GiB in this process; sampled with "
+              f"its worker processes {tree / gib:.2f} GiB (this process's whole life, with the "
+              f"generated file and the pandas baseline: {lifetime:.2f} GiB)")
+    else:
+        print(f"peak memory: {lifetime:.2f} GiB")
     engine.dispose()
     schema.close()
 
