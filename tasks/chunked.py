@@ -119,11 +119,26 @@ class _Process(ForkServerProcess):
 
 def start_server() -> None:
     """Start the fork server (it imports pandas and `tasks.collect`) now rather than at the
-    first big file; harmless to call again. The flow's warm-up may call it."""
+    first big file; harmless to call again. The flow's warm-up may call it.
+
+    The server is a new interpreter: up to Python 3.12 it does not take this process's
+    `sys.path`, and a preload it cannot import is skipped without a word, leaving every worker to
+    import pandas and the project itself (~1 s before its first chunk). So it is started with the
+    folder that holds `tasks` on its `PYTHONPATH` (a bench script or a source checkout that is
+    not installed finds the project only through `sys.path`)."""
     from multiprocessing import forkserver
 
     _context()
-    forkserver.ensure_running()
+    root = str(Path(__file__).resolve().parent.parent)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 # ------------------------------------------------------------------------------- the worker side
@@ -264,6 +279,7 @@ class Feed:
 
     def __init__(self, settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
                  dialect: str, open_keys: frozenset[str]) -> None:
+        start_server()
         ctx = _context()
         self.label = label
         self.encoding: str | None = None

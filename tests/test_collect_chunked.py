@@ -299,6 +299,29 @@ def test_no_worker_outlives_a_failed_store(twin: tuple[Engine, Engine], tmp_path
     assert stored(twin[0]) == {"feedback": [], "quarantine": [], "readmitted": [], "imports": []}
 
 
+def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_path: Path) -> None:
+    """Without site (`-S`: no editable install), the project is importable only through the
+    parent's `sys.path`, which Python 3.11's fork server does not take: the worker would import
+    it itself. A worker reports whether `tasks.collect` was loaded before its target ran."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    root = Path(chunked.__file__).resolve().parent.parent
+    seen = tmp_path / "seen.txt"
+    probe = f"import sys; open({str(seen)!r}, 'w').write(str('tasks.collect' in sys.modules))"
+    script = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
+              "from tasks import chunked\n"
+              "chunked.start_server()\n"
+              f"p = chunked._Process(target=exec, args=({probe!r},))\n"
+              "p.start(); p.join(); sys.exit(p.exitcode)\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    done = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert seen.read_text() == "True"
+
+
 def test_the_fork_server_can_start_early() -> None:
     chunked.start_server()
     chunked.start_server()
