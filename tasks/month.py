@@ -294,16 +294,32 @@ def _column(name: str, values: Sequence[Any]) -> np.ndarray:
     return np.array(list(map(one.setdefault, values, values)), dtype=object)
 
 
+def _empty(column: str, n: int) -> Any:
+    """A column of `n` empty values, typed (a column no row of an export has: ~0.1 s per million
+    rows if made from None values)."""
+    if column == "quarantined":
+        return np.zeros(n, dtype=bool)
+    if column in DATETIME_COLUMNS:
+        return pd.Series(np.full(n, np.datetime64("NaT", "us"))).dt.tz_localize("UTC")
+    if column in NUMBER_COLUMNS:
+        return np.full(n, np.nan)
+    return pd.Series(index=pd.RangeIndex(n), dtype="str")
+
+
 def typed(df: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     """The frame's column types, whatever the driver returned."""
     n = len(df)
     out: dict[str, Any] = {}
     for c in columns:
-        s = df[c].reset_index(drop=True) if c in df.columns else pd.Series([None] * n, dtype=object)
+        if c not in df.columns:
+            out[c] = _empty(c, n)
+            continue
+        s = df[c].reset_index(drop=True)
         if c == "id":
             out[c] = s.to_numpy(dtype="int64")
         elif c == "quarantined":
-            out[c] = s.astype(object).fillna(False).to_numpy(dtype=bool)
+            out[c] = (s.to_numpy() if s.dtype == bool else
+                      s.astype(object).fillna(False).to_numpy(dtype=bool))
         elif c in DATETIME_COLUMNS:
             times = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
             out[c] = times.astype("datetime64[us, UTC]")
