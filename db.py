@@ -76,7 +76,7 @@ def fresh_pg_schema(url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def alembic_config(engine: Engine) -> Any:
+def alembic_config(engine: Engine | None) -> Any:
     from alembic.config import Config
 
     cfg = Config()

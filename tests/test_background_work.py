@@ -55,6 +55,12 @@ def test_warm_up_loads_the_libraries_and_ignores_what_it_cannot_load(tmp_path: P
     assert {"report.html", "notice.md", "playbooks/nps.zh.md.j2"} <= compiled
 
 
+def test_warm_up_reads_the_migration_scripts_the_first_open_checks() -> None:
+    from flows import warmup
+
+    warmup._migrations()  # the warm-up thread would swallow its error
+
+
 def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root), "PREFECT_LOGGING_LEVEL": "ERROR"}
