@@ -66,6 +66,7 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
         raise
     end_stage(engine, period, stage, status="completed", counts=counts,
               output_fingerprint=after() if after else None)
+    month.release(engine, period)
     checkpoint_soon(engine)
     print(f"{stage}: {counts}")
     return counts

@@ -14,8 +14,10 @@ datetimes `datetime64[us, UTC]` (NaT when empty), scores, `is_complaint` (1/0) a
 
 from __future__ import annotations
 
+import ctypes
+import gc
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +72,18 @@ def forget(engine: Engine, period: str) -> None:
     kept = _kept.get(_key(engine, period))
     if kept is not None:
         kept.frame, kept.positions, kept.large = None, None, None
+
+
+def release(engine: Engine, period: str) -> None:
+    """After a stage of a month too big to keep: free its leftovers now. Its frames sit in
+    reference cycles (GX batches, pandas' caches) until Python's next full collection, and glibc
+    keeps the heap pages they freed; the next stage would start its own peak on top of both."""
+    kept = _kept.get(_key(engine, period))
+    if kept is None or not kept.large:
+        return
+    gc.collect()
+    with suppress(AttributeError, OSError):  # glibc only: elsewhere there is nothing to call
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:

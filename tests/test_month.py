@@ -188,6 +188,34 @@ def test_a_month_above_the_row_budget_is_read_per_call(engine: Engine, month_rea
     assert month_reads == [PERIOD, PERIOD, PERIOD]
 
 
+def test_only_a_month_above_the_row_budget_is_collected_after_each_stage(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    _seed(engine)
+    collections: list[str] = []
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            collections.append(phase)
+
+    gc.callbacks.append(note)
+    gc.disable()  # only the collections `release` asks for
+    try:
+        for budget, expected in ((2, []), (1, ["start"])):
+            monkeypatch.setattr(month, "KEEP_ROWS", budget)
+            collections.clear()
+            with month.keeping(engine, PERIOD):
+                month.month_rows(engine, PERIOD, ["channel"])
+                month.release(engine, PERIOD)
+            assert collections == expected
+        month.release(engine, PERIOD)  # outside a cycle run: nothing to release
+        assert collections == ["start"]
+    finally:
+        gc.enable()
+        gc.callbacks.remove(note)
+
+
 def test_collect_does_not_hand_over_a_month_above_the_row_budget(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     frame = _loaded(engine)
