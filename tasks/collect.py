@@ -713,7 +713,7 @@ def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str,
     names: list[str] = []
     columns: list[list[Any]] = []
     for n, kind in CANONICAL_FIELDS.items():
-        if n in records and records[n].notna().to_numpy(dtype=bool).any():
+        if n in records and _has_values(records[n]):
             names.append(n)
             columns.append(_text_values(times[n]) if times and n in times
                            else _db_column(records[n], kind, dialect))
@@ -721,6 +721,12 @@ def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str,
     columns.append(records["content_hash"].tolist())
     constants = {k: _db_value(v, dialect) for k, v in extra.items() if v is not None}
     return names, columns, constants
+
+
+def _has_values(s: pd.Series) -> bool:
+    """Whether any value is present. Its first rows usually tell: testing every value of a text
+    column for NaN took the main process of a big load ~0.6 s per million rows."""
+    return bool(s.iloc[:64].notna().to_numpy(dtype=bool).any() or s.notna().to_numpy(dtype=bool).any())
 
 
 def _null_columns(names: Iterable[str], extra: dict[str, Any]) -> list[str]:

@@ -736,3 +736,14 @@ def test_skipping_keeps_readmission_by_another_file(engine: Engine, tmp_path: Pa
     collect_period(settings, engine, "2026-11")
     rows = {i.file: i.row() for i in collect_period(settings, engine, "2026-11").imports}
     assert rows["x/b_10.csv"]["out_of_period"] == 2 and rows["x/c_11.csv"]["duplicates"] == 1
+
+
+def test_a_column_counts_as_present_if_any_value_is_there() -> None:
+    from tasks.collect import _has_values
+
+    later = [None] * 100 + ["x"]  # past the rows looked at first
+    assert _has_values(pd.Series(later, dtype=object))
+    assert _has_values(pd.Series(["x"] + [None] * 100, dtype=object))
+    assert not _has_values(pd.Series([None, np.nan] * 60, dtype=object))
+    assert not _has_values(pd.Series([], dtype=object))
+    assert _has_values(pd.Series([pd.NA] * 70 + [3], dtype="Int64"))
