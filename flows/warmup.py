@@ -73,7 +73,7 @@ def _templates() -> None:
 def _parse_worker(settings: Settings) -> None:
     """Start the fork server of collect's parse worker if a source has a file big enough to be
     read in chunks (it holds pandas in memory: not worth it for small exports)."""
-    from tasks import chunked
+    from tasks import chunked, workers
     from tasks.collect import source_files
     from tasks.readers import SourceError
 
@@ -85,7 +85,7 @@ def _parse_worker(settings: Settings) -> None:
         except SourceError:  # collect reports it
             continue
         if any(chunked.wanted(source, path) for path in files):
-            chunked.start_server()
+            workers.start_server()
             return
 
 

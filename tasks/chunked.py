@@ -8,9 +8,8 @@ import (`collect._ChunkedImport`) and inserts each chunk while the worker prepar
 most `QUEUE_CHUNKS` chunks wait between them (each in a file, its name on a queue), so memory
 stays bounded whatever the file's size.
 
-The worker is forked from a fork server that has imported `tasks.collect` already (a plain
-`fork` is unsafe: the parent has threads). `start_server()` starts that server early, so that
-its imports (1-2 s) overlap other work; the first big file starts it otherwise.
+The worker is forked from the fork server of `tasks.workers`, which has `tasks.collect` loaded
+already (a plain `fork` is unsafe: the parent has threads).
 
 Whatever the chunked path would do differently from reading the whole file at once (an encoding
 that needs a guess, a byte that does not decode) makes it give way: the caller then reads the
@@ -20,18 +19,14 @@ file the ordinary way, which reports the same thing it always did.
 from __future__ import annotations
 
 import codecs
-import io
 import multiprocessing as mp
 import os
 import pickle
 import queue
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
-from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from config import Settings, SourceConfig
+from tasks import workers
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
@@ -46,7 +42,6 @@ FIRST_CHUNK_ROWS = 10_000  # the first chunk is small: the main process waits fo
 QUEUE_CHUNKS = 4  # chunks prepared ahead of the main process at most (~25 MB each)
 _ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312"})  # "\n" is one byte
 _POLL = 1.0  # seconds between liveness checks of the other process
-_PRELOAD = ["tasks.collect"]
 
 
 class GiveWay(Exception):
@@ -74,71 +69,6 @@ class Piece:
 def wanted(source: SourceConfig, path: Path) -> bool:
     """Whether a file is read in chunks: a big CSV export."""
     return source.kind == "csv" and path.stat().st_size > BIG_FILE_BYTES
-
-
-def _context() -> Any:
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(_PRELOAD)
-    return ctx
-
-
-class _Popen(popen_forkserver.Popen):
-    """The standard library's, except that the worker does not import the parent's `__main__`
-    again: it needs only `tasks.chunked`, and a console script or bench script would cost all
-    its imports once more (or run again, if it lacks a `__main__` guard)."""
-
-    def _launch(self, process_obj: Any) -> None:
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        prep_data.pop("init_main_from_name", None)
-        prep_data.pop("init_main_from_path", None)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
-        _parent_w = os.dup(w)  # the child's sentinel of this process
-        self.finalizer = util.Finalize(self, util.close_fds,  # type: ignore[attr-defined]
-                                       (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
-
-
-class _Process(ForkServerProcess):
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        # `_launch` above follows CPython 3.11-3.13; a later one (3.14 authenticates the fork
-        # server) gets the standard library's own, which only costs the `__main__` imports.
-        if sys.version_info < (3, 14):
-            return _Popen(process_obj)
-        return popen_forkserver.Popen(process_obj)
-
-
-def start_server() -> None:
-    """Start the fork server (it imports pandas and `tasks.collect`) now rather than at the
-    first big file; harmless to call again. The flow's warm-up may call it.
-
-    The server is a new interpreter: up to Python 3.12 it does not take this process's
-    `sys.path`, and a preload it cannot import is skipped without a word, leaving every worker to
-    import pandas and the project itself (~1 s before its first chunk). So it is started with the
-    folder that holds `tasks` on its `PYTHONPATH` (a bench script or a source checkout that is
-    not installed finds the project only through `sys.path`)."""
-    from multiprocessing import forkserver
-
-    _context()
-    root = str(Path(__file__).resolve().parent.parent)
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
-    try:
-        forkserver.ensure_running()
-    finally:
-        if before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = before
 
 
 # ------------------------------------------------------------------------------- the worker side
@@ -279,14 +209,13 @@ class Feed:
 
     def __init__(self, settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
                  dialect: str, open_keys: frozenset[str]) -> None:
-        start_server()
-        ctx = _context()
+        ctx = workers.context()
         self.label = label
         self.encoding: str | None = None
         self.read = False  # whether a failure came after the file was read (while mapping it)
         self._queue = ctx.Queue(QUEUE_CHUNKS)
         self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
-        self._proc = _Process(target=_produce, name="cxloop-collect-reader", daemon=True,
+        self._proc = workers.Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
                                        CHUNK_ROWS, min(CHUNK_ROWS, FIRST_CHUNK_ROWS), self._folder,
                                        self._queue))

@@ -74,10 +74,10 @@ def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path:
 
 def test_warm_up_starts_the_parse_worker_server_only_for_a_big_csv_export(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import chunked
+    from tasks import chunked, workers
 
     started: list[bool] = []
-    monkeypatch.setattr(chunked, "start_server", lambda: started.append(True))
+    monkeypatch.setattr(workers, "start_server", lambda: started.append(True))
     (tmp_path / "small.csv").write_text("response_id,submitted_at,channel,nps\nR1,2026-10-01,app,9\n")
     settings = settings_from_dict({"sources": [
         {"name": "missing", "kind": "csv", "path": "nowhere.csv"},  # collect's error, not warm-up's

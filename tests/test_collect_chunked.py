@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Table, select
 
 import tasks.chunked as chunked
 import tasks.collect as tc
+import tasks.workers as workers
 from config import Settings, settings_from_dict
 from db import fresh_pg_schema, open_db
 from models import Feedback, ImportRecord, QuarantinedRow
@@ -311,9 +312,9 @@ def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_pa
     seen = tmp_path / "seen.txt"
     probe = f"import sys; open({str(seen)!r}, 'w').write(str('tasks.collect' in sys.modules))"
     script = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
-              "from tasks import chunked\n"
-              "chunked.start_server()\n"
-              f"p = chunked._Process(target=exec, args=({probe!r},))\n"
+              "from tasks import workers\n"
+              "workers.start_server()\n"
+              f"p = workers.Process(target=exec, args=({probe!r},))\n"
               "p.start(); p.join(); sys.exit(p.exitcode)\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": sysconfig.get_paths()["purelib"]}
     done = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env,
@@ -323,5 +324,5 @@ def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_pa
 
 
 def test_the_fork_server_can_start_early() -> None:
-    chunked.start_server()
-    chunked.start_server()
+    workers.start_server()
+    workers.start_server()
