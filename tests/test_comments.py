@@ -84,6 +84,28 @@ def test_english_tagging_words_plurals_phrases_and_patterns(tmp_path: Path) -> N
     assert tagger.tag("") == [] and tagger.tag("   ") == []
 
 
+def test_many_distinct_comments_are_analysed_in_worker_processes_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import tasks.comments as comments
+
+    club = {"id": "club", "name_zh": "会员", "name_en": "Club",
+            "keywords": {"zh": ["橙享会员卡"], "en": ["club card"]}}  # unknown to jieba
+    settings = make_settings(tmp_path, topics=[club])
+    texts = ["我的橙享会员卡积分没了", "物流太慢了，包装也破了", "价格便宜量又足", "服务器又崩了",
+             "My club card stopped working", "Excellent quality and really friendly staff",
+             "物流太慢了，包装也破了", "The courier never showed up", "质量很好，物流很快，非常满意"]
+    declared = [None, "zh", None, None, "en", None, "en", None, None]
+    model = DefaultModel()
+    alone = analyse_texts(texts, settings, declared=declared, model=model)
+    assert alone[0].themes == ["club"] and alone[4].themes == ["club"]
+    monkeypatch.setattr(comments, "PARALLEL_TEXTS", 2)
+    monkeypatch.setattr(comments, "_worker_count", lambda: 2)  # a one-core machine too
+    monkeypatch.setattr(comments, "_PARTS_PER_WORKER", 2)  # parts of two or three texts
+    with caplog.at_level(logging.WARNING, logger="tasks.comments"):
+        assert analyse_texts(texts, settings, declared=declared, model=model) == alone
+    assert "worker processes failed" not in caplog.text  # the workers did it, not the fallback
+
+
 def test_taxonomy_default_and_from_config(tmp_path: Path) -> None:
     topics = default_topics()
     ids = [t.id for t in topics]
