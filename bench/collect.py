@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import settings_from_dict  # noqa: E402
 from db import open_db  # noqa: E402
-from tasks.collect import collect_period, prepare, read_file, source_files  # noqa: E402
+from tasks.collect import collect_period, read_file, source_files  # noqa: E402
+from tasks.mapping import prepare  # noqa: E402
 
 COMMENTS = np.array(["物流太慢了", "客服态度很好，问题很快解决了", "", "", "Delivery was late again.",
                      "Great prices, easy checkout.", "退款一直没到账", "", "APP 老是闪退", "店员很热情"])

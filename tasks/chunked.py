@@ -2,7 +2,7 @@
 
 Why: reading + mapping a million rows and SQLite's inserts are both pure CPU and each takes
 several seconds; threads cannot overlap them (the driver holds the GIL while binding), a second
-process can. The worker reads the file in chunks of `CHUNK_ROWS`, runs `collect.prepare` on each
+process can. The worker reads the file in chunks of `CHUNK_ROWS`, runs `mapping.prepare` on each
 and formats its datetimes for the driver; the main process keeps the one transaction of the
 import (`collect._ChunkedImport`) and inserts each chunk while the worker prepares the next. At
 most `QUEUE_CHUNKS` chunks wait between them (each in a file, its name on a queue), so memory
@@ -50,13 +50,13 @@ class GiveWay(Exception):
 
 @dataclass
 class Piece:
-    """One prepared chunk as it crosses to the main process (`collect.Prepared` without what only
+    """One prepared chunk as it crosses to the main process (`mapping.Prepared` without what only
     a whole file needs). The rows go as the typed frame: datetimes and numbers as arrays, each text
     object once - cheaper to pickle and load than driver values, which the main process makes
     only for the rows it inserts."""
 
     records: pd.DataFrame  # accepted rows of the period, one per response_id, + content_hash
-    rejected: list[Any]  # collect.Rejection
+    rejected: list[Any]  # mapping.Rejection
     rows_read: int
     out_of_period: int
     repeated: int
@@ -176,7 +176,7 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
              ) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
-    from tasks.collect import prepare
+    from tasks.mapping import prepare
     from tasks.readers import RawTable, SourceError
 
     mapping = False

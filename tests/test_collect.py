@@ -18,7 +18,8 @@ from sqlmodel import col
 from config import Settings, settings_from_dict
 from db import session_scope
 from models import Feedback, ImportRecord, QuarantinedRow
-from tasks.collect import CollectSummary, Prepared, collect_period, prepare, read_file, source_files
+from tasks.collect import CollectSummary, collect_period, read_file, source_files
+from tasks.mapping import Prepared, prepare
 from tasks.readers import SourceError, detect_encoding
 
 P = "2026-10"
@@ -401,7 +402,7 @@ def test_offset_pretest_leaves_every_possibly_aware_text_to_the_regex(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Only texts that cannot have an offset skip the offset regex: the times are the same as
     with the regex run on every text."""
-    import tasks.collect as tc
+    import tasks.mapping as tm
 
     texts = ["2026-10-03 14:05:09", "2026-10-03T14:05:09Z", "2026-10-03T14:05:09z", "2026-10-03 14:05+08",
              "2026-10-03 14:05+0800", "2026-10-03 14:05:09+08:00", "2026-10-03 14:05:09.5-05:00",
@@ -410,9 +411,9 @@ def test_offset_pretest_leaves_every_possibly_aware_text_to_the_regex(
              "２０２６-10-03 14:05:09", "2026-10-03  14:05:09", "2026-10-03 14:05:09 +08:00"]
     s = pd.Series([*texts, None, *texts], dtype=object)  # repeated: parsed once each
     zone = ZoneInfo("Europe/Berlin")
-    fast = tc.parse_datetimes(s, zone)
-    monkeypatch.setattr(tc, "_may_have_offset", lambda t: np.ones(len(t), dtype=bool))
-    general = tc.parse_datetimes(s, zone)
+    fast = tm.parse_datetimes(s, zone)
+    monkeypatch.setattr(tm, "_may_have_offset", lambda t: np.ones(len(t), dtype=bool))
+    general = tm.parse_datetimes(s, zone)
     pd.testing.assert_series_equal(fast[0], general[0])
     assert fast[1].tolist() == general[1].tolist()
     assert str(fast[0].dtype) == "datetime64[us, UTC]"
@@ -424,26 +425,26 @@ def test_offset_pretest_leaves_every_possibly_aware_text_to_the_regex(
 
 
 def test_blank_cells_become_none_and_other_values_keep_their_type() -> None:
-    import tasks.collect as tc
+    import tasks.mapping as tm
 
     cells = [" a ", "a", "", " N/A ", "-", None, float("nan"), 1, 1.0, True, ["x"], "NULL", "b "]
-    out = tc._blank_to_none(pd.Series(cells * 3, dtype=object)).tolist()
+    out = tm._blank_to_none(pd.Series(cells * 3, dtype=object)).tolist()
     expected = ["a", "a", None, None, None, None, None, 1, 1.0, True, ["x"], None, "b"] * 3
     assert out == expected
     assert [type(v) for v in out] == [type(v) for v in expected]  # 1, 1.0 and True stay apart
     distinct = [f" id{i} " for i in range(3_000)]  # mostly distinct: cleaned cell by cell
-    assert tc._blank_to_none(pd.Series(distinct, dtype=object)).tolist() == [t.strip() for t in distinct]
+    assert tm._blank_to_none(pd.Series(distinct, dtype=object)).tolist() == [t.strip() for t in distinct]
 
 
 def test_scores_and_flags_are_parsed_per_distinct_value() -> None:
-    import tasks.collect as tc
+    import tasks.mapping as tm
 
     scores = pd.Series(["3", " 4 ", "１０", None, "3.5", "x", 7, 2.0, "3"], dtype=object)
-    ints, bad, messages = tc.to_int(scores)
+    ints, bad, messages = tm.to_int(scores)
     assert ints.astype(object).where(ints.notna(), None).tolist() == [3, 4, 10, None, None, None, 7, 2, 3]
     assert str(ints.dtype) == "Int64" and bad.tolist() == [False] * 4 + [True, True] + [False] * 3
     assert messages == ["is not a whole number", "is not a number"]
-    flags, bad = tc.to_bool(pd.Series(["yes", "否", None, "maybe", True], dtype=object))
+    flags, bad = tm.to_bool(pd.Series(["yes", "否", None, "maybe", True], dtype=object))
     assert flags.tolist() == [True, False, None, None, True]
     assert bad.tolist() == [False, False, False, True, False]
 
