@@ -263,11 +263,11 @@ def main() -> None:
     from sqlmodel import Session, select
 
     from db import open_db
-    from flows.cycle import cx_monthly_cycle
+    from flows.cycle import cx_monthly_cycle, on_temporary_server
     from models import CycleStage
 
     t = time.perf_counter()
-    with MemoryWatch() as memory:
+    with MemoryWatch() as memory, on_temporary_server():  # as `cxloop run` (no PREFECT_API_URL)
         outcome = cx_monthly_cycle(PERIOD, config=str(work / "cxloop.toml"), started_by="bench")
     total = time.perf_counter() - t
     engine = open_db(db_url)

@@ -42,7 +42,7 @@ def _config_path(config: Path | None) -> Path:
 def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = False,
                reason: str = "") -> list[dict[str, Any]]:
     from flows.bookkeeping import CycleBusy
-    from flows.cycle import cx_monthly_cycle
+    from flows.cycle import cx_monthly_cycle, on_temporary_server
     from flows.warmup import warm_up
 
     warm_up(load_settings(config))  # the stages' libraries load while Prefect's server starts
@@ -52,8 +52,9 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
         try:
             if status_ctx:
                 status_ctx.start()
-            outcomes.append(cx_monthly_cycle(period, config=str(config), started_by=by,
-                                             accept_data_risk=accept_risk, risk_reason=reason))
+            with on_temporary_server():
+                outcomes.append(cx_monthly_cycle(period, config=str(config), started_by=by,
+                                                 accept_data_risk=accept_risk, risk_reason=reason))
         except CycleBusy as exc:
             raise CxError(str(exc)) from None
         except Exception as exc:

@@ -9,7 +9,8 @@ own, and the libraries of later stages load while collect works (`flows.warmup`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -37,6 +38,21 @@ from tasks import month
 
 STAGES = ("collect", "validate", "comments", "kpis", "remeasure", "actions", "notify", "report")
 IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
+
+
+@contextmanager
+def on_temporary_server() -> Iterator[None]:
+    """Cycles run in this process against Prefect's temporary server (no `PREFECT_API_URL`:
+    `cxloop run`, `backfill`, `demo`) send no flow-run heartbeats. Heartbeats tell a lasting
+    server that a run died; the temporary one ends with this process. And the heartbeat thread
+    sleeps a second at a time, so stopping it held every flow run up to a second at its end."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 @cache

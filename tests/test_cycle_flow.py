@@ -143,3 +143,18 @@ def test_a_crashed_stage_leaves_a_consistent_cycle_that_the_next_run_resumes(
         assert len(list(s.exec(select(Feedback).where(Feedback.period == "2026-06")))) == loaded
     assert (demo_config.parent / "reports" / "2026-06" / "report.html").exists()
     engine.dispose()
+
+
+def test_cycles_on_prefect_s_temporary_server_send_no_heartbeats() -> None:
+    """Only a lasting server (PREFECT_API_URL) is told that a run is alive; stopping the heartbeat
+    thread held each flow run up to a second at its end."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from flows.cycle import on_temporary_server
+
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), on_temporary_server():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}), on_temporary_server():
+        assert get_current_settings().flows.heartbeat_frequency == default
