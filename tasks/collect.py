@@ -47,8 +47,11 @@ from tasks.readers import RawTable, SourceError
 
 if TYPE_CHECKING:
     from tasks.chunked import Piece
+    from tasks.comments import InsertAnalysis
 
 _FB: Table = Feedback.__table__  # type: ignore[attr-defined]
+# A comment's analysis, which collect writes with new rows of repeated comments (`InsertAnalysis`).
+_ANALYSIS = {"sentiment": "text", "sentiment_score": "float", "themes": "text"}
 CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
 _IN_CHUNK = 1_000  # keys per IN (...) lookup
 
@@ -196,7 +199,7 @@ def _row_columns(records: pd.DataFrame, extra: dict[str, Any], dialect: str,
     `times`: the datetime columns as `db_times` made them already."""
     names: list[str] = []
     columns: list[list[Any]] = []
-    for n, kind in CANONICAL_FIELDS.items():
+    for n, kind in (*CANONICAL_FIELDS.items(), *_ANALYSIS.items()):
         if n in records and _has_values(records[n]):
             names.append(n)
             columns.append(_text_values(times[n]) if times and n in times
@@ -572,8 +575,10 @@ class _ChunkedImport:
       then read whole;
     - the quarantine is written at the end, from every chunk's rejections."""
 
-    def __init__(self, conn: Connection, source: str, period: str, import_id: int, now: datetime) -> None:
+    def __init__(self, conn: Connection, source: str, period: str, import_id: int, now: datetime,
+                 analysis: InsertAnalysis | None = None) -> None:
         self.conn, self.source, self.period, self.import_id, self.now = conn, source, period, import_id, now
+        self.analysis = analysis  # repeated comments get their analysis as they are inserted
         dialect = conn.dialect.name
         self.constants = {k: _db_value(v, dialect) for k, v in {
             "source": source, "period": period, "import_id": import_id, "quarantined": False,
@@ -618,7 +623,7 @@ class _ChunkedImport:
         _update_changed(self.conn, records, changed, {
             "period": self.period, "import_id": self.import_id, "updated_at": self.now,
             "sentiment": None, "sentiment_score": None, "themes": None})
-        _update_changed(self.conn, records, rewrite, {})
+        _update_changed(self.conn, records, rewrite, dict.fromkeys(_ANALYSIS))  # the comment may differ
 
     def _sort(self, keys: list[str], hashes: list[str], earlier: dict[str, tuple[int, str]]
               ) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, int]]]:
@@ -684,6 +689,9 @@ class _ChunkedImport:
         if len(new) < len(records):
             records = records.iloc[new]
             times = {name: text[new] for name, text in times.items()}
+        analysed = self.analysis.columns(records) if self.analysis else None
+        if analysed:
+            records = records.assign(**analysed)
         names, columns, _ = _row_columns(records, {}, self.conn.dialect.name, times)
         _bulk_insert(self.conn, _FB.name, names, columns, self.constants)
         self.counts["loaded"] += len(new)
@@ -696,6 +704,8 @@ class _ChunkedImport:
         """Quarantine, counts and the import record."""
         qt: Table = QuarantinedRow.__table__  # type: ignore[attr-defined]
         it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+        if self.analysis:
+            self.analysis.finish(self.conn, self.period)
         _quarantine(self.conn, qt, self.source, self.period, self.rejected, lambda: self.fixed, file,
                     self.now)
         c = self.counts
@@ -738,6 +748,7 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
     as `collect_source` makes of the whole file; None when the file must be read whole after all
     (the transaction is then rolled back)."""
     from tasks import chunked
+    from tasks.comments import InsertAnalysis
 
     imp = ImportSummary(source.name, label)
     try:
@@ -760,7 +771,8 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
                     source=source.name, file=label, content_hash=digest, period=period, started_at=now,
                     **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=None,
                 )).inserted_primary_key[0])  # type: ignore[index]
-                store = _ChunkedImport(conn, source.name, period, import_id, now)
+                store = _ChunkedImport(conn, source.name, period, import_id, now,
+                                       InsertAnalysis.start(conn, settings, period))
                 with _page_cache(conn):
                     for piece in feed:
                         store.add(piece)

@@ -19,7 +19,7 @@ import tasks.collect as tc
 import tasks.workers as workers
 from config import Settings, settings_from_dict
 from db import fresh_pg_schema, open_db
-from models import Feedback, ImportRecord, QuarantinedRow
+from models import CycleStage, Feedback, ImportRecord, QuarantinedRow
 from tasks.collect import CollectSummary, collect_period
 from tests.conftest import PG_URL
 
@@ -173,6 +173,60 @@ def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path
     fa, fb = a.imports[0].inserted, b.imports[0].inserted
     assert fa is not None and fb is not None
     pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
+
+
+SAID = [f"R{k},2026-10-{1 + k % 28:02d} 09:00,线上,{k % 11},{c},否" for k, c in enumerate(
+    ["送货很快，包装完好", "送货很快，包装完好", "Great service", "  ", "Great service", "慢",
+     "送货很快，包装完好", "", "  ", "客服态度很差", "Great service", "客服态度很差", "只说一次"])]
+SAID.append("R0,2026-10-01 09:00,线上,3,改主意了，很失望,否")  # R0 again, in the last chunk: it wins
+
+
+def feedback_rows(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return {r.response_id: (r.comment, r.sentiment, r.sentiment_score, r.themes)
+                for r in conn.execute(select(Feedback.__table__))}  # type: ignore[attr-defined]
+
+
+def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine, Engine],
+                                                             tmp_path: Path) -> None:
+    """A comment repeated in a chunk (or analysed for an earlier one) gets its analysis with the
+    row; the comments stage then analyses the rest, and both ways end with the same rows."""
+    from tasks.comments import MARKER_STAGE, analyse_comments
+
+    write(tmp_path / "export.csv", SAID)
+    same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
+    assert summary(same[0]) == summary(same[1])
+    rows = feedback_rows(twin[0])
+    analysed = {k for k, (_, sentiment, _, _) in rows.items() if sentiment is not None}
+    # Chunks R0-R3, R4-R7, R8-R11, R12-R0: a repeat in its chunk (R0, R1; R9, R11), or a comment
+    # analysed for an earlier chunk (R6); "Great service" is never twice in one chunk. R0's later
+    # copy rewrote it.
+    assert analysed == {"R1", "R6", "R9", "R11"}
+    assert all(r[1] is None for r in feedback_rows(twin[1]).values())  # the whole file: none
+    settings = settings_for(tmp_path)
+    assert rows["R0"] == ("改主意了，很失望", None, None, None)  # rewritten: its analysis cleared
+    stage = [{**analyse_comments(settings, e, P).counts(), "seconds": 0} for e in twin]
+    assert stage[0] == stage[1]
+    assert feedback_rows(twin[0]) == feedback_rows(twin[1])
+    assert rows["R1"] == feedback_rows(twin[1])["R1"]  # what collect wrote, left as it was
+    for e in twin:
+        with e.connect() as conn:
+            assert conn.execute(select(CycleStage.__table__.c.input_hash).where(  # type: ignore[attr-defined]
+                CycleStage.__table__.c.stage == MARKER_STAGE)).scalar_one()  # type: ignore[attr-defined]
+
+
+def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(
+        twin: tuple[Engine, Engine], tmp_path: Path) -> None:
+    """The stage will analyse such a period again, all of it: collect leaves its marker alone."""
+    from tasks.comments import _marker, _set_marker
+
+    write(tmp_path / "export.csv", SAID)
+    with twin[0].begin() as conn:
+        _set_marker(conn, P, "another model", "trained")
+    collect(tmp_path, twin[0], 4)
+    assert all(r[1] is None for r in feedback_rows(twin[0]).values())
+    with twin[0].connect() as conn:
+        assert _marker(conn, P) == "another model"
 
 
 def test_the_first_chunk_is_small(twin: tuple[Engine, Engine], tmp_path: Path,
