@@ -473,13 +473,16 @@ class InsertAnalysis:
     (an UPDATE per row: ~1.5 s for a million responses with 20% comments), and a comment that
     repeats costs only its first analysis. So collect's chunked load gives the rows of such
     comments their sentiment, score and themes as it inserts them: a (comment, declared
-    language) that occurs twice in a chunk, or was analysed for an earlier chunk. A comment
-    written once is left to the stage, which shares the analysis of many among processes.
+    language) that occurs `REPEATS` times in a chunk, or was analysed for an earlier chunk
+    ("好评", "ok"). A rarer comment is left to the stage: analysing it (~0.2 ms, SnowNLP ~5 ms)
+    costs far more than writing it, and the stage shares many among processes, which collect,
+    already busy with its inserts, cannot.
 
     Used only while the period's analysis marker is absent or current: its rows then all carry
     the current analysis or none. Collect sets an absent marker once it wrote an analysis, so
     the stage analyses only the rows still without one."""
 
+    REPEATS = 10  # in a chunk (100k rows)
     _KNOWN = 100_000  # analyses kept across chunks
 
     def __init__(self, settings: Settings, model: SentimentModel, fingerprint: str) -> None:
@@ -519,7 +522,7 @@ class InsertAnalysis:
         keys = [(str(texts[k // width]), None if pd.isna(langs[k % width]) else str(langs[k % width]))
                 for k in pairs.tolist()]
         counts = np.bincount(pair_code, minlength=len(keys))
-        chosen = [i for i, key in enumerate(keys) if counts[i] > 1 or key in self._known]
+        chosen = [i for i, key in enumerate(keys) if counts[i] >= self.REPEATS or key in self._known]
         fresh = self._analyse([keys[i] for i in chosen if keys[i] not in self._known])
         results = [fresh[keys[i]] if keys[i] in fresh else self._known[keys[i]] for i in chosen]
         if len(self._known) + len(fresh) > self._KNOWN:

@@ -187,11 +187,13 @@ def feedback_rows(engine: Engine) -> dict[str, tuple[Any, ...]]:
                 for r in conn.execute(select(Feedback.__table__))}  # type: ignore[attr-defined]
 
 
-def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine, Engine],
-                                                             tmp_path: Path) -> None:
+def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine, Engine], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A comment repeated in a chunk (or analysed for an earlier one) gets its analysis with the
     row; the comments stage then analyses the rest, and both ways end with the same rows."""
-    from tasks.comments import MARKER_STAGE, analyse_comments
+    from tasks.comments import MARKER_STAGE, InsertAnalysis, analyse_comments
+
+    monkeypatch.setattr(InsertAnalysis, "REPEATS", 2)  # in chunks of four rows
 
     write(tmp_path / "export.csv", SAID)
     same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
@@ -216,9 +218,11 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
 
 
 def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(
-        twin: tuple[Engine, Engine], tmp_path: Path) -> None:
+        twin: tuple[Engine, Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stage will analyse such a period again, all of it: collect leaves its marker alone."""
-    from tasks.comments import _marker, _set_marker
+    from tasks.comments import InsertAnalysis, _marker, _set_marker
+
+    monkeypatch.setattr(InsertAnalysis, "REPEATS", 2)
 
     write(tmp_path / "export.csv", SAID)
     with twin[0].begin() as conn:
