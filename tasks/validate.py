@@ -631,9 +631,11 @@ class RowKeys:
     def among(self, keys: set[str]) -> np.ndarray:
         """Which rows have one of `keys`: the rows whose text after some "|" of a key is theirs
         (few), then their whole keys compared."""
+        out = np.zeros(len(self.ids), dtype=bool)
+        if not keys:  # no pass over the rows' ids
+            return out
         tails = {k[i + 1:] for k in keys for i, ch in enumerate(k) if ch == "|"}
         candidates = np.flatnonzero(pd.Series(self.ids, dtype=object, copy=False).isin(tails).to_numpy())
-        out = np.zeros(len(self.ids), dtype=bool)
         out[candidates[[k in keys for k in self.text(candidates).tolist()]]] = True
         return out
 
