@@ -258,11 +258,29 @@ def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[n
 
 
 def commented_rows(engine: Engine, period: str) -> pd.DataFrame:
-    """The period's clean responses with a comment: what `worst_comments` quotes from (read from
-    the month frame once per run of the stage, then filtered per result)."""
+    """The period's clean responses with a comment, ordered by id: what `worst_comments` quotes
+    from (read from the month frame once per run of the stage, then filtered per result). A month
+    too large to keep is read part by part, keeping each part's commented rows only."""
+    import numpy as np
+    import pandas as pd
+
     from tasks import month
 
-    rows = month.month_rows(engine, period, _COMMENT_COLUMNS, clean=True)
+    parts = []
+    for rows in month.month_parts(engine, period, _COMMENT_COLUMNS, clean=True):
+        parts.append(_commented(rows))
+        del rows  # before the next part is read
+    if len(parts) == 1:
+        return parts[0]
+    rows = pd.concat(parts, ignore_index=True)
+    del parts
+    ids = rows["id"].to_numpy()
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # parts in another order than their ids
+        rows = rows.take(np.argsort(ids, kind="stable")).reset_index(drop=True)
+    return rows
+
+
+def _commented(rows: pd.DataFrame) -> pd.DataFrame:
     text = rows["comment"]
     return rows[(text.notna() & (text != "")).to_numpy(dtype=bool)].reset_index(drop=True)
 

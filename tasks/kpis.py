@@ -4,8 +4,10 @@ Pipeline of one period (`compute_kpis`):
 
 1. take the period's clean responses from the month frame (`load_responses`, `tasks.month`; only
    the needed columns, durations and `has_comment` derived as the database used to compute them);
+   a month too large to keep comes in parts of a million rows (`response_parts`);
 2. count a histogram per (scope, scope value, family, bin) - the sufficient statistics of every
-   KPI (`histograms`); histograms of parts merge by adding counts (`merge_histograms`), exactly;
+   KPI (`histograms`), per part; histograms of parts merge by adding counts (`merge_histograms`),
+   exactly;
 3. per scope value, compute each KPI and its interval from the histogram (`tasks.stats`), find its
    target and judge the status (`rows_from_histograms`);
 4. compare with earlier cycles on a control chart (`tasks.spc`) for signal_high / signal_low;
@@ -20,7 +22,7 @@ responses a count. Durations are binned (0.1 h below 10 h, 0.5 h below 100 h, 1 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -941,21 +943,44 @@ def load_responses(settings: Settings, engine: Engine, period: str,
     Besides the month frame's columns (`tasks.month.COLUMNS`), `columns` may name the derived
     `first_response_hours`, `resolution_hours` (hours from opened_at) and `has_comment`.
     """
+    cols, read = _response_columns(columns)
+    return _responses(month.month_rows(engine, period, read, clean=True), cols, engine)
+
+
+def response_parts(settings: Settings, engine: Engine, period: str,
+                   columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+    """`load_responses` in parts (`tasks.month.month_parts`), for counting a month too large to
+    keep without holding all of its rows: a kept month is one part."""
+    cols, read = _response_columns(columns)
+    for rows in month.month_parts(engine, period, read, clean=True):
+        part = _responses(rows, cols, engine)
+        del rows
+        yield part
+        del part  # the caller has done with it: not held while the next part is read
+
+
+_SOURCES = {"has_comment": ("comment",), "first_response_hours": ("opened_at", "first_response_at"),
+            "resolution_hours": ("opened_at", "resolved_at")}
+
+
+def _response_columns(columns: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(the columns asked for, the month frame's columns they are made of)."""
     cols = list(columns or KPI_COLUMNS)
     unknown = [c for c in cols if c not in month.COLUMNS and c not in DERIVED_COLUMNS]
     if unknown:
         raise ValueError(f"load_responses: unknown column {unknown[0]!r}; use Feedback columns or "
                          f"{', '.join(DERIVED_COLUMNS)}")
-    sources = {"has_comment": ("comment",), "first_response_hours": ("opened_at", "first_response_at"),
-               "resolution_hours": ("opened_at", "resolved_at")}
-    read = list(dict.fromkeys(s for c in cols for s in sources.get(c, (c,))))
-    rows = month.month_rows(engine, period, read, clean=True)
+    return cols, list(dict.fromkeys(s for c in cols for s in _SOURCES.get(c, (c,))))
+
+
+def _responses(rows: pd.DataFrame, cols: list[str], engine: Engine) -> pd.DataFrame:
+    """The asked columns of month rows, derived ones computed."""
     out: dict[str, Any] = {}
     for col in cols:
         if col == "has_comment":
             out[col] = _has_text(rows["comment"])
-        elif col in sources:
-            start, end = sources[col]
+        elif col in _SOURCES:
+            start, end = _SOURCES[col]
             out[col] = _span_hours(rows[start], rows[end], engine.dialect.name == "sqlite")
         else:
             out[col] = rows[col]
@@ -1025,7 +1050,11 @@ def store_results(settings: Settings, engine: Engine, period: str, rows: Sequenc
 
 def compute_rows(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
     """Every KPI row of the period with status and signals, without storing anything."""
-    hist = merge_histograms([histograms(load_responses(settings, engine, period), settings)])
+    parts = []  # one histogram per part: a month too large to keep is never held whole
+    for responses in response_parts(settings, engine, period):
+        parts.append(histograms(responses, settings))
+        del responses  # before the next part is read
+    hist = merge_histograms(parts)
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
     return rows

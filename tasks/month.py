@@ -205,6 +205,29 @@ def read_month(engine: Engine, period: str, columns: Sequence[str] | None = None
     datetimes arrive as text from SQLite and are parsed by pandas in one vectorised step. Rows are
     fetched a batch at a time into typed columns: the driver's tuples of a whole month (one Python
     object per value) took ~1.5 GiB per million rows of every column, the typed columns ~0.25."""
+    (frame,) = _read(engine, period, columns, clean, None)
+    return frame
+
+
+# Rows per part of a month read part by part (`month_parts`).
+PART_ROWS = 1_000_000
+
+
+def month_parts(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
+                clean: bool = False, rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The rows `month_rows` gives, for a stage that can work on them part by part (counting): a
+    month that is not kept comes `rows` (default `PART_ROWS`) at a time, so such a stage holds one
+    part of a month too large to keep instead of all of it. A kept month comes whole, as one part.
+    Parts come in no particular order, each ordered by id; a month without rows is one empty part."""
+    if _kept_frame(engine, period) is not None:
+        yield month_rows(engine, period, columns, clean=clean)
+    else:
+        yield from _read(engine, period, columns, clean, rows or PART_ROWS)
+
+
+def _read(engine: Engine, period: str, columns: Sequence[str] | None, clean: bool,
+          part: int | None) -> Iterator[pd.DataFrame]:
+    """The period's rows of one query in frames of `part` rows (None: one frame of all)."""
     wanted = list(COLUMNS) if columns is None else list(dict.fromkeys(["id", *columns]))
     cols = [type_coerce(FB.c[c], String).label(c) if c in DATETIME_COLUMNS else FB.c[c] for c in wanted]
     where = [FB.c.period == parse_period(period)]
@@ -219,25 +242,39 @@ def read_month(engine: Engine, period: str, columns: Sequence[str] | None = None
         cur = raw.cursor()
         try:
             cur.execute(count)
-            columns_of = _Columns(wanted, int(cur.fetchone()[0]))  # type: ignore[index]
+            left = int(cur.fetchone()[0])  # type: ignore[index]
         finally:
             cur.close()
+        size = left if part is None else min(part, left)
+        columns_of = _Columns(wanted, size)
         # PostgreSQL: a server-side cursor, or the driver holds every row of the result at once.
         cur = (raw.driver_connection.cursor(name="cxloop_month")  # type: ignore[union-attr]
                if engine.dialect.name == "postgresql" else raw.cursor())
         try:
             cur.execute(sql)
-            while rows := cur.fetchmany(_BATCH):
+            while rows := cur.fetchmany(_room(columns_of.filled, part)):
+                if part is not None and columns_of.filled >= part:  # full, and more rows came
+                    yield columns_of.frame(columns)
+                    columns_of = _Columns(wanted, min(part, max(left, len(rows))))
                 columns_of.add(rows)
+                left -= len(rows)
                 del rows
         finally:
             cur.close()
     finally:
         raw.close()
-    return columns_of.frame(columns)
+    yield columns_of.frame(columns)
 
 
 _BATCH = 50_000  # rows fetched and typed at a time
+
+
+def _room(filled: int, part: int | None) -> int:
+    """Rows to fetch next: a batch, no more than the part has room for (a full part: the next
+    part's first batch)."""
+    if part is None:
+        return _BATCH
+    return min(_BATCH, part - filled) or min(_BATCH, part)
 
 
 def _literal(engine: Engine, stmt: Any) -> str:

@@ -474,13 +474,33 @@ def _owned_topics(settings: Settings) -> list[str]:
 
 def summarise_feedback(engine: Engine, settings: Settings, period: str,
                        journey_kpi: str = "nps") -> FeedbackSummary:
-    """`FeedbackSummary` of a period, from its rows in the month frame."""
-    return summarise_frame(load_feedback(engine, period), settings, journey_kpi)
+    """`FeedbackSummary` of a period, from its rows in the month frame; a month too large to keep
+    is summarised part by part (`tasks.month.month_parts`) and the parts' summaries merged."""
+    from tasks import month
+
+    parts = []
+    for rows in month.month_parts(engine, period, ("id", *_FEEDBACK_COLS), clean=True):
+        parts.append(_summary_part(rows, settings, journey_kpi))
+        del rows  # before the next part is read
+    if len(parts) == 1:
+        groups, negs, comments, _ = parts[0]
+        return _add_scores(FeedbackSummary(journey_kpi, groups, negs, comments.drop(columns="id")), settings)
+    return _add_scores(_merged(journey_kpi, parts), settings)
 
 
 def summarise_frame(df: pd.DataFrame, settings: Settings, journey_kpi: str = "nps") -> FeedbackSummary:
     """`FeedbackSummary` of responses in a frame (`load_feedback`'s columns); `first` of a
     negatives group is its smallest id."""
+    groups, negs, comments, _ = _summary_part(df, settings, journey_kpi)
+    return _add_scores(FeedbackSummary(journey_kpi, groups, negs, comments.drop(columns="id")), settings)
+
+
+# A summary of rows (ordered by id) before scoring: groups, negatives, comments (with `id`), and per
+# group column the first id of each value (the order of the values' first rows orders the groups).
+Part = tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, dict[Any, int]]]
+
+
+def _summary_part(df: pd.DataFrame, settings: Settings, journey_kpi: str) -> Part:
     score_cols = list(_JOURNEY_SCORE_COLS.get(journey_kpi, ()))
     df = df.reset_index(drop=True)
     # Every key column coded once, for the groups and the negatives alike.
@@ -491,13 +511,84 @@ def summarise_frame(df: pd.DataFrame, settings: Settings, journey_kpi: str = "np
     flags = {f"topic:{t}": _has_theme(distinct, [t]).to_numpy(dtype=np.int64)[codes]
              for t in _owned_topics(settings)}
     extra = {**flags, **{c: df[c] for c in score_cols}}
-    groups = _count_groups(df[list(_KEY_COLS)].assign(**extra), [
-        *(coded[c] for c in _KEY_COLS), *(_value_codes(pd.Series(v)) for v in extra.values())])
+    value_codes = [*(coded[c] for c in _KEY_COLS), *(_value_codes(pd.Series(v)) for v in extra.values())]
+    group_frame = df[list(_KEY_COLS)].assign(**extra)
+    groups = _count_groups(group_frame, value_codes)
     negative = ((df["sentiment"].to_numpy(dtype=object) == "negative")
                 | (df["is_complaint"].to_numpy(dtype=float) == 1.0))
     negs = _negatives(df, negative, coded)
-    comments = df.loc[negative & df["comment"].notna().to_numpy(), list(_COMMENT_COLS)]
-    return _add_scores(FeedbackSummary(journey_kpi, groups, negs, comments.reset_index(drop=True)), settings)
+    comments = df.loc[negative & df["comment"].notna().to_numpy(), ["id", *_COMMENT_COLS]]
+    ids = df["id"].to_numpy(dtype=np.int64)
+    firsts = {c: _first_ids(group_frame[c], coded_c, ids)
+              for c, coded_c in zip(group_frame.columns, value_codes, strict=True)}
+    return groups, negs, comments.reset_index(drop=True), firsts
+
+
+def _first_ids(values: pd.Series, coded: Coded, ids: NDArray[np.int64]) -> dict[Any, int]:
+    """The first id of each present value, of rows ordered by id. `_value_codes` number values in
+    the order they first occur (the last code: missing), so a value's first row is where the
+    running maximum of the codes reaches its code: one pass, no table per code."""
+    codes, k = coded
+    present = np.flatnonzero(codes < k - 1)
+    if not present.size:
+        return {}
+    seen = np.maximum.accumulate(codes[present])
+    first = present[np.flatnonzero(np.r_[True, seen[1:] > seen[:-1]])]
+    return {_key(v): int(i) for v, i in zip(values.iloc[first].tolist(), ids[first].tolist(), strict=True)}
+
+
+def _key(value: Any) -> Any:
+    """A value as a dictionary key: every missing value is None (NaN is not equal to itself)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _merged(kpi: str, parts: list[Part]) -> FeedbackSummary:
+    """The summary of all the parts' rows, as `_summary_part` of them at once gives it: groups
+    ordered by their values' first rows (missing last), negatives by their first row, comments
+    by id. Parts hold a few thousand groups each, so this works on groups, not rows."""
+    cols = list(parts[0][0].columns.drop("count"))
+    lowest: dict[str, dict[Any, int]] = {c: {} for c in cols}
+    for part in parts:
+        for c, firsts in part[3].items():
+            for value, i in firsts.items():
+                lowest[c][value] = min(i, lowest[c].get(value, i))
+    rank = {c: {v: r for r, v in enumerate(sorted(lowest[c], key=lowest[c].__getitem__))} for c in cols}
+    groups, count, _ = _add_up(pd.concat([p[0] for p in parts], ignore_index=True), cols)
+    ranked = [tuple(rank[c].get(_key(v), len(rank[c])) for c, v in zip(cols, values, strict=True))
+              for values in groups[cols].itertuples(index=False, name=None)]
+    order = sorted(range(len(groups)), key=ranked.__getitem__)
+    groups = groups.iloc[order].reset_index(drop=True).assign(count=count[order])
+    keys = [*_KEY_COLS, "themes"]
+    negs, n, first = _add_up(pd.concat([p[1] for p in parts], ignore_index=True), keys)
+    by_first = np.argsort(first, kind="stable")
+    negs = negs.iloc[by_first][keys].reset_index(drop=True).assign(count=n[by_first], first=first[by_first])
+    comments = pd.concat([p[2] for p in parts], ignore_index=True)
+    comments = comments.iloc[np.argsort(comments["id"].to_numpy(), kind="stable")]
+    return FeedbackSummary(kpi, groups, negs, comments.drop(columns="id").reset_index(drop=True))
+
+
+def _add_up(frame: pd.DataFrame, cols: list[str]) -> tuple[
+        pd.DataFrame, NDArray[np.int64], NDArray[np.int64]]:
+    """One row per distinct `cols` values (the first row having them), its summed `count` and its
+    smallest `first` (if the frame has one)."""
+    at: dict[tuple[Any, ...], int] = {}
+    rows: list[int] = []
+    counts = frame["count"].to_numpy(dtype=np.int64)
+    firsts = frame["first"].to_numpy(dtype=np.int64) if "first" in frame.columns else counts
+    total: list[int] = []
+    lowest: list[int] = []
+    for i, values in enumerate(frame[cols].itertuples(index=False, name=None)):
+        key = tuple(map(_key, values))
+        g = at.setdefault(key, len(rows))
+        if g == len(rows):
+            rows.append(i)
+            total.append(int(counts[i]))
+            lowest.append(int(firsts[i]))
+        else:
+            total[g] += int(counts[i])
+            lowest[g] = min(lowest[g], int(firsts[i]))
+    return (frame.iloc[rows].reset_index(drop=True), np.array(total, dtype=np.int64),
+            np.array(lowest, dtype=np.int64))
 
 
 Coded = tuple[NDArray[np.int64], int]  # a code per row, and how many codes there can be

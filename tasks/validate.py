@@ -405,13 +405,18 @@ def _batch_frame(df: pd.DataFrame, cols: list[str], expectations: list[Expectati
     return batch
 
 
-def _failing(df: pd.DataFrame, key: str, exp: Expectation, index_list: Any) -> list[dict[str, Any]]:
-    """Failing rows as [{key, column, column_B}], from GX's list of failing row positions."""
+def _failing(df: pd.DataFrame, key: str, exp: Expectation, index_list: Any,
+             keys: RowKeys | None = None) -> list[dict[str, Any]]:
+    """Failing rows as [{key, column, column_B}], from GX's list of failing row positions (`keys`:
+    the text of a `row_key` column that holds numbers)."""
     positions = [int(i) for i in index_list or [] if not isinstance(i, dict)]
     if not positions:
         return []
     cols = [key] + [c for c in (exp.column, exp.kwargs.get("column_B")) if c and c in df.columns and c != key]
-    return list(df[cols].iloc[positions].to_dict("records"))
+    rows = df[cols].iloc[positions]
+    if keys is not None:
+        rows = rows.assign(**{key: keys.text(positions)})
+    return list(rows.to_dict("records"))
 
 
 # BASIC counts the failing rows; COMPLETE also lists them, which costs GX further passes over the
@@ -437,13 +442,21 @@ def _clean_pass(r: Any) -> bool:
     return bool(r.success) and _errors(r) is None and (r.result or {}).get("unexpected_count") == 0
 
 
-def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: str) -> list[tuple[
-        Expectation, dict[str, Any]]]:
+def _forget(batch: Any) -> None:
+    """Drop what GX's execution engine keeps of a validated batch until the context goes: its data
+    and every metric computed on it (row masks: ~40 MB per batch of a 10M-row month)."""
+    engine = batch.data.execution_engine
+    engine._metric_cache.clear()
+    engine.batch_manager._batch_data_cache.pop(batch.id, None)
+
+
+def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: str,
+                     keys: RowKeys | None = None) -> list[tuple[Expectation, dict[str, Any]]]:
     """Validate one frame with GX; return each expectation with its result dict.
 
     The result dict has `success`, `result` (GX's COMPLETE result, or BASIC for a check that passed
-    with no failing row, with `unexpected_index_list` naming rows by the frame's key column) and
-    `error` (a message when GX raised).
+    with no failing row, with `unexpected_index_list` naming rows by the frame's key column, as
+    text from `keys` if given) and `error` (a message when GX raised).
     """
     if not expectations:
         return []
@@ -478,8 +491,10 @@ def run_expectations(expectations: list[Expectation], df: pd.DataFrame, frame: s
         for r in results:
             exp = expectations[int(r.expectation_config.meta["cx_index"])]
             result = dict(r.result or {})
-            result["unexpected_index_list"] = _failing(df, key, exp, result.get("unexpected_index_list"))
+            result["unexpected_index_list"] = _failing(df, key, exp, result.get("unexpected_index_list"),
+                                                       keys)
             out.append((exp, {"success": bool(r.success), "result": result, "error": _errors(r)}))
+        _forget(batch)
     out.sort(key=lambda pair: expectations.index(pair[0]))
     gx.data_context.set_context(None)  # GX keeps the last context, holding this frame's batches
     return out
@@ -592,13 +607,69 @@ def _check(exp: Expectation, outcome: dict[str, Any], key_col: str) -> CheckResu
 
 def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Typed frame for the row suite: UTC datetimes, float scores, `row_key` = "source|response_id"."""
+    return _row_frame(rows, numbers=False)[0]
+
+
+@dataclass(frozen=True)
+class RowKeys:
+    """The `row_key` ("source|response_id", "source|#<index>" without a response id, missing
+    without a source) of each row of a row frame, as text only for the rows asked for: a month's
+    keys as text cost ~1 GiB per 10M rows, and only failing rows' keys are needed."""
+
+    prefixes: np.ndarray  # "source|" of each source code (the last one: none)
+    sources: np.ndarray  # each row's source code, -1 without a source
+    ids: np.ndarray  # each row's text after "source|"
+
+    def text(self, positions: Any) -> np.ndarray:
+        """The keys of the rows at `positions` (NaN without a source)."""
+        pos = np.asarray(positions, dtype=np.intp)
+        src = self.sources[pos]
+        out = self.prefixes[src] + self.ids[pos]
+        out[src < 0] = np.nan
+        return out
+
+    def among(self, keys: set[str]) -> np.ndarray:
+        """Which rows have one of `keys`: the rows whose text after some "|" of a key is theirs
+        (few), then their whole keys compared."""
+        out = np.zeros(len(self.ids), dtype=bool)
+        if not keys:  # no pass over the rows' ids
+            return out
+        tails = {k[i + 1:] for k in keys for i, ch in enumerate(k) if ch == "|"}
+        candidates = np.flatnonzero(pd.Series(self.ids, dtype=object, copy=False).isin(tails).to_numpy())
+        out[candidates[[k in keys for k in self.text(candidates).tolist()]]] = True
+        return out
+
+    def numbers(self) -> np.ndarray:
+        """A number per distinct key (NaN without a source): equal keys, equal numbers. A row
+        whose key occurs once gets its position; rows whose keys occur again (few) a number after
+        the last position, one per key. Without a "|" in a source name, a key occurs again only
+        where its text after "source|" does: no text is made for the others, and a boolean per
+        row costs less than a code per row (a month of 10M distinct keys)."""
+        n = len(self.ids)
+        if any("|" in p[:-1] for p in self.prefixes[:-1].tolist()):  # (source, id) pairs are ambiguous
+            again = pd.Series(self.text(np.arange(n)), dtype=object, copy=False).duplicated(keep=False)
+        else:
+            again = pd.Series(self.ids, dtype=object, copy=False).duplicated(keep=False)
+        twins = np.flatnonzero(again.to_numpy())
+        del again
+        out = np.arange(n, dtype="float64")
+        out[twins] = n + pd.factorize(self.text(twins))[0]
+        out[self.sources < 0] = np.nan
+        return out
+
+
+def _row_frame(rows: pd.DataFrame, numbers: bool, every_field: bool = True) -> tuple[pd.DataFrame, RowKeys]:
+    """`row_frame` and its keys; `numbers`: `row_key` holds `RowKeys.numbers` instead of text,
+    for row expectations that only compare keys for equality (`_keys_by_equality`); not
+    `every_field`: a canonical field missing from `rows` stays missing (none of the expectations
+    reads it: an empty column costs 80 MB per 10M rows)."""
     df = rows.copy(deep=False)  # copy-on-write: the columns set below never change `rows`
     for col in CANONICAL_FIELDS:
-        if col not in df.columns:
+        if col not in df.columns and (every_field or col in ("response_id", *SCORE_FIELDS)):
             df[col] = None
     # Columns the month frame already types are left as they are: a converted copy of each costs
     # 80 MB per 10M rows.
-    for col in DATETIME_FIELDS:
+    for col in (c for c in DATETIME_FIELDS if c in df.columns):
         if not isinstance(df[col].dtype, pd.DatetimeTZDtype) or str(df[col].dt.tz) != "UTC":
             df[col] = pd.to_datetime(df[col], utc=True, errors="coerce", format="ISO8601")
     for col in SCORE_FIELDS:
@@ -606,30 +677,33 @@ def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     if "source" not in df.columns:
         df["source"] = ""
-    source = df["source"].astype(str)
     rid = df["response_id"]
-    missing = rid.isna()
-    ids = rid.where(~missing, "").astype(str)
-    # One pass of joins in numpy's loop over the objects, each row's "source|" taken from the few
-    # distinct sources: pandas' `+` on text makes a pass per operand (0.5 s vs 0.1 s at 1M).
-    src_codes, sources = factorize(source)
+    missing = rid.isna().to_numpy()
+    ids = rid.astype(str).to_numpy(dtype=object, copy=bool(missing.any()))  # the text after "source|"
+    if missing.any():
+        ids[missing] = "#" + df.index[missing].astype(str).to_numpy(dtype=object)
+    # Each row's "source|" from the few distinct sources: pandas' `+` on text makes a pass per
+    # operand (0.5 s vs 0.1 s at 1M).
+    src_codes, sources = factorize(df["source"].astype(str))
     prefixes = np.array([f"{s}|" for s in sources.tolist()] + ["nan|"], dtype=object)
-    keys = pd.Series(prefixes[src_codes] + ids.to_numpy(dtype=object), index=df.index, dtype="str")
-    keys[src_codes < 0] = np.nan  # as `+` leaves it
-    keys[missing] = keys[missing] + "#" + df.index[missing].astype(str)
-    df["row_key"] = keys
-    return df.reset_index(drop=True)
+    keys = RowKeys(prefixes, src_codes, ids)
+    if numbers:
+        df["row_key"] = keys.numbers()
+    else:
+        df["row_key"] = pd.Series(keys.text(np.arange(len(df))), index=df.index, dtype="str")
+    return df.reset_index(drop=True), keys
 
 
-def check_rows(expectations: list[Expectation], df: pd.DataFrame) -> tuple[
+def check_rows(expectations: list[Expectation], df: pd.DataFrame, keys: RowKeys | None = None) -> tuple[
         list[CheckResult], dict[str, list[dict[str, Any]]]]:
-    """Run the row expectations on a `row_frame`; return the checks and every reason per row_key.
+    """Run the row expectations on a `row_frame` (`keys`: the text of its `row_key` if that holds
+    numbers); return the checks and every reason per row_key.
 
     Only `critical` row expectations produce reasons (= quarantine); `warning` ones are reported.
     """
     checks: list[CheckResult] = []
     reasons: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for exp, outcome in run_expectations(expectations, df, ROW_FRAME):
+    for exp, outcome in run_expectations(expectations, df, ROW_FRAME, keys):
         checks.append(_check(exp, outcome, "row_key"))
         if outcome["success"] or outcome["error"] or exp.severity != "critical":
             continue
@@ -768,6 +842,28 @@ def _raw_values(engine: Engine, ids: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+# Expectations whose outcome on a column depends only on which values are equal (or missing), and
+# table expectations that read only the table's shape: `row_key` may go to them as numbers.
+_BY_EQUALITY = frozenset({"expect_column_values_to_be_unique", "expect_column_values_to_not_be_null",
+                          "expect_column_values_to_be_null"})
+_SHAPE_ONLY = frozenset({"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal",
+                         "expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
+                         "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between"})
+
+
+def _keys_by_equality(exps: list[Expectation]) -> bool:
+    """Do the row expectations only compare `row_key`s (the shipped uniqueness check)? Then the
+    keys go to GX as numbers, and their text is made only for failing rows (`RowKeys`)."""
+    for exp in exps:
+        named = _named_columns(exp)
+        if named is None:
+            if exp.type not in _SHAPE_ONLY or "row_condition" in exp.kwargs:
+                return False
+        elif "row_key" in named and (exp.type not in _BY_EQUALITY or "row_condition" in exp.kwargs):
+            return False
+    return True
+
+
 def _needed_columns(exps: list[Expectation]) -> list[str] | None:
     """Canonical columns the suites read (None = all, for table-level expectations)."""
     probe = pd.DataFrame(columns=[*CANONICAL_FIELDS, "row_key", "source"])
@@ -790,15 +886,18 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     row_exps = [e for e in exps if e.level == "row"]
     batch_exps = [e for e in exps if e.level == "batch"]
 
-    raw_df = load_period_rows(engine, period, _needed_columns(row_exps))
-    df = row_frame(raw_df)
-    row_checks, reasons = check_rows(row_exps, df)
+    needed = _needed_columns(row_exps)
+    raw_df = load_period_rows(engine, period, needed)
+    df, row_keys = _row_frame(raw_df, numbers=_keys_by_equality(row_exps), every_field=needed is None)
+    del raw_df
+    row_checks, reasons = check_rows(row_exps, df, row_keys)
     if len(df) > month.KEEP_ROWS:  # GX's batch objects hold the columns in reference cycles: free
         gc.collect()  # a large month's now, not at Python's next full collection (~1 s at 10M rows)
     bad_keys = set(reasons)
-    is_bad = df["row_key"].isin(bad_keys)
+    is_bad = pd.Series(row_keys.among(bad_keys), index=df.index)
 
-    bad_rows = df.loc[is_bad, ["id", "source", "response_id", "row_key"]]
+    bad_rows = df.loc[is_bad, ["id", "source", "response_id"]]
+    bad_rows = bad_rows.assign(row_key=row_keys.text(np.flatnonzero(is_bad.to_numpy())))
     bad = bad_rows.to_dict("records")
     raws = _raw_values(engine, [int(r["id"]) for r in bad])
     readmitted = 0
@@ -817,8 +916,8 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
             .where(QR.period == period))}
         # "source|response_id" of the period's rows that have a quarantine entry (a set of all 1M
         # keys costs more than looking the entries' keys up)
-        keys = df["row_key"]
-        present = set(keys[keys.isin([f"{s}|{k}" for s, k in existing])].tolist()) if existing else set()
+        entry_keys = {f"{s}|{k}" for s, k in existing}
+        present = set(row_keys.text(np.flatnonzero(row_keys.among(entry_keys))).tolist())
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
         created = utcnow()

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, select
@@ -322,6 +323,32 @@ def test_only_answers_on_the_wrong_side_or_negative_comments_are_quoted(engine: 
     [action] = actions(engine)
     quoted = [(c["score"], c["text"]) for c in action.evidence[0]["worst_comments"]]
     assert quoted == [(1, "no answer for days"), (3, "meh"), (4, "fine but they hung up on me")]
+
+
+def test_a_month_read_in_parts_quotes_the_same_comments(engine: Engine, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month too large to keep is read part by part, keeping the commented rows: the same rows in
+    id order as from the month at once, so the same evidence."""
+    import tasks.month as month
+    from tasks.actions import commented_rows
+
+    settings = make_settings(tmp_path, actions={"worst_comments": 4})
+    p = "2026-10"
+    add_result(engine, p, value=20, ci=(14, 26), n=400, target=40)
+    for i in range(40):  # ties on the answer: the order of ids decides
+        add_feedback(engine, p, None if i % 3 == 0 else "" if i % 5 == 0 else f"comment {i}",
+                     journey_stage="delivery" if i % 2 else "purchase", nps=i % 4, quarantined=i % 7 == 0,
+                     sentiment="negative" if i % 4 == 1 else None, sentiment_score=(i % 6) / 10)
+    with month.keeping(engine, p):
+        whole = commented_rows(engine, p)  # the kept month: one part
+    monkeypatch.setattr(month, "PART_ROWS", 4)
+    assert len(list(month.month_parts(engine, p, ["id"], clean=True))) == 9
+    pd.testing.assert_frame_equal(commented_rows(engine, p), whole)
+    assert len(whole) == 18 and whole["id"].is_monotonic_increasing
+    open_actions(settings, engine, p)
+    [action] = actions(engine)
+    assert [c["text"] for c in action.evidence[0]["worst_comments"]] == [
+        "comment 1", "comment 13", "comment 37", "comment 17"]  # nps 1, least positive, by id
 
 
 def test_with_the_real_kpi_stage_end_to_end(engine: Engine, tmp_path: Path) -> None:

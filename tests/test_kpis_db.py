@@ -157,6 +157,44 @@ def test_compute_store_and_rerun_is_idempotent(engine: Engine, tmp_path: Path) -
         assert conn.execute(select(func.count()).select_from(AppliedTarget.__table__)).scalar() == 1  # type: ignore[attr-defined]
 
 
+def test_a_month_counted_in_parts_stores_the_same_results(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month too large to keep is read and counted part by part; every stored result (value,
+    interval, histogram) equals the one computed from the month at once."""
+    import tasks.month as month
+
+    rng = random.Random(3)
+    rows = []
+    for i in range(150):  # values that differ in spaces, empty ones, several topics, every time tier
+        opened = BASE + timedelta(minutes=rng.randrange(10**4))
+        rows.append(feedback(
+            i, department=rng.choice(["sales", " sales", "logistics", "", None]),
+            region=rng.choice(["east", "west ", None]), quarantined=i % 17 == 0,
+            nps=rng.choice([None, *range(11)]), csat=rng.choice([None, 1, 3, 5]),
+            cx_effort=rng.choice([None, 2, 6]), is_complaint=rng.choice([None, True, False]),
+            opened_at=opened, first_response_at=opened + timedelta(hours=rng.expovariate(0.2)),
+            resolved_at=rng.choice([None, opened + timedelta(hours=rng.expovariate(0.002))]),
+            comment=rng.choice([None, " ", "slow", "late and rude"]),
+            themes=rng.choice(["", "delivery", "delivery, price", "price,service"]),
+            sentiment=rng.choice(["negative", "neutral", None])))
+    insert_rows(engine, rows)
+    s = make_settings(tmp_path)
+
+    def results() -> dict[tuple[str, str, str], dict[str, Any]]:
+        kpis.compute_kpis(s, engine, "2026-10")
+        return {k: {c: v for c, v in r.items() if c != "id"} for k, r in stored(engine, "2026-10").items()}
+
+    with month.keeping(engine, "2026-10"):
+        whole = results()  # the kept month: one part
+    monkeypatch.setattr(month, "PART_ROWS", 8)
+    parts = list(kpis.response_parts(s, engine, "2026-10"))
+    assert len(parts) == 18 and sum(map(len, parts)) == 141
+    assert results() == whole
+    assert whole[("responses", "overall", "all")]["n"] == 141
+    assert {k[2] for k in whole if k[1] == "topic"} == {"delivery", "price", "service"}
+    assert {k[2] for k in whole if k[1] == "department"} == {"sales", "logistics"}
+
+
 def test_signals_come_from_stored_non_provisional_history(engine: Engine, tmp_path: Path) -> None:
     s = make_settings(tmp_path)
     t = KpiResult.__table__  # type: ignore[attr-defined]

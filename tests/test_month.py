@@ -247,6 +247,33 @@ def test_rows_are_read_in_batches_and_text_values_shared(engine: Engine,
     assert batched["comment"].isna().sum() == 1500 and batched["comment"].iloc[4] == "c4"
 
 
+def test_a_month_not_kept_comes_in_parts(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of at most `rows` rows (fetched a batch at a time) hold every row once, typed as the
+    whole month; a kept month is one part; an empty month one empty part."""
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    with Session(engine) as s:
+        s.add_all([Feedback(source="survey", response_id=f"r{i}", period=PERIOD, submitted_at=t,
+                            channel="app" if i % 2 else "web", nps=i % 11, quarantined=i % 3 == 0,
+                            content_hash=str(i)) for i in range(23)])
+        s.commit()
+    monkeypatch.setattr(month, "_BATCH", 4)
+    whole = month.read_month(engine, PERIOD, ["response_id", "nps"], clean=True)
+    for rows in (5, 8, 15, 16, 100):  # batches fill a part exactly, or the last batch is cut short
+        parts = list(month.month_parts(engine, PERIOD, ["response_id", "nps"], clean=True, rows=rows))
+        assert [len(p) for p in parts] == [min(rows, 15 - k) for k in range(0, 15, rows)], rows
+        assert all(list(p.columns) == ["response_id", "nps"] for p in parts)
+        joined = pd.concat(parts, ignore_index=True)
+        pd.testing.assert_frame_equal(joined.sort_values("response_id", key=lambda r: r.str[1:].astype(int),
+                                                         ignore_index=True), whole)
+    monkeypatch.setattr(month, "PART_ROWS", 6)
+    assert [len(p) for p in month.month_parts(engine, PERIOD)] == [6, 6, 6, 5]
+    with month.keeping(engine, PERIOD):  # kept: the shared frame, whole
+        (kept,) = month.month_parts(engine, PERIOD, ["nps"], clean=True, rows=2)
+    pd.testing.assert_frame_equal(kept, whole[["nps"]])
+    (empty,) = month.month_parts(engine, "2030-01", ["nps"], rows=2)
+    assert empty.empty and list(empty.columns) == ["nps"]
+
+
 def test_rows_added_after_the_count_are_read_too(engine: Engine) -> None:
     """The rows are counted before they are read; a row committed in between still arrives."""
     _seed(engine)
@@ -298,13 +325,14 @@ def _three_cycles(config: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> di
 def test_a_month_above_the_row_budget_gives_the_same_stage_results(
         tmp_path: Path, db_url: str, other_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Kept (read once, handed over by collect, patched by writers) or read column by column per
-    stage: every stage returns and stores the same."""
+    stage (in parts where a stage can work on parts): every stage returns and stores the same."""
     plan = DemoPlan(periods=["2026-06", "2026-07", "2026-08"], rows_per_month=500, seed=5)
     plan.stage_truth[("2026-07", "delivery")] = Truth(0.25, 0.45)
     plan.complaint_rate = {"2026-08": 0.32}
     config = write_demo(tmp_path / "demo", plan)
     kept = _three_cycles(config, db_url, monkeypatch)
     monkeypatch.setattr(month, "KEEP_ROWS", 0)
+    monkeypatch.setattr(month, "PART_ROWS", 97)  # the stages that can, work on parts of a month
     read = _three_cycles(config, other_db_url, monkeypatch)
     for period, outcome in kept.items():
         assert outcome.pop("kept") and not read[period].pop("kept")

@@ -544,6 +544,37 @@ def test_aggregated_feedback_matches_row_level(engine: Engine, tmp_path: Path, j
         assert flagged == rows["themes"].fillna("").str.split(",").map(lambda t, x=topic: x in t).sum() > 0
 
 
+@pytest.mark.parametrize("journey_kpi", ["nps", "cx_index"])
+def test_a_month_summarised_in_parts_is_the_same_summary(engine: Engine, tmp_path: Path, journey_kpi: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A month too large to keep is summarised part by part and the parts merged: groups (and
+    their order), negatives, comments and every page equal those of the month at once."""
+    import tasks.month as month
+    from tasks.report import summarise_feedback
+
+    seeded = seed(engine, tmp_path)
+    start = period_bounds(PERIOD, seeded.settings.tz)[0] + timedelta(days=3)
+    with Session(engine) as s:  # empty keys, answers and themes: their groups come last
+        s.add_all([Feedback(source="survey", response_id=f"blank{i}", period=PERIOD, submitted_at=start,
+                            channel="app", content_hash=f"b{i}", sentiment="negative", comment="?",
+                            journey_stage=None if i else "delivery") for i in range(3)])
+        s.commit()
+    with month.keeping(engine, PERIOD):
+        whole = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi)  # one part
+    monkeypatch.setattr(month, "PART_ROWS", 61)
+    assert len(list(month.month_parts(engine, PERIOD, ["id"], clean=True))) > 10
+    parts = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi)
+    for name in ("groups", "negatives", "comments"):
+        pd.testing.assert_frame_equal(getattr(parts, name), getattr(whole, name), obj=name)
+    assert whole.groups["department"].isna().any() and len(whole.negatives) > 20
+    assert {k: v.tolist() for k, v in parts.by_theme.items()} == {
+        k: v.tolist() for k, v in whole.by_theme.items()}
+    for dept in [None, *DEPARTMENTS]:
+        pages = [render_report(seeded.settings, engine, PERIOD, dept, lang="en", journey_kpi=journey_kpi,
+                               feedback=summary) for summary in (whole, parts)]
+        assert pages[0] == pages[1], dept
+
+
 def _counts(frame: pd.DataFrame, keys: list[str], column: str,
             how: str = "sum") -> dict[tuple[Any, ...], int]:
     """{key values (missing as "-"): sum or min of `column`} of a frame's rows."""

@@ -130,6 +130,36 @@ def test_a_row_failing_several_checks_keeps_every_reason(tmp_path: Path, gx_load
     json.dumps(got)  # JSON-safe
 
 
+def test_row_keys_as_numbers_give_the_same_checks_and_reasons(tmp_path: Path, gx_loaded: None) -> None:
+    """The shipped suites only compare row keys, so the gate hands GX a number per key and makes the
+    text of failing rows' keys only: checks and reasons are those of the keys as text, with twins,
+    rows without a response id or a source, and sources whose "|" makes (source, id) pairs ambiguous."""
+    settings = make_settings(tmp_path)
+    exps = [e for s in v.load_suites(settings) if s.level == "row"
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
+    assert v._keys_by_equality(exps)
+    rows = [good_row(i) for i in range(30)]
+    rows += [good_row(100 + n, **{"response_id": f"bad-{name}", **over})
+             for n, (name, over) in enumerate(BAD.items())]
+    rows += [good_row(200, response_id="dup"), good_row(201, response_id=None), good_row(202, source=None),
+             good_row(203, source=None, nps=12), good_row(204, response_id="#30")]  # the key of row 30
+    for extra in ([], [good_row(300, source="web|x", response_id="y"), good_row(301, response_id="x|y"),
+                       good_row(302, source="web|x", response_id="z", csat=0)]):
+        frame = pd.DataFrame(rows + extra, index=range(len(rows) + len(extra)))
+        text = v.row_frame(frame)
+        numbers, keys = v._row_frame(frame, numbers=True)
+        assert numbers["row_key"].dtype == "float64" and numbers["row_key"].isna().sum() == 2
+        assert keys.text(range(len(frame))).tolist() == text["row_key"].astype(object).tolist()
+        checks, reasons = v.check_rows(exps, numbers, keys)
+        assert (checks, reasons) == v.check_rows(exps, text)
+        unique = next(c for c in checks if c.expectation == "response_id_unique")
+        twins = ["web|#30", "web|dup"] + (["web|x|y"] if extra else [])  # "web|x" + "y", "web" + "x|y"
+        assert unique.unexpected_count == 2 * len(twins) and {s["key"] for s in unique.sample} == set(twins)
+        assert all(r["expectation"] == "nps_in_scale" for r in reasons["nan"])  # no source: no key
+        wanted = {"web|#30", "web|r3", "web|x|y", "web|nothing", "nan"}
+        assert (keys.among(wanted) == text["row_key"].isin(wanted).to_numpy()).all()
+
+
 def test_empty_vocabulary_means_no_check(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, vocabulary={"channel": [], "journey_stage": [], "touchpoint": []})
     params = v.placeholder_values(settings, PERIOD, NOW)
@@ -301,6 +331,43 @@ def test_volume_far_below_trailing_median_holds(engine: Engine, tmp_path: Path, 
     # a wider band accepts it
     wide = make_settings(tmp_path, quality={"volume_band": [0.1, 10]})
     assert v.validate_period(wide, engine, PERIOD, now=NOW).status == "passed"
+
+
+def test_the_gate_quarantines_the_same_with_row_keys_as_text(engine: Engine, tmp_path: Path,
+                                                             gx_loaded: None) -> None:
+    """A user expectation that reads the keys' text (a pattern) makes the gate hand GX the keys as
+    text: quarantine, flags, reasons, counts and the shipped checks are as with keys as numbers."""
+    settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
+    add_rows(engine, [good_row(i) for i in range(8)] + [good_row(9, csat=9), good_row(10, nps=12, ces=0),
+                                                         good_row(11, channel="fax")])
+
+    def outcome(settings: Settings) -> tuple[Any, ...]:
+        gate = v.validate_period(settings, engine, PERIOD, now=NOW)
+        with session_scope(engine) as s:
+            quarantine = sorted((q.row_key, q.raw, q.reasons, q.readmitted_at) for q in s.execute(
+                select(QuarantinedRow).where(v.QR.period == PERIOD)).scalars())
+            flagged = sorted(s.execute(select(v.FB.response_id).where(v.FB.quarantined)).scalars())
+        checks = {c.expectation: c for c in gate.checks}
+        return gate.counts(), quarantine, flagged, checks
+
+    numbers = outcome(settings)
+    (tmp_path / "expectations").mkdir()
+    (tmp_path / "expectations" / "keys.json").write_text(json.dumps({
+        "name": "keys", "meta": {"level": "row"},
+        "expectations": [{"type": "expect_column_values_to_match_regex",
+                          "kwargs": {"column": "row_key", "regex": "^web[|]r[0-9]$"},
+                          "meta": {"id": "key_pattern", "severity": "warning"}}]}))
+    text = outcome(settings)
+    exps = [e for s in v.load_suites(settings) if s.level == "row"
+            for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
+    assert not v._keys_by_equality(exps)
+    pattern = text[3].pop("key_pattern")
+    assert pattern.unexpected_count == 2 and {x["key"] for x in pattern.sample} == {"web|r10", "web|r11"}
+    assert (text[0].pop("failed"), text[0].pop("warnings")) == (numbers[0].pop("failed") + 1, 1)
+    for counts in (numbers[0], text[0]):
+        counts.pop("checks"), counts.pop("warnings", None)
+    assert text == numbers
+    assert numbers[2] == ["r10", "r11", "r9"] and numbers[0]["quarantined"] == 3
 
 
 def test_user_suite_and_severity_override_are_applied(engine: Engine, tmp_path: Path,
