@@ -172,6 +172,11 @@ def _db_column(s: pd.Series, kind: str, dialect: str) -> list[Any]:
         ints = s.to_numpy(dtype=np.int64, na_value=0).astype(object)  # Python ints
         ints[s.isna().to_numpy(dtype=bool)] = None
         return ints.tolist()
+    if kind == "float":
+        floats = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        out = floats.astype(object)
+        out[np.isnan(floats)] = None
+        return out.tolist()
     values = s.tolist()
     if not any(issubclass(t, _NOT_PLAIN) for t in set(map(type, values))):
         return values
@@ -690,8 +695,9 @@ class _ChunkedImport:
             records = records.iloc[new]
             times = {name: text[new] for name, text in times.items()}
         analysed = self.analysis.columns(records) if self.analysis else None
-        if analysed:
-            records = records.assign(**analysed)
+        if analysed:  # as object columns: pandas would make text ones `str`, with NaN for None
+            records = records.assign(**{k: pd.Series(v, index=records.index, dtype=v.dtype)
+                                        for k, v in analysed.items()})
         names, columns, _ = _row_columns(records, {}, self.conn.dialect.name, times)
         _bulk_insert(self.conn, _FB.name, names, columns, self.constants)
         self.counts["loaded"] += len(new)
