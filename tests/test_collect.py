@@ -509,6 +509,35 @@ def test_big_load_with_a_quote_in_the_source_name(engine: Engine, tmp_path: Path
     assert (b7.nps, b7.source, b7.import_id) == (8, name, again.import_id) and b7.updated_at is not None
 
 
+@pytest.mark.parametrize("n", [7, 103])
+def test_loaded_rows_keep_file_order_nulls_and_flags(engine: Engine, tmp_path: Path, n: int) -> None:
+    """Rows go in several per INSERT on SQLite, with empty cells bound as NaN and flags as 0/1:
+    the database must still hold real NULLs, 0/1 flags and the rows in file order (ids)."""
+    from sqlalchemy import text
+
+    lines = ["response_id,submitted_at,channel,csat,nps,is_complaint,opened_at,comment"]
+    lines += [f"o{i},2026-10-{1 + i % 28:02d} 10:00,web,4,{'' if i % 4 == 1 else i % 11},"
+              f"{['yes', 'no', ''][i % 3]},{'' if i % 5 else '2026-10-02 09:00'},"
+              f"{'' if i % 2 else f'评论 {i}'}" for i in range(n)]
+    write_csv(tmp_path / "o.csv", lines)
+    settings = make_settings(tmp_path, [{"name": "o", "kind": "csv", "path": "o.csv"}])
+    assert one(collect_period(settings, engine, P)).loaded == n
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT response_id, nps, is_complaint, opened_at, comment, sentiment "
+                                 "FROM feedback ORDER BY id")).all()
+        if engine.dialect.name == "sqlite":
+            kinds = set(conn.execute(text(
+                "SELECT typeof(nps), typeof(is_complaint), typeof(opened_at), typeof(comment), "
+                "typeof(sentiment) FROM feedback")).all())
+            assert {k for row in kinds for k in row} <= {"integer", "text", "null"}
+    assert [r[0] for r in rows] == [f"o{i}" for i in range(n)]
+    for i, (_, nps, flag, opened, comment, sentiment) in enumerate(rows):
+        assert nps == (None if i % 4 == 1 else i % 11)
+        assert flag == [True, False, None][i % 3] and (flag is None or flag in (0, 1))
+        assert (opened is None) == bool(i % 5) and (comment is None) == bool(i % 2)
+        assert sentiment is None
+
+
 def test_overlapping_exports_load_once(engine: Engine, tmp_path: Path) -> None:
     header = "response_id,submitted_at,channel,nps"
     write_csv(
