@@ -275,12 +275,12 @@ def _bulk_insert(conn: Connection, table: str, names: list[str], columns: list[l
     literals = {k: t for k, v in constants.items() if (t := _sql_literal(conn, v)) is not None}
     bound = {k: v for k, v in constants.items() if k not in literals}
     cols = ", ".join([*names, *bound, *literals])
-    row = "(" + ", ".join([mark] * (len(names) + len(bound)) + list(literals.values())) + ")"
+    one = "(" + ", ".join([mark] * (len(names) + len(bound)) + list(literals.values())) + ")"
     sql = f"INSERT INTO {table} ({cols}) VALUES "
     rows = zip(*columns, *(repeat(v, n) for v in bound.values()), strict=True)
     if conn.dialect.name != "sqlite":
         for part in _chunks(list(rows)):
-            conn.exec_driver_sql(sql + row, list(part))
+            conn.exec_driver_sql(sql + one, list(part))
         return
     # SQLite: executemany on the driver's cursor (inside the caller's transaction), fed row by
     # row (a list of a million tuples costs a second), several rows per INSERT.
@@ -294,8 +294,8 @@ def _bulk_insert(conn: Connection, table: str, names: list[str], columns: list[l
         try:
             if many:
                 flat = chain.from_iterable(islice(rows, many))
-                cur.executemany(sql + ", ".join([row] * per), zip(*[flat] * (width * per), strict=True))
-            cur.executemany(sql + row, rows)  # the rest, one by one
+                cur.executemany(sql + ", ".join([one] * per), zip(*[flat] * (width * per), strict=True))
+            cur.executemany(sql + one, rows)  # the rest, one by one
         finally:
             cur.close()
 
