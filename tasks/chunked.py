@@ -113,7 +113,10 @@ def _header(path: Path, encoding: str) -> str:
 
 
 def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Iterator[pd.DataFrame]:
-    """The file's records as `readers.read_csv` reads them, `rows` at a time after the `first`."""
+    """The file's records as `readers.read_csv` reads them: `first` rows, then a quarter more each
+    time up to `rows`. The main process stores a row ~1.3 times slower than this one prepares it:
+    while chunks grow slower than that, it waits only for the first. (A jump from 10k to 100k rows
+    left it idle ~0.9 s per file; doubling, ~0.4 s.)"""
     from tasks import readers
 
     header = _header(path, encoding)
@@ -130,7 +133,7 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
                     frame = reader.get_chunk(size)
                 except StopIteration:
                     return
-                size = rows
+                size = min(rows, size + max(1, size // 4))
                 frame.columns = [str(c).strip() for c in frame.columns]
                 yield frame
     except pd.errors.ParserError as exc:
