@@ -160,6 +160,16 @@ def test_row_keys_as_numbers_give_the_same_checks_and_reasons(tmp_path: Path, gx
         assert (keys.among(wanted) == text["row_key"].isin(wanted).to_numpy()).all()
 
 
+def test_stored_rows_skip_the_search_for_repeated_keys() -> None:
+    """Rows of the database have distinct (source, response_id) keys: numbering them by position
+    gives what the search for repeated keys gives."""
+    frame = pd.DataFrame([good_row(i) for i in range(20)] + [good_row(20, source=None)])
+    searched, keys = v._row_frame(frame, numbers=True)
+    stored, _ = v._row_frame(frame, numbers=True, stored=True)
+    assert stored["row_key"].equals(searched["row_key"]) and stored["row_key"].isna().sum() == 1
+    assert keys.numbers(distinct=True).tolist()[:20] == list(range(20))
+
+
 def test_empty_vocabulary_means_no_check(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, vocabulary={"channel": [], "journey_stage": [], "touchpoint": []})
     params = v.placeholder_values(settings, PERIOD, NOW)
