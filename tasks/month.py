@@ -127,10 +127,16 @@ def _ids(conn: Connection, period: str) -> np.ndarray:
     period index tells at once; otherwise they are fetched through the DB-API cursor (SQLAlchemy's
     result rows cost a second per million here)."""
     where = FB.c.period == parse_period(period)
-    n, first, last = conn.execute(
-        select(func.count(), func.min(FB.c.id), func.max(FB.c.id)).where(where)).one()
+    n = conn.execute(select(func.count()).where(where)).scalar_one()
     if not n:
         return np.zeros(0, dtype="int64")
+    # The first and last id by one index seek per flag: min/max over the whole period read every
+    # index entry (~0.2 s per million rows on SQLite).
+    ends = conn.execute(select(*(
+        select(agg(FB.c.id)).where(where, FB.c.quarantined == flag).scalar_subquery()
+        for agg in (func.min, func.max) for flag in (False, True)))).one()
+    first = min(v for v in ends[:2] if v is not None)
+    last = max(v for v in ends[2:] if v is not None)
     if last - first + 1 == n:
         return np.arange(first, last + 1, dtype="int64")
     stmt = select(FB.c.id).where(where).order_by(FB.c.id)

@@ -114,6 +114,30 @@ def test_a_new_month_is_kept_from_what_collect_inserted(engine: Engine, gap: boo
         pd.testing.assert_frame_equal(month.month_rows(engine, PERIOD), month.read_month(engine, PERIOD))
 
 
+@pytest.mark.parametrize("flags", [(True, False, False), (False, False, True), (True, True, True)])
+def test_the_period_ids_count_quarantined_rows_at_either_end(engine: Engine,
+                                                            flags: tuple[bool, ...]) -> None:
+    """`_ids` finds the first and last id per quarantine flag: a quarantined first or last row
+    still bounds the period, and another month's row between them still makes a gap."""
+    with Session(engine) as s:
+        for k, flag in enumerate(flags):
+            s.add(Feedback(period=PERIOD, source="s", response_id=f"r{k}", channel="web",
+                           submitted_at=datetime(2026, 10, 3, tzinfo=UTC), content_hash="h",
+                           quarantined=flag))
+            s.commit()
+    with engine.connect() as conn:
+        ids = month._ids(conn, PERIOD)
+        assert len(ids) == 3 and ids.tolist() == list(range(ids[0], ids[0] + 3))
+        with Session(engine) as s:
+            s.add(Feedback(period="2026-09", source="s", response_id="x", channel="web",
+                           submitted_at=datetime(2026, 9, 3, tzinfo=UTC), content_hash="h"))
+            s.add(Feedback(period=PERIOD, source="s", response_id="r9", channel="web",
+                           submitted_at=datetime(2026, 10, 3, tzinfo=UTC), content_hash="h"))
+            s.commit()
+        ids = month._ids(conn, PERIOD)
+        assert len(ids) == 4 and ids[-1] == ids[2] + 2  # the gap is kept
+
+
 def test_a_month_with_other_rows_is_read_instead(engine: Engine) -> None:
     frame = _loaded(engine)
     with month.keeping(engine, PERIOD):
