@@ -152,24 +152,26 @@ def _time_texts(utc: np.ndarray, dialect: str) -> np.ndarray:
 
 
 def db_times(s: pd.Series, dialect: str) -> np.ndarray:
-    """`_db_datetimes` as one fixed-width text array ("" where empty): made by the chunk worker
-    (`tasks.chunked`), as cheap to pickle as the timestamps; formatting them took the main
-    process about a second per million rows."""
+    """`_db_datetimes` as one fixed-width ASCII byte array (b"" where empty): made by the chunk
+    worker (`tasks.chunked`), as cheap to pickle as the timestamps; formatting them took the main
+    process about a second per million rows. Bytes, not numpy text: a quarter of the size (four
+    bytes per character) to write, read and load (a 100k-row chunk: 31 -> 8 MB)."""
     utc = _naive_utc(s)
     present = ~np.isnat(utc)
     if not present.any():
-        return np.full(len(utc), "", dtype="U1")
+        return np.full(len(utc), b"", dtype="S1")
     texts = _time_texts(utc[present], dialect)
     width = int(np.strings.str_len(texts).max())  # 26 characters (SQLite), 32; numpy makes 45+
-    out = np.full(len(utc), "", dtype=f"U{width}")
+    out = np.full(len(utc), b"", dtype=f"S{width}")
     out[present] = texts
     return out
 
 
 def _text_values(text: np.ndarray, dialect: str) -> list[Any]:
     """The driver values of a `db_times` array."""
-    values = text.astype(object)
-    values[text == ""] = _null(dialect)
+    present = text != b""
+    values = np.full(len(text), _null(dialect), dtype=object)
+    values[present] = text[present].astype(str).astype(object)
     return list(values.tolist())
 
 
