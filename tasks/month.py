@@ -363,6 +363,20 @@ def _empty(column: str, n: int) -> Any:
     return pd.Series(index=pd.RangeIndex(n), dtype="str")
 
 
+def _numbers(s: pd.Series) -> np.ndarray:
+    """A number column as floats (NaN where empty)."""
+    if s.dtype.kind in "iufb":
+        return s.to_numpy(dtype="float64", na_value=np.nan)
+    values = s.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(values, skipna=True) == "boolean":  # flags as collect hands them over
+        present = ~pd.isna(values)
+        out = np.full(len(values), np.nan)
+        out[present] = values[present].astype(bool)
+        return out  # (pd.to_numeric took 0.16 s per million rows, this 0.06)
+    # text, a driver's Decimals
+    return pd.to_numeric(s.astype(object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
 def typed(df: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     """The frame's column types, whatever the driver returned."""
     n = len(df)
@@ -381,9 +395,7 @@ def typed(df: pd.DataFrame, columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
             times = pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
             out[c] = times.astype("datetime64[us, UTC]")
         elif c in NUMBER_COLUMNS:
-            if s.dtype.kind not in "iufb":  # text, booleans with None, a driver's Decimals
-                s = pd.to_numeric(s.astype(object), errors="coerce")
-            out[c] = s.to_numpy(dtype="float64", na_value=np.nan)
+            out[c] = _numbers(s)
         else:
             out[c] = s.astype("str")
     return pd.DataFrame(out)
