@@ -570,25 +570,18 @@ def _merged(kpi: str, parts: list[Part]) -> FeedbackSummary:
 def _add_up(frame: pd.DataFrame, cols: list[str]) -> tuple[
         pd.DataFrame, NDArray[np.int64], NDArray[np.int64]]:
     """One row per distinct `cols` values (the first row having them), its summed `count` and its
-    smallest `first` (if the frame has one)."""
-    at: dict[tuple[Any, ...], int] = {}
-    rows: list[int] = []
+    smallest `first` (if the frame has one). Missing values are one value, as in `_key`."""
     counts = frame["count"].to_numpy(dtype=np.int64)
     firsts = frame["first"].to_numpy(dtype=np.int64) if "first" in frame.columns else counts
-    total: list[int] = []
-    lowest: list[int] = []
-    for i, values in enumerate(frame[cols].itertuples(index=False, name=None)):
-        key = tuple(map(_key, values))
-        g = at.setdefault(key, len(rows))
-        if g == len(rows):
-            rows.append(i)
-            total.append(int(counts[i]))
-            lowest.append(int(firsts[i]))
-        else:
-            total[g] += int(counts[i])
-            lowest[g] = min(lowest[g], int(firsts[i]))
-    return (frame.iloc[rows].reset_index(drop=True), np.array(total, dtype=np.int64),
-            np.array(lowest, dtype=np.int64))
+    if not len(frame):
+        return frame.reset_index(drop=True), counts, firsts
+    codes = frame.groupby(cols, dropna=False, sort=False).ngroup().to_numpy()  # in order of first rows
+    _, rows = np.unique(codes, return_index=True)
+    total = np.zeros(len(rows), dtype=np.int64)
+    np.add.at(total, codes, counts)
+    lowest = np.full(len(rows), np.iinfo(np.int64).max)
+    np.minimum.at(lowest, codes, firsts)
+    return frame.iloc[rows].reset_index(drop=True), total, lowest
 
 
 Coded = tuple[NDArray[np.int64], int]  # a code per row, and how many codes there can be
