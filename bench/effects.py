@@ -46,8 +46,10 @@ def _series(levels: list[float], n: int, rng: np.random.Generator) -> list[np.nd
 
 
 def make_trial(scenario: str, rng: np.random.Generator, *, n: int = 400, comparison: int = 10,
-               history: int = 3, wobble: float = 0.0) -> Trial:
-    """One world with known truth. Scenarios: effect, null, shock, worst_of_20, collapse."""
+               history: int = 3, wobble: float = 0.0, drift: float = 0.0) -> Trial:
+    """One world with known truth. Scenarios: effect, null, shock, worst_of_20, collapse.
+
+    `drift`: the comparison scopes move this many points a cycle (the treated scope does not)."""
     if scenario == "collapse":
         n = 600
         t = _series([36.0] * history + [12.0, 40.0], n, rng)
@@ -64,7 +66,7 @@ def make_trial(scenario: str, rng: np.random.Generator, *, n: int = 400, compari
         effect = {"effect": 15.0, "effect_n1000": 10.0}.get(scenario, 0.0)
         cycles = []
         for i, lv in enumerate(levels):
-            path = [lv + rng.normal(0, wobble) for _ in range(history + 2)]
+            path = [lv + rng.normal(0, wobble) + (drift * t if i else 0.0) for t in range(history + 2)]
             path[-1] += shock + (effect if i == 0 else 0.0)
             cycles.append(_series(path, n, rng))
         t, ctrls = cycles[0], cycles[1:]
@@ -116,26 +118,37 @@ SCENARIOS = {
 }
 
 
+# Issue 16's verdict aims: (label, world, what "improved" should be). Comparison scopes that drift
+# 3 points a cycle while the treated one does not; two comparison scopes that each wobble.
+VERDICT_AIMS: list[tuple[str, dict[str, float], str]] = [
+    ("null, 2 cmp drifting -3", {"comparison": 2, "drift": -3.0}, "<= 5%"),
+    ("null, 1 cmp drifting -3", {"comparison": 1, "drift": -3.0}, "<= 5%"),
+    ("null, 10 cmp drift -3, h12", {"drift": -3.0, "history": 12}, "<= 5%"),
+    ("null, 2 cmp, wobble sd 3", {"comparison": 2, "wobble": 3.0}, "<= 5%"),
+]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--resamples", type=int, default=999)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
-    print(f"{'scenario':<22}{'trials':>7}{'DiD improved':>14}{'naive pre/post':>16}"
+    print(f"{'scenario':<28}{'trials':>7}{'DiD improved':>14}{'naive pre/post':>16}"
           f"{'mean effect':>13}{'mean change':>13}{'sec':>7}")
     extra: list[tuple[str, dict[str, float]]] = [
         ("effect (no history)", {"history": 0}), ("null, wobble sd 3", {"wobble": 3.0}),
         ("null, 3 comparisons", {"comparison": 3}),
     ]
+    extra += [(label, world) for label, world, _ in VERDICT_AIMS]
     for name in SCENARIOS:
         r = run(name, args.trials, seed=args.seed, resamples=args.resamples)
-        print(f"{name:<22}{r.trials:>7}{r.improved:>14.1%}{r.naive_improved:>16.1%}"
+        print(f"{name:<28}{r.trials:>7}{r.improved:>14.1%}{r.naive_improved:>16.1%}"
               f"{r.mean_effect:>13.1f}{r.mean_change:>13.1f}{r.seconds:>7.1f}")
     for label, world in extra:
         base = "effect" if label.startswith("effect") else "null"
         r = run(base, args.trials, seed=args.seed, resamples=args.resamples, **world)
-        print(f"{label:<22}{r.trials:>7}{r.improved:>14.1%}{r.naive_improved:>16.1%}"
+        print(f"{label:<28}{r.trials:>7}{r.improved:>14.1%}{r.naive_improved:>16.1%}"
               f"{r.mean_effect:>13.1f}{r.mean_change:>13.1f}{r.seconds:>7.1f}")
     print()
     for name, text in SCENARIOS.items():

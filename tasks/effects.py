@@ -34,6 +34,23 @@ from how much every scope of the dimension moved between earlier cycles, plus a 
 near m), a dip of 4 se or more gets r near 1 (baseline near x), so a real collapse that recovers
 is still credited. r deliberately ignores how precise m is: x is the value that was selected,
 only m is free of that selection.
+
+A trigger value *worse* than usual is always pulled back toward the usual level. A trigger
+*better* than usual is pulled down only when the scope's trend relative to its comparison scopes
+was checked (3 or more earlier cycles) and found parallel: otherwise a scope trending up would
+read as a "dip" and have its trend credited two or three times over.
+
+What is not credited (verdict ``inconclusive``, docs/methods.md "Honest verdicts"):
+
+* a treated scope whose trend before the action differs from its comparison scopes' (the
+  difference of the two regressed on the cycle, at least 3 earlier cycles): difference-in-
+  differences assumes parallel trends;
+* fewer than 3 comparison scopes: one or two scopes' own wobble and trend cannot be told from an
+  effect (their spread is not estimable from so few), and none at all leaves a before/after change
+  that company-wide movements explain as well; with 3 or more, the comparison mean's own wobble
+  (2 tau^2 / k, tau^2 from the dimension's history) widens the interval;
+* an improvement of an action opened on a first-cycle miss (no earlier cycle of the scope): a
+  return to the usual level cannot be told from the action's effect.
 """
 
 from __future__ import annotations
@@ -47,7 +64,10 @@ from scipy import stats
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 Kind = Literal["net", "proportion", "mean"]
-Verdict = Literal["improved", "no_change", "worsened", "insufficient"]
+Verdict = Literal["improved", "no_change", "worsened", "insufficient", "inconclusive"]
+MIN_COMPARISONS = 3  # fewer comparison scopes cannot tell their own wobble from company-wide change
+PRETREND_MIN_CYCLES = 3  # earlier cycles needed to test the treated scope's trend against its comparisons
+PRETREND_ALPHA = 0.01  # a real effect is rarely made inconclusive by chance (1 in 100)
 
 # Prior share of "genuine shift" among dips, and how wide genuine shifts are relative to the
 # noise of the dip. Chosen so r is about 0.05 at a 2-se dip, 0.3 at 3 se and 0.9 at 4 se.
@@ -186,7 +206,7 @@ def boot_means(cell: Cell, resamples: int, rng: np.random.Generator) -> np.ndarr
 
 # --- regression to the mean ------------------------------------------------------------------
 
-def estimate_tau2(series: Sequence[Sequence[Cell | None]], min_n: int = 30) -> float:
+def estimate_tau2(series: Sequence[Sequence[Cell | None]], min_n: int = 30) -> float | None:
     """Variance of real cycle-to-cycle movements of one scope relative to the others.
 
     `series`: per scope, its cells over the same consecutive cycles (None = no data). For each
@@ -199,7 +219,7 @@ def estimate_tau2(series: Sequence[Sequence[Cell | None]], min_n: int = 30) -> f
     zs: list[float] = []
     noise: list[float] = []
     if not series:
-        return 0.0
+        return None
     cycles = min(len(s) for s in series)
     for t in range(1, cycles):
         diffs, vars_ = [], []
@@ -218,7 +238,7 @@ def estimate_tau2(series: Sequence[Sequence[Cell | None]], min_n: int = 30) -> f
         zs.extend((d[ok] / np.sqrt(v[ok] * (k - 1) / k)).tolist())
         noise.extend(v[ok].tolist())
     if len(zs) < 5:
-        return 0.0
+        return None  # not estimable: too few scopes or cycles
     z = np.asarray(zs)
     mad = float(np.median(np.abs(z - np.median(z)))) * 1.4826
     excess = max(0.0, mad**2 - 1.0)
@@ -252,6 +272,35 @@ def _history_level(history: Sequence[Cell | None], min_n: int) -> tuple[list[Cel
     level = float(np.mean([h.mean() for h in usable]))
     var = float(sum(_var_of_mean(h) for h in usable) / len(usable) ** 2)
     return usable, level, var
+
+
+def pretrend(treated: Sequence[Cell | None], controls: Sequence[Sequence[Cell | None]],
+             min_n: int = 30) -> tuple[float, float, int] | None:
+    """(slope, its standard error, cycles) of the treated scope's level minus its comparison
+    scopes' mean level over the earlier cycles, or None with fewer than 3 usable cycles.
+
+    A slope that differs from 0 means the parallel-trends assumption of difference-in-differences
+    does not hold for this action."""
+    diffs, times = [], []
+    for t, cell in enumerate(treated):
+        if cell is None or cell.size < max(min_n, 2):
+            continue
+        means = [float(c[t].mean()) for c in controls  # type: ignore[union-attr]
+                 if t < len(c) and c[t] is not None and c[t].size >= max(min_n, 2)]  # type: ignore[union-attr]
+        if not means:
+            continue
+        diffs.append(float(cell.mean()) - float(np.mean(means)))
+        times.append(float(t))
+    if len(diffs) < PRETREND_MIN_CYCLES:
+        return None
+    x, y = np.asarray(times), np.asarray(diffs)
+    xc = x - x.mean()
+    sxx = float((xc**2).sum())
+    slope = float((xc * (y - y.mean())).sum() / sxx)
+    resid = y - y.mean() - slope * xc
+    dof = len(y) - 2
+    se = float(np.sqrt((resid**2).sum() / dof / sxx)) if dof > 0 else float("inf")
+    return slope, se, len(y)
 
 
 # --- the estimate ----------------------------------------------------------------------------
@@ -299,7 +348,25 @@ def estimate_effect(treated: ScopeCells, controls: Sequence[ScopeCells] = (), *,
         series = all_series if all_series is not None else [
             [*(list(s.history)), s.pre] for s in (treated, *usable)]
         tau2 = estimate_tau2([[as_cell(c) if c is not None else None for c in s] for s in series], min_n)
+    reasons: list[str] = []
+    if not usable:
+        reasons.append("no comparison scope without an action, so a before/after change cannot be told "
+                       "from company-wide change")
+    elif len(usable) < MIN_COMPARISONS:
+        reasons.append(f"only {len(usable)} comparison scope(s) without an action: too few to tell the "
+                       "action from their own movements and trends")
+    tau2 = 0.0 if tau2 is None else tau2  # not estimable (few scopes or cycles): sampling noise only
     est.tau2 = tau2
+    trend = pretrend([as_cell(h) if h is not None else None for h in treated.history],
+                     [[as_cell(h) if h is not None else None for h in c.history] for c in usable], min_n)
+    parallel = False
+    if trend is not None:
+        slope, se, cycles = trend
+        crit = float(stats.t.ppf(1 - PRETREND_ALPHA / 2, cycles - 2)) if cycles > 2 else float("inf")
+        parallel = not (se > 0 and abs(slope) > crit * se)
+        if not parallel:
+            reasons.append(f"before the action the scope moved {slope:+.1f} points a cycle relative to its "
+                           f"comparison scopes (over {cycles} cycles): their trends are not parallel")
 
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     x_b = boot_means(pre, resamples, rng)
@@ -335,11 +402,16 @@ def estimate_effect(treated: ScopeCells, controls: Sequence[ScopeCells] = (), *,
         dip_b = (x_b - m_b) - ctrl_dev_b
         se_x2 = _var_of_mean(pre)
         v_ref = v_mt + v_ctrl
-        r = float(shrink_factor(dip, se_x2, v_ref, tau2))
+        sign = 1.0 if higher_is_better else -1.0
+        # A trigger better than usual is pulled down only when parallel trends were checked: see
+        # the module docstring.
+        worse_b = (sign * dip_b < 0) | parallel
+        r = float(shrink_factor(dip, se_x2, v_ref, tau2)) if sign * dip < 0 or parallel else 1.0
         est.shrink = r
         est.dip_se = dip / float(np.sqrt(se_x2 + v_ref)) if se_x2 + v_ref > 0 else None
         base = x - (1 - r) * dip
-        base_b = x_b - (1 - shrink_factor(dip_b, se_x2, v_ref, tau2)) * dip_b
+        r_b = np.where(worse_b, shrink_factor(dip_b, se_x2, v_ref, tau2), 1.0)
+        base_b = x_b - (1 - r_b) * dip_b
         if abs(1 - r) * abs(dip) >= 0.05:
             est.notes.append(
                 f"Baseline corrected for regression to the mean: the trigger value {x:.1f} was "
@@ -354,14 +426,22 @@ def estimate_effect(treated: ScopeCells, controls: Sequence[ScopeCells] = (), *,
 
     effect = float(post.mean()) - base - ctrl_change
     effect_b = post_b - base_b - ctrl_change_b
-    if tau2 > 0:  # the scope's own real wobble in the follow-up cycle is not sampling noise
-        effect_b = effect_b + rng.normal(0.0, np.sqrt(tau2), resamples)
+    if tau2 > 0:  # the scope's own real wobble in the follow-up cycle is not sampling noise, nor
+        # is the comparison scopes' (each moves 2 tau^2 between two cycles; their mean 2 tau^2 / k)
+        wobble = tau2 + (2 * tau2 / len(usable) if usable else 0.0)
+        effect_b = effect_b + rng.normal(0.0, np.sqrt(wobble), resamples)
     # Percentile interval, re-centred on the point estimate (basic/percentile hybrid is
     # unnecessary here: the estimator is nearly linear in the cell means).
     lo, hi = np.nanpercentile(effect_b - np.nanmean(effect_b), [50 * (1 - confidence),
                                                                50 * (1 + confidence)])
     est.effect, est.effect_ci_low, est.effect_ci_high = effect, effect + float(lo), effect + float(hi)
     est.verdict = judge(est.effect_ci_low, est.effect_ci_high, higher_is_better)
+    if m_t is None and est.verdict == "improved":
+        reasons.append("the action was opened on the scope's first measured cycle, so a return to its "
+                       "usual level cannot be told from the action's effect")
+    if reasons and est.verdict != "insufficient":
+        est.verdict = "inconclusive"
+        est.notes.append("Inconclusive: " + "; ".join(reasons) + ".")
     if est.method == "pre_post":
         est.notes.insert(0, "No comparison scopes without an action: judged on the scope's own "
                             "before/after (pre/post), which cannot separate the action from "

@@ -67,7 +67,7 @@ STATUS_LABELS = {
 SEVERITY_LABELS = {"high": "High", "medium": "Medium", "low": "Low"}
 VERDICT_LABELS = {
     "improved": "Improved", "no_change": "No detectable change", "worsened": "Worsened",
-    "insufficient": "Insufficient data",
+    "insufficient": "Insufficient data", "inconclusive": "Inconclusive",
 }
 
 

@@ -250,10 +250,9 @@ def decide(settings: Settings, session: Session, action: Action, est: EffectEsti
     if est.verdict == "improved":
         better = None if est.effect is None else (-est.effect if lower else est.effect)
         floor = settings.actions.min_effect
-        reached = floor > 0 and better is not None and better >= floor
-        if met or reached:
-            why = translate("target met", lang) if met else translate("minimum effect reached", lang)
-            note = sentence + "; " + why + translate(": verified.", lang) + now
+        big_enough = floor <= 0 or (better is not None and better >= floor)
+        if met and big_enough:  # verified needs the KPI back at its target, not only a change
+            note = sentence + "; " + translate("target met", lang) + translate(": verified.", lang) + now
             return "verified" if _move(session, action, "verified", note, period) else "progress"
         lifecycle.record_note(session, action, by=SYSTEM, period=period,
                               note=sentence + translate("; progress, target not met yet: stays open.",
@@ -268,7 +267,9 @@ def decide(settings: Settings, session: Session, action: Action, est: EffectEsti
             lifecycle.record_note(session, action, by=SYSTEM, note=note, period=period)
             return "still_escalated"
         return "escalated" if _move(session, action, "escalated", note, period) else "still_escalated"
-    if est.verdict == "no_change":
+    if est.verdict == "inconclusive":
+        note = sentence + ". " + est.note + translate(" Stays open.", lang) + now
+    elif est.verdict == "no_change":
         note = sentence + translate("; no detectable change yet: stays open until the due date.", lang) + now
     else:
         note = translate("Not enough data to judge the effect this cycle: stays open.", lang) + now

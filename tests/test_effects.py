@@ -101,8 +101,10 @@ def test_tau2_is_near_zero_for_stable_scopes_and_positive_for_wobbly_ones() -> N
                         for _ in range(6)])
         return out
 
-    assert estimate_tau2(series(0.0)) < 4.0
-    assert estimate_tau2(series(8.0)) == pytest.approx(64.0, rel=0.6)
+    still, moving = estimate_tau2(series(0.0)), estimate_tau2(series(8.0))
+    assert still is not None and still < 4.0
+    assert moving == pytest.approx(64.0, rel=0.6)
+    assert estimate_tau2([series(0.0)[0]]) is None  # one scope: not estimable, never "0"
 
 
 def _probs(level: float) -> list[float]:
@@ -127,16 +129,20 @@ def test_too_few_responses_is_insufficient() -> None:
 def test_without_comparison_scopes_falls_back_to_pre_post_and_says_so() -> None:
     est = estimate_effect(ScopeCells(pre=nps(160, 160, 80), post=nps(240, 120, 40)), resamples=499)
     assert est.method == "pre_post" and est.comparison_scopes == 0
-    assert est.verdict == "improved"
     assert "pre/post" in est.note and "no earlier cycles" in est.note.lower()
     assert est.effect == pytest.approx(est.change)
+    # A before/after change is shown, never credited: company-wide change explains it as well, and
+    # opened on the scope's first measured cycle, a return to its usual level would too.
+    assert est.verdict == "inconclusive"
+    assert "no comparison scope" in est.note and "first measured cycle" in est.note
 
 
 def test_lower_is_better_kpi_improves_when_it_falls() -> None:
     rate = lambda share, n: np.repeat([100.0, 0.0], [int(share * n), n - int(share * n)])  # noqa: E731
-    controls = [ScopeCells(pre=rate(0.2, 500), post=rate(0.2, 500)) for _ in range(5)]
-    est = estimate_effect(ScopeCells(pre=rate(0.3, 500), post=rate(0.15, 500)), controls,
-                          higher_is_better=False, resamples=499)
+    controls = [ScopeCells(pre=rate(0.2, 500), post=rate(0.2, 500), history=[rate(0.2, 500)] * 3)
+                for _ in range(5)]
+    est = estimate_effect(ScopeCells(pre=rate(0.3, 500), post=rate(0.15, 500), history=[rate(0.3, 500)] * 3),
+                          controls, higher_is_better=False, resamples=499)
     assert est.effect is not None and est.effect < 0
     assert est.verdict == "improved"
 
@@ -170,5 +176,7 @@ def test_a_dip_every_scope_shared_at_the_trigger_is_not_called_noise() -> None:
         assert est.baseline is not None
         baselines.append(est.baseline)
     # the true level in the holiday month is 12: the shared part of the dip is kept, not pulled to 20
-    assert np.mean(baselines) == pytest.approx(12.0, abs=1.5)
+    # (the correction is one-sided - only a trigger worse than the comparison scopes' is pulled
+    # back - so on average the baseline sits a little above 12, against crediting the action)
+    assert 11.0 <= np.mean(baselines) <= 14.5
     assert verdicts.count("improved") <= 2 and verdicts.count("worsened") <= 2
