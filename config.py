@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -117,9 +117,12 @@ class DepartmentConfig(Strict):
         return v
 
 
+BASE_SCOPE_NAMES: tuple[str, ...] = get_args(Scope)
+
+
 class TargetConfig(Strict):
     kpi: str
-    scope: Scope = "overall"
+    scope: str = "overall"
     match: str | None = None
     value: float
     min_n: int | None = Field(default=None, ge=1)
@@ -130,6 +133,19 @@ class TargetConfig(Strict):
         if v not in KPI_NAMES:
             raise ValueError(f"unknown KPI {v!r}; known: {', '.join(KPI_NAMES)}")
         return v
+
+    @field_validator("scope")
+    @classmethod
+    def _known_scope(cls, v: str) -> str:
+        """A base scope, or a crossing of two or more ("department x channel"): a crossing cell is
+        judged only when a target names the crossing itself."""
+        parts = [p.strip() for p in v.split(" x ")]
+        if any(p not in BASE_SCOPE_NAMES or p == "overall" for p in parts) and v not in BASE_SCOPE_NAMES:
+            raise ValueError(f"unknown scope {v!r}; known: {', '.join(BASE_SCOPE_NAMES)}, or a crossing "
+                             "such as 'department x channel'")
+        if len(parts) != len(set(parts)):
+            raise ValueError(f"scope {v!r} names a part twice")
+        return " x ".join(parts)
 
 
 class KpiConfig(Strict):
@@ -150,6 +166,38 @@ class ActionsConfig(Strict):
     escalation_notify: list[str] = Field(default_factory=list)
     min_effect: float = 0.0
     worst_comments: int = Field(default=3, ge=0)
+
+
+class DecisionsConfig(Strict):
+    """How KPI results become actions when a company judges hundreds at once (docs/decisions.md)."""
+
+    fdr: float = Field(default=0.1, gt=0, lt=1)
+    margin: float = Field(default=0.0, ge=0)
+    margin_per_kpi: dict[str, float] = Field(default_factory=dict)
+    actionable_n: int = Field(default=100, ge=1)
+    persistence: bool = True
+    signal_kpis: list[str] = Field(default_factory=list)
+
+    @field_validator("margin_per_kpi")
+    @classmethod
+    def _margins(cls, v: dict[str, float]) -> dict[str, float]:
+        for kpi, margin in v.items():
+            if kpi not in KPI_NAMES:
+                raise ValueError(f"unknown KPI {kpi!r}; known: {', '.join(KPI_NAMES)}")
+            if margin < 0:
+                raise ValueError(f"{kpi}: a margin cannot be negative ({margin})")
+        return v
+
+    @field_validator("signal_kpis")
+    @classmethod
+    def _signal_kpis(cls, v: list[str]) -> list[str]:
+        unknown = [k for k in v if k not in KPI_NAMES]
+        if unknown:
+            raise ValueError(f"unknown KPI {unknown[0]!r}; known: {', '.join(KPI_NAMES)}")
+        return v
+
+    def margin_for(self, kpi: str) -> float:
+        return float(self.margin_per_kpi.get(kpi, self.margin))
 
 
 class ScheduleConfig(Strict):
@@ -202,6 +250,7 @@ class Settings(Strict):
     targets: list[TargetConfig] = Field(default_factory=list)
     kpis: KpiConfig = Field(default_factory=KpiConfig)
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
+    decisions: DecisionsConfig = Field(default_factory=DecisionsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
@@ -244,8 +293,8 @@ class Settings(Strict):
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECTIONS = ("project", "database", "kpis", "actions", "schedule", "quality", "notify", "vocabulary",
-             "comments")
+_SECTIONS = ("project", "database", "kpis", "actions", "decisions", "schedule", "quality", "notify",
+             "vocabulary", "comments")
 
 
 def _expand(value: Any, where: str, env: dict[str, str]) -> Any:

@@ -113,22 +113,38 @@ def effective_min_n(settings: Settings, result: KpiResult) -> int:
 
 
 def is_candidate(settings: Settings, result: KpiResult) -> bool:
-    """`missed`, or a worse-direction control-chart signal on enough responses; nothing else."""
+    """A result the cycle's decisions say acts (`tasks.decisions`: its evidence holds up after the
+    false-discovery control over the whole cycle, and no more specific result explains it).
+
+    Results stored before decisions existed fall back to the old rule: `missed`, or a
+    worse-direction control-chart signal on enough responses."""
     if result.kpi in NEVER_OPEN:
         return False
+    decision = (result.stats or {}).get("decision")
+    if decision is not None:
+        return bool(decision.get("act"))
     if result.status == "missed":
         return True
     return result.signal == "signal_low" and result.n >= effective_min_n(settings, result)
 
 
+def explained(result: KpiResult) -> tuple[str, str, str] | None:
+    """The (kpi, scope, value) of the acting result that explains this one, if any."""
+    by = ((result.stats or {}).get("decision") or {}).get("explained_by")
+    return (by[0], by[1], by[2]) if by else None
+
+
 def candidates(settings: Settings, session: Session, period: str) -> list[KpiResult] | None:
     """The period's candidate results, or None when the period's KPIs are provisional (gate held)."""
+    found = _period_results(session, period)
+    return None if found is None else [r for r in found if is_candidate(settings, r)]
+
+
+def _period_results(session: Session, period: str) -> list[KpiResult] | None:
     rows = session.exec(select(KpiResult).where(KpiResult.period == period)
                         .order_by(col(KpiResult.kpi), col(KpiResult.scope),
                                   col(KpiResult.scope_value))).all()
-    if any(r.provisional for r in rows):
-        return None
-    return [r for r in rows if is_candidate(settings, r)]
+    return None if any(r.provisional for r in rows) else list(rows)
 
 
 # --------------------------------------------------------------------------- routing
@@ -215,46 +231,11 @@ def due_date(settings: Settings, period: str, severity: str) -> date:
     return period_end_date(period) + timedelta(days=days.get(severity, days.get("medium", 30)))
 
 
-def _has_theme(themes: pd.Series, topic: str) -> NDArray[np.bool_]:
-    """Exact membership in the comma-separated `themes` (one test per distinct themes string)."""
-    import numpy as np
-
-    from tasks.codes import factorize
-
-    codes, uniques = factorize(themes)
-    hit = np.array([topic in u.split(",") for u in uniques.tolist()] + [False])  # code -1 (missing): False
-    return hit[codes]
-
-
-def _is_value(values: pd.Series, value: str) -> NDArray[np.bool_]:
-    """`values == value` for text, tested once per distinct value (the codes are shared by every
-    result of the stage)."""
-    import numpy as np
-
-    from tasks.codes import factorize
-
-    codes, uniques = factorize(values)
-    return np.array([u == value for u in uniques.tolist()] + [False], dtype=bool)[codes]
-
-
 def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
     """Which rows belong to the scope value, None for a scope feedback cannot be filtered by."""
-    import numpy as np
+    from tasks.kpis import scope_mask
 
-    mask = np.ones(len(comments), dtype=bool)
-    if scope == "overall":
-        return mask
-    parts = _split_crossing(scope, scope_value)
-    if not parts:
-        return None
-    for part_scope, part_value in parts:
-        if part_scope in SCOPE_FIELDS:
-            mask &= _is_value(comments[part_scope], part_value)
-        elif part_scope == "topic":
-            mask &= _has_theme(comments["themes"], part_value)
-        else:
-            return None
-    return mask
+    return scope_mask(comments, scope, scope_value)
 
 
 def commented_rows(engine: Engine, period: str) -> pd.DataFrame:
@@ -341,8 +322,24 @@ def evidence_entry(settings: Settings, comments: pd.DataFrame, result: KpiResult
         "n": result.n, "target": result.target, "gap": gap, "status": result.status, "signal": result.signal,
         "method": result.method,
         "severity": severity_of(gap, result.ci_low, result.ci_high, result.target, result.n),
+        "decision": _decision_facts(result),
         "worst_comments": worst_comments(settings, comments, result),
     }
+
+
+def _decision_facts(result: KpiResult) -> dict[str, Any] | None:
+    """What the cycle's decision used (q-value, tests, pooled evidence, margin), for the record."""
+    decision = (result.stats or {}).get("decision")
+    if not decision:
+        return None
+    return {k: decision.get(k) for k in ("p", "q", "tests", "margin", "pooled", "reason")}
+
+
+def context_entry(result: KpiResult) -> dict[str, Any]:
+    """A broader result explained by the action's scope: shown beside it, not acted on twice."""
+    return {"kpi": result.kpi, "scope": result.scope, "scope_value": result.scope_value,
+            "value": result.value, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n,
+            "target": result.target, "gap": gap_of(result.kpi, result.value, result.target)}
 
 
 # --------------------------------------------------------------------------- playbooks
@@ -419,11 +416,13 @@ def open_actions(settings: Settings, engine: Engine, period: str) -> ActionsSumm
     """Open or update an action for every candidate of the period (one transaction for the period)."""
     summary = ActionsSummary(period=period)
     with session_scope(engine) as session:
-        found = candidates(settings, session, period)
-        if found is None:
+        results = _period_results(session, period)
+        if results is None:
             summary.provisional = True
             return summary
+        found = [r for r in results if is_candidate(settings, r)]
         summary.candidates = len(found)
+        by_key: dict[tuple[str, str, str], Action] = {}
         comments: pd.DataFrame | None = None  # read on first need: a re-run skips every candidate
         for result in found:
             action, done_before = _covering_action(session, result)
@@ -443,7 +442,32 @@ def open_actions(settings: Settings, engine: Engine, period: str) -> ActionsSumm
                 summary.opened += 1
             session.flush()
             summary.action_ids.append(action.id or 0)
+            by_key[(result.kpi, result.scope, result.scope_value)] = action
+        _attach_context(session, results, by_key, period)
     return summary
+
+
+def _attach_context(session: Session, results: Sequence[KpiResult],
+                    by_key: dict[tuple[str, str, str], Action], period: str) -> None:
+    """Broader results explained by an action's scope join that action's evidence of this period."""
+    for result in results:
+        root = explained(result)
+        action = by_key.get(root) if root else None
+        if action is None or not action.evidence:
+            continue
+        evidence = [dict(e) for e in action.evidence]
+        entry = next((e for e in evidence if e.get("period") == period), None)
+        if entry is None:
+            continue
+        context = entry.setdefault("context", [])
+        if any((c["kpi"], c["scope"], c["scope_value"]) == (result.kpi, result.scope, result.scope_value)
+               for c in context):
+            continue
+        context.append(context_entry(result))
+        action.evidence = evidence
+        lifecycle.record_note(session, action, by=SYSTEM, period=period, note=(
+            f"also explains {result.kpi} of {result.scope}={result.scope_value} (value "
+            f"{_fmt(result.value)}, target {_fmt(result.target)}): not opened as a separate action"))
 
 
 def _new_action(settings: Settings, session: Session, result: KpiResult, entry: dict[str, Any]) -> Action:

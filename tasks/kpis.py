@@ -22,7 +22,7 @@ responses a count. Durations are binned (0.1 h below 10 h, 0.5 h below 100 h, 1 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from config import KpiConfig, Settings, TargetConfig
 from db import session_scope
 from models import SCOPE_FIELDS, SCORE_FIELDS, AppliedTarget, KpiResult
 from periods import shift_period
-from tasks import month, spc, stats
+from tasks import decisions, month, spc, stats
 from tasks.codes import factorize
 
 # --------------------------------------------------------------------------------------------
@@ -454,8 +454,9 @@ def _scope_codes(df: pd.DataFrame, scope: str, coded: dict[str, Coded] | None = 
 def scope_names(settings: Settings | None) -> list[str]:
     """Every scope computed: the base scopes plus configured crossings ("department x region")."""
     names = list(BASE_SCOPES)
-    for crossing in _kcfg(settings).crossings:
-        name = CROSS_SEP.join(crossing)
+    crossings = [CROSS_SEP.join(c) for c in _kcfg(settings).crossings]
+    crossings += [t.scope for t in (settings.targets if settings is not None else []) if CROSS_SEP in t.scope]
+    for name in crossings:
         if name not in names:
             names.append(name)
     return names
@@ -711,18 +712,11 @@ def _pick_target(targets: Sequence[TargetConfig], kpi: str, scope: str,
 
 
 def _find_target(settings: Settings, kpi: str, scope: str, scope_value: str) -> TargetConfig | None:
-    found = _pick_target(settings.targets, kpi, scope, scope_value)
-    if found or CROSS_SEP not in scope:
-        return found
-    # A crossing cell ("logistics | east") is held to its parts' targets: a target that names one
-    # of its values beats a general one; earlier parts first.
-    parts = list(zip(scope.split(CROSS_SEP), scope_value.split(VALUE_SEP), strict=False))
-    for want_specific in (True, False):
-        for part_scope, part_value in parts:
-            t = _pick_target(settings.targets, kpi, part_scope, part_value)
-            if t and (t.match is not None) == want_specific:
-                return t
-    return None
+    """Only a target that names the result's scope applies: a crossing cell ("logistics | east")
+    is judged only when a target names the crossing ("department x region"), never by inheriting
+    its parts' targets - a company with a few crossings has hundreds of such cells, and holding each
+    to a target nobody set was most of the false actions (docs/decisions.md)."""
+    return _pick_target(settings.targets, kpi, scope, scope_value)
 
 
 def target_for(settings: Settings, kpi: str, scope: str, scope_value: str) -> tuple[float, int] | None:
@@ -880,7 +874,8 @@ def signal_for(row: KpiRow,
     if res is None:
         return None, None
     chart = {"chart": res.chart, "center": res.center * scale, "lcl": res.lcl * scale,
-             "ucl": res.ucl * scale, "rule": res.rule, "history_points": res.history_points}
+             "ucl": res.ucl * scale, "rule": res.rule, "history_points": res.history_points,
+             "p_low": res.p_low, "p_high": res.p_high}
     if res.side is None:
         return None, chart
     better = (res.side == "low") if row.kpi in LOWER_IS_BETTER else (res.side == "high")
@@ -1049,7 +1044,7 @@ def store_results(settings: Settings, engine: Engine, period: str, rows: Sequenc
 
 
 def compute_rows(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
-    """Every KPI row of the period with status and signals, without storing anything."""
+    """Every KPI row of the period with status, signals and decisions, without storing anything."""
     parts = []  # one histogram per part: a month too large to keep is never held whole
     for responses in response_parts(settings, engine, period):
         parts.append(histograms(responses, settings))
@@ -1057,7 +1052,26 @@ def compute_rows(settings: Settings, engine: Engine, period: str, provisional: b
     hist = merge_histograms(parts)
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
+    judge_cycle(rows, load_previous(engine, period), settings,
+                lambda: response_parts(settings, engine, period))
     return rows
+
+
+def judge_cycle(rows: Sequence[KpiRow], previous: dict[tuple[str, str, str], KpiRow],
+                settings: Settings | None, parts: Callable[[], Iterable[pd.DataFrame]]) -> None:
+    """The cycle's decisions (`tasks.decisions`): which results act, and which broader ones are
+    explained by a more specific one (that needs the responses again: `parts` reads them)."""
+    rules = decisions.Rules.of(settings)
+    decisions.decide(rows, previous, rules)
+    if decisions.needs_nesting(rows):
+        decisions.explain_nested(rows, parts(), settings, rules)
+
+
+def load_previous(engine: Engine, period: str) -> dict[tuple[str, str, str], KpiRow]:
+    """The previous cycle's results (histograms included), for pooling two cycles' evidence; none
+    when that cycle was held (provisional)."""
+    rows = stored_rows(engine, shift_period(period, -1))
+    return {} if any(r.provisional for r in rows) else {r.key: r for r in rows}
 
 
 def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
@@ -1068,8 +1082,8 @@ def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: b
 
 
 def counts(rows: Sequence[KpiRow]) -> dict[str, int]:
-    """Figures for the cycle's stage record: results per status and signals."""
-    out: dict[str, int] = {"results": len(rows)}
+    """Figures for the cycle's stage record: results per status and signals, and decisions."""
+    out: dict[str, int] = {"results": len(rows), **decisions.summary(rows)}
     for r in rows:
         out[r.status] = out.get(r.status, 0) + 1
         if r.signal:
@@ -1109,6 +1123,46 @@ def _topic_mask(df: pd.DataFrame, topic: str | None) -> NDArray[np.bool_]:
     mask = np.zeros(len(df), dtype=bool)
     mask[rows[topics == topic]] = True
     return mask
+
+
+def _is_value(values: pd.Series, value: str) -> NDArray[np.bool_]:
+    """`values.strip() == value` for text, tested once per distinct value (as scopes group them)."""
+    codes, uniques = factorize(values)
+    return np.array([str(u).strip() == value for u in uniques.tolist()] + [False], dtype=bool)[codes]
+
+
+def _has_theme(themes: pd.Series, topic: str) -> NDArray[np.bool_]:
+    """Exact membership in the comma-separated `themes` (one test per distinct themes string)."""
+    codes, uniques = factorize(themes)
+    hit = np.array([topic in [t.strip() for t in str(u).split(",")] for u in uniques.tolist()] + [False])
+    return hit[codes]
+
+
+def scope_mask(df: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
+    """Which rows of `df` belong to one scope value (crossings included); None for a scope the
+    frame cannot be filtered by."""
+    mask = np.ones(len(df), dtype=bool)
+    if scope == OVERALL:
+        return mask
+    scopes = scope.split(CROSS_SEP)
+    values = scope_value.split(VALUE_SEP) if len(scopes) > 1 else [scope_value]
+    if len(values) != len(scopes):
+        return None
+    for part_scope, part_value in zip(scopes, values, strict=True):
+        if part_scope in SCOPE_FIELDS and part_scope in df.columns:
+            mask &= _is_value(df[part_scope], part_value)
+        elif part_scope == TOPIC and "themes" in df.columns:
+            mask &= _has_theme(df["themes"], part_value)
+        else:
+            return None
+    return mask
+
+
+def score_bins(kpi: str, df: pd.DataFrame, settings: Settings | None = None) -> tuple[
+        NDArray[np.int64], NDArray[np.float64]]:
+    """(bin code of each row for the KPI's histogram, -1 = not counted; the bin of each code)."""
+    codes, labels = _family_codes(df.reset_index(drop=True), _kcfg(settings))[SPECS[kpi].family]
+    return codes, np.asarray(labels, dtype=float)
 
 
 def response_scores(kpi: str, df: pd.DataFrame, *, settings: Settings | None = None,
@@ -1192,5 +1246,5 @@ __all__ = [
     "compute_kpis", "compute_rows", "load_responses", "response_scores",
     "kpi_value", "kpi_measure", "scope_frame", "target_for", "judge", "histograms",
     "merge_histograms", "rows_from_histograms", "kpi_from_hist", "kpi_from_stats", "merge_stats",
-    "stored_rows", "counts",
+    "stored_rows", "counts", "scope_mask", "score_bins", "judge_cycle", "load_previous",
 ]

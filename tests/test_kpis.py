@@ -235,10 +235,17 @@ def test_target_precedence_and_min_n() -> None:
     assert kpis.target_for(s, "csat", "department", "sales") == (70.0, 50)
     assert kpis.target_for(s, "nps", "channel", "web") is None
     assert kpis.target_for(s, "ces", "department", "sales") is None
-    # A crossing cell: a target naming one of its values beats a general one.
-    assert kpis.target_for(s, "nps", "department x region", "sales | east") == (5.0, 30)
-    assert kpis.target_for(s, "nps", "department x region", "logistics | west") == (10.0, 80)
-    assert kpis.target_for(s, "nps", "department x region", "sales | west") == (20.0, 30)
+    # A crossing cell is judged only when a target names the crossing: its parts' targets are not
+    # inherited (hundreds of cells nobody set a target for were most of the false actions).
+    assert kpis.target_for(s, "nps", "department x region", "sales | east") is None
+    crossed = make_settings(targets=[
+        {"kpi": "nps", "scope": "department", "value": 20},
+        {"kpi": "nps", "scope": "department x region", "value": 15},
+        {"kpi": "nps", "scope": "department x region", "match": "sales | east", "value": 12},
+    ])
+    assert kpis.target_for(crossed, "nps", "department x region", "sales | east") == (12.0, 30)
+    assert kpis.target_for(crossed, "nps", "department x region", "logistics | west") == (15.0, 30)
+    assert "department x region" in kpis.scope_names(crossed)
 
 
 @pytest.mark.parametrize(("kpi", "value", "lo", "hi", "n", "target", "status"), [
