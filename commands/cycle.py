@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from sqlmodel import Session, select
 
-from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
+from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
 from config import load_settings
 from models import Cycle, CycleStage
 from output import EXIT_HELD, Format, emit
-from periods import current_period, parse_period, period_range, previous_period
+from periods import parse_period, period_range
 
 console = Console(stderr=True)
 
@@ -195,6 +195,9 @@ def demo(
     months: Annotated[int, typer.Option(min=1, max=24, help="How many months to generate and run.")] = 6,
     directory: Annotated[Path, typer.Option("--dir", help="Where to write the demo.")] = Path("cxloop-demo"),
     rows: Annotated[int, typer.Option(min=200, help="Responses per month.")] = 3000,
+    last: Annotated[str, typer.Option(help="The demo's last month, YYYY-MM (the same story on any date).",
+                                      callback=_period)] = "2026-10",
+    seed: Annotated[int, typer.Option(help="Seed of the generated answers.")] = 7,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Generate several months of realistic feedback with planted stories, then run every cycle."""
@@ -204,7 +207,7 @@ def demo(
     _quiet_prefect(verbose)
     if (directory / "cxloop.db").exists():
         raise CxError(f"{directory} already holds a demo; remove it or pick another --dir")
-    plan = default_plan(previous_period(current_period(load_settings_tz())), months, rows)
+    plan = default_plan(last, months, rows, seed)
     cfg = write_demo(directory, plan)
     out = Console()
     out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {directory}/data "
@@ -216,12 +219,6 @@ def demo(
         out.print(f"  cycle {period}: {outcomes[-1]['status']}")
     settings, engine = load(cfg)
     tell_story(settings, engine, plan, directory, out)
-
-
-def load_settings_tz() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo("Asia/Shanghai")
 
 
 def _train_demo_model(cfg: Path, directory: Path, out: Console) -> None:

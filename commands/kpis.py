@@ -34,8 +34,10 @@ def kpis(
         "does); without it, stored results are shown.")] = False,
 ) -> None:
     """KPIs of a period per scope: n, value, 95% interval, target and status (met / at_risk / missed /
-    insufficient / no_target) and control-chart signal. JSON keys: kpi, scope, scope_value, n, value,
-    ci_low, ci_high, target, status, signal (and method, min_n, provisional, period)."""
+    insufficient / no_target), control-chart signal and the cycle's decision. JSON keys: kpi, scope,
+    scope_value, n, value, ci_low, ci_high, target, status, signal (and method, min_n, provisional,
+    period), and decision: what the decision used (tests with their p-values, pooled evidence,
+    margin, Benjamini-Hochberg q-value, act, explained_by, reason); CSV: q and act."""
     from sqlmodel import Session, select
 
     from models import Cycle
@@ -74,15 +76,31 @@ def kpis(
             "n": r.n, "value": _fmt(r.value),
             ci: "" if r.ci_low is None else f"{_fmt(r.ci_low)} – {_fmt(r.ci_high)}",
             "target": "" if r.target is None else _fmt(r.target), "status": r.status,
-            "signal": r.signal or "",
+            "signal": r.signal or "", "decision": _decision_word(r.stats.get("decision")),
         } for r in rows]
         title = f"KPIs {period}" + (" (provisional)" if any(r.provisional for r in rows) else "")
-        emit(out, fmt, columns=["kpi", "scope", "n", "value", ci, "target", "status", "signal"],
+        emit(out, fmt, columns=["kpi", "scope", "n", "value", ci, "target", "status", "signal", "decision"],
              title=title)
+    elif fmt is Format.json:
+        emit([{**{k: r.as_dict()[k] for k in JSON_KEYS}, "decision": r.stats.get("decision")}
+              for r in rows], fmt)
     else:
-        emit([{k: r.as_dict()[k] for k in JSON_KEYS} for r in rows], fmt)
+        emit([{**{k: r.as_dict()[k] for k in JSON_KEYS}, "q": (r.stats.get("decision") or {}).get("q"),
+               "act": (r.stats.get("decision") or {}).get("act")} for r in rows], fmt)
     if note:
         Console(stderr=True).print(f"[dim]{note}[/]", highlight=False)
+
+
+def _decision_word(decision: dict[str, Any] | None) -> str:
+    """"acts (q 0.003)", "explained by touchpoint courier", "q 0.4" or "" for the table."""
+    if not decision:
+        return ""
+    if decision.get("explained_by"):
+        _, scope, value = decision["explained_by"]
+        return f"explained by {scope} {value}"
+    if decision.get("q") is None:
+        return "directional" if decision.get("tests") == {} else ""
+    return ("acts " if decision.get("act") else "") + f"q {decision['q']:.2g}"
 
 
 def register(app: typer.Typer) -> None:

@@ -11,17 +11,19 @@ when the evidence holds up across the cycle:
 2. **Evidence per result, as one-sided p-values** that the KPI is worse than its target by more
    than the practical margin (`margin`):
    - `single`: this cycle's value and interval (results of `actionable_n` responses or more);
-   - `pooled`: this cycle and the previous one added up (their histograms merge exactly), so a
-     shortfall that persists gathers evidence while one bad month of a small scope does not act;
+   - `pooled`: this cycle and the previous one added up (their histograms merge exactly), when
+     this cycle's value is short as well, so a shortfall that persists gathers evidence while
+     one bad month of a small scope does not act (nor a recovered one on its bad past);
      results of fewer than `actionable_n` responses are judged on this evidence only;
    - `signal`: the control chart's tail probability of this point in the worse direction.
    They are combined by Simes' test (valid for the positively dependent tests they are).
 3. **False discoveries are controlled over the cycle**: Benjamini-Hochberg q-values over every
    judged result; a result acts when its q-value is at most `fdr`. With every scope on target
    this keeps the chance of any false action in a cycle near `fdr`.
-4. **One action per root cause** (`explain_nested`): when a more specific result that acts
-   explains a broader one (the broader scope is back at its target without it), the broader
-   one does not act; it is attached to the specific one's action as context.
+4. **One action per root cause** (`explain_nested`, `refine`): when an acting result explains
+   another (without its responses, the other would not act on its own evidence), the other does
+   not act; it is attached to the explaining result's action as context, and the explained
+   results leave the false-discovery family, so one cause counts as one discovery.
 
 Everything a decision used is kept in the result's `stats["decision"]`, shown by
 `cxloop kpis --format json` and quoted in the action's evidence.
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.special import ndtr
 
 from tasks import stats
 
@@ -45,7 +47,6 @@ if TYPE_CHECKING:
 
 Key = tuple[str, str, str]
 NEVER_JUDGED = frozenset({"responses"})  # a count of answers is context, not a shortfall
-CONTAINED = 0.9  # a result lies inside a broader one when 90% of its responses are in it
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def shortfall_p(value: float | None, ci_low: float | None, ci_high: float | None
         half = (ci_high - ci_low) / 2
     if half <= 0:
         return 0.0 if worse > 0 else 1.0
-    return float(norm.sf(worse / (half / z_c)))
+    return float(ndtr(-worse / (half / z_c)))
 
 
 def simes(ps: Sequence[float]) -> float:
@@ -132,22 +133,32 @@ def _gap(row: KpiRow) -> float | None:
     return row.value - row.target if _lower(row.kpi) else row.target - row.value
 
 
-def _pooled(row: KpiRow, previous: KpiRow | None, rules: Rules) -> dict[str, Any] | None:
-    """This cycle and the previous one added up (exact histogram merge), or None."""
-    from tasks.kpis import kpi_from_stats, merge_stats
+def pooled_measures(rows: Sequence[KpiRow], previous: dict[Key, KpiRow],
+                    rules: Rules) -> dict[Key, dict[str, Any]]:
+    """This cycle and the previous one added up (exact histogram merge) for every result with a
+    target and a previous cycle, measured in one vectorised pass."""
+    from tasks.kpis import HistItem, measure_many, merge_stats
 
-    if previous is None or not previous.stats.get("counts") or not row.stats.get("counts"):
-        return None
-    merged = merge_stats(previous.stats, row.stats)
-    m = kpi_from_stats(row.kpi, merged, confidence=rules.confidence, resamples=rules.resamples,
-                       key=(row.scope, row.scope_value, "pooled"))
-    if m.value is None:
-        return None
-    return {"periods": [previous.period, row.period], "value": m.value, "ci_low": m.ci_low,
-            "ci_high": m.ci_high, "n": m.n}
+    keys: list[Key] = []
+    items: list[HistItem] = []
+    periods: list[list[str]] = []
+    for row in rows:
+        before = previous.get(row.key)
+        if (row.target is None or before is None or row.kpi in NEVER_JUDGED or not before.stats.get("counts")
+                or not row.stats.get("counts")):
+            continue
+        merged = merge_stats(before.stats, row.stats)
+        keys.append(row.key)
+        items.append(HistItem(row.kpi, np.asarray(merged["bins"], dtype=float),
+                              np.asarray(merged["counts"], dtype=float),
+                              (row.scope, row.scope_value, "pooled")))
+        periods.append([before.period, row.period])
+    measures = measure_many(items, confidence=rules.confidence, resamples=rules.resamples)
+    return {k: {"periods": p, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n}
+            for k, p, m in zip(keys, periods, measures, strict=True) if m.value is not None}
 
 
-def evidence(row: KpiRow, previous: KpiRow | None, rules: Rules) -> dict[str, Any] | None:
+def evidence(row: KpiRow, pooled: dict[str, Any] | None, rules: Rules) -> dict[str, Any] | None:
     """The tests of one result and their Simes combination, or None when it is not judged."""
     if row.kpi in NEVER_JUDGED or row.value is None or row.status == "insufficient":
         return None
@@ -158,13 +169,14 @@ def evidence(row: KpiRow, previous: KpiRow | None, rules: Rules) -> dict[str, An
     margin = rules.margin_for(row.kpi)
     big = row.n >= rules.actionable_n
     tests: dict[str, float] = {}
-    pooled = _pooled(row, previous, rules) if has_target and rules.persistence else None
+    pooled = pooled if has_target and rules.persistence else None
     if has_target and big:
         p = shortfall_p(row.value, row.ci_low, row.ci_high, float(row.target or 0), lower, margin,
                         rules.confidence)
         if p is not None:
             tests["single"] = p
-    if pooled is not None:
+    gap = _gap(row)
+    if pooled is not None and gap is not None and gap > margin:  # persistence: short now as well
         p = shortfall_p(pooled["value"], pooled["ci_low"], pooled["ci_high"], float(row.target or 0), lower,
                         margin, rules.confidence)
         if p is not None:
@@ -188,9 +200,10 @@ def decide(rows: Sequence[KpiRow], previous: dict[Key, KpiRow], rules: Rules) ->
     control-chart drop makes it act.
     """
     judged: list[tuple[KpiRow, dict[str, Any]]] = []
+    pooled = pooled_measures(rows, previous, rules) if rules.persistence else {}
     for row in rows:
         row.stats.pop("decision", None)
-        ev = evidence(row, previous.get(row.key), rules)
+        ev = evidence(row, pooled.get(row.key), rules)
         if ev is None:
             if row.status == "missed":  # no judgement without evidence (e.g. a count KPI)
                 row.status = "at_risk"
@@ -198,19 +211,38 @@ def decide(rows: Sequence[KpiRow], previous: dict[Key, KpiRow], rules: Rules) ->
         row.stats["decision"] = ev
         if ev["judged"]:
             judged.append((row, ev))
+    _control_fdr(judged, rules, only_acting=False)
+    for row in rows:
+        ev = row.stats.get("decision")
+        if ev is not None and not ev["judged"] and row.status == "missed":
+            row.status = "at_risk"
+
+
+def _control_fdr(judged: Sequence[tuple[KpiRow, dict[str, Any]]], rules: Rules, only_acting: bool) -> None:
+    """Benjamini-Hochberg q-values over the judged results; act at q <= fdr (`only_acting`: a
+    result that did not act before cannot start acting)."""
     qs = bh_qvalues([ev["p"] for _, ev in judged])
     for (row, ev), q in zip(judged, qs.tolist(), strict=True):
         ev["q"] = q
-        ev["act"] = q <= rules.fdr
+        ev["act"] = q <= rules.fdr and (ev["act"] or not only_acting)
         ev["m"] = len(judged)
         gap = _gap(row)
         if gap is not None and gap > 0 and row.status in ("missed", "at_risk"):
             row.status = "missed" if ev["act"] else "at_risk"
         ev["reason"] = _reason(row, ev, rules)
-    for row in rows:
-        ev = row.stats.get("decision")
-        if ev is not None and not ev["judged"] and row.status == "missed":
-            row.status = "at_risk"
+
+
+def refine(rows: Sequence[KpiRow], rules: Rules) -> None:
+    """The false-discovery control again, over the results no other result explains.
+
+    One cause shows up in many results (a touchpoint's collapse in its stage, its department,
+    every channel and region its customers use). Counted as many discoveries, they would loosen
+    the Benjamini-Hochberg bar for everything else in the cycle; counted once - the explained
+    results leave the family - the bar stays where one discovery puts it."""
+    judged = [(r, ev) for r in rows if (ev := r.stats.get("decision")) and ev["judged"]
+              and not ev.get("explained_by")]
+    if len(judged) < sum(1 for r in rows if (r.stats.get("decision") or {}).get("judged")):
+        _control_fdr(judged, rules, only_acting=True)
 
 
 def _reason(row: KpiRow, ev: dict[str, Any], rules: Rules) -> str:
@@ -235,7 +267,7 @@ def needs_nesting(rows: Sequence[KpiRow]) -> bool:
 
 @dataclass
 class _Pair:
-    inside: float = 0.0  # responses of the child that are in the parent
+    shared: float = 0.0  # responses in both
     counts: dict[float, float] | None = None  # the parent's histogram without the child
 
 
@@ -243,13 +275,17 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
                    rules: Rules) -> None:
     """Attach a broader acting result to a more specific one that explains it.
 
-    For acting results A and B of one KPI with B smaller and (nearly) inside A, A's responses
-    without B's are measured; if A is no longer worse than its target beyond its interval, B
-    explains A: A does not act and is attached to B's action (B's root, if B is explained in
-    turn). A broader scope still short without any one child keeps its own action. `parts` are the
-    cycle's responses (KPI columns), in one or more frames.
+    For acting results A and B of one KPI that share responses (B may lie inside A, as a touchpoint
+    in its journey stage, or across it, as a touchpoint's customers in every channel), A's
+    responses without B's are measured. When that rest would not act on its own evidence (its
+    shortfall p-value is above the cycle's Benjamini-Hochberg bar; it still has A's min_n
+    responses, else A lies inside B and B is the broader one), B explains A: A does not act and is
+    attached to
+    the action of B - of the most specific such B (fewest responses), followed to its own root if
+    B is explained in turn, never in a circle. A scope still short without any one of them keeps
+    its own action. `parts` are the cycle's responses (KPI columns), in one or more frames.
     """
-    from tasks.kpis import TOPIC_ONLY, judge, kpi_from_hist, scope_mask, score_bins
+    from tasks.kpis import TOPIC_ONLY, kpi_from_hist, scope_mask, score_bins
 
     act = [r for r in acting(rows) if r.kpi not in TOPIC_ONLY]
     by_kpi: dict[str, list[KpiRow]] = {}
@@ -259,7 +295,7 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
     for kpi_rows in by_kpi.values():
         for a in kpi_rows:
             for b in kpi_rows:
-                if a is not b and b.n < a.n:
+                if a is not b:
                     pairs[(a.key, b.key)] = _Pair(counts={})
     if not pairs:
         return
@@ -271,7 +307,7 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
             ma, mb = masks[ka], masks[kb]
             if ma is None or mb is None:
                 continue
-            pair.inside += float((ma & mb).sum())
+            pair.shared += float((ma & mb).sum())
             codes, labels = bins_of[ka[0]]
             rest = ma & ~mb & (codes >= 0)
             counts = np.bincount(codes[rest], minlength=len(labels))
@@ -281,32 +317,44 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
                     pair.counts[float(label)] = pair.counts.get(float(label), 0.0) + c
     by_key = {r.key: r for r in act}
     root: dict[Key, Key] = {}
+    judged_n = sum(1 for r in rows if (r.stats.get("decision") or {}).get("judged"))
+    bar = len(acting(rows)) * rules.fdr / max(judged_n, 1)  # the cycle's Benjamini-Hochberg bar
     for a in sorted(act, key=lambda r: (r.n, r.key)):  # children are settled before their parents
         best: tuple[float, Key] | None = None
         for (ka, kb), pair in pairs.items():
-            if ka != a.key or pair.inside < CONTAINED * by_key[kb].n or pair.counts is None:
+            if ka != a.key or pair.shared <= 0 or pair.counts is None:
                 continue
             bins = np.array(sorted(pair.counts), dtype=np.float64)
             rest_counts = np.array([pair.counts[b] for b in bins.tolist()], dtype=np.float64)
             m = kpi_from_hist(a.kpi, bins, rest_counts, confidence=rules.confidence,
                               resamples=rules.resamples, key=(*a.key, "without", *kb))
-            status = judge(a.kpi, m.value, m.ci_low, m.ci_high, m.n, a.target, a.min_n or 1)
-            if status == "missed":
+            if m.value is None or m.n < (a.min_n or 1):  # nearly all of a lies inside b: b is broader
                 continue
-            child = by_key[kb]
-            weight = child.n * max(_gap(child) or 0.0, 0.0)
-            if best is None or weight > best[0]:
-                best = (weight, kb)
+            rest_p = shortfall_p(m.value, m.ci_low, m.ci_high, float(a.target or 0), _lower(a.kpi),
+                                 rules.margin_for(a.kpi), rules.confidence)
+            if rest_p is not None and rest_p <= bar:  # short enough without b to act on its own
+                continue
+            if _root(root, kb) == a.key:  # b is explained through a already: no circle
+                continue
+            specific = -float(by_key[kb].n)  # the most specific explanation: fewest responses
+            if best is None or specific > best[0]:
+                best = (specific, kb)
         if best is None:
             continue
-        top = root.get(best[1], best[1])
+        top = _root(root, best[1])
         root[a.key] = top
         ev = a.stats["decision"]
         ev["act"] = False
         ev["explained_by"] = list(top)
-        ev["reason"] = (f"explained by {top[1]}={top[2]}: without it, {a.scope}={a.scope_value} is no "
-                        f"longer short of its target; attached to that action")
+        ev["reason"] = (f"explained by {top[1]}={top[2]}: without its responses, {a.scope}={a.scope_value} "
+                        f"is not short of its target beyond the cycle's bar; attached to that action")
         by_key[top].stats["decision"].setdefault("explains", []).append(list(a.key))
+
+
+def _root(root: dict[Key, Key], key: Key) -> Key:
+    while key in root:
+        key = root[key]
+    return key
 
 
 def summary(rows: Sequence[KpiRow]) -> dict[str, int]:

@@ -104,9 +104,15 @@ class DemoPlan:
         return self.stage_truth.get((period, stage), usual)
 
 
-def default_plan(last_period: str, months: int = 6, rows_per_month: int = 3000) -> DemoPlan:
+# The demo's months are fixed, not taken from today's date: the same command tells the same story
+# on any day (its answers depend on the calendar of the months they fall in).
+DEMO_LAST_PERIOD = "2026-10"
+
+
+def default_plan(last_period: str = DEMO_LAST_PERIOD, months: int = 6, rows_per_month: int = 3000,
+                 seed: int = 7) -> DemoPlan:
     periods = [shift_period(last_period, i - months + 1) for i in range(months)]
-    plan = DemoPlan(periods=periods, rows_per_month=rows_per_month)
+    plan = DemoPlan(periods=periods, rows_per_month=rows_per_month, seed=seed)
     if months >= 3:
         plan.stage_truth[(periods[2], "delivery")] = Truth(0.28, 0.42)
     for p in periods[3:] if months >= 4 else []:

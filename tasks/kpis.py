@@ -1065,6 +1065,7 @@ def judge_cycle(rows: Sequence[KpiRow], previous: dict[tuple[str, str, str], Kpi
     decisions.decide(rows, previous, rules)
     if decisions.needs_nesting(rows):
         decisions.explain_nested(rows, parts(), settings, rules)
+        decisions.refine(rows, rules)
 
 
 def load_previous(engine: Engine, period: str) -> dict[tuple[str, str, str], KpiRow]:

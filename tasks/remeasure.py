@@ -10,11 +10,13 @@ score arrays, stores one `Measurement` per action and cycle, and applies the dec
 `tasks.lifecycle` so every change has a plain-words note in the action's history.
 
 Decisions (`Measurement.decision`):
-  verified         improved, and the target is met (or the effect reaches `[actions] min_effect`
-                   when that is above 0) -> status verified (closed)
+  verified         improved, the target is met, and the effect reaches `[actions] min_effect`
+                   when that is above 0 -> status verified (closed)
   progress         improved, target not met yet -> stays open, progress noted
-  kept_open        no detectable change before the due date, or too little data -> stays open
-  escalated        worsened (at once) or no change after the due date -> status escalated
+  kept_open        no detectable change before the due date, too little data, or an inconclusive
+                   verdict (an effect that cannot be credited: docs/methods.md) -> stays open
+  escalated        worsened (at once), no change after the due date, or inconclusive and still
+                   short of its target after the due date -> status escalated
   still_escalated  the same, but the action was already escalated -> noted only
   watch_ok         a verified action still on target (or too little data to say otherwise)
   reopened         a verified action clearly back below target within watch_cycles -> reopened
@@ -263,6 +265,13 @@ def decide(settings: Settings, session: Session, action: Action, est: EffectEsti
         reason = (translate("worse than before the action: escalated.", lang) if est.verdict == "worsened"
                   else translate("no detectable change after the due date: escalated.", lang))
         note = sentence + "; " + reason + now
+        if action.status == "escalated":
+            lifecycle.record_note(session, action, by=SYSTEM, note=note, period=period)
+            return "still_escalated"
+        return "escalated" if _move(session, action, "escalated", note, period) else "still_escalated"
+    if est.verdict == "inconclusive" and overdue and not met:
+        note = sentence + ". " + est.note + translate(
+            " Still short of its target after the due date: escalated.", lang) + now
         if action.status == "escalated":
             lifecycle.record_note(session, action, by=SYSTEM, note=note, period=period)
             return "still_escalated"

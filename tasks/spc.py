@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 MIN_HISTORY = 6
 RUN_LENGTH = 9
@@ -71,7 +71,7 @@ def degrees_of_freedom(points: int) -> float:
 @lru_cache(maxsize=256)
 def limit_factor(points: int) -> float:
     """Half-width of the prediction limits in sigmas, for limits estimated from `points` points."""
-    return float(stats.t.ppf(1 - ALPHA / 2, degrees_of_freedom(points)) * math.sqrt(1 + 1 / points))
+    return float(special.stdtrit(degrees_of_freedom(points), 1 - ALPHA / 2) * math.sqrt(1 + 1 / points))
 
 
 def _run_side(history: Sequence[float], current: float, center: float) -> Side | None:
@@ -94,9 +94,9 @@ def _judge(chart: str, history: Sequence[float], current: float, center: float, 
     half = limit_factor(m) * sigma
     lcl, ucl = center - half, center + half
     if scale > 0:
-        t_stat = (current - center) / scale
-        p_low = float(stats.t.cdf(t_stat, degrees_of_freedom(m)))
-        p_high = float(stats.t.sf(t_stat, degrees_of_freedom(m)))
+        t_stat = (current - center) / scale  # scipy.special's t CDF: ~100x cheaper than stats.t per call
+        p_low = float(special.stdtr(degrees_of_freedom(m), t_stat))
+        p_high = float(special.stdtr(degrees_of_freedom(m), -t_stat))
     else:  # a flat history: any departure is beyond it
         p_low = 0.0 if current < center else 1.0 if current > center else 0.5
         p_high = 0.0 if current > center else 1.0 if current < center else 0.5

@@ -28,7 +28,8 @@ def test_example_config_is_valid_and_documents_every_section() -> None:
     assert settings.sources[1].constants == {"channel": "hotline", "touchpoint": "hotline"}
     assert settings.sources[1].values["csat"]["非常满意"] == 5
     for section in ("[project]", "[database]", "[[sources]]", "[departments.", "[[targets]]", "[kpis]",
-                    "[actions]", "[schedule]", "[quality]", "[notify]", "[vocabulary]", "[comments]",
+                    "[actions]", "[decisions]", "[schedule]", "[quality]", "[notify]", "[vocabulary]",
+                    "[comments]",
                     "[[topics]]"):
         assert section in text, section
 
@@ -72,6 +73,13 @@ def test_env_var_expansion(tmp_path: Path) -> None:
     ('[departments.ops]\nname = "Ops"\nowns = { region = ["east"] }\n', "departments.ops.owns",
      "can own only"),
     ('[shedule]\ncron = "x"\n', "shedule", "Extra inputs are not permitted"),
+    ('[decisions]\nfdr = 1.5\n', "decisions.fdr", "less than 1"),
+    ('[decisions]\nfdr = 0\n', "decisions.fdr", "greater than 0"),
+    ('[decisions]\nmargin = -1\n', "decisions.margin", "greater than or equal to 0"),
+    ('[decisions]\nmargin_per_kpi = { nps = -2 }\n', "decisions.margin_per_kpi", "cannot be negative"),
+    ('[decisions]\nsignal_kpis = ["joy"]\n', "decisions.signal_kpis", "unknown KPI 'joy'"),
+    ('[[targets]]\nkpi = "nps"\nscope = "department x galaxy"\nvalue = 1\n', "targets[0].scope",
+     "unknown scope"),
 ])
 def test_invalid_config_names_key_path(tmp_path: Path, text: str, path: str, reason: str) -> None:
     cfg = write(tmp_path, text)
