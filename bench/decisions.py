@@ -27,6 +27,7 @@ import copy
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,9 +274,13 @@ def run_verdicts(trials: int, seed: int) -> list[tuple[str, float, str]]:
     return out
 
 
+JOBS: dict[str, Callable[..., Any]] = {"null": run_null, "power": run_power, "nested": run_nested,
+                                       "verdicts": run_verdicts}
+
+
 def _job(job: tuple[str, tuple[Any, ...]]) -> Any:
     name, args = job
-    return {"null": run_null, "power": run_power, "nested": run_nested, "verdicts": run_verdicts}[name](*args)
+    return JOBS[name](*args)
 
 
 def main(argv: list[str] | None = None) -> None:

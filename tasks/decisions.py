@@ -107,7 +107,7 @@ def simes(ps: Sequence[float]) -> float:
     return float(min(1.0, (p * p.size / np.arange(1, p.size + 1)).min()))
 
 
-def bh_qvalues(ps: Sequence[float]) -> np.ndarray:
+def bh_qvalues(ps: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values), in the input order."""
     p = np.asarray(ps, dtype=float)
     m = p.size
