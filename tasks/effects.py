@@ -10,7 +10,7 @@ CES: 1-7, ...), so one action's evidence is a handful of score arrays ("cells"):
 Three estimates come out of them:
 
 ``change``  the naive before/after of the treated scope, with the two-period interval of
-            domain.md section 3 (adjusted Wald for nets such as NPS, Newcombe for proportions,
+            docs/methods.md (adjusted Wald for nets such as NPS, Newcombe for proportions,
             Welch for means). Shown to people as "value before -> after"; never the verdict.
 ``effect``  what we credit to the action: a difference-in-differences against the mean of the
             comparison scopes' own changes (each comparison scope weighs the same, so a shift
@@ -22,7 +22,7 @@ Three estimates come out of them:
 ``verdict`` improved / no_change / worsened from the effect interval in the KPI's better
             direction, insufficient when a side has fewer than min_n responses.
 
-Regression to the mean (domain.md section 5). Actions are opened *because* a scope looked bad,
+Regression to the mean (docs/methods.md). Actions are opened *because* a scope looked bad,
 so the trigger value x carries selected noise and a plain comparison with x credits the action
 with the bounce back. We correct the baseline, not the follow-up: with m the scope's own
 pre-trigger level, the trigger's dip relative to comparable scopes is
@@ -149,7 +149,7 @@ def _adjusted_net(cell: Cell) -> tuple[float, float, float]:
 
 
 def value_interval(cell: Cell, confidence: float = 0.95, kind: Kind | None = None) -> tuple[float, float]:
-    """Interval of one cell's KPI (domain.md section 3)."""
+    """Interval of one cell's KPI (docs/methods.md, "Intervals")."""
     kind = kind or score_kind(cell)
     if cell.size == 0:
         return float("nan"), float("nan")
@@ -169,7 +169,7 @@ def value_interval(cell: Cell, confidence: float = 0.95, kind: Kind | None = Non
 
 def prepost_change(pre: Cell, post: Cell, confidence: float = 0.95,
                    kind: Kind | None = None) -> tuple[float, float, float]:
-    """Naive change post - pre with the two-period interval of domain.md (no correction at all)."""
+    """Naive change post - pre with the two-period interval of docs/methods.md (no correction at all)."""
     kind = kind or score_kind(pre, post)
     change = float(post.mean() - pre.mean())
     if kind == "net":

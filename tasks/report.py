@@ -123,7 +123,8 @@ def control_limits(series: Sequence[StoredKpi]) -> charts.Limits | None:
 
 
 def xmr_limits(values: Sequence[float]) -> charts.Limits | None:
-    """XmR (individuals) chart limits: mean +/- 2.66 x mean moving range (domain.md section 4).
+    """XmR (individuals) chart limits: mean +/- 2.66 x mean moving range, the textbook limits
+    (docs/methods.md, "Control charts"), drawn only when `tasks.spc` is absent.
 
     Fewer than four points give no useful limits, so none are drawn."""
     vals = [float(v) for v in values if v is not None and not math.isnan(v)]

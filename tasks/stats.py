@@ -1,6 +1,6 @@
 """Intervals for CX KPIs, computed from histograms (sufficient statistics), never from raw rows.
 
-Every KPI is reported with n and an interval (domain.md section 3):
+Every KPI is reported with n and an interval (docs/methods.md, "Intervals"):
 
 * proportions (CSAT top-2-box, % CES 5-7, complaint rate, % within SLA, theme shares): Wilson score
   interval from statsmodels (`method="wilson"`; its default "normal" misbehaves near 0 and 1);
@@ -111,7 +111,7 @@ def net_difference(a: tuple[float, float, float], b: tuple[float, float, float],
                    confidence: float = 0.95) -> tuple[float | None, float | None, float | None, float | None]:
     """Change of a net score from period a to period b: (diff, ci_low, ci_high, z), adjusted Wald.
 
-    z = (NPS'_b - NPS'_a) / sqrt(Var'_a/n'_a + Var'_b/n'_b) as in domain.md; the interval uses the
+    z = (NPS'_b - NPS'_a) / sqrt(Var'_a/n'_a + Var'_b/n'_b) as in docs/methods.md; the interval uses the
     same standard error. All in points; None when either side has no answers.
     """
     parts = []

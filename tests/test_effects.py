@@ -29,7 +29,7 @@ def test_score_kind_from_values() -> None:
 
 
 def test_nps_interval_matches_domain_margins() -> None:
-    # 40% promoters, 20% detractors: about +/-7 points at n=400, +/-14 at n=100 (domain.md).
+    # 40% promoters, 20% detractors: about +/-7 points at n=400, +/-14 at n=100 (docs/methods.md).
     lo, hi = value_interval(nps(160, 160, 80))
     assert (hi - lo) / 2 == pytest.approx(7.3, abs=0.5)
     lo, hi = value_interval(nps(40, 40, 20))

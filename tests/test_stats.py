@@ -1,4 +1,4 @@
-"""Intervals against hand-computed values and the worked examples of domain.md section 3."""
+"""Intervals against hand-computed values and the worked examples of docs/methods.md, "Intervals"."""
 
 from __future__ import annotations
 
