@@ -100,6 +100,7 @@ class ActionItem:
     comments: list[str] = field(default_factory=list)
     playbook: str = ""
     note: str = ""
+    context: list[str] = field(default_factory=list)  # broader results short because of this one
 
 
 @dataclass
@@ -254,7 +255,18 @@ def action_item(settings: Settings, action: Action, period: str, lang: str, note
         n=int(n) if isinstance(n, int | float) else None, target=target, gap=gap,
         comments=[c for c in (_comment_text(c) for c in comments if c) if c],
         playbook=mask_pii(action.playbook or "").strip(), note=mask_pii(note),
+        context=[_context_line(settings, c, lang) for c in ev.get("context") or []],
     )
+
+
+def _context_line(settings: Settings, c: dict[str, Any], lang: str) -> str:
+    """"Journey stage delivery: NPS 18.5 (target 30, n=5,869)" for a result this action explains."""
+    value, target = _num_or_none(c.get("value")), _num_or_none(c.get("target"))
+    where = scope_label(settings, c["scope"], c["scope_value"], lang)
+    text = f"{where}: {kpi_label(c['kpi'], lang)} {'–' if value is None else f'{value:.1f}'}"
+    if target is not None:
+        text += f" ({_t('target', lang)} {target:g}, n={c.get('n')})"
+    return text
 
 
 def _verdict_item(settings: Settings, action: Action, m: Measurement, lang: str) -> VerdictItem:

@@ -179,6 +179,8 @@ def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine,
                                                                  tmp_path: Path) -> None:
     from cli import app
     from tasks.actions import list_actions, open_actions
+    from tasks.notify import action_item
+    from tasks.rendering import render
 
     settings = _settings(tmp_path, db_url)
     _feedback(engine, "2026-10", _month(courier_nps=0))
@@ -196,6 +198,13 @@ def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine,
     entry = action.evidence[0]
     assert entry["decision"]["q"] == pytest.approx(ev["q"])
     assert {(c["scope"], c["scope_value"]) for c in entry["context"]} >= {("journey_stage", "delivery")}
+    item = action_item(settings, action, "2026-10", "en")  # what the head's notice lists with it
+    assert any(line.startswith("delivery: NPS") and "target 30" in line for line in item.context), \
+        item.context
+    rendered = render("notice.md", "en", department="Logistics", period="2026-10", head="", new=[item],
+                      overdue=[], still_open=[], verdicts=[], subject="", report_url=None, project="cxloop",
+                      confidence="95")
+    assert "Also short because of this" in rendered and "delivery" in rendered
     # re-running the period changes nothing
     kpis.compute_kpis(settings, engine, "2026-10")
     assert open_actions(settings, engine, "2026-10").opened == 0
