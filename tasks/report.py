@@ -228,6 +228,7 @@ class ActionRow:
     effect_ci: str
     verdict: str
     measured_period: str
+    context: list[str] = field(default_factory=list)  # broader results short because of this one
 
 
 @dataclass
@@ -946,9 +947,18 @@ def _actions(session: Session, settings: Settings, period: str, department: str 
             effect_text=(f"{eff:+.{kpi_digits(a.kpi, eff)}f}" if eff is not None else "–"),
             effect_ci=(f"{lo:+.{kpi_digits(a.kpi, lo)}f} … {hi:+.{kpi_digits(a.kpi, hi)}f}"
                        if lo is not None and hi is not None else ""),
-            verdict=last.verdict if last else "", measured_period=last.period if last else ""))
+            verdict=last.verdict if last else "", measured_period=last.period if last else "",
+            context=_context(settings, a, period, lang)))
     keys = ("opened", "open", "overdue", "verified", "escalated")
     return {k: int(counts[k]) for k in keys}, rows
+
+
+def _context(settings: Settings, action: Action, period: str, lang: str) -> list[str]:
+    """The broader results this action's scope explains in `period` (tasks.decisions), in words."""
+    entry = next((e for e in action.evidence or [] if e.get("period") == period), None) or {}
+    return [f"{translate(SCOPE_LABELS.get(c['scope'], c['scope']), lang)}: "
+            f"{_value_label(settings, c['scope'], c['scope_value'], lang)} {fmt(c['kpi'], c.get('value'))}"
+            for c in entry.get("context") or []]
 
 
 def _is_overdue(action: Action, on: date) -> bool:

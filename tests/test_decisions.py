@@ -205,6 +205,10 @@ def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine,
                       overdue=[], still_open=[], verdicts=[], subject="", report_url=None, project="cxloop",
                       confidence="95")
     assert "Also short because of this" in rendered and "delivery" in rendered
+    from tasks.report import render_report
+
+    page = render_report(settings, engine, "2026-10", lang="en")
+    assert "Also short because of this" in page
     # re-running the period changes nothing
     kpis.compute_kpis(settings, engine, "2026-10")
     assert open_actions(settings, engine, "2026-10").opened == 0
