@@ -20,7 +20,9 @@ Decisions (`Measurement.decision`):
   still_escalated  the same, but the action was already escalated -> noted only
   watch_ok         a verified action still on target (or too little data to say otherwise)
   reopened         a verified action clearly back below target within watch_cycles -> reopened
-Re-running a cycle recomputes the same numbers (seeded bootstrap) and never decides twice.
+Re-running a cycle recomputes the same numbers (seeded bootstrap, the comparison scopes the first
+run had) and never decides twice; a stored measurement is never rewritten: when a re-run measures
+something else (the inputs changed since), the action's history says so and the stored one stays.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from sqlmodel import Session, col, select
 
 from config import Settings
 from db import session_scope
-from models import SCOPE_FIELDS, Action, Measurement
+from models import SCOPE_FIELDS, Action, ActionEvent, Measurement
 from periods import period_end_date, shift_period
 from tasks import kpis, lifecycle
 from tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
@@ -54,10 +56,12 @@ class RemeasureSummary:
     measured: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
-    unchanged: int = 0  # already measured this cycle (a re-run)
+    unchanged: int = 0  # already measured this cycle (a re-run) and measured the same again
+    changed: int = 0  # already measured, but the inputs changed since: the stored one is kept
 
     def counts(self) -> dict[str, int | float | str]:
-        out: dict[str, int | float | str] = {"measured": self.measured, "unchanged": self.unchanged}
+        out: dict[str, int | float | str] = {"measured": self.measured, "unchanged": self.unchanged,
+                                             "changed": self.changed}
         out.update({f"verdict_{k}": v for k, v in sorted(self.verdicts.items())})
         out.update({f"decision_{k}": v for k, v in sorted(self.decisions.items())})
         return out
@@ -118,12 +122,16 @@ class ResponseCache:
 
 
 def _busy_values(actions: Sequence[Action], action: Action, baseline: str, period: str) -> set[str]:
-    """Values of the action's dimension that had an action on the same KPI between baseline and now."""
+    """Values of the action's dimension that had an action on the same KPI between baseline and now.
+
+    Only actions opened *before* this cycle count: the cycle's own actions are opened after this
+    stage, so counting them would make a re-run of a finished month judge against other comparison
+    scopes than the run that decided."""
     busy = set()
     for other in actions:
         if other.id == action.id or other.kpi != action.kpi or other.scope != action.scope:
             continue
-        if other.opened_period <= period and (other.closed_period is None or other.closed_period >= baseline):
+        if other.opened_period < period and (other.closed_period is None or other.closed_period >= baseline):
             busy.add(other.scope_value)
     return busy
 
@@ -323,17 +331,52 @@ def remeasure_actions(settings: Settings, engine: Engine, period: str) -> Remeas
             existing = session.exec(select(Measurement).where(Measurement.action_id == action_id,
                                                               Measurement.period == period)).first()
             est, post = measure(settings, cache, action, period, every)
-            m = existing or Measurement(action_id=action_id or 0, period=period)
+            if existing is not None:  # decided (and maybe notified) already: never rewritten
+                if _same(existing, est):
+                    summary.unchanged += 1
+                else:
+                    summary.changed += 1
+                    _note_change(session, action, existing, est, period)
+                continue
+            m = Measurement(action_id=action_id or 0, period=period)
             _store(m, est)
-            if existing is None:
-                m.decision = decide(settings, session, action, est, post, period)
-                summary.measured += 1
-                summary.verdicts[est.verdict] = summary.verdicts.get(est.verdict, 0) + 1
-                summary.decisions[m.decision] = summary.decisions.get(m.decision, 0) + 1
-            else:
-                summary.unchanged += 1
+            m.decision = decide(settings, session, action, est, post, period)
+            summary.measured += 1
+            summary.verdicts[est.verdict] = summary.verdicts.get(est.verdict, 0) + 1
+            summary.decisions[m.decision] = summary.decisions.get(m.decision, 0) + 1
             session.add(m)
     return summary
+
+
+_COMPARED = ("value", "n", "baseline", "effect", "effect_ci_low", "effect_ci_high", "verdict",
+             "comparison_scopes", "method")
+
+
+def _same(m: Measurement, est: EffectEstimate) -> bool:
+    """Whether a re-run measured what is stored (numbers to 6 significant digits: the database
+    may round a float's last bit)."""
+    def close(a: Any, b: Any) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+        return bool(a == b)
+    return all(close(getattr(m, k), getattr(est, k)) for k in _COMPARED)
+
+
+def _note_change(session: Session, action: Action, stored: Measurement, est: EffectEstimate,
+                 period: str) -> None:
+    """The inputs of a decided measurement changed (rows readmitted, a source re-exported): keep
+    what was decided and notified, and say in the history what the re-run found instead."""
+    def show(x: float | None) -> str:
+        return "–" if x is None else f"{x:.2f}"
+    note = (f"re-run of {period} measured {est.verdict} {show(est.effect)} ({show(est.effect_ci_low)} .. "
+            f"{show(est.effect_ci_high)}, {est.comparison_scopes} comparison scopes) where "
+            f"{stored.verdict} {show(stored.effect)} ({show(stored.effect_ci_low)} .. "
+            f"{show(stored.effect_ci_high)}, {stored.comparison_scopes} comparison scopes) is stored: "
+            "the inputs changed since the decision; the stored measurement and decision are kept")
+    seen = session.exec(select(ActionEvent).where(ActionEvent.action_id == action.id,
+                                                  ActionEvent.note == note)).first()
+    if seen is None:
+        lifecycle.record_note(session, action, by=SYSTEM, note=note, period=period)
 
 
 def measurement_row(m: Measurement) -> dict[str, Any]:

@@ -159,6 +159,56 @@ def test_rerunning_a_cycle_changes_nothing(engine: Engine, tmp_path: Path) -> No
     assert snapshot() == before
 
 
+def test_rerun_after_the_cycle_opened_actions_reproduces_every_stored_number(engine: Engine,
+                                                                             tmp_path: Path) -> None:
+    """A finished month re-run after its actions stage opened an action on a comparison scope: the
+    re-run judges against the comparison scopes the first run had (that action did not exist yet
+    when the month was re-measured), so nothing stored changes."""
+    settings = make_settings(tmp_path)
+    ids = seed_world(engine)
+    remeasure_actions(settings, engine, "2026-05")
+    with Session(engine) as session:  # what the actions stage of May does after this stage
+        session.add(Action(kpi="nps", scope="journey_stage", scope_value="s1", department="logistics",
+                           opened_period="2026-05", target=30.0))
+        session.commit()
+
+    def stored() -> list[tuple[Any, ...]]:
+        with Session(engine) as session:
+            return [(m.action_id, m.value, m.effect, m.effect_ci_low, m.effect_ci_high, m.verdict,
+                     m.comparison_scopes, m.decision)
+                    for m in session.exec(select(Measurement).order_by(col(Measurement.id)))]
+
+    before = stored()
+    again = remeasure_actions(settings, engine, "2026-05")
+    assert again.unchanged == 3 and again.changed == 0
+    assert stored() == before
+    assert {row[6] for row in before} == {6}
+
+
+def test_changed_inputs_never_rewrite_a_decided_measurement(engine: Engine, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    ids = seed_world(engine)
+    remeasure_actions(settings, engine, "2026-05")
+    with Session(engine) as session:
+        before = session.exec(select(Measurement).where(Measurement.action_id == ids["B"])).one()
+        kept = (before.effect, before.verdict, before.decision)
+        # checkout's May answers re-exported: now much better
+        for row in session.exec(select(Feedback).where(Feedback.period == "2026-05",
+                                                       Feedback.journey_stage == "checkout")):
+            row.nps = 10
+            session.add(row)
+        session.commit()
+    again = remeasure_actions(settings, engine, "2026-05")
+    assert again.changed == 1 and again.unchanged == 2
+    again = remeasure_actions(settings, engine, "2026-05")  # said once, not at every re-run
+    with Session(engine) as session:
+        after = session.exec(select(Measurement).where(Measurement.action_id == ids["B"])).one()
+        assert (after.effect, after.verdict, after.decision) == kept
+        notes = [e.note for e in session.exec(select(ActionEvent).where(ActionEvent.action_id == ids["B"]))
+                 if "re-run of 2026-05" in e.note]
+        assert len(notes) == 1 and "the stored measurement and decision are kept" in notes[0]
+
+
 def test_lone_scope_falls_back_to_pre_post(engine: Engine, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     seed_world(engine)
