@@ -165,7 +165,7 @@ def test_rerun_after_the_cycle_opened_actions_reproduces_every_stored_number(eng
     re-run judges against the comparison scopes the first run had (that action did not exist yet
     when the month was re-measured), so nothing stored changes."""
     settings = make_settings(tmp_path)
-    ids = seed_world(engine)
+    seed_world(engine)
     remeasure_actions(settings, engine, "2026-05")
     with Session(engine) as session:  # what the actions stage of May does after this stage
         session.add(Action(kpi="nps", scope="journey_stage", scope_value="s1", department="logistics",
