@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -41,6 +42,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text instead of evaluating it.
+
+    Exported cells carry customers' raw values (`=HYPERLINK(...)`, `=cmd|' /C calc'!A0`); Excel,
+    LibreOffice and Sheets run a cell starting with `=`, `+`, `-`, `@`, tab or carriage return as a
+    formula. OWASP's remedy is a leading single quote. Plain numbers (`-3.5`, `+2`) are left alone
+    so a negative value stays a number.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return csv_safe(json.dumps(value, ensure_ascii=False))
+    return csv_safe(_plain(value))
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -65,11 +90,10 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
     if fmt is Format.csv:
         buf = io.StringIO()
         keys = list(rows[0].keys()) if rows else cols
-        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=[csv_safe(k) for k in keys], extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict)
-                                 else _plain(v)) for k, v in r.items()})
+            writer.writerow({csv_safe(k): _csv_value(v) for k, v in r.items()})
         sys.stdout.write(buf.getvalue())
         return
     console = console or Console()
