@@ -172,6 +172,16 @@ class NotifyConfig(Strict):
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     report_base_url: str | None = None
 
+    @field_validator("report_base_url")
+    @classmethod
+    def _web_address(cls, v: str | None) -> str | None:
+        """Notices link to it, so only a web address: a `javascript:` or `data:` URL would be a
+        live script link in every chat message and e-mail."""
+        if v is not None and (not re.match(r"https?://[^\s/?#<>]+", v, re.IGNORECASE)
+                              or re.search(r"[\s<>\"'`]", v)):
+            raise ValueError(f"must be an http:// or https:// address without spaces or quotes, not {v!r}")
+        return v
+
 
 class VocabularyConfig(Strict):
     channel: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))

@@ -66,7 +66,28 @@ def _csv_value(value: Any) -> Any:
     return csv_safe(_plain(value))
 
 
+# ANSI/VT sequences (CSI such as `ESC[2J`, OSC such as the `ESC]8;;url BEL` hyperlink, 8-bit CSI),
+# then lone C0/C1 control characters and the bidirectional overrides that reorder what is shown.
+_TERMINAL_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text with the terminal's escape and control codes removed, for printing to a terminal.
+
+    Comments and raw values come from customers: `ESC[2J` clears an admin's screen, an OSC 8
+    sequence hides a link behind harmless text, a bidi override shows text in a different order.
+    Tabs and line breaks stay.
+    """
+    return _CONTROL.sub("", _TERMINAL_SEQUENCE.sub("", text))
+
+
 def _cell(value: Any) -> str:
+    return terminal_safe(_cell_text(value))
+
+
+def _cell_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
