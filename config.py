@@ -58,6 +58,21 @@ class ProjectConfig(Strict):
 class DatabaseConfig(Strict):
     url: str = ""
 
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, v: str) -> str:
+        """An unparsable URL or an unknown database kind fails here, naming the key, instead of
+        as SQLAlchemy's traceback when the database is first opened."""
+        if v:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(v).get_dialect()
+            except ArgumentError as exc:
+                raise ValueError(f"not a usable SQLAlchemy database URL ({exc})") from None
+        return v
+
 
 class SourceConfig(Strict):
     """One feedback export. Canonical field names given directly are constants for the whole source."""
@@ -297,12 +312,18 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         if not path:
             continue
         node: Any = data
-        for part in path[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(path[-1])] = _parse_env_value(raw)
-        else:
-            node[path[-1]] = _parse_env_value(raw)
+        try:
+            for part in path[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            if isinstance(node, list):
+                node[int(path[-1])] = _parse_env_value(raw)
+            else:
+                node[path[-1]] = _parse_env_value(raw)
+        except (IndexError, ValueError, TypeError, AttributeError) as exc:
+            why = {IndexError: "a list index past its end", ValueError: "a list index that is not a number"
+                   }.get(type(exc), "a key inside a value that is not a table")
+            raise ConfigError(f"environment variable {name}: cannot set {'.'.join(path)}: it names "
+                              f"{why}") from None
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Exit codes, documented in the README.
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
@@ -83,6 +84,16 @@ def terminal_safe(text: str) -> str:
     return _CONTROL.sub("", _TERMINAL_SEQUENCE.sub("", text))
 
 
+def print_error(label: str, message: str, console: Console | None = None) -> None:
+    """An error on stderr: the label in bold red, the message as plain text.
+
+    Never Rich markup: `[...]` in a path, a value or a config key must show as written, not be
+    eaten as a style tag (or crash the printer as an unknown closing tag)."""
+    err = console or Console(stderr=True)
+    err.print(Text.assemble((label, "bold red"), " ", terminal_safe(message)), highlight=False,
+              soft_wrap=True)
+
+
 def _cell(value: Any) -> str:
     return terminal_safe(_cell_text(value))
 
@@ -129,6 +140,6 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
             cells.append(f"[{style}]{text}[/]" if style else text.replace("[", r"\["))
         table.add_row(*cells)
     if not rows:
-        console.print(f"[dim]{title + ': ' if title else ''}nothing to show[/]")
+        console.print(Text(f"{title + ': ' if title else ''}nothing to show", style="dim"))
     else:
         console.print(table)

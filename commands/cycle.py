@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlmodel import Session, select
 
 from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
@@ -35,7 +36,9 @@ def _quiet_prefect(verbose: bool) -> None:
 
 def _config_path(config: Path | None) -> Path:
     path = Path(config or os.environ.get("CXLOOP_CONFIG") or "cxloop.toml")
-    load_settings(path)  # fail fast with exit 2 on a bad config, before Prefect starts
+    # Fail fast, before Prefect starts: exit 2 on a bad config, one line for a database that
+    # cannot be opened or migrated (unreachable, read-only).
+    load(path)[1].dispose()
     return path.resolve()
 
 
@@ -129,7 +132,7 @@ def run(
 def _where_next(engine: Any, period: str) -> None:
     rows = _cycle_rows(engine, period)
     if rows and rows[0]["report"]:
-        Console().print(f"report: {rows[0]['report']}")
+        Console().print(f"report: {rows[0]['report']}", markup=False)
 
 
 def backfill(
@@ -207,7 +210,7 @@ def demo(
     plan = default_plan(previous_period(current_period(load_settings_tz())), months, rows)
     cfg = write_demo(directory, plan)
     out = Console()
-    out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {directory}/data "
+    out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {escape(str(directory))}/data "
               f"({plan.periods[0]} .. {plan.periods[-1]})")
     _train_demo_model(cfg, directory, out)
     outcomes = []
