@@ -29,6 +29,7 @@ KPI_NAMES = (
     "theme_share", "theme_negative_share",
 )
 ENV_PREFIX = "CXLOOP_"
+SEVERITY_LEVELS = ("high", "medium", "low")
 DEFAULT_CHANNELS = ["web", "app", "hotline", "store", "email", "social", "ticket", "wechat", "survey"]
 
 
@@ -157,6 +158,18 @@ class KpiConfig(Strict):
     bootstrap_resamples: int = Field(default=999, ge=99)
     history_cycles: int = Field(default=12, ge=3)
 
+    @field_validator("min_n_per_kpi")
+    @classmethod
+    def _known_kpis(cls, v: dict[str, int]) -> dict[str, int]:
+        """A misspelt KPI (`{ NPS = 100 }`) would silently keep the default minimum."""
+        bad = sorted(set(v) - set(KPI_NAMES))
+        if bad:
+            raise ValueError(f"unknown KPI(s) {bad}; known: {', '.join(KPI_NAMES)}")
+        small = sorted(k for k, n in v.items() if n < 1)
+        if small:
+            raise ValueError(f"a minimum n must be at least 1, not for {small}")
+        return v
+
 
 class ActionsConfig(Strict):
     default_owner: str = "cx_office"
@@ -166,9 +179,44 @@ class ActionsConfig(Strict):
     min_effect: float = 0.0
     worst_comments: int = Field(default=3, ge=0)
 
+    @field_validator("due_days")
+    @classmethod
+    def _every_severity(cls, v: dict[str, int]) -> dict[str, int]:
+        """Every action gets a due date from its severity: all three must be set, nothing else."""
+        missing = [k for k in SEVERITY_LEVELS if k not in v]
+        unknown = sorted(set(v) - set(SEVERITY_LEVELS))
+        if missing or unknown:
+            raise ValueError(f"needs exactly {', '.join(SEVERITY_LEVELS)}"
+                             + (f"; missing {missing}" if missing else "")
+                             + (f"; unknown {unknown}" if unknown else ""))
+        if any(days < 0 for days in v.values()):
+            raise ValueError("days must not be negative")
+        return v
+
+
+# Cron nicknames Prefect accepts, as the five fields they stand for.
+_CRON_NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                   "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                   "@hourly": "0 * * * *"}
+
 
 class ScheduleConfig(Strict):
     cron: str = "0 6 1 * *"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        """Checked at load, not when `serve` hands it to Prefect (a traceback, and no schedule)."""
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(_CRON_NICKNAMES.get(v.strip().lower(), v), datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"not a valid cron expression {v!r} ({exc}); five fields: minute hour "
+                             "day-of-month month day-of-week, e.g. '0 6 1 * *'") from None
+        return v
 
 
 class QualityConfig(Strict):
@@ -178,6 +226,14 @@ class QualityConfig(Strict):
     null_rate_jump: float = Field(default=0.25, ge=0, le=1)
     data_owners: list[str] = Field(default_factory=list)
     severity: dict[str, Literal["warning", "critical"]] = Field(default_factory=dict)
+
+    @field_validator("volume_band")
+    @classmethod
+    def _ordered_band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        """`[2.0, 0.5]` would hold every month, whatever its volume."""
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"must be [low, high] with 0 <= low <= high, not {list(v)}")
+        return v
 
 
 class NotifyConfig(Strict):
@@ -218,6 +274,14 @@ class CommentsConfig(Strict):
     negative_below: float = Field(default=0.4, ge=0, le=1)
     positive_above: float = Field(default=0.6, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _ordered_cut_offs(self) -> CommentsConfig:
+        """Inverted cut-offs would call a comment both negative and positive (wrong labels)."""
+        if self.negative_below > self.positive_above:
+            raise ValueError(f"negative_below ({self.negative_below}) must not be above "
+                             f"positive_above ({self.positive_above})")
+        return self
+
 
 class Settings(Strict):
     project: ProjectConfig = Field(default_factory=ProjectConfig)
@@ -241,6 +305,10 @@ class Settings(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sources: duplicate source name(s) {dupes}")
+        unknown = sorted(set(self.quality.severity) - _check_ids(self.base_dir))
+        if unknown:
+            raise ValueError(f"quality.severity: unknown check id(s) {unknown}; see the expectations of "
+                             "`expectations/*.json` (meta.id) or an expectation type")
         return self
 
     def resolve(self, path: str) -> Path:
@@ -266,6 +334,30 @@ class Settings(Strict):
             if value in dept.owns.get(field, []):
                 return dept_id
         return None
+
+
+def _check_ids(base_dir: Path) -> set[str]:
+    """The ids `[quality] severity` may name: each expectation's `meta.id`, its type, and the
+    `type(column)` name of one without an id, in the shipped suites and the config's
+    `expectations/` folder (a file that cannot be read is left to the validate stage to report)."""
+    import json
+
+    from paths import EXPECTATIONS
+
+    ids: set[str] = set()
+    for folder in (EXPECTATIONS, base_dir / "expectations"):
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                expectations = json.loads(path.read_text(encoding="utf-8")).get("expectations") or []
+            except (OSError, ValueError, AttributeError):
+                continue  # not a suite: the validate stage names the file
+            for exp in expectations if isinstance(expectations, list) else []:
+                if isinstance(exp, dict) and "type" in exp:
+                    kwargs: dict[str, Any] = exp.get("kwargs") or {}
+                    meta: dict[str, Any] = exp.get("meta") or {}
+                    column = kwargs.get("column", kwargs.get("column_A", ""))
+                    ids |= {str(exp["type"]), f"{exp['type']}({column})", str(meta.get("id") or "")}
+    return ids - {""}
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
