@@ -13,7 +13,7 @@ from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, Pe
 from output import EXIT_ERROR, Format, emit, print_error
 
 IMPORT_COLUMNS = ["id", "started_at", "period", "source", "file", "rows_read", "loaded", "updated",
-                  "duplicates", "rejected", "out_of_period", "error"]
+                  "duplicates", "rejected", "out_of_period", "error", "warnings"]
 SUMMARY_COLUMNS = ["source", "file", "read", "loaded", "updated", "duplicates", "rejected",
                    "out_of_period"]
 
@@ -52,8 +52,10 @@ def collect(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format
         total["loaded"] = summary.total("loaded")
         rows = [*rows, total]
     emit(rows, fmt, columns=SUMMARY_COLUMNS, title=f"collect {period}")
+    err = Console(stderr=True)
+    for line in summary.warning_lines:
+        print_error("warning", line, err)
     if summary.errors:
-        err = Console(stderr=True)
         for line in summary.errors:
             print_error("error", line, err)
         raise typer.Exit(EXIT_ERROR)

@@ -70,6 +70,7 @@ class Prepared:
     label: str = ""
     ok_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # rows that parse:
     ok_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))  # ids, lines
+    warnings: dict[str, Any] = field(default_factory=dict)  # for the import record (see below)
 
     @cached_property
     def fixed_keys(self) -> set[str]:
@@ -375,9 +376,61 @@ def _source_series(source: SourceConfig, frame: pd.DataFrame, name: str, n: int
     return s, column or ""
 
 
+FIRST_PLACES = 5  # how many places (rows, ids) a warning of the import record names
+
+
+def strip_nul(frame: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The frame without NUL characters in its text cells and headers, and a warning naming how
+    many cells and the first places.
+
+    PostgreSQL cannot store a NUL in text (the driver fails the whole file, every run) and SQLite
+    stores it silently where no export tool shows it; it is never meaningful in feedback, so it is
+    removed and counted, the same way on both databases."""
+    cells = 0
+    first: list[str] = []
+    renamed = {c: c.replace("\x00", "") for c in frame.columns if isinstance(c, str) and "\x00" in c}
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        values = frame[column].to_numpy(dtype=object)
+        hits = [i for i, v in enumerate(values.tolist()) if type(v) is str and "\x00" in v]
+        if not hits:
+            continue
+        if len(first) < FIRST_PLACES:
+            name = str(column).replace("\x00", "")
+            first += [f"row {rows[i]} column {name!r}" for i in hits[:FIRST_PLACES]]
+        cells += len(hits)
+        values = values.copy()
+        for i in hits:
+            values[i] = values[i].replace("\x00", "")
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
+    if renamed:
+        frame = frame.rename(columns=renamed)
+        cells += len(renamed)
+        first.append("header")
+    if not cells:
+        return frame, None
+    return frame, {"cells": cells, "first": first[:FIRST_PLACES]}
+
+
+def merge_warnings(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """The warnings of a file read in chunks: counts added, the first places kept."""
+    for name, warning in more.items():
+        mine = total.setdefault(name, {k: (0 if isinstance(v, int) else []) for k, v in warning.items()})
+        for key, value in warning.items():
+            mine[key] = mine[key] + value if isinstance(value, int) else [*mine[key], *value][:FIRST_PLACES]
+    return total
+
+
 def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str, label: str) -> Prepared:
     """Map one file's records to canonical typed rows and sort them into accepted / rejected."""
     frame = raw.frame.reset_index(drop=True)
+    warnings: dict[str, Any] = {}
+    if raw.may_hold_nul:
+        frame = frame.copy()
+        frame, nul = strip_nul(frame, raw.rows)
+        if nul:
+            warnings["nul_removed"] = nul
     n = len(frame)
     missing = [f"{col!r} (mapped to {name})" for name, col in source.columns.items()
                if col not in frame.columns]
@@ -385,7 +438,7 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
         raise SourceError(f"{label}: mapped column {', '.join(missing)} not found; "
                           f"the file's columns are: {', '.join(map(str, frame.columns))}")
     if n == 0:
-        return Prepared(pd.DataFrame(), [], 0, 0, 0)
+        return Prepared(pd.DataFrame(), [], 0, 0, 0, warnings=warnings)
     for name in REQUIRED_FIELDS:
         if name not in source.columns and name not in source.constants and name not in frame.columns:
             raise SourceError(f"{label}: no column for required field {name!r}: map one under "
@@ -476,7 +529,7 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
     records["content_hash"] = content_hashes(records)
     return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()),
                     _period_counts(submitted[known], settings), int((~known).sum()),
-                    label, rid_arr[ok_rows], rows[ok_rows])
+                    label, rid_arr[ok_rows], rows[ok_rows], warnings)
 
 
 def _period_counts(submitted: pd.Series, settings: Settings) -> dict[str, int]:

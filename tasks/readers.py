@@ -44,6 +44,8 @@ class RawTable:
     rows: np.ndarray  # row / line number of each record, for messages and quarantine
     content_hash: str
     encoding: str | None = None
+    # False when the file's bytes hold no NUL (then no cell can): mapping skips its per-cell search.
+    may_hold_nul: bool = True
 
 
 def detect_encoding(data: bytes) -> str:
@@ -130,7 +132,7 @@ def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -
     except pd.errors.ParserError as exc:
         raise SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return RawTable(frame, np.arange(2, len(frame) + 2), file_digest(data), enc)
+    return RawTable(frame, np.arange(2, len(frame) + 2), file_digest(data), enc, b"\x00" in data)
 
 
 def read_excel(path: Path, sheet: str | int | None, label: str, data: bytes | None = None) -> RawTable:
@@ -171,7 +173,7 @@ def read_json(path: Path, encoding: str, label: str, data: bytes | None = None) 
     if not isinstance(doc, list):
         raise SourceError(f"{label}: expected a JSON array of records")
     rows = np.arange(1, len(doc) + 1)
-    return RawTable(_records_frame(doc, label, rows), rows, file_digest(data), enc)
+    return RawTable(_records_frame(doc, label, rows), rows, file_digest(data), enc, b"\x00" in data)
 
 
 def read_jsonl(path: Path, encoding: str, label: str, data: bytes | None = None) -> RawTable:
@@ -188,7 +190,7 @@ def read_jsonl(path: Path, encoding: str, label: str, data: bytes | None = None)
             raise SourceError(f"{label}: line {no}: not valid JSON ({exc.msg})") from None
         lines.append(no)
     rows = np.asarray(lines, dtype=int)
-    return RawTable(_records_frame(records, label, rows), rows, file_digest(data), enc)
+    return RawTable(_records_frame(records, label, rows), rows, file_digest(data), enc, b"\x00" in data)
 
 
 # The password of `scheme://user:password@host` (up to the last @ before the path or query) and the
