@@ -660,6 +660,7 @@ class _ChunkedImport:
         self.fixed: set[str] = set()
         self.periods: dict[str, int] = {}
         self.warnings: dict[str, Any] = {}
+        self.conflicting: set[str] = set()  # ids repeated across chunks with other content
         self.counts = dict.fromkeys(("rows_read", "loaded", "updated", "same", "repeated",
                                      "out_of_period", "undated"), 0)
 
@@ -714,11 +715,18 @@ class _ChunkedImport:
                 self.counts["repeated"] += 1
                 if earlier[rid][1] != h:
                     rewrite.append((pos, earlier[rid][0]))
+                    self._conflict(rid)
                 self.rewritten = True
             else:
                 new.append(pos)
         self.counts["same"] += same
         return new, changed, rewrite
+
+    def _conflict(self, rid: str) -> None:
+        """An id an earlier chunk held with other content (`mapping.conflicting_ids` across chunks)."""
+        if rid not in self.conflicting:
+            self.conflicting.add(rid)
+            merge_warnings(self.warnings, {"conflicting_ids": {"count": 1, "first": [rid]}})
 
     def _changes(self, rid: str, new_hash: str, hit: tuple[Any, ...]) -> bool:
         """Count one copy of a stored row; whether the row must be written."""

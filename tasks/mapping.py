@@ -525,6 +525,10 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
 
     records = pd.DataFrame({name: s[accepted] for name, s in canon.items()})
     repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
+    if repeated.any():
+        conflicts = conflicting_ids(records)
+        if conflicts:
+            warnings["conflicting_ids"] = {"count": len(conflicts), "first": conflicts[:FIRST_PLACES]}
     records = records[~repeated].reset_index(drop=True)
     records["content_hash"] = content_hashes(records)
     return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()),
@@ -567,6 +571,17 @@ def _derive_department(settings: Settings, canon: dict[str, pd.Series], n: int) 
         owners = {v: settings.owner_of(name, v) for v in values[empty].dropna().unique()}
         dept = dept.where(~empty, values.map(owners))
     canon["department"] = dept.where(dept.notna(), None)
+
+
+def conflicting_ids(records: pd.DataFrame) -> list[str]:
+    """The response ids the file holds more than once with different content, in file order.
+
+    The last copy wins (an export appended to keeps its newest answer), but two different answers
+    under one id usually mean an id reused by the source system: the admin should hear of it."""
+    copies = records[records.duplicated("response_id", keep=False).to_numpy(dtype=bool)]
+    hashes = pd.Series(content_hashes(copies), index=copies.index)
+    distinct = hashes.groupby(copies["response_id"].to_numpy(), sort=False).nunique()
+    return [str(rid) for rid in distinct[distinct > 1].index]
 
 
 def content_hashes(records: pd.DataFrame) -> list[str]:

@@ -69,3 +69,24 @@ def test_nul_bytes_through_the_cli(db_url: str, tmp_path: Path, monkeypatch: pyt
     assert code == 0 and "Traceback" not in err and "3 NUL character(s) removed" in err
     code, out, _ = cxloop(capsys, monkeypatch, cfg, "imports", "--format", "json")
     assert code == 0 and '"nul_removed"' in out
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_conflicting_copies_of_a_response_id_are_reported(chunked: bool, engine: Engine, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21, item 8: d1 and d2 come twice with different answers (the last wins), d3 twice the
+    same (a plain duplicate, not a conflict)."""
+    shutil.copy(HOSTILE / "conflicting_ids.csv", tmp_path / "web.csv")
+    if chunked:
+        import tasks.chunked as chunked_mod
+
+        monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
+        monkeypatch.setattr(chunked_mod, "CHUNK_ROWS", 2)  # each copy of d1 and d2 in its own chunk
+        monkeypatch.setattr(chunked_mod, "FIRST_CHUNK_ROWS", 2)
+    summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]
+    assert summary.ok, summary.errors
+    rows = _stored(engine)
+    assert (rows["d1"].nps, rows["d2"].nps, rows["d3"].nps) == (2, 8, 5)  # the last row wins
+    assert _import_warnings(engine) == {"conflicting_ids": {"count": 2, "first": ["d1", "d2"]}}
+    [line] = summary.warning_lines
+    assert "2 response_id(s) repeated with different content" in line and "d1, d2" in line
