@@ -650,7 +650,7 @@ class _ChunkedImport:
             "source": source, "period": period, "import_id": import_id, "quarantined": False,
             "loaded_at": now}.items()}
         # The source's stored rows: id -> (row id, content hash), and once the file has a copy of
-        # it, whether that changed the row: (row id, hash, changed).
+        # it, whether that changed the row and the copy's hash: (row id, hash, changed, copy hash).
         self.stored: dict[str, tuple[Any, ...]] = {r: (i, h) for r, i, h in _source_rows(conn, _FB, source)}
         self.seen = _SeenIds()
         self.frames: list[pd.DataFrame] = []
@@ -708,7 +708,7 @@ class _ChunkedImport:
             if hit is not None:
                 if len(hit) == 2 and hit[1] == h:  # a first copy, unchanged: a re-collect's usual row
                     same += 1
-                    stored[rid] = (hit[0], h, False)
+                    stored[rid] = (hit[0], h, False, h)
                 elif self._changes(rid, h, hit):
                     changed.append((pos, hit[0]))
             elif rid in earlier:
@@ -734,6 +734,8 @@ class _ChunkedImport:
         before = hit[2] if len(hit) > 2 else None  # whether an earlier copy changed it
         if before is not None:
             c["repeated"] += 1
+            if hit[3] != new_hash:  # the file's previous copy of it said something else
+                self._conflict(rid)
         if new_hash == hit[1]:
             if before:
                 from tasks.chunked import GiveWay
@@ -741,14 +743,14 @@ class _ChunkedImport:
                 raise GiveWay
             if before is None:
                 c["same"] += 1
-            self.stored[rid] = (hit[0], hit[1], False)
+            self.stored[rid] = (hit[0], hit[1], False, new_hash)
             return False
         if before is None:
             c["updated"] += 1
         elif not before:
             c["same"] -= 1
             c["updated"] += 1
-        self.stored[rid] = (hit[0], hit[1], True)
+        self.stored[rid] = (hit[0], hit[1], True, new_hash)
         return True
 
     def _inserted_before(self, keys: list[str], hashes: np.ndarray) -> dict[str, tuple[int, str]]:

@@ -44,6 +44,11 @@ DATE_FORMATS = (
 _AWARE = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 _INT_LIMIT = 2**31 - 1
+# A submitted_at further than this from the month being collected is a typo or a broken export
+# (2099, 0001, 9999, Excel's 1899-12-30), not another month's answer: it is quarantined with a
+# reason instead of passing as out of period. Relative to the period, so the rule never depends
+# on the day collect runs, and wide enough for any real history export.
+PLAUSIBLE_YEARS = 20
 _DATETIME_FIELDS = [f for f, k in CANONICAL_FIELDS.items() if k == "datetime"]
 
 
@@ -501,7 +506,13 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
     start, end = period_bounds(period, settings.tz)
     known = submitted.notna().to_numpy(dtype=bool)
     in_period = known & (submitted >= start).to_numpy(dtype=bool) & (submitted < end).to_numpy(dtype=bool)
-    out_of_period = known & ~in_period
+    implausible = known & ~in_period & _implausible(submitted, start, end)
+    if implausible.any():
+        column = origin.get("submitted_at", "")
+        shown = frame[column] if column in frame.columns else submitted
+        flag(implausible, "implausible_date", "submitted_at", column, shown,
+             f"is more than {PLAUSIBLE_YEARS} years from {period}: not a plausible answer date")
+    out_of_period = known & ~in_period & ~implausible
     problem = np.zeros(n, dtype=bool)
     problem[list(problems)] = True
     accepted = in_period & ~problem
@@ -534,6 +545,18 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
     return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()),
                     _period_counts(submitted[known], settings), int((~known).sum()),
                     label, rid_arr[ok_rows], rows[ok_rows], warnings)
+
+
+def _implausible(submitted: pd.Series, start: datetime, end: datetime) -> np.ndarray:
+    """Times more than `PLAUSIBLE_YEARS` before the period's start or after its end (compared as
+    years, so times outside pandas' nanosecond range compare too)."""
+    if isinstance(submitted.dtype, pd.DatetimeTZDtype) or submitted.dtype.kind == "M":
+        years = submitted.dt.year.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        years = pd.to_numeric(submitted.map(lambda t: t.year if t is not None and t == t else None),
+                              errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return (years < start.year - PLAUSIBLE_YEARS) | (years > end.year + PLAUSIBLE_YEARS)
 
 
 def _period_counts(submitted: pd.Series, settings: Settings) -> dict[str, int]:
@@ -580,8 +603,9 @@ def conflicting_ids(records: pd.DataFrame) -> list[str]:
     under one id usually mean an id reused by the source system: the admin should hear of it."""
     copies = records[records.duplicated("response_id", keep=False).to_numpy(dtype=bool)]
     hashes = pd.Series(content_hashes(copies), index=copies.index)
-    distinct = hashes.groupby(copies["response_id"].to_numpy(), sort=False).nunique()
-    return [str(rid) for rid in distinct[distinct > 1].index]
+    first = hashes.groupby(copies["response_id"].to_numpy(), sort=False).transform("first")
+    # In the order of the first copy that differs: as a file read in chunks finds them.
+    return [str(rid) for rid in pd.unique(copies["response_id"][hashes != first])]
 
 
 def content_hashes(records: pd.DataFrame) -> list[str]:

@@ -90,3 +90,22 @@ def test_conflicting_copies_of_a_response_id_are_reported(chunked: bool, engine:
     assert _import_warnings(engine) == {"conflicting_ids": {"count": 2, "first": ["d1", "d2"]}}
     [line] = summary.warning_lines
     assert "2 response_id(s) repeated with different content" in line and "d1, d2" in line
+
+
+def test_implausible_dates_are_quarantined_not_out_of_period(engine: Engine, tmp_path: Path) -> None:
+    """Issue 21, item 7: years such as 2099, 0001, 9999 (and Excel's 1899-12-30) are more than
+    20 years from the month collected: quarantined with a reason. Last month's row stays out of
+    period; a 2007 row is within 20 years of 2026-10, so another month's answer."""
+    shutil.copy(HOSTILE / "implausible_dates.csv", tmp_path / "web.csv")
+    summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]
+    [imp] = summary.imports
+    assert (imp.rows_read, imp.loaded, imp.rejected, imp.out_of_period) == (7, 1, 4, 2)
+    from sqlmodel import Session
+
+    from models import QuarantinedRow
+    with Session(engine) as s:
+        quarantined = {q.row_key: q for q in s.exec(select(QuarantinedRow)).scalars()}  # type: ignore[call-overload]
+    assert set(quarantined) == {"y1", "y2", "y3", "y4"}
+    reason = quarantined["y1"].reasons[0]
+    assert reason["check"] == "implausible_date" and reason["value"] == "2099-10-03 10:00"
+    assert "more than 20 years from 2026-10" in reason["message"] and "row 2" in reason["message"]
