@@ -107,10 +107,13 @@ def _decodes(path: Path, encoding: str) -> bool:
     return True
 
 
-def _header(path: Path, encoding: str) -> str:
+def _header(path: Path, encoding: str, label: str) -> str:
+    """Line 1, read at most just past the header bounds (`readers.header_line` checks them)."""
+    from tasks import readers
+
     with path.open("rb") as f:
-        line = f.readline()
-    return line.decode(encoding).split("\n", 1)[0]
+        line = f.readline(4 * readers.MAX_HEADER_CHARS + 4)  # a character is at most 4 bytes
+    return readers.header_line(line.decode(encoding, errors="replace"), label)
 
 
 def _holds_nul(path: Path) -> bool:
@@ -132,7 +135,7 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
     left it idle ~0.9 s per file; doubling, ~0.4 s.)"""
     from tasks import readers
 
-    header = _header(path, encoding)
+    header = _header(path, encoding, label)
     if not header.strip():
         raise GiveWay  # a blank first line: the whole-file reader decides what that is
     sep = readers._sniff_delimiter(header)

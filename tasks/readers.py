@@ -94,8 +94,33 @@ def decode_text(data: bytes, encoding: str, label: str) -> tuple[str, str]:
                           f"set `encoding` on the source or use `auto`") from None
 
 
+# Bounds of a CSV header: a feedback export has tens of columns. A 54 MB file of one line (13.6 M
+# "columns") kept collect at 100% CPU for over ten minutes in the delimiter sniffer and pandas.
+MAX_HEADER_CHARS = 1_000_000
+MAX_COLUMNS = 2_000
+_SNIFF_CHARS = 64_000
+
+
+def header_line(text: str, label: str) -> str:
+    """The header (line 1) of a CSV text, refused with an error naming the file when it is longer
+    than `MAX_HEADER_CHARS` or has more than `MAX_COLUMNS` fields; found without splitting (or
+    copying) the whole text."""
+    end = text.find("\n", 0, MAX_HEADER_CHARS + 1)
+    if end < 0 and len(text) > MAX_HEADER_CHARS:
+        raise SourceError(f"{label}: line 1 (the header) is longer than {MAX_HEADER_CHARS:,} characters; "
+                          "not a CSV export with a header row")
+    header = text if end < 0 else text[:end]
+    fields = max(header.count(sep) for sep in _SNIFF_DELIMITERS) + 1
+    if fields > MAX_COLUMNS:
+        raise SourceError(f"{label}: line 1 (the header) has {fields:,} fields; at most {MAX_COLUMNS:,} "
+                          "columns are read (is it a header row, and the right delimiter?)")
+    return header
+
+
 def _sniff_delimiter(text: str) -> str:
-    header = text.split("\n", 1)[0]
+    """The delimiter of the header line (only its start is sniffed: the sniffer's regular
+    expressions slow down sharply on long lines)."""
+    header = text.split("\n", 1)[0][:_SNIFF_CHARS]
     try:
         return csv.Sniffer().sniff(header, delimiters=_SNIFF_DELIMITERS).delimiter
     except csv.Error:
@@ -120,7 +145,7 @@ def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -
     text, enc = decode_text(data, encoding, label)
     if not text.strip():
         raise SourceError(f"{label}: the file is empty (no header row)")
-    sep = _sniff_delimiter(text)
+    sep = _sniff_delimiter(header_line(text, label))
     # The decode above proved the encoding; the parser decodes the bytes again itself (for UTF-8
     # in C), which is faster than handing it the text. Every cell is text, a missing one "" (no
     # NA detection: blanks and null markers are mapped later, in one place).

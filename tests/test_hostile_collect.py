@@ -109,3 +109,21 @@ def test_implausible_dates_are_quarantined_not_out_of_period(engine: Engine, tmp
     reason = quarantined["y1"].reasons[0]
     assert reason["check"] == "implausible_date" and reason["value"] == "2099-10-03 10:00"
     assert "more than 20 years from 2026-10" in reason["message"] and "row 2" in reason["message"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize(("content", "words"), [
+    ("x," * 1_500_000, "longer than 1,000,000 characters"),  # one huge line, no header row
+    (",".join(f"c{i}" for i in range(3_000)) + "\n" + "1," * 2_999 + "1\n", "has 3,000 fields"),
+])
+def test_huge_header_is_refused_naming_the_file(content: str, words: str, chunked: bool, engine: Engine,
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21, item 6: a one-line file of millions of fields hung collect at 100% CPU."""
+    (tmp_path / "web.csv").write_text(content, encoding="utf-8")
+    if chunked:
+        import tasks.chunked as chunked_mod
+
+        monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
+    summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]
+    [error] = summary.errors
+    assert error.startswith("source 'web': web.csv: line 1 (the header)") and words in error, error
