@@ -1,6 +1,7 @@
 """`cxloop`: the command line for CX admins. Parses arguments and calls tasks or flows; nothing more.
 
-Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 cycle held by the data-quality gate.
+Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 cycle held by the data-quality gate, 4 notices
+that could not be delivered (README "Commands").
 """
 
 from __future__ import annotations
@@ -8,12 +9,11 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from commands import actions, collect, comments, cycle, effects, kpis, notify, quality, report
 from commands.common import CxError
 from config import ConfigError
-from output import EXIT_ERROR, EXIT_USAGE
+from output import EXIT_ERROR, EXIT_USAGE, print_error
 
 app = typer.Typer(
     name="cxloop",
@@ -40,15 +40,29 @@ for module in (cycle, collect, quality, kpis, actions, notify, effects, report, 
 
 def main() -> None:
     """Entry point: user errors print one clear line and exit non-zero, never a traceback."""
-    err = Console(stderr=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[bold red]config error[/] {exc}", highlight=False)
+        print_error("config error", str(exc))
         sys.exit(EXIT_USAGE)
     except CxError as exc:
-        err.print(f"[bold red]error[/] {exc}", highlight=False)
+        print_error("error", str(exc))
         sys.exit(EXIT_ERROR)
+    except SQLAlchemyError as exc:
+        print_error("database error", _database_message(exc))
+        sys.exit(EXIT_ERROR)
+
+
+def _database_message(exc: Exception) -> str:
+    """The database's own first line (a read-only file, a refused login, a server gone), with any
+    password in a URL it quotes masked: what the admin can act on, not SQLAlchemy's traceback."""
+    from tasks.readers import mask_url
+
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    return mask_url(f"{type(cause).__name__}: {lines[0]}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ KPI_NAMES = (
     "theme_share", "theme_negative_share",
 )
 ENV_PREFIX = "CXLOOP_"
+SEVERITY_LEVELS = ("high", "medium", "low")
 DEFAULT_CHANNELS = ["web", "app", "hotline", "store", "email", "social", "ticket", "wechat", "survey"]
 
 
@@ -57,6 +58,21 @@ class ProjectConfig(Strict):
 
 class DatabaseConfig(Strict):
     url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, v: str) -> str:
+        """An unparsable URL or an unknown database kind fails here, naming the key, instead of
+        as SQLAlchemy's traceback when the database is first opened."""
+        if v:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(v).get_dialect()
+            except ArgumentError as exc:
+                raise ValueError(f"not a usable SQLAlchemy database URL ({exc})") from None
+        return v
 
 
 class SourceConfig(Strict):
@@ -158,6 +174,18 @@ class KpiConfig(Strict):
     bootstrap_resamples: int = Field(default=999, ge=99)
     history_cycles: int = Field(default=12, ge=3)
 
+    @field_validator("min_n_per_kpi")
+    @classmethod
+    def _known_kpis(cls, v: dict[str, int]) -> dict[str, int]:
+        """A misspelt KPI (`{ NPS = 100 }`) would silently keep the default minimum."""
+        bad = sorted(set(v) - set(KPI_NAMES))
+        if bad:
+            raise ValueError(f"unknown KPI(s) {bad}; known: {', '.join(KPI_NAMES)}")
+        small = sorted(k for k, n in v.items() if n < 1)
+        if small:
+            raise ValueError(f"a minimum n must be at least 1, not for {small}")
+        return v
+
 
 class ActionsConfig(Strict):
     default_owner: str = "cx_office"
@@ -166,6 +194,26 @@ class ActionsConfig(Strict):
     escalation_notify: list[str] = Field(default_factory=list)
     min_effect: float = 0.0
     worst_comments: int = Field(default=3, ge=0)
+
+    @field_validator("due_days")
+    @classmethod
+    def _every_severity(cls, v: dict[str, int]) -> dict[str, int]:
+        """Every action gets a due date from its severity: all three must be set, nothing else."""
+        missing = [k for k in SEVERITY_LEVELS if k not in v]
+        unknown = sorted(set(v) - set(SEVERITY_LEVELS))
+        if missing or unknown:
+            raise ValueError(f"needs exactly {', '.join(SEVERITY_LEVELS)}"
+                             + (f"; missing {missing}" if missing else "")
+                             + (f"; unknown {unknown}" if unknown else ""))
+        if any(days < 0 for days in v.values()):
+            raise ValueError("days must not be negative")
+        return v
+
+
+# Cron nicknames Prefect accepts, as the five fields they stand for.
+_CRON_NICKNAMES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                   "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+                   "@hourly": "0 * * * *"}
 
 
 class DecisionsConfig(Strict):
@@ -203,6 +251,21 @@ class DecisionsConfig(Strict):
 class ScheduleConfig(Strict):
     cron: str = "0 6 1 * *"
 
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        """Checked at load, not when `serve` hands it to Prefect (a traceback, and no schedule)."""
+        from datetime import datetime
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(_CRON_NICKNAMES.get(v.strip().lower(), v), datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"not a valid cron expression {v!r} ({exc}); five fields: minute hour "
+                             "day-of-month month day-of-week, e.g. '0 6 1 * *'") from None
+        return v
+
 
 class QualityConfig(Strict):
     max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
@@ -212,6 +275,14 @@ class QualityConfig(Strict):
     data_owners: list[str] = Field(default_factory=list)
     severity: dict[str, Literal["warning", "critical"]] = Field(default_factory=dict)
 
+    @field_validator("volume_band")
+    @classmethod
+    def _ordered_band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        """`[2.0, 0.5]` would hold every month, whatever its volume."""
+        if not 0 <= v[0] <= v[1]:
+            raise ValueError(f"must be [low, high] with 0 <= low <= high, not {list(v)}")
+        return v
+
 
 class NotifyConfig(Strict):
     apprise_config: str | None = None
@@ -219,6 +290,16 @@ class NotifyConfig(Strict):
     retries: int = Field(default=3, ge=0)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     report_base_url: str | None = None
+
+    @field_validator("report_base_url")
+    @classmethod
+    def _web_address(cls, v: str | None) -> str | None:
+        """Notices link to it, so only a web address: a `javascript:` or `data:` URL would be a
+        live script link in every chat message and e-mail."""
+        if v is not None and (not re.match(r"https?://[^\s/?#<>]+", v, re.IGNORECASE)
+                              or re.search(r"[\s<>\"'`]", v)):
+            raise ValueError(f"must be an http:// or https:// address without spaces or quotes, not {v!r}")
+        return v
 
 
 class VocabularyConfig(Strict):
@@ -240,6 +321,14 @@ class CommentsConfig(Strict):
     model_path: str = "sentiment/model.joblib"
     negative_below: float = Field(default=0.4, ge=0, le=1)
     positive_above: float = Field(default=0.6, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered_cut_offs(self) -> CommentsConfig:
+        """Inverted cut-offs would call a comment both negative and positive (wrong labels)."""
+        if self.negative_below > self.positive_above:
+            raise ValueError(f"negative_below ({self.negative_below}) must not be above "
+                             f"positive_above ({self.positive_above})")
+        return self
 
 
 class Settings(Strict):
@@ -265,6 +354,10 @@ class Settings(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sources: duplicate source name(s) {dupes}")
+        unknown = sorted(set(self.quality.severity) - _check_ids(self.base_dir))
+        if unknown:
+            raise ValueError(f"quality.severity: unknown check id(s) {unknown}; see the expectations of "
+                             "`expectations/*.json` (meta.id) or an expectation type")
         return self
 
     def resolve(self, path: str) -> Path:
@@ -290,6 +383,30 @@ class Settings(Strict):
             if value in dept.owns.get(field, []):
                 return dept_id
         return None
+
+
+def _check_ids(base_dir: Path) -> set[str]:
+    """The ids `[quality] severity` may name: each expectation's `meta.id`, its type, and the
+    `type(column)` name of one without an id, in the shipped suites and the config's
+    `expectations/` folder (a file that cannot be read is left to the validate stage to report)."""
+    import json
+
+    from paths import EXPECTATIONS
+
+    ids: set[str] = set()
+    for folder in (EXPECTATIONS, base_dir / "expectations"):
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                expectations = json.loads(path.read_text(encoding="utf-8")).get("expectations") or []
+            except (OSError, ValueError, AttributeError):
+                continue  # not a suite: the validate stage names the file
+            for exp in expectations if isinstance(expectations, list) else []:
+                if isinstance(exp, dict) and "type" in exp:
+                    kwargs: dict[str, Any] = exp.get("kwargs") or {}
+                    meta: dict[str, Any] = exp.get("meta") or {}
+                    column = kwargs.get("column", kwargs.get("column_A", ""))
+                    ids |= {str(exp["type"]), f"{exp['type']}({column})", str(meta.get("id") or "")}
+    return ids - {""}
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -336,12 +453,18 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         if not path:
             continue
         node: Any = data
-        for part in path[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        if isinstance(node, list):
-            node[int(path[-1])] = _parse_env_value(raw)
-        else:
-            node[path[-1]] = _parse_env_value(raw)
+        try:
+            for part in path[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            if isinstance(node, list):
+                node[int(path[-1])] = _parse_env_value(raw)
+            else:
+                node[path[-1]] = _parse_env_value(raw)
+        except (IndexError, ValueError, TypeError, AttributeError) as exc:
+            why = {IndexError: "a list index past its end", ValueError: "a list index that is not a number"
+                   }.get(type(exc), "a key inside a value that is not a table")
+            raise ConfigError(f"environment variable {name}: cannot set {'.'.join(path)}: it names "
+                              f"{why}") from None
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

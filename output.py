@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -13,9 +14,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-# Exit codes, documented in the README.
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HELD = 0, 1, 2, 3
+# Exit codes, documented in the README. 4: the work was done but a notice could not be delivered
+# (it waits in the outbox as `failed`), so cron and monitoring see it.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_HELD, EXIT_NOTICES_FAILED = 0, 1, 2, 3, 4
 
 STATUS_STYLES = {
     "met": "green", "missed": "bold red", "at_risk": "yellow", "insufficient": "dim",
@@ -41,7 +44,62 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text instead of evaluating it.
+
+    Exported cells carry customers' raw values (`=HYPERLINK(...)`, `=cmd|' /C calc'!A0`); Excel,
+    LibreOffice and Sheets run a cell starting with `=`, `+`, `-`, `@`, tab or carriage return as a
+    formula. OWASP's remedy is a leading single quote. Plain numbers (`-3.5`, `+2`) are left alone
+    so a negative value stays a number.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return csv_safe(json.dumps(value, ensure_ascii=False))
+    return csv_safe(_plain(value))
+
+
+# ANSI/VT sequences (CSI such as `ESC[2J`, OSC such as the `ESC]8;;url BEL` hyperlink, 8-bit CSI),
+# then lone C0/C1 control characters and the bidirectional overrides that reorder what is shown.
+_TERMINAL_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text with the terminal's escape and control codes removed, for printing to a terminal.
+
+    Comments and raw values come from customers: `ESC[2J` clears an admin's screen, an OSC 8
+    sequence hides a link behind harmless text, a bidi override shows text in a different order.
+    Tabs and line breaks stay.
+    """
+    return _CONTROL.sub("", _TERMINAL_SEQUENCE.sub("", text))
+
+
+def print_error(label: str, message: str, console: Console | None = None) -> None:
+    """An error on stderr: the label in bold red, the message as plain text.
+
+    Never Rich markup: `[...]` in a path, a value or a config key must show as written, not be
+    eaten as a style tag (or crash the printer as an unknown closing tag)."""
+    err = console or Console(stderr=True)
+    err.print(Text.assemble((label, "bold red"), " ", terminal_safe(message)), highlight=False,
+              soft_wrap=True)
+
+
 def _cell(value: Any) -> str:
+    return terminal_safe(_cell_text(value))
+
+
+def _cell_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -65,11 +123,10 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
     if fmt is Format.csv:
         buf = io.StringIO()
         keys = list(rows[0].keys()) if rows else cols
-        writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=[csv_safe(k) for k in keys], extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict)
-                                 else _plain(v)) for k, v in r.items()})
+            writer.writerow({csv_safe(k): _csv_value(v) for k, v in r.items()})
         sys.stdout.write(buf.getvalue())
         return
     console = console or Console()
@@ -84,6 +141,6 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
             cells.append(f"[{style}]{text}[/]" if style else text.replace("[", r"\["))
         table.add_row(*cells)
     if not rows:
-        console.print(f"[dim]{title + ': ' if title else ''}nothing to show[/]")
+        console.print(Text(f"{title + ': ' if title else ''}nothing to show", style="dim"))
     else:
         console.print(table)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
-from output import Format, emit
+from output import Format, emit, terminal_safe
 
 actions_app = typer.Typer(help="Corrective actions: list, show, acknowledge, start, finish, cancel, assign.",
                           no_args_is_help=True)
@@ -81,14 +81,15 @@ def _show_table(data: dict[str, Any]) -> None:
     emit(evidence, Format.table, title="evidence", console=console)
     for entry in action["evidence"]:
         for c in entry.get("worst_comments", []):
-            console.print(f"  [dim]{entry['period']}[/] “{c['text']}”", highlight=False, markup=False)
+            console.print(f"  {entry['period']} “{terminal_safe(str(c['text']))}”", highlight=False,
+                          markup=False)
     emit([{k: e[k] for k in ("at", "by", "from_status", "to_status", "period", "note")}
           for e in data["events"]], Format.table, title="history", console=console)
     emit([{k: m[k] for k in ("period", "value", "n", "change", "change_ci_low", "change_ci_high", "effect",
                              "effect_ci_low", "effect_ci_high", "method", "verdict", "decision")}
           for m in data["measurements"]], Format.table, title="measurements", console=console)
     if action.get("playbook"):
-        console.print(Markdown(action["playbook"]))
+        console.print(Markdown(terminal_safe(action["playbook"])))
 
 
 def _move(word: str, action_id: int, note: str, by: str | None, config: Any) -> None:

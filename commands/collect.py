@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
-from output import EXIT_ERROR, Format, emit
+from output import EXIT_ERROR, Format, emit, print_error
 
 IMPORT_COLUMNS = ["id", "started_at", "period", "source", "file", "rows_read", "loaded", "updated",
-                  "duplicates", "rejected", "out_of_period", "error"]
+                  "duplicates", "rejected", "out_of_period", "error", "warnings"]
 SUMMARY_COLUMNS = ["source", "file", "read", "loaded", "updated", "duplicates", "rejected",
                    "out_of_period"]
 
@@ -30,10 +31,10 @@ def init(
         raise CxError(str(exc)) from None
     out = Console()
     for path in written:
-        out.print(f"wrote {path}", highlight=False)
+        out.print(f"wrote {path}", highlight=False, markup=False)
     config = directory / "cxloop.toml"
-    out.print(f"\nNext: edit {config}, then run  [bold]cxloop collect --period 2026-10 --config {config}[/]",
-              highlight=False)
+    out.print(f"\nNext: edit {escape(str(config))}, then run  "
+              f"[bold]cxloop collect --period 2026-10 --config {escape(str(config))}[/]", highlight=False)
 
 
 def collect(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
@@ -51,10 +52,12 @@ def collect(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format
         total["loaded"] = summary.total("loaded")
         rows = [*rows, total]
     emit(rows, fmt, columns=SUMMARY_COLUMNS, title=f"collect {period}")
+    err = Console(stderr=True)
+    for line in summary.warning_lines:
+        print_error("warning", line, err)
     if summary.errors:
-        err = Console(stderr=True)
         for line in summary.errors:
-            err.print(f"[bold red]error[/] {line}", highlight=False, markup=True, soft_wrap=True)
+            print_error("error", line, err)
         raise typer.Exit(EXIT_ERROR)
 
 

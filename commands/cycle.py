@@ -11,12 +11,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlmodel import Session, select
 
 from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
 from config import load_settings
 from models import Cycle, CycleStage
-from output import EXIT_HELD, Format, emit
+from output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
 from periods import parse_period, period_range
 
 console = Console(stderr=True)
@@ -35,7 +36,9 @@ def _quiet_prefect(verbose: bool) -> None:
 
 def _config_path(config: Path | None) -> Path:
     path = Path(config or os.environ.get("CXLOOP_CONFIG") or "cxloop.toml")
-    load_settings(path)  # fail fast with exit 2 on a bad config, before Prefect starts
+    # Fail fast, before Prefect starts: exit 2 on a bad config, one line for a database that
+    # cannot be opened or migrated (unreachable, read-only).
+    load(path)[1].dispose()
     return path.resolve()
 
 
@@ -104,7 +107,7 @@ def run(
 ) -> None:
     """Run the monthly cycle for one period (re-running resumes and duplicates nothing).
 
-    Exit code 3 when the data-quality gate held the cycle."""
+    Exit code 3 when the data-quality gate held the cycle, 4 when a notice could not be delivered."""
     _quiet_prefect(verbose)
     cfg = _config_path(config)
     if accept_data_risk and not reason:
@@ -123,13 +126,30 @@ def run(
         console.print(f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, "
                       "no action opened, no department notified. Fix the source and re-run, or "
                       "re-run with --accept-data-risk --reason '…'.[/]")
-        raise typer.Exit(EXIT_HELD)
+    code = exit_code(engine, [outcome])
+    if code == EXIT_NOTICES_FAILED:
+        print_error("error", f"cycle {period}: notices could not be delivered (`cxloop outbox --status "
+                    "failed`); the next run or `cxloop notify --retry` sends them")
+    if code:
+        raise typer.Exit(code)
+
+
+def exit_code(engine: Any, outcomes: list[dict[str, Any]]) -> int:
+    """What a finished run tells cron: 3 when a cycle was held (the bigger news), else 4 when a
+    notice of these periods is still undelivered (`failed` in the outbox), else 0."""
+    from tasks.notify import outbox_rows
+
+    if any(o["status"] == "held" for o in outcomes):
+        return EXIT_HELD
+    if any(outbox_rows(engine, o["period"], "failed") for o in outcomes):
+        return EXIT_NOTICES_FAILED
+    return 0
 
 
 def _where_next(engine: Any, period: str) -> None:
     rows = _cycle_rows(engine, period)
     if rows and rows[0]["report"]:
-        Console().print(f"report: {rows[0]['report']}")
+        Console().print(f"report: {rows[0]['report']}", markup=False)
 
 
 def backfill(
@@ -148,8 +168,9 @@ def backfill(
     cfg = _config_path(config)
     outcomes = run_cycles(cfg, periods, by or getpass.getuser())
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=Console())
-    if any(o["status"] == "held" for o in outcomes):
-        raise typer.Exit(EXIT_HELD)
+    code = exit_code(load(cfg)[1], outcomes)
+    if code:
+        raise typer.Exit(code)
 
 
 def status(period: OptionalPeriodOpt = None, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
@@ -210,7 +231,7 @@ def demo(
     plan = default_plan(last, months, rows, seed)
     cfg = write_demo(directory, plan)
     out = Console()
-    out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {directory}/data "
+    out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {escape(str(directory))}/data "
               f"({plan.periods[0]} .. {plan.periods[-1]})")
     _train_demo_model(cfg, directory, out)
     outcomes = []

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
-from output import Format, emit
+from output import EXIT_NOTICES_FAILED, Format, emit, print_error
 
 COLUMNS = ["id", "period", "recipient", "kind", "language", "status", "attempts", "route", "last_error"]
 
@@ -59,6 +59,11 @@ def notify(
     if fmt is Format.table:
         counts = summary.counts()
         typer.echo(", ".join(f"{k} {v}" for k, v in counts.items() if v), err=True)
+    if summary.failed:
+        print_error("error", f"{summary.failed} notice(s) could not be delivered; they stay failed in "
+                    "the outbox (`cxloop outbox --status failed`) and are retried by the next run or "
+                    "`cxloop notify --retry`")
+        raise typer.Exit(EXIT_NOTICES_FAILED)
 
 
 def outbox(

@@ -64,6 +64,7 @@ class Piece:
     undated: int
     fixed: set[str] = field(default_factory=set)  # open quarantine keys whose rows parse now
     times: dict[str, np.ndarray] = field(default_factory=dict)  # datetimes as `collect.db_times`
+    warnings: dict[str, Any] = field(default_factory=dict)  # mapping.Prepared.warnings
 
 
 def wanted(source: SourceConfig, path: Path) -> bool:
@@ -106,10 +107,25 @@ def _decodes(path: Path, encoding: str) -> bool:
     return True
 
 
-def _header(path: Path, encoding: str) -> str:
+def _header(path: Path, encoding: str, label: str) -> str:
+    """Line 1, read at most just past the header bounds (`readers.header_line` checks them)."""
+    from tasks import readers
+
     with path.open("rb") as f:
-        line = f.readline()
-    return line.decode(encoding).split("\n", 1)[0]
+        line = f.readline(4 * readers.MAX_HEADER_CHARS + 4)  # a character is at most 4 bytes
+    return readers.header_line(line.decode(encoding, errors="replace"), label)
+
+
+def _holds_nul(path: Path) -> bool:
+    """Does the file hold a NUL byte? A memchr over the mapped file (GB/s), so the chunks' cells
+    are searched for NUL characters only when one can be there."""
+    import mmap
+
+    with path.open("rb") as fh:
+        if path.stat().st_size == 0:
+            return False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(b"\x00") >= 0
 
 
 def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Iterator[pd.DataFrame]:
@@ -119,7 +135,7 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
     left it idle ~0.9 s per file; doubling, ~0.4 s.)"""
     from tasks import readers
 
-    header = _header(path, encoding)
+    header = _header(path, encoding, label)
     if not header.strip():
         raise GiveWay  # a blank first line: the whole-file reader decides what that is
     sep = readers._sniff_delimiter(header)
@@ -149,7 +165,7 @@ def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
     times = {n: db_times(records[n], dialect) for n, kind in CANONICAL_FIELDS.items()
              if kind == "datetime" and n in records}
     return Piece(records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
-                 prep.periods, prep.undated, fixed, times)
+                 prep.periods, prep.undated, fixed, times, prep.warnings)
 
 
 def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:
@@ -187,8 +203,9 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
         encoding = _encoding(path, source.encoding)
         _send(q, ("encoding", encoding), folder)
         read = 0
+        nul = _holds_nul(path)
         for number, frame in enumerate(_chunks(path, encoding, label, rows, first)):
-            raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding)
+            raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding, nul)
             read += len(frame)
             mapping = True
             piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)

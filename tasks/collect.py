@@ -43,7 +43,7 @@ from models import (
 )
 from periods import parse_period
 from tasks import month, readers
-from tasks.mapping import Prepared, Rejection, prepare
+from tasks.mapping import Prepared, Rejection, merge_warnings, prepare
 from tasks.readers import RawTable, SourceError
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class ImportSummary:
     error: str | None = None
     import_id: int | None = None
     encoding: str | None = None
+    warnings: dict[str, Any] = field(default_factory=dict)  # ImportRecord.warnings
     # The rows inserted, in insertion order (canonical fields and source): what a new month is.
     inserted: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -83,6 +84,22 @@ class ImportSummary:
         return {"source": self.source, "file": self.file, "read": self.rows_read, "loaded": self.loaded,
                 "updated": self.updated, "duplicates": self.duplicates, "rejected": self.rejected,
                 "out_of_period": self.out_of_period, "error": self.error or ""}
+
+
+WARNING_TEXTS = {
+    "nul_removed": "{cells} NUL character(s) removed (first: {first})",
+    "conflicting_ids": "{count} response_id(s) repeated with different content, the last row kept "
+                       "(first: {first})",
+}
+
+
+def warning_text(name: str, warning: dict[str, Any]) -> str:
+    """An import warning in words, e.g. "3 NUL character(s) removed (first: row 2 column 'comment')"."""
+    values = {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in warning.items()}
+    try:
+        return WARNING_TEXTS[name].format(**values)
+    except (KeyError, IndexError):
+        return f"{name}: {values}"
 
 
 COUNT_NAMES = ("rows_read", "loaded", "updated", "duplicates", "rejected", "out_of_period")
@@ -100,6 +117,12 @@ class CollectSummary:
     def errors(self) -> list[str]:
         """One line per file that could not be read; each message names the file."""
         return [f"source {i.source!r}: {i.error}" for i in self.imports if i.error]
+
+    @property
+    def warning_lines(self) -> list[str]:
+        """One line per thing collect cleaned or noticed in a file that loaded (import warnings)."""
+        return [f"source {i.source!r}: {i.file}: {warning_text(name, w)}"
+                for i in self.imports for name, w in (i.warnings or {}).items()]
 
     @property
     def ok(self) -> bool:
@@ -388,9 +411,10 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
     with engine.begin() as conn:
         import_id = conn.execute(insert(it).values(
             source=source.name, file=imp.file, content_hash=content_hash, period=period, started_at=now,
-            **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=periods,
+            **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=periods, warnings=prep.warnings or None,
         )).inserted_primary_key[0]  # type: ignore[index]
         imp.import_id = int(import_id)
+        imp.warnings = prep.warnings
         records = prep.records
         new_idx: list[int] = []
         changed: list[tuple[int, int]] = []
@@ -626,7 +650,7 @@ class _ChunkedImport:
             "source": source, "period": period, "import_id": import_id, "quarantined": False,
             "loaded_at": now}.items()}
         # The source's stored rows: id -> (row id, content hash), and once the file has a copy of
-        # it, whether that changed the row: (row id, hash, changed).
+        # it, whether that changed the row and the copy's hash: (row id, hash, changed, copy hash).
         self.stored: dict[str, tuple[Any, ...]] = {r: (i, h) for r, i, h in _source_rows(conn, _FB, source)}
         self.seen = _SeenIds()
         self.frames: list[pd.DataFrame] = []
@@ -635,6 +659,8 @@ class _ChunkedImport:
         self.rejected: list[Rejection] = []
         self.fixed: set[str] = set()
         self.periods: dict[str, int] = {}
+        self.warnings: dict[str, Any] = {}
+        self.conflicting: set[str] = set()  # ids repeated across chunks with other content
         self.counts = dict.fromkeys(("rows_read", "loaded", "updated", "same", "repeated",
                                      "out_of_period", "undated"), 0)
 
@@ -647,6 +673,7 @@ class _ChunkedImport:
         c["undated"] += piece.undated
         for name, k in piece.periods.items():
             self.periods[name] = self.periods.get(name, 0) + k
+        merge_warnings(self.warnings, piece.warnings)
         self.rejected.extend(piece.rejected)
         self.fixed |= piece.fixed
         records = piece.records
@@ -681,18 +708,25 @@ class _ChunkedImport:
             if hit is not None:
                 if len(hit) == 2 and hit[1] == h:  # a first copy, unchanged: a re-collect's usual row
                     same += 1
-                    stored[rid] = (hit[0], h, False)
+                    stored[rid] = (hit[0], h, False, h)
                 elif self._changes(rid, h, hit):
                     changed.append((pos, hit[0]))
             elif rid in earlier:
                 self.counts["repeated"] += 1
                 if earlier[rid][1] != h:
                     rewrite.append((pos, earlier[rid][0]))
+                    self._conflict(rid)
                 self.rewritten = True
             else:
                 new.append(pos)
         self.counts["same"] += same
         return new, changed, rewrite
+
+    def _conflict(self, rid: str) -> None:
+        """An id an earlier chunk held with other content (`mapping.conflicting_ids` across chunks)."""
+        if rid not in self.conflicting:
+            self.conflicting.add(rid)
+            merge_warnings(self.warnings, {"conflicting_ids": {"count": 1, "first": [rid]}})
 
     def _changes(self, rid: str, new_hash: str, hit: tuple[Any, ...]) -> bool:
         """Count one copy of a stored row; whether the row must be written."""
@@ -700,6 +734,8 @@ class _ChunkedImport:
         before = hit[2] if len(hit) > 2 else None  # whether an earlier copy changed it
         if before is not None:
             c["repeated"] += 1
+            if hit[3] != new_hash:  # the file's previous copy of it said something else
+                self._conflict(rid)
         if new_hash == hit[1]:
             if before:
                 from tasks.chunked import GiveWay
@@ -707,14 +743,14 @@ class _ChunkedImport:
                 raise GiveWay
             if before is None:
                 c["same"] += 1
-            self.stored[rid] = (hit[0], hit[1], False)
+            self.stored[rid] = (hit[0], hit[1], False, new_hash)
             return False
         if before is None:
             c["updated"] += 1
         elif not before:
             c["same"] -= 1
             c["updated"] += 1
-        self.stored[rid] = (hit[0], hit[1], True)
+        self.stored[rid] = (hit[0], hit[1], True, new_hash)
         return True
 
     def _inserted_before(self, keys: list[str], hashes: np.ndarray) -> dict[str, tuple[int, str]]:
@@ -759,9 +795,11 @@ class _ChunkedImport:
             imp.inserted = pd.concat(self.frames, ignore_index=True)
         periods = {"config": fingerprint, "rows": dict(sorted(self.periods.items())),
                    "undated": c["undated"], "reused": None}
+        imp.warnings = self.warnings
         self.conn.execute(update(it).where(it.c.id == self.import_id).values(
             rows_read=imp.rows_read, loaded=imp.loaded, updated=imp.updated, duplicates=imp.duplicates,
-            rejected=imp.rejected, out_of_period=imp.out_of_period, periods=periods))
+            rejected=imp.rejected, out_of_period=imp.out_of_period, periods=periods,
+            warnings=self.warnings or None))
 
 
 def _id_hashes(keys: list[str]) -> np.ndarray:
@@ -833,7 +871,7 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
 
 
 # Bump when `prepare` maps the same file differently: earlier imports then no longer vouch for it.
-_PREPARE_VERSION = 1
+_PREPARE_VERSION = 2  # 2: NUL characters removed from cells (issue 21)
 
 
 def _fingerprint(settings: Settings, source: SourceConfig) -> str:

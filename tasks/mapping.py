@@ -44,6 +44,11 @@ DATE_FORMATS = (
 _AWARE = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 _EXCEL_EPOCH = datetime(1899, 12, 30)
 _INT_LIMIT = 2**31 - 1
+# A submitted_at further than this from the month being collected is a typo or a broken export
+# (2099, 0001, 9999, Excel's 1899-12-30), not another month's answer: it is quarantined with a
+# reason instead of passing as out of period. Relative to the period, so the rule never depends
+# on the day collect runs, and wide enough for any real history export.
+PLAUSIBLE_YEARS = 20
 _DATETIME_FIELDS = [f for f, k in CANONICAL_FIELDS.items() if k == "datetime"]
 
 
@@ -70,6 +75,7 @@ class Prepared:
     label: str = ""
     ok_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # rows that parse:
     ok_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))  # ids, lines
+    warnings: dict[str, Any] = field(default_factory=dict)  # for the import record (see below)
 
     @cached_property
     def fixed_keys(self) -> set[str]:
@@ -375,9 +381,61 @@ def _source_series(source: SourceConfig, frame: pd.DataFrame, name: str, n: int
     return s, column or ""
 
 
+FIRST_PLACES = 5  # how many places (rows, ids) a warning of the import record names
+
+
+def strip_nul(frame: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """The frame without NUL characters in its text cells and headers, and a warning naming how
+    many cells and the first places.
+
+    PostgreSQL cannot store a NUL in text (the driver fails the whole file, every run) and SQLite
+    stores it silently where no export tool shows it; it is never meaningful in feedback, so it is
+    removed and counted, the same way on both databases."""
+    cells = 0
+    first: list[str] = []
+    renamed = {c: c.replace("\x00", "") for c in frame.columns if isinstance(c, str) and "\x00" in c}
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        values = frame[column].to_numpy(dtype=object)
+        hits = [i for i, v in enumerate(values.tolist()) if type(v) is str and "\x00" in v]
+        if not hits:
+            continue
+        if len(first) < FIRST_PLACES:
+            name = str(column).replace("\x00", "")
+            first += [f"row {rows[i]} column {name!r}" for i in hits[:FIRST_PLACES]]
+        cells += len(hits)
+        values = values.copy()
+        for i in hits:
+            values[i] = values[i].replace("\x00", "")
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
+    if renamed:
+        frame = frame.rename(columns=renamed)
+        cells += len(renamed)
+        first.append("header")
+    if not cells:
+        return frame, None
+    return frame, {"cells": cells, "first": first[:FIRST_PLACES]}
+
+
+def merge_warnings(total: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
+    """The warnings of a file read in chunks: counts added, the first places kept."""
+    for name, warning in more.items():
+        mine = total.setdefault(name, {k: (0 if isinstance(v, int) else []) for k, v in warning.items()})
+        for key, value in warning.items():
+            mine[key] = mine[key] + value if isinstance(value, int) else [*mine[key], *value][:FIRST_PLACES]
+    return total
+
+
 def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str, label: str) -> Prepared:
     """Map one file's records to canonical typed rows and sort them into accepted / rejected."""
     frame = raw.frame.reset_index(drop=True)
+    warnings: dict[str, Any] = {}
+    if raw.may_hold_nul:
+        frame = frame.copy()
+        frame, nul = strip_nul(frame, raw.rows)
+        if nul:
+            warnings["nul_removed"] = nul
     n = len(frame)
     missing = [f"{col!r} (mapped to {name})" for name, col in source.columns.items()
                if col not in frame.columns]
@@ -385,7 +443,7 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
         raise SourceError(f"{label}: mapped column {', '.join(missing)} not found; "
                           f"the file's columns are: {', '.join(map(str, frame.columns))}")
     if n == 0:
-        return Prepared(pd.DataFrame(), [], 0, 0, 0)
+        return Prepared(pd.DataFrame(), [], 0, 0, 0, warnings=warnings)
     for name in REQUIRED_FIELDS:
         if name not in source.columns and name not in source.constants and name not in frame.columns:
             raise SourceError(f"{label}: no column for required field {name!r}: map one under "
@@ -448,7 +506,13 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
     start, end = period_bounds(period, settings.tz)
     known = submitted.notna().to_numpy(dtype=bool)
     in_period = known & (submitted >= start).to_numpy(dtype=bool) & (submitted < end).to_numpy(dtype=bool)
-    out_of_period = known & ~in_period
+    implausible = known & ~in_period & _implausible(submitted, start, end)
+    if implausible.any():
+        column = origin.get("submitted_at", "")
+        shown = frame[column] if column in frame.columns else submitted
+        flag(implausible, "implausible_date", "submitted_at", column, shown,
+             f"is more than {PLAUSIBLE_YEARS} years from {period}: not a plausible answer date")
+    out_of_period = known & ~in_period & ~implausible
     problem = np.zeros(n, dtype=bool)
     problem[list(problems)] = True
     accepted = in_period & ~problem
@@ -472,11 +536,27 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
 
     records = pd.DataFrame({name: s[accepted] for name, s in canon.items()})
     repeated = records.duplicated("response_id", keep="last").to_numpy(dtype=bool)
+    if repeated.any():
+        conflicts = conflicting_ids(records)
+        if conflicts:
+            warnings["conflicting_ids"] = {"count": len(conflicts), "first": conflicts[:FIRST_PLACES]}
     records = records[~repeated].reset_index(drop=True)
     records["content_hash"] = content_hashes(records)
     return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()),
                     _period_counts(submitted[known], settings), int((~known).sum()),
-                    label, rid_arr[ok_rows], rows[ok_rows])
+                    label, rid_arr[ok_rows], rows[ok_rows], warnings)
+
+
+def _implausible(submitted: pd.Series, start: datetime, end: datetime) -> np.ndarray:
+    """Times more than `PLAUSIBLE_YEARS` before the period's start or after its end (compared as
+    years, so times outside pandas' nanosecond range compare too)."""
+    if isinstance(submitted.dtype, pd.DatetimeTZDtype) or submitted.dtype.kind == "M":
+        years = submitted.dt.year.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        years = pd.to_numeric(submitted.map(lambda t: t.year if t is not None and t == t else None),
+                              errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return (years < start.year - PLAUSIBLE_YEARS) | (years > end.year + PLAUSIBLE_YEARS)
 
 
 def _period_counts(submitted: pd.Series, settings: Settings) -> dict[str, int]:
@@ -514,6 +594,18 @@ def _derive_department(settings: Settings, canon: dict[str, pd.Series], n: int) 
         owners = {v: settings.owner_of(name, v) for v in values[empty].dropna().unique()}
         dept = dept.where(~empty, values.map(owners))
     canon["department"] = dept.where(dept.notna(), None)
+
+
+def conflicting_ids(records: pd.DataFrame) -> list[str]:
+    """The response ids the file holds more than once with different content, in file order.
+
+    The last copy wins (an export appended to keeps its newest answer), but two different answers
+    under one id usually mean an id reused by the source system: the admin should hear of it."""
+    copies = records[records.duplicated("response_id", keep=False).to_numpy(dtype=bool)]
+    hashes = pd.Series(content_hashes(copies), index=copies.index)
+    first = hashes.groupby(copies["response_id"].to_numpy(), sort=False).transform("first")
+    # In the order of the first copy that differs: as a file read in chunks finds them.
+    return [str(rid) for rid in pd.unique(copies["response_id"][hashes != first])]
 
 
 def content_hashes(records: pd.DataFrame) -> list[str]:

@@ -37,7 +37,7 @@ from periods import period_end_date
 from tasks.actions import is_overdue
 from tasks.lifecycle import OPEN_STATUSES
 from tasks.masking import mask_pii
-from tasks.rendering import render, translate
+from tasks.rendering import escape_markdown, render, translate
 
 if TYPE_CHECKING:
     import apprise
@@ -291,7 +291,7 @@ def _report_url(settings: Settings, period: str, department: str | None) -> str 
     base = settings.notify.report_base_url
     if not base:
         return None
-    name = f"report-{department}.html" if department else "report.html"
+    name = f"report-{quote(department, safe='')}.html" if department else "report.html"
     return f"{base.rstrip('/')}/{period}/{name}"
 
 
@@ -704,7 +704,8 @@ def _send(target: Target, msg: OutboxMessage, asset: Any) -> tuple[bool | None, 
             result = ap.notify(body=msg.body_html, title=msg.subject,
                                body_format=apprise.NotifyFormat.HTML)
         else:
-            result = ap.notify(body=msg.body_text, title=msg.subject,
+            # The subject carries config strings (department names): literal text in Markdown too.
+            result = ap.notify(body=msg.body_text, title=escape_markdown(msg.subject),
                                body_format=apprise.NotifyFormat.MARKDOWN)
         text = captured.getvalue() if hasattr(captured, "getvalue") else ""
     return result, " ".join(line.split(" - ", 2)[-1] for line in str(text).splitlines() if line.strip())

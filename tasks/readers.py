@@ -18,10 +18,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 # Chinese spreadsheet exports are GBK more often than not; GB18030 is its superset and decodes
 # every GBK file, so it is tried right after UTF-8 (with and without BOM).
@@ -41,6 +44,8 @@ class RawTable:
     rows: np.ndarray  # row / line number of each record, for messages and quarantine
     content_hash: str
     encoding: str | None = None
+    # False when the file's bytes hold no NUL (then no cell can): mapping skips its per-cell search.
+    may_hold_nul: bool = True
 
 
 def detect_encoding(data: bytes) -> str:
@@ -89,8 +94,33 @@ def decode_text(data: bytes, encoding: str, label: str) -> tuple[str, str]:
                           f"set `encoding` on the source or use `auto`") from None
 
 
+# Bounds of a CSV header: a feedback export has tens of columns. A 54 MB file of one line (13.6 M
+# "columns") kept collect at 100% CPU for over ten minutes in the delimiter sniffer and pandas.
+MAX_HEADER_CHARS = 1_000_000
+MAX_COLUMNS = 2_000
+_SNIFF_CHARS = 64_000
+
+
+def header_line(text: str, label: str) -> str:
+    """The header (line 1) of a CSV text, refused with an error naming the file when it is longer
+    than `MAX_HEADER_CHARS` or has more than `MAX_COLUMNS` fields; found without splitting (or
+    copying) the whole text."""
+    end = text.find("\n", 0, MAX_HEADER_CHARS + 1)
+    if end < 0 and len(text) > MAX_HEADER_CHARS:
+        raise SourceError(f"{label}: line 1 (the header) is longer than {MAX_HEADER_CHARS:,} characters; "
+                          "not a CSV export with a header row")
+    header = text if end < 0 else text[:end]
+    fields = max(header.count(sep) for sep in _SNIFF_DELIMITERS) + 1
+    if fields > MAX_COLUMNS:
+        raise SourceError(f"{label}: line 1 (the header) has {fields:,} fields; at most {MAX_COLUMNS:,} "
+                          "columns are read (is it a header row, and the right delimiter?)")
+    return header
+
+
 def _sniff_delimiter(text: str) -> str:
-    header = text.split("\n", 1)[0]
+    """The delimiter of the header line (only its start is sniffed: the sniffer's regular
+    expressions slow down sharply on long lines)."""
+    header = text.split("\n", 1)[0][:_SNIFF_CHARS]
     try:
         return csv.Sniffer().sniff(header, delimiters=_SNIFF_DELIMITERS).delimiter
     except csv.Error:
@@ -115,7 +145,7 @@ def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -
     text, enc = decode_text(data, encoding, label)
     if not text.strip():
         raise SourceError(f"{label}: the file is empty (no header row)")
-    sep = _sniff_delimiter(text)
+    sep = _sniff_delimiter(header_line(text, label))
     # The decode above proved the encoding; the parser decodes the bytes again itself (for UTF-8
     # in C), which is faster than handing it the text. Every cell is text, a missing one "" (no
     # NA detection: blanks and null markers are mapped later, in one place).
@@ -127,7 +157,7 @@ def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -
     except pd.errors.ParserError as exc:
         raise SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
-    return RawTable(frame, np.arange(2, len(frame) + 2), file_digest(data), enc)
+    return RawTable(frame, np.arange(2, len(frame) + 2), file_digest(data), enc, b"\x00" in data)
 
 
 def read_excel(path: Path, sheet: str | int | None, label: str, data: bytes | None = None) -> RawTable:
@@ -168,7 +198,7 @@ def read_json(path: Path, encoding: str, label: str, data: bytes | None = None) 
     if not isinstance(doc, list):
         raise SourceError(f"{label}: expected a JSON array of records")
     rows = np.arange(1, len(doc) + 1)
-    return RawTable(_records_frame(doc, label, rows), rows, file_digest(data), enc)
+    return RawTable(_records_frame(doc, label, rows), rows, file_digest(data), enc, b"\x00" in data)
 
 
 def read_jsonl(path: Path, encoding: str, label: str, data: bytes | None = None) -> RawTable:
@@ -185,15 +215,31 @@ def read_jsonl(path: Path, encoding: str, label: str, data: bytes | None = None)
             raise SourceError(f"{label}: line {no}: not valid JSON ({exc.msg})") from None
         lines.append(no)
     rows = np.asarray(lines, dtype=int)
-    return RawTable(_records_frame(records, label, rows), rows, file_digest(data), enc)
+    return RawTable(_records_frame(records, label, rows), rows, file_digest(data), enc, b"\x00" in data)
 
 
-_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
+# The password of `scheme://user:password@host` (up to the last @ before the path or query) and the
+# value of a secret query parameter (`?password=...`, libpq's `sslpassword`, tokens).
+_PASSWORD = re.compile(r"(://[^:/@?#]*:)[^/?#]*@")
+_SECRET_PARAM = re.compile(r"([?&;](?:ssl)?(?:password|passwd|pwd|secret|token|api_?key)=)[^&;#]*",
+                           re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    """A database URL safe to print and store: the password is replaced by ***."""
-    return _PASSWORD.sub(r"\1***@", url)
+    """A database URL safe to print and store: its password and secret parameters become ***."""
+    return _SECRET_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+
+
+def scrub_url_secrets(text: str, url: str) -> str:
+    """`text` (a driver's error message) without the URL's secrets, in case it quotes them."""
+    from urllib.parse import unquote
+
+    secrets = [m.group(0)[len(m.group(1)):-1] for m in _PASSWORD.finditer(url)]
+    secrets += [m.group(0)[len(m.group(1)):] for m in _SECRET_PARAM.finditer(url)]
+    text = text.replace(url, mask_url(url))
+    for secret in sorted({v for s in secrets for v in (s, unquote(s)) if len(v) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def resolve_sql_url(url: str, base_dir: Path) -> str:
@@ -204,22 +250,85 @@ def resolve_sql_url(url: str, base_dir: Path) -> str:
     return url
 
 
+def _read_only_engine(url: str) -> Engine:
+    """An engine whose connections cannot write, whatever the source's query says.
+
+    SQLite opens the file read-only (`mode=ro`, and `query_only` for in-memory or URI forms);
+    PostgreSQL starts every transaction read-only (`default_transaction_read_only`). The query
+    itself runs in a read-only transaction too (`_query_frame`)."""
+    import os
+    import sqlite3
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, event, make_url
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            target = f"file:{quote(os.path.abspath(database))}?mode=ro"
+            engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(target, uri=True))
+        else:
+            engine = create_engine(parsed)
+
+        def query_only(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA query_only = ON")
+
+        event.listen(engine, "connect", query_only)
+        return engine
+    if backend == "postgresql":
+        options = " ".join(filter(None, [str(parsed.query.get("options") or ""),
+                                         "-c default_transaction_read_only=on"]))
+        return create_engine(parsed.difference_update_query(["options"]),
+                             connect_args={"options": options})
+    return create_engine(parsed)
+
+
+def _query_frame(conn: Connection, query: str) -> pd.DataFrame:
+    """The rows of the source's one SELECT, read in a read-only transaction.
+
+    On PostgreSQL with psycopg the query becomes a cursor declared in a prepared statement: the
+    server then accepts exactly one SELECT or VALUES (not `DELETE ...; COMMIT; SELECT ...`, a
+    `COPY ... TO PROGRAM` or a data-modifying WITH), and `SET TRANSACTION READ ONLY` covers
+    functions called by it. SQLite's driver runs one statement per call and the connection is
+    read-only."""
+    from sqlalchemy import text
+
+    if conn.dialect.name != "postgresql":
+        return pd.read_sql_query(text(query), conn)
+    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    if conn.dialect.driver != "psycopg":
+        return pd.read_sql_query(text(query), conn)
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur:
+        cur.execute("DECLARE cxloop_source NO SCROLL CURSOR FOR " + query, prepare=True)
+        cur.execute("FETCH ALL FROM cxloop_source")
+        columns = [d.name for d in cur.description or []]
+        frame = pd.DataFrame.from_records(cur.fetchall(), columns=columns, coerce_float=True)
+    for name in frame.columns:  # what pandas' read_sql does with time zone aware columns
+        if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
+            frame[name] = frame[name].dt.tz_convert("UTC")
+    return frame
+
+
 def read_sql(url: str, query: str, label: str) -> RawTable:
-    from sqlalchemy import create_engine, text
+    """The rows of a SQL source's query, read without any power to change the source database."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        engine = create_engine(url)
+        engine = _read_only_engine(url)
     except Exception as exc:
-        raise SourceError(f"{label}: bad database url: {exc}") from None
+        raise SourceError(f"{label}: bad database url: {scrub_url_secrets(str(exc), url)}") from None
+    driver_error: type[Exception] = getattr(engine.dialect.loaded_dbapi, "Error", SQLAlchemyError)
     try:
         with engine.connect() as conn:
-            frame = pd.read_sql_query(text(query), conn)
-    except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
-        # pandas wraps the driver's error; its first line is the database's own message.
+            frame = _query_frame(conn, query)
+    except (SQLAlchemyError, pd.errors.DatabaseError, OSError, driver_error) as exc:
+        # pandas and SQLAlchemy wrap the driver's error; its first line is the database's message.
         cause = exc.__cause__ or exc
-        msg = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
-        raise SourceError(f"{label}: query failed: {msg}") from None
+        lines = str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(exc).__name__]
+        raise SourceError(f"{label}: query failed: {scrub_url_secrets(lines[0], url)}") from None
     finally:
         engine.dispose()
     frame.columns = [str(c) for c in frame.columns]

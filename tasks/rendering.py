@@ -8,6 +8,7 @@ mapping the English text to the translation, used through `jinja2.ext.i18n` (`{{
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from typing import Any
 
@@ -29,6 +30,25 @@ def catalog(lang: str) -> dict[str, str]:
 
 def translate(text: str, lang: str) -> str:
     return catalog(lang).get(text, text) if lang != "en" else text
+
+
+# What Markdown (CommonMark/GFM) can turn into a link, an image, raw HTML, code or emphasis. An
+# underscore inside a word (`expect_column_values`, `cx_office`) cannot emphasise and stays as is.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*~\[\]<>]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z]))")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029]+")
+
+
+def escape_markdown(value: Any) -> str:
+    """A value as literal text inside a Markdown notice (the `md` filter of the `.md` templates).
+
+    Chat receivers render the notice as Markdown, so a customer's `![x](http://evil/x.png)` would
+    load a tracking image and `[click](javascript:...)` would be a live link; a config string is no
+    more trusted. Backslash-escaping brackets, angle brackets, backticks and emphasis marks keeps the
+    text readable while no link, image, autolink, raw HTML or code span can form, and line breaks
+    become spaces so a value can never start a heading, list or link definition of its own.
+    """
+    text = "" if value is None else str(value)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", text))
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -62,7 +82,7 @@ def environment(lang: str = "en") -> Environment:
         else (s if n == 1 else p),
         newstyle=True,
     )
-    env.filters.update(mask=mask_pii, num=_num, signed=_signed)
+    env.filters.update(mask=mask_pii, num=_num, signed=_signed, md=escape_markdown)
     env.globals["lang"] = lang
     return env
 

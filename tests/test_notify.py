@@ -97,11 +97,12 @@ def test_digest_content_language_escaping_and_masking(engine: Engine, tmp_path: 
         assert f"#{ids['new']}" in body or f">{ids['new']}<" in body
         assert "本期新增事项" in body and "已逾期" in body
         assert "13812345678" not in body and "zhang@example.com" not in body
-        assert "11010519491231002X" not in body and "[phone]" in body
+        assert "11010519491231002X" not in body
         # the DiD verdict of the overdue action, in plain Chinese words
         assert "比可比旅程阶段多上升 9.5 分（95% 置信区间 4.1 至 14.8）" in body
+    assert "[phone]" in lg.body_html and r"\[phone\]" in lg.body_text  # Markdown-escaped in chat
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in lg.body_html and "<script>" not in lg.body_html
-    assert "<script>alert(1)</script>" in lg.body_text  # Markdown keeps it as text, chat shows it
+    assert r"\<script\>alert(1)\</script\>" in lg.body_text  # escaped: chat shows it as text
     assert "Customer experience actions for Customer Service" in sv.body_html
     assert "&lt;script&gt;" in sv.body_html and "13912345678" not in sv.body_html + sv.body_text
     assert "cancelled" not in lg.body_text.lower() and "已取消" not in lg.body_text
@@ -142,8 +143,8 @@ def test_email_and_webhook_really_arrive(engine: Engine, tmp_path: Path) -> None
         payload = hook.requests[0].json()
         assert hook.requests[0].path == "/svc"
         assert "Customer Service" in payload["title"]
-        assert "<script>alert('x')</script>" in payload["message"]  # text, not markup
-        assert "13912345678" not in payload["message"] and "[phone]" in payload["message"]
+        assert r"\<script\>alert('x')\</script\>" in payload["message"]  # text, not markup
+        assert "13912345678" not in payload["message"] and r"\[phone\]" in payload["message"]
         assert "New actions this cycle" in payload["message"]
     rows = {m.recipient: m for m in outbox(engine)}
     assert rows["logistics"].status == rows["service"].status == "sent"
@@ -417,7 +418,7 @@ def test_digest_of_actions_opened_by_the_actions_stage(engine: Engine, tmp_path:
         assert deliver(settings, engine, P).sent == 1
     text = hook.requests[0].json()["message"]
     assert "净推荐值 · 配送" in text and "8.0 (目标 30.0" in text
-    assert "快递三天没到" in text and "slow, mail me [email]" in text and "great" not in text
+    assert "快递三天没到" in text and r"slow, mail me \[email\]" in text and "great" not in text
     assert "13812345678" not in text and "a@b.cn" not in text
 
 

@@ -47,10 +47,12 @@ notify = ["json://bot:{SECRET}@127.0.0.1:{port}/svc"]
     return cfg
 
 
-def run(args: list[str]) -> str:
+def run(args: list[str], code: int = 0) -> str:
+    """The output of `cxloop ARGS` exiting with `code`; of a failing one only stdout (its stderr
+    holds the error line)."""
     result = CliRunner().invoke(app(), args)
-    assert result.exit_code == 0, result.output
-    return result.output
+    assert result.exit_code == code, result.output
+    return result.stdout if code else result.output
 
 
 def test_notify_retry_outbox_and_dry_run(engine: Engine, db_url: str, tmp_path: Path) -> None:
@@ -65,7 +67,7 @@ def test_notify_retry_outbox_and_dry_run(engine: Engine, db_url: str, tmp_path: 
     assert "本期新增事项" in out and SECRET not in out
     assert json.loads(run(["outbox", "-c", cfg, "--format", "json"])) == []  # a dry run stores nothing
 
-    out = run(["notify", "-c", cfg, "--period", P, "--format", "json"])  # receiver down
+    out = run(["notify", "-c", cfg, "--period", P, "--format", "json"], code=4)  # receiver down
     rows = json.loads(out)
     assert {r["status"] for r in rows} == {"failed"} and SECRET not in out
     assert all("bot:****@127.0.0.1" in r["route"] for r in rows)
