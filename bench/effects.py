@@ -124,6 +124,7 @@ VERDICT_AIMS: list[tuple[str, dict[str, float], str]] = [
     ("null, 2 cmp drifting -3", {"comparison": 2, "drift": -3.0}, "<= 5%"),
     ("null, 1 cmp drifting -3", {"comparison": 1, "drift": -3.0}, "<= 5%"),
     ("null, 10 cmp drift -3, h12", {"drift": -3.0, "history": 12}, "<= 5%"),
+    ("null, 10 cmp drift -3, h3", {"drift": -3.0}, "a known limit: 3 cycles cannot show a trend"),
     ("null, 2 cmp, wobble sd 3", {"comparison": 2, "wobble": 3.0}, "<= 5%"),
 ]
 
