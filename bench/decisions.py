@@ -117,7 +117,7 @@ class Company:
         rows = kpis.rows_from_histograms(hist, self.cfg, period=self.period)
         kpis.apply_signals(rows, self.history)
         old = [self._old_rule(r) for r in rows]
-        kpis.judge_cycle(rows, self.previous, self.cfg, lambda: [df])
+        kpis.judge_cycle(rows, self.previous, self.cfg, lambda columns: [df])
         for r, was in zip(rows, old, strict=True):
             r.stats["old_rule"] = was
         first = shift_period(self.period, -self.cfg.kpis.history_cycles + 1)

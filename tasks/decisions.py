@@ -285,7 +285,7 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
     B is explained in turn, never in a circle. A scope still short without any one of them keeps
     its own action. `parts` are the cycle's responses (KPI columns), in one or more frames.
     """
-    from tasks.kpis import TOPIC_ONLY, kpi_from_hist, scope_mask, score_bins
+    from tasks.kpis import SPECS, TOPIC_ONLY, family_bins, kpi_from_hist, scope_mask
 
     act = [r for r in acting(rows) if r.kpi not in TOPIC_ONLY]
     by_kpi: dict[str, list[KpiRow]] = {}
@@ -301,8 +301,10 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
         return
     wanted = {k for pair in pairs for k in pair}
     for df in parts:
-        masks = {k: scope_mask(df, k[1], k[2]) for k in wanted}
-        bins_of = {kpi: score_bins(kpi, df, settings) for kpi in by_kpi}
+        coded: dict[str, Any] = {}
+        masks = {k: scope_mask(df, k[1], k[2], coded) for k in wanted}
+        families = family_bins(df, settings)  # every family at once, for every KPI asked
+        bins_of = {kpi: families[SPECS[kpi].family] for kpi in by_kpi}
         for (ka, kb), pair in pairs.items():
             ma, mb = masks[ka], masks[kb]
             if ma is None or mb is None:

@@ -942,6 +942,25 @@ def load_responses(settings: Settings, engine: Engine, period: str,
     return _responses(month.month_rows(engine, period, read, clean=True), cols, engine)
 
 
+_FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "cx": ("cx_success", "cx_effort", "cx_emotion"), "complaint": ("is_complaint",),
+    "first_response": ("first_response_hours",), "first_response_sla": ("first_response_hours",),
+    "resolution": ("resolution_hours",), "resolution_sla": ("resolution_hours",),
+    "share": ("themes", "sentiment", "has_comment"), "rows": (),
+}
+
+
+def columns_for(kpi_ids: Sequence[str]) -> list[str]:
+    """The response columns the given KPIs need (plus every scope column): a 12-month history of
+    a large company, or a second look at one month, is read with a few columns, not all of them."""
+    cols = {*SCOPE_FIELDS, "themes"}
+    for kpi in kpi_ids:
+        spec = SPECS.get(kpi)
+        if spec is not None:
+            cols.update(_FAMILY_COLUMNS.get(spec.family, (spec.family,)))
+    return sorted(cols)
+
+
 def response_parts(settings: Settings, engine: Engine, period: str,
                    columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
     """`load_responses` in parts (`tasks.month.month_parts`), for counting a month too large to
@@ -1053,18 +1072,21 @@ def compute_rows(settings: Settings, engine: Engine, period: str, provisional: b
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
     judge_cycle(rows, load_previous(engine, period), settings,
-                lambda: response_parts(settings, engine, period))
+                lambda columns: response_parts(settings, engine, period, columns))
     return rows
 
 
 def judge_cycle(rows: Sequence[KpiRow], previous: dict[tuple[str, str, str], KpiRow],
-                settings: Settings | None, parts: Callable[[], Iterable[pd.DataFrame]]) -> None:
+                settings: Settings | None,
+                parts: Callable[[list[str]], Iterable[pd.DataFrame]]) -> None:
     """The cycle's decisions (`tasks.decisions`): which results act, and which broader ones are
-    explained by a more specific one (that needs the responses again: `parts` reads them)."""
+    explained by a more specific one. That needs the responses again, only when two results of one
+    KPI act: `parts(columns)` reads the columns the acting KPIs need."""
     rules = decisions.Rules.of(settings)
     decisions.decide(rows, previous, rules)
     if decisions.needs_nesting(rows):
-        decisions.explain_nested(rows, parts(), settings, rules)
+        columns = columns_for(sorted({r.kpi for r in decisions.acting(rows)}))
+        decisions.explain_nested(rows, parts(columns), settings, rules)
         decisions.refine(rows, rules)
 
 
@@ -1139,9 +1161,11 @@ def _has_theme(themes: pd.Series, topic: str) -> NDArray[np.bool_]:
     return hit[codes]
 
 
-def scope_mask(df: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
+def scope_mask(df: pd.DataFrame, scope: str, scope_value: str,
+               coded: dict[str, Coded] | None = None) -> NDArray[np.bool_] | None:
     """Which rows of `df` belong to one scope value (crossings included); None for a scope the
-    frame cannot be filtered by."""
+    frame cannot be filtered by. `coded` keeps each column's codes for the next call on the same
+    frame (one factorisation per column, however many values are asked for)."""
     mask = np.ones(len(df), dtype=bool)
     if scope == OVERALL:
         return mask
@@ -1151,7 +1175,14 @@ def scope_mask(df: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.boo
         return None
     for part_scope, part_value in zip(scopes, values, strict=True):
         if part_scope in SCOPE_FIELDS and part_scope in df.columns:
-            mask &= _is_value(df[part_scope], part_value)
+            if coded is None:
+                mask &= _is_value(df[part_scope], part_value)
+                continue
+            if part_scope not in coded:
+                coded[part_scope] = _column_codes(df, part_scope)
+            codes, labels = coded[part_scope]
+            hit = np.flatnonzero(labels == part_value)
+            mask &= (codes == hit[0]) if hit.size else False
         elif part_scope == TOPIC and "themes" in df.columns:
             mask &= _has_theme(df["themes"], part_value)
         else:
@@ -1159,11 +1190,11 @@ def scope_mask(df: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.boo
     return mask
 
 
-def score_bins(kpi: str, df: pd.DataFrame, settings: Settings | None = None) -> tuple[
-        NDArray[np.int64], NDArray[np.float64]]:
-    """(bin code of each row for the KPI's histogram, -1 = not counted; the bin of each code)."""
-    codes, labels = _family_codes(df.reset_index(drop=True), _kcfg(settings))[SPECS[kpi].family]
-    return codes, np.asarray(labels, dtype=float)
+def family_bins(df: pd.DataFrame, settings: Settings | None = None) -> dict[str, tuple[
+        NDArray[np.int64], NDArray[np.float64]]]:
+    """Per KPI family: (bin code of each row, -1 = not counted; the bin of each code)."""
+    fams = _family_codes(df.reset_index(drop=True), _kcfg(settings))
+    return {f: (codes, np.asarray(labels, dtype=float)) for f, (codes, labels) in fams.items()}
 
 
 def response_scores(kpi: str, df: pd.DataFrame, *, settings: Settings | None = None,
@@ -1247,5 +1278,5 @@ __all__ = [
     "compute_kpis", "compute_rows", "load_responses", "response_scores",
     "kpi_value", "kpi_measure", "scope_frame", "target_for", "judge", "histograms",
     "merge_histograms", "rows_from_histograms", "kpi_from_hist", "kpi_from_stats", "merge_stats",
-    "stored_rows", "counts", "scope_mask", "score_bins", "judge_cycle", "load_previous",
+    "stored_rows", "counts", "scope_mask", "family_bins", "judge_cycle", "load_previous",
 ]

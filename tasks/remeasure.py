@@ -39,7 +39,7 @@ from sqlmodel import Session, col, select
 
 from config import Settings
 from db import session_scope
-from models import SCOPE_FIELDS, Action, ActionEvent, Measurement
+from models import Action, ActionEvent, Measurement
 from periods import period_end_date, shift_period
 from tasks import kpis, lifecycle
 from tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
@@ -68,25 +68,6 @@ class RemeasureSummary:
 
 
 # --- gathering score arrays ------------------------------------------------------------------
-
-_FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "cx": ("cx_success", "cx_effort", "cx_emotion"), "complaint": ("is_complaint",),
-    "first_response": ("first_response_hours",), "first_response_sla": ("first_response_hours",),
-    "resolution": ("resolution_hours",), "resolution_sla": ("resolution_hours",),
-    "share": ("themes", "sentiment", "has_comment"), "rows": (),
-}
-
-
-def columns_for(kpi_ids: Sequence[str]) -> list[str]:
-    """The response columns the given KPIs need (plus every scope column): a 12-month history of
-    a large company is read with a few columns, not all of them."""
-    cols = {*SCOPE_FIELDS, "themes"}
-    for kpi in kpi_ids:
-        spec = kpis.SPECS.get(kpi)
-        if spec is not None:
-            cols.update(_FAMILY_COLUMNS.get(spec.family, (spec.family,)))
-    return sorted(cols)
-
 
 class ResponseCache:
     """Each period's responses are read once per run, each (period, scope) split once."""
@@ -322,7 +303,7 @@ def remeasure_actions(settings: Settings, engine: Engine, period: str) -> Remeas
         every = list(session.exec(select(Action)).all())
         todo = actions_to_measure(session, settings, period)
         due = [a.id for a in todo]
-    cache = ResponseCache(settings, engine, columns_for(sorted({a.kpi for a in todo})))
+    cache = ResponseCache(settings, engine, kpis.columns_for(sorted({a.kpi for a in todo})))
     for action_id in due:
         with session_scope(engine) as session:  # one transaction per action
             action = session.get(Action, action_id)

@@ -67,7 +67,7 @@ def _company_rows(offset: float = 0.0, shortfall: dict[str, float] | None = None
 
 def test_only_results_a_target_names_are_judged() -> None:
     rows = _company_rows()
-    kpis.judge_cycle(rows, {}, sim.settings(), lambda: [])
+    kpis.judge_cycle(rows, {}, sim.settings(), lambda columns: [])
     judged = [r for r in rows if (r.stats.get("decision") or {}).get("judged")]
     assert judged and all(r.target is not None and kpis.CROSS_SEP not in r.scope for r in judged)
     assert {r.kpi for r in judged} == set(sim.KPIS)
@@ -79,12 +79,12 @@ def test_a_small_result_acts_only_on_pooled_evidence() -> None:
     rows = _company_rows(shortfall={"t19": 40.0}, responses=5_000)  # the smallest touchpoint: ~85 a month
     small = next(r for r in rows if r.key == ("nps", "touchpoint", "t19"))
     assert 30 <= small.n < 100
-    kpis.judge_cycle(rows, {}, sim.settings(), lambda: [])
+    kpis.judge_cycle(rows, {}, sim.settings(), lambda columns: [])
     ev = small.stats["decision"]
     assert not ev["judged"] and "directional only" in ev["reason"] and not ev["act"]
     previous = {r.key: r for r in _company_rows(shortfall={"t19": 40.0}, seed=6, responses=5_000)}
     rows = _company_rows(shortfall={"t19": 40.0}, responses=5_000)
-    kpis.judge_cycle(rows, previous, sim.settings(), lambda: [])
+    kpis.judge_cycle(rows, previous, sim.settings(), lambda columns: [])
     small = next(r for r in rows if r.key == ("nps", "touchpoint", "t19"))
     ev = small.stats["decision"]
     assert set(ev["tests"]) == {"pooled"} and ev["pooled"]["n"] > small.n
