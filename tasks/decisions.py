@@ -187,8 +187,8 @@ def evidence(row: KpiRow, pooled: dict[str, Any] | None, rules: Rules) -> dict[s
     out: dict[str, Any] = {"judged": bool(tests), "tests": tests, "margin": margin, "pooled": pooled,
                            "p": simes(list(tests.values())) if tests else None, "q": None, "act": False}
     if not tests:
-        out["reason"] = (f"directional only: n={row.n} is below {rules.actionable_n} and there is no "
-                         "previous cycle to pool")
+        why = "no previous cycle to pool" if pooled is None else "it is not short this cycle"
+        out["reason"] = f"directional only: n={row.n} is below {rules.actionable_n} and {why}"
     return out
 
 
