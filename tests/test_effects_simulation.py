@@ -63,3 +63,24 @@ def test_the_correction_pulls_a_chance_dip_back_to_the_usual_level(scenario: str
     assert est.raw_baseline is not None and est.baseline is not None
     assert est.baseline > est.raw_baseline  # the chance dip is mostly removed
     assert "regression to the mean" in est.note
+
+
+def test_comparison_scopes_that_drift_are_not_credited() -> None:
+    """Issue 16's verdict aims: drifting or too few comparison scopes give no false `improved`."""
+    for world in ({"comparison": 2, "drift": -3.0}, {"comparison": 1, "drift": -3.0},
+                  {"comparison": 2, "wobble": 3.0}, {"drift": -3.0, "history": 12}):
+        r = run("null", 60, seed=17, resamples=RESAMPLES, **world)
+        assert r.improved <= 0.05, (world, r)
+
+
+def test_why_a_verdict_is_inconclusive_is_said() -> None:
+    rng = np.random.default_rng(18)
+    few = make_trial("null", rng, comparison=2)
+    est = estimate_effect(few.treated, few.controls, resamples=RESAMPLES, seed=rng)
+    assert est.verdict == "inconclusive" and "only 2 comparison scope(s)" in est.note
+    trend = make_trial("null", rng, drift=-3.0, history=12)
+    est = estimate_effect(trend.treated, trend.controls, resamples=RESAMPLES, seed=rng)
+    assert est.verdict == "inconclusive" and "trends are not parallel" in est.note
+    first = make_trial("effect", rng, history=0)
+    est = estimate_effect(first.treated, first.controls, resamples=RESAMPLES, seed=rng)
+    assert est.verdict == "inconclusive" and "first measured cycle" in est.note
