@@ -25,6 +25,7 @@ from flows.bookkeeping import (
     begin_stage,
     data_fingerprint,
     end_stage,
+    mark_interrupted,
     period_lock,
     skip_stage,
     source_fingerprint,
@@ -32,6 +33,7 @@ from flows.bookkeeping import (
     start_cycle,
     update_cycle,
 )
+from flows.process import interruption
 from flows.warmup import warm_up
 from models import utcnow
 from tasks import month
@@ -79,6 +81,10 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
         counts = _counts(work())
     except Exception as exc:
         end_stage(engine, period, stage, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException as exc:  # SIGTERM / Ctrl-C: the stage did not fail, it was stopped
+        if (signame := interruption(exc)) is not None:
+            mark_interrupted(engine, period, f"stopped by {signame} during {stage}")
         raise
     end_stage(engine, period, stage, status="completed", counts=counts,
               output_fingerprint=after() if after else None)
@@ -197,7 +203,9 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
     settings = load_settings(config)
     engine = _engine(settings.database_url)
     with period_lock(engine, period), month.keeping(engine, period), background_checkpoints(engine):
-        start_cycle(engine, period, started_by)
+        _, died = start_cycle(engine, period, started_by)
+        if died:
+            print(f"cycle {period}: {died}")
         warm_up(settings)  # later stages' libraries load while collect works
         done: dict[str, dict[str, Any]] = {}
         try:
@@ -224,6 +232,10 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
         except Exception as exc:
             update_cycle(engine, period, status="failed", finished_at=utcnow(),
                          error=f"{type(exc).__name__}: {exc}")
+            raise
+        except BaseException as exc:  # stopped from outside: `interrupted`, not `failed`
+            if (signame := interruption(exc)) is not None:
+                mark_interrupted(engine, period, f"stopped by {signame}")
             raise
         status = "held" if held else "completed"
         update_cycle(engine, period, status=status, finished_at=utcnow())

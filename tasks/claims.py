@@ -28,7 +28,7 @@ class Holder:
         return f"{self.host}:{self.pid}:{self.start}"
 
 
-def _start_ticks(pid: int) -> str:
+def start_ticks(pid: int) -> str:
     """Field 22 of /proc/<pid>/stat (after the parenthesised command name); "" when unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
@@ -41,7 +41,7 @@ def _start_ticks(pid: int) -> str:
 def this_process() -> Holder:
     """The token this process writes on what it claims."""
     pid = os.getpid()
-    return Holder(socket.gethostname(), pid, _start_ticks(pid))
+    return Holder(socket.gethostname(), pid, start_ticks(pid))
 
 
 def parse(token: str | None) -> Holder | None:
@@ -72,4 +72,4 @@ def is_gone(token: str | None) -> bool:
         return False
     if not _alive(holder.pid):
         return True
-    return bool(holder.start) and _start_ticks(holder.pid) not in ("", holder.start)
+    return bool(holder.start) and start_ticks(holder.pid) not in ("", holder.start)
