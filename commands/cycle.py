@@ -47,9 +47,7 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
     """Run the periods' cycles in order. SIGTERM (or Ctrl-C) stops the command cleanly: the
     running cycle is marked `interrupted` with the signal, Prefect's temporary server is stopped,
     and the command exits 128 + the signal's number (143, 130) after one line on stderr."""
-    from prefect.exceptions import TerminationSignal
-
-    from flows.process import stop_cleanly_on_sigterm, temporary_server
+    from flows.process import interruption, stop_cleanly_on_sigterm, temporary_server
     from flows.warmup import warm_up
 
     current: list[str] = []
@@ -58,7 +56,9 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
             warm_up(load_settings(config))  # the stages' libraries load while Prefect's server starts
             with temporary_server():
                 return _run_each(config, periods, by, accept_risk, reason, current)
-    except (KeyboardInterrupt, TerminationSignal) as exc:
+    except BaseException as exc:  # a signal, or an error Prefect raised while handling one
+        if interruption(exc) is None:
+            raise
         _interrupted(config, current, exc)
 
 
@@ -81,6 +81,7 @@ def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reas
               current: list[str]) -> list[dict[str, Any]]:
     from flows.bookkeeping import CycleBusy
     from flows.cycle import cx_monthly_cycle, on_temporary_server
+    from flows.process import interruption
 
     outcomes = []
     for period in periods:
@@ -95,6 +96,8 @@ def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reas
         except CycleBusy as exc:
             raise CxError(str(exc)) from None
         except Exception as exc:
+            if interruption(exc) is not None:
+                raise  # stopped by a signal, not failed: `run_cycles` says so
             raise CxError(f"cycle {period} failed: {type(exc).__name__}: {exc}\n"
                           f"  see `cxloop status --period {period}`; re-running resumes") from None
         finally:

@@ -79,12 +79,11 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
     begin_stage(engine, period, stage, fingerprint or "")
     try:
         counts = _counts(work())
-    except Exception as exc:
-        end_stage(engine, period, stage, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    except BaseException as exc:  # SIGTERM / Ctrl-C: the stage did not fail, it was stopped
-        if (signame := interruption(exc)) is not None:
+    except BaseException as exc:
+        if (signame := interruption(exc)) is not None:  # SIGTERM / Ctrl-C: stopped, not failed
             mark_interrupted(engine, period, f"stopped by {signame} during {stage}")
+        elif isinstance(exc, Exception):
+            end_stage(engine, period, stage, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     end_stage(engine, period, stage, status="completed", counts=counts,
               output_fingerprint=after() if after else None)
@@ -229,13 +228,12 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
                 done["actions"] = assign_actions(settings, engine, period)
             done["notify"] = notify_owners(settings, engine, period, held=held)
             done["report"] = write_reports(settings, engine, period)
-        except Exception as exc:
-            update_cycle(engine, period, status="failed", finished_at=utcnow(),
-                         error=f"{type(exc).__name__}: {exc}")
-            raise
-        except BaseException as exc:  # stopped from outside: `interrupted`, not `failed`
-            if (signame := interruption(exc)) is not None:
+        except BaseException as exc:
+            if (signame := interruption(exc)) is not None:  # stopped from outside: not `failed`
                 mark_interrupted(engine, period, f"stopped by {signame}")
+            elif isinstance(exc, Exception):
+                update_cycle(engine, period, status="failed", finished_at=utcnow(),
+                             error=f"{type(exc).__name__}: {exc}")
             raise
         status = "held" if held else "completed"
         update_cycle(engine, period, status=status, finished_at=utcnow())

@@ -49,18 +49,32 @@ if start(server) == ticks:
 """
 
 
+def _signal_of(exc: BaseException) -> BaseException | None:
+    """The TerminationSignal or KeyboardInterrupt behind `exc`, itself or in its chain: a signal
+    that lands while Prefect sets up a task run makes Prefect's crash handling raise a ValueError
+    ("Task run is not set") in its place, with the signal as its context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TerminationSignal | KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def interruption(exc: BaseException) -> str | None:
     """Why a run stopped from outside ("SIGTERM", "SIGINT"), None for an ordinary exception."""
-    if isinstance(exc, TerminationSignal):
-        return signal.Signals(exc.signal).name
-    if isinstance(exc, KeyboardInterrupt):
-        return "SIGINT"
-    return None
+    found = _signal_of(exc)
+    if isinstance(found, TerminationSignal):
+        return signal.Signals(found.signal).name
+    return "SIGINT" if found is not None else None
 
 
 def exit_code_for(exc: BaseException) -> int:
     """The shell's convention for a process stopped by signal N: 128 + N (143 SIGTERM, 130 SIGINT)."""
-    return 128 + (exc.signal if isinstance(exc, TerminationSignal) else signal.SIGINT)
+    found = _signal_of(exc)
+    return 128 + (found.signal if isinstance(found, TerminationSignal) else signal.SIGINT)
 
 
 def _raise_termination(signum: int, _frame: FrameType | None) -> None:

@@ -173,3 +173,21 @@ def test_status_and_the_next_run_see_a_dead_run(runner: str, engine: Engine, db_
         cycle, note = start_cycle(engine, P, "admin")
     assert note is not None and "ended without finishing" in note
     assert cycle.status == "running" and cycle.runner == str(claims.this_process())
+
+
+def test_a_signal_prefect_turns_into_another_error_still_counts_as_a_stop() -> None:
+    """A SIGTERM that lands while Prefect sets up a task run comes out of Prefect as
+    `ValueError: Task run is not set` (its crash handler fails); the run was stopped, not failed."""
+    from prefect.exceptions import TerminationSignal
+
+    from flows.process import exit_code_for, interruption
+
+    try:
+        try:
+            raise TerminationSignal(signal.SIGTERM)
+        except TerminationSignal:
+            raise ValueError("Task run is not set") from None
+    except ValueError as exc:
+        assert (interruption(exc), exit_code_for(exc)) == ("SIGTERM", 143)
+    assert interruption(ValueError("a real failure")) is None
+    assert (interruption(KeyboardInterrupt()), exit_code_for(KeyboardInterrupt())) == ("SIGINT", 130)
