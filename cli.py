@@ -1,7 +1,8 @@
 """`cxloop`: the command line for CX admins. Parses arguments and calls tasks or flows; nothing more.
 
 Exit codes: 0 ok, 1 error, 2 bad usage or config, 3 cycle held by the data-quality gate, 4 notices
-that could not be delivered (README "Commands").
+that could not be delivered, 128 + N a cycle stopped by signal N (143 SIGTERM, 130 Ctrl-C)
+(README "Commands").
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ class Cycle(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     report_path: str | None = None
     validation_report_path: str | None = None
+    runner: str | None = None  # host:pid:start of the process running it (tasks/claims.py)
 
 
 class CycleStage(SQLModel, table=True):
@@ -307,3 +308,4 @@ class OutboxMessage(SQLModel, table=True):
     sent_at: datetime | None = None
     next_attempt_at: datetime | None = None
     delivered: list[str] = _json(list)  # masked receivers already served, so a retry skips them
+    claimed_by: str | None = None  # host:pid:start of the run sending it (tasks/claims.py)

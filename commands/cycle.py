@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -44,13 +44,48 @@ def _config_path(config: Path | None) -> Path:
 
 def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = False,
                reason: str = "") -> list[dict[str, Any]]:
-    from flows.bookkeeping import CycleBusy
-    from flows.cycle import cx_monthly_cycle, on_temporary_server
+    """Run the periods' cycles in order. SIGTERM (or Ctrl-C) stops the command cleanly: the
+    running cycle is marked `interrupted` with the signal, Prefect's temporary server is stopped,
+    and the command exits 128 + the signal's number (143, 130) after one line on stderr."""
+    from flows.process import interruption, stop_cleanly_on_sigterm, temporary_server
     from flows.warmup import warm_up
 
-    warm_up(load_settings(config))  # the stages' libraries load while Prefect's server starts
+    current: list[str] = []
+    try:
+        with stop_cleanly_on_sigterm():
+            warm_up(load_settings(config))  # the stages' libraries load while Prefect's server starts
+            with temporary_server():
+                return _run_each(config, periods, by, accept_risk, reason, current)
+    except BaseException as exc:  # a signal, or an error Prefect raised while handling one
+        if interruption(exc) is None:
+            raise
+        _interrupted(config, current, exc)
+
+
+def _interrupted(config: Path, current: list[str], exc: BaseException) -> NoReturn:
+    from flows.bookkeeping import mark_interrupted
+    from flows.process import exit_code_for, interruption
+
+    signame = interruption(exc) or "a signal"
+    if current:  # the flow marks it itself; this covers a signal between its steps
+        _, engine = load(config)
+        mark_interrupted(engine, current[-1], f"stopped by {signame}")
+        engine.dispose()
+    where = f"cycle {current[-1]} interrupted" if current else "interrupted before a cycle started"
+    tail = f"; `cxloop run --period {current[-1]}` resumes it" if current else ""
+    print_error("error", f"{where} by {signame}{tail}")
+    raise typer.Exit(exit_code_for(exc))
+
+
+def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reason: str,
+              current: list[str]) -> list[dict[str, Any]]:
+    from flows.bookkeeping import CycleBusy
+    from flows.cycle import cx_monthly_cycle, on_temporary_server
+    from flows.process import interruption
+
     outcomes = []
     for period in periods:
+        current.append(period)
         status_ctx = console.status(f"cycle {period}: running …") if console.is_terminal else None
         try:
             if status_ctx:
@@ -61,6 +96,8 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
         except CycleBusy as exc:
             raise CxError(str(exc)) from None
         except Exception as exc:
+            if interruption(exc) is not None:
+                raise  # stopped by a signal, not failed: `run_cycles` says so
             raise CxError(f"cycle {period} failed: {type(exc).__name__}: {exc}\n"
                           f"  see `cxloop status --period {period}`; re-running resumes") from None
         finally:
@@ -86,14 +123,23 @@ def _stage_rows(engine: Any, period: str) -> list[dict[str, Any]]:
 
 
 def _cycle_rows(engine: Any, period: str | None = None) -> list[dict[str, Any]]:
+    """The cycles as stored, except that a cycle `running` with no process running it any more
+    (killed with kill -9, a crash, a reboot) shows as `interrupted` with what is known of the run."""
+    from flows.bookkeeping import dead_run_note, is_dead_run
+
     with Session(engine) as s:
         q = select(Cycle).order_by(Cycle.period)
         if period:
             q = q.where(Cycle.period == period)
-        return [{"period": c.period, "status": c.status, "gate": c.gate, "started_by": c.started_by,
-                 "started_at": c.started_at, "finished_at": c.finished_at,
-                 "risk_accepted_by": c.risk_accepted_by, "risk_reason": c.risk_reason,
-                 "report": c.report_path, "error": c.error} for c in s.exec(q)]
+        cycles = list(s.exec(q))
+    rows = []
+    for c in cycles:
+        dead = is_dead_run(engine, c)
+        rows.append({"period": c.period, "status": "interrupted" if dead else c.status, "gate": c.gate,
+                     "started_by": c.started_by, "started_at": c.started_at, "finished_at": c.finished_at,
+                     "risk_accepted_by": c.risk_accepted_by, "risk_reason": c.risk_reason,
+                     "report": c.report_path, "error": dead_run_note(c) if dead else c.error})
+    return rows
 
 
 def run(
@@ -188,8 +234,8 @@ def status(period: OptionalPeriodOpt = None, config: ConfigOpt = None, fmt: Form
         else:
             emit([{**cycles[0], "stages": _stage_rows(engine, period)}], fmt)
         return
-    emit(_cycle_rows(engine), fmt, ["period", "status", "gate", "started_by", "finished_at", "report"],
-         title="cycles")
+    emit(_cycle_rows(engine), fmt,
+         ["period", "status", "gate", "started_by", "finished_at", "report", "error"], title="cycles")
 
 
 def serve(config: ConfigOpt = None) -> None:

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from config import Settings
 from models import Action, Cycle, CycleStage, KpiResult, utcnow
 from paths import EXPECTATIONS, TEMPLATES
+from tasks import claims
 
 
 class CycleBusy(RuntimeError):
@@ -153,18 +154,69 @@ def _stage_row(s: Session, period: str, stage: str) -> CycleStage | None:
     return s.exec(select(CycleStage).where(CycleStage.period == period, CycleStage.stage == stage)).first()
 
 
-def start_cycle(engine: Engine, period: str, started_by: str) -> Cycle:
+def period_busy(engine: Engine, period: str) -> bool:
+    """Whether a live run holds the period now. The lock is taken only inside a run and vanishes
+    with its process, so a cycle `running` in the database whose period is not held was left by a
+    run that died (kill -9, a crash, a reboot), on this machine or another one."""
+    try:
+        with period_lock(engine, period):
+            return False
+    except CycleBusy:
+        return True
+    except OSError:  # the lock file cannot be created (a read-only directory): judge by the pid
+        return True
+
+
+def dead_run_note(cycle: Cycle) -> str:
+    """What `cxloop status` says, and a new run records, about a run that ended without a word."""
+    holder = claims.parse(cycle.runner)
+    who = f"pid {holder.pid} on {holder.host}" if holder else "an earlier cxloop"
+    return (f"the run started {cycle.started_at:%Y-%m-%d %H:%M} UTC by {who} ended without finishing "
+            "(killed?); re-running resumes")
+
+
+def is_dead_run(engine: Engine, cycle: Cycle) -> bool:
+    """A `running` cycle that no process runs any more."""
+    if cycle.status != "running":
+        return False
+    return claims.is_gone(cycle.runner) or not period_busy(engine, cycle.period)
+
+
+def start_cycle(engine: Engine, period: str, started_by: str) -> tuple[Cycle, str | None]:
+    """The cycle row, marked running by this process; and, when the last run of the period died
+    while running (this run holds the lock, so it cannot be alive), a note saying so."""
     _last_stamp.pop(id(engine), None)
     with Session(engine, expire_on_commit=False) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == period)).first()
         if cycle is None:
             cycle = Cycle(period=period, started_by=started_by)
+        died = dead_run_note(cycle) if cycle.status == "running" and cycle.id is not None else None
         cycle.status, cycle.started_by, cycle.started_at = "running", started_by, utcnow()
         cycle.finished_at, cycle.error = None, None
+        cycle.runner = str(claims.this_process())
         s.add(cycle)
         s.commit()
         s.refresh(cycle)
-        return cycle
+        return cycle, died
+
+
+def mark_interrupted(engine: Engine, period: str, reason: str) -> None:
+    """Record that this process's run of the period was stopped from outside: the cycle and the
+    stage it was in become `interrupted` with the reason. Only a cycle this process runs is
+    touched (a SIGTERM that arrives before the run took the period must not mark another's)."""
+    me = str(claims.this_process())
+    now = utcnow()
+    with Session(engine) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == period)).first()
+        if cycle is None or cycle.status != "running" or cycle.runner != me:
+            return
+        cycle.status, cycle.finished_at, cycle.error = "interrupted", now, reason
+        s.add(cycle)
+        for row in s.exec(select(CycleStage).where(CycleStage.period == period,
+                                                    CycleStage.status == "running")):
+            row.status, row.finished_at, row.error = "interrupted", now, reason
+            s.add(row)
+        s.commit()
 
 
 def update_cycle(engine: Engine, period: str, **fields: Any) -> None:

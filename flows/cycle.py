@@ -25,6 +25,7 @@ from flows.bookkeeping import (
     begin_stage,
     data_fingerprint,
     end_stage,
+    mark_interrupted,
     period_lock,
     skip_stage,
     source_fingerprint,
@@ -32,6 +33,7 @@ from flows.bookkeeping import (
     start_cycle,
     update_cycle,
 )
+from flows.process import interruption
 from flows.warmup import warm_up
 from models import utcnow
 from tasks import month
@@ -77,8 +79,11 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
     begin_stage(engine, period, stage, fingerprint or "")
     try:
         counts = _counts(work())
-    except Exception as exc:
-        end_stage(engine, period, stage, status="failed", error=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        if (signame := interruption(exc)) is not None:  # SIGTERM / Ctrl-C: stopped, not failed
+            mark_interrupted(engine, period, f"stopped by {signame} during {stage}")
+        elif isinstance(exc, Exception):
+            end_stage(engine, period, stage, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     end_stage(engine, period, stage, status="completed", counts=counts,
               output_fingerprint=after() if after else None)
@@ -197,7 +202,9 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
     settings = load_settings(config)
     engine = _engine(settings.database_url)
     with period_lock(engine, period), month.keeping(engine, period), background_checkpoints(engine):
-        start_cycle(engine, period, started_by)
+        _, died = start_cycle(engine, period, started_by)
+        if died:
+            print(f"cycle {period}: {died}")
         warm_up(settings)  # later stages' libraries load while collect works
         done: dict[str, dict[str, Any]] = {}
         try:
@@ -221,9 +228,12 @@ def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "
                 done["actions"] = assign_actions(settings, engine, period)
             done["notify"] = notify_owners(settings, engine, period, held=held)
             done["report"] = write_reports(settings, engine, period)
-        except Exception as exc:
-            update_cycle(engine, period, status="failed", finished_at=utcnow(),
-                         error=f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            if (signame := interruption(exc)) is not None:  # stopped from outside: not `failed`
+                mark_interrupted(engine, period, f"stopped by {signame}")
+            elif isinstance(exc, Exception):
+                update_cycle(engine, period, status="failed", finished_at=utcnow(),
+                             error=f"{type(exc).__name__}: {exc}")
             raise
         status = "held" if held else "completed"
         update_cycle(engine, period, status=status, finished_at=utcnow())

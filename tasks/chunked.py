@@ -82,7 +82,12 @@ def _encoding(path: Path, setting: str) -> str:
             return "utf-8-sig"
         # The whole-file reader takes UTF-8 if all of it decodes, else GB18030 if that decodes
         # (a bad byte met while parsing gives way: the reader then guesses).
-        return "utf-8" if _decodes(path, "utf-8") else "gb18030"
+        stop = _utf8_stop(path)
+        if stop is None:
+            return "utf-8"
+        if _mixed(path, stop):
+            raise GiveWay  # UTF-8 with a foreign line: the whole-file reader names it
+        return "gb18030"
     encoding = setting
     if setting.lower().replace("_", "-") in ("utf-8", "utf8") and bom:
         encoding = "utf-8-sig"
@@ -95,16 +100,30 @@ def _encoding(path: Path, setting: str) -> str:
     return encoding
 
 
-def _decodes(path: Path, encoding: str) -> bool:
-    decoder = codecs.getincrementaldecoder(encoding)()
+def _utf8_stop(path: Path) -> int | None:
+    """The offset of the file's first byte that is not UTF-8 (about: a character split across
+    blocks counts from the block), None when all of it decodes."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    done = 0
     try:
         with path.open("rb") as f:
             while block := f.read(4 << 20):
                 decoder.decode(block)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
+                done += len(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        return done + exc.start
+    return None
+
+
+def _mixed(path: Path, stop: int) -> bool:
+    """`readers.looks_mixed` over the mapped file, without reading it into memory."""
+    import mmap
+
+    from tasks import readers
+
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return readers.looks_mixed(data, stop)
 
 
 def _header(path: Path, encoding: str, label: str) -> str:
@@ -153,7 +172,7 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
                 frame.columns = [str(c).strip() for c in frame.columns]
                 yield frame
     except pd.errors.ParserError as exc:
-        raise readers.SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
+        raise readers.parser_error(exc, label) from None
 
 
 def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
@@ -34,6 +34,7 @@ from config import DepartmentConfig, Settings
 from db import session_scope
 from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
 from periods import period_end_date
+from tasks import claims
 from tasks.actions import is_overdue
 from tasks.lifecycle import OPEN_STATUSES
 from tasks.masking import mask_pii
@@ -47,9 +48,14 @@ log = logging.getLogger(__name__)
 DIGEST, ESCALATION, DATA_QUALITY = "digest", "escalation", "data_quality"
 ESCALATION_RECIPIENT, DATA_OWNERS = "escalation", "data_owners"
 SENDABLE = ("pending", "failed")
-# While a run sends a message it holds it ("sending") until this lease ends; a run that died
-# mid-send leaves the lease to expire, and the message is then sendable again.
+# While a run sends a message it holds it ("sending", `claimed_by` this process) until this lease
+# ends. A run that died mid-send leaves the message to the next run: at once when the holder ran on
+# the same machine and its process is gone, else when the lease is over.
 LEASE = timedelta(minutes=10)
+# Headers that carry a notice's idempotency key to receivers that take extra headers (Apprise's
+# `+Header=value` URL syntax): HTTP webhooks (json://, form://, xml://) and e-mail.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+NOTICE_HEADER = "X-Cxloop-Notice"
 # Across runs a failed message waits 1, 2, 4 ... minutes (at most 6 hours) before the next try.
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=6)
@@ -694,11 +700,35 @@ def _aware(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
 
+def notice_key(msg: OutboxMessage) -> str:
+    """The notice's idempotency key: the same for every attempt, run and process that sends this
+    outbox row, so a receiver can drop a second copy (the one left after a crash between the
+    receiver's answer and `sent` being stored)."""
+    row = f"{msg.id}|{msg.period}|{msg.recipient}|{msg.kind}"
+    return f"cxloop-{msg.period}-{msg.kind}-{hashlib.sha256(row.encode()).hexdigest()[:16]}"
+
+
+def _with_key(plugin: Any, key: str, asset: Any) -> Any:
+    """The plugin again, with the key as extra headers where Apprise lets a URL add headers
+    (`+Header=value`); other channels have no place for it and are sent as they are."""
+    import apprise
+    from apprise.plugins.email import NotifyEmail
+
+    if "headers" not in getattr(plugin, "template_kwargs", {}):
+        return plugin
+    names = [NOTICE_HEADER] if isinstance(plugin, NotifyEmail) else [IDEMPOTENCY_HEADER, NOTICE_HEADER]
+    raw = str(plugin.url(privacy=False))
+    extra = urlencode({f"+{name}": key for name in names})
+    keyed = apprise.Apprise.instantiate(f"{raw}{'&' if '?' in raw else '?'}{extra}", asset=asset,
+                                        suppress_exceptions=True)
+    return keyed if keyed is not None else plugin
+
+
 def _send(target: Target, msg: OutboxMessage, asset: Any) -> tuple[bool | None, str]:
     import apprise
 
     ap = apprise.Apprise(asset=asset)
-    ap.add(target.plugin)
+    ap.add(_with_key(target.plugin, notice_key(msg), asset))
     with apprise.LogCapture(level=logging.WARNING) as captured:
         if target.html:
             result = ap.notify(body=msg.body_html, title=msg.subject,
@@ -726,18 +756,29 @@ def _save(engine: Engine, msg: OutboxMessage) -> None:
         session.merge(msg)
 
 
+def _holder_gone(msg: OutboxMessage) -> bool:
+    """A `sending` message whose sending process on this machine no longer exists (kill -9)."""
+    return msg.status == "sending" and claims.is_gone(msg.claimed_by)
+
+
 def _claim(engine: Engine, msg: OutboxMessage, now: datetime) -> bool:
     """Take the message for this run. The row must still be as this run read it (same attempts,
-    still sendable), so two runs at once (the monthly flow and a manual `--retry`) never both send."""
-    stale_lease = and_(col(OutboxMessage.status) == "sending", col(OutboxMessage.next_attempt_at) <= now)
+    still sendable), so two runs at once (the monthly flow and a manual `--retry`) never both send.
+    A `sending` row is taken over when its lease is over, or when it still names the holder this
+    run found dead (two runs that both found it dead: only the first one's update matches)."""
+    sending = col(OutboxMessage.status) == "sending"
+    stale = col(OutboxMessage.next_attempt_at) <= now
+    if _holder_gone(msg):
+        stale = or_(stale, col(OutboxMessage.claimed_by) == msg.claimed_by)
+    me = str(claims.this_process())
     stmt = (update(OutboxMessage)
             .where(col(OutboxMessage.id) == msg.id, col(OutboxMessage.attempts) == msg.attempts,
-                   or_(col(OutboxMessage.status).in_(SENDABLE), stale_lease))
-            .values(status="sending", next_attempt_at=now + LEASE))
+                   or_(col(OutboxMessage.status).in_(SENDABLE), and_(sending, stale)))
+            .values(status="sending", next_attempt_at=now + LEASE, claimed_by=me))
     with engine.begin() as conn:
         claimed = conn.execute(stmt).rowcount == 1
     if claimed:
-        msg.status, msg.next_attempt_at = "sending", now + LEASE
+        msg.status, msg.next_attempt_at, msg.claimed_by = "sending", now + LEASE, me
     return claimed
 
 
@@ -821,8 +862,9 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     delay = settings.notify.retry_delay_seconds if retry_delay is None else retry_delay
     query = select(OutboxMessage).where(col(OutboxMessage.status).in_([*SENDABLE, "sending"]))
     if period and carry_over:
-        earlier_failed = and_(col(OutboxMessage.period) < period, col(OutboxMessage.status) == "failed")
-        query = query.where(or_(col(OutboxMessage.period) == period, earlier_failed))
+        # Earlier months' unsent notices too: failed ones, and those a killed run left pending or
+        # sending (taken over below once their holder is gone or their lease is over).
+        query = query.where(col(OutboxMessage.period) <= period)
     elif period:
         query = query.where(OutboxMessage.period == period)
     with Session(engine, expire_on_commit=False) as session:
@@ -833,7 +875,8 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     due: list[OutboxMessage] = []
     for m in messages:
         next_at = _aware(m.next_attempt_at)
-        if next_at is None or next_at <= now or (force and m.status != "sending"):
+        if (next_at is None or next_at <= now or (force and m.status != "sending")
+                or _holder_gone(m)):
             due.append(m)
         else:
             summary.waiting += 1

@@ -14,6 +14,7 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -48,7 +49,28 @@ class RawTable:
     may_hold_nul: bool = True
 
 
-def detect_encoding(data: bytes) -> str:
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _undetectable(data: bytes, label: str) -> SourceError:
+    """The error for bytes no encoding fits (random bytes named `.csv`, a file that mixes UTF-8
+    and GBK lines): it names the line where the file stops being text in the encoding that held
+    out longest, since that is where someone has to look (the pasted line of a mixed file)."""
+    stops: dict[str, int] = {}
+    for enc in TRY_ENCODINGS:
+        try:
+            data.decode(enc)
+        except UnicodeDecodeError as exc:
+            stops[enc] = _line_of(data, exc.start)
+    enc, line = max(stops.items(), key=lambda item: item[1])
+    detail = ", ".join(f"{e.upper()} from line {n}" for e, n in stops.items())
+    return SourceError(f"{label}: line {line}: cannot detect the text encoding (not {detail}; "
+                       "random bytes, or lines in different encodings?); fix the file or set "
+                       "`encoding` on the source")
+
+
+def detect_encoding(data: bytes, label: str = "file") -> str:
     """The encoding of a text export: BOM first, then strict UTF-8, then GB18030, then a guess.
 
     A strict decode is exact where a statistical guess is not: a file that decodes as UTF-8
@@ -68,9 +90,29 @@ def detect_encoding(data: bytes) -> str:
 
     best = from_bytes(data[: 4 << 20]).best()
     if best is None:
-        raise SourceError("cannot detect the text encoding (tried UTF-8, UTF-8 with BOM, GB18030); "
-                          "set `encoding` on the source")
+        raise _undetectable(data, label)
     return str(best.encoding)
+
+
+# GB18030 decodes nearly any bytes, so a UTF-8 export with one GBK line pasted in would "decode"
+# as GB18030 into garbage. A file that is valid UTF-8 up to its first bad byte, with at least this
+# many non-ASCII characters before it, is taken for such a mixed file and refused: a GBK export
+# almost never starts with that many characters that happen to be valid UTF-8 as well.
+MIXED_UTF8_CHARS = 4
+_UTF8_LEAD = re.compile(rb"[\xc2-\xf4]")
+
+
+def looks_mixed(data: bytes | memoryview | Any, stop: int) -> bool:
+    """Whether `data[:stop]` (valid UTF-8) holds `MIXED_UTF8_CHARS` non-ASCII characters; `data`
+    may be an mmap (the chunked reader's big files), nothing is copied."""
+    leads = _UTF8_LEAD.finditer(data, 0, stop)
+    return sum(1 for _ in itertools.islice(leads, MIXED_UTF8_CHARS)) >= MIXED_UTF8_CHARS
+
+
+def mixed_error(data: bytes, stop: int, label: str) -> SourceError:
+    return SourceError(f"{label}: line {_line_of(data, stop)}: not UTF-8 like the lines before it (a "
+                       "file mixing encodings, e.g. a GBK line in a UTF-8 export?); save the file in "
+                       "one encoding, or set `encoding` on the source if all of it is one other encoding")
 
 
 def decode_text(data: bytes, encoding: str, label: str) -> tuple[str, str]:
@@ -79,9 +121,11 @@ def decode_text(data: bytes, encoding: str, label: str) -> tuple[str, str]:
         for enc in TRY_ENCODINGS:  # the successful trial decode is the result: no second pass
             try:
                 return data.decode(enc), enc
-            except UnicodeDecodeError:
+            except UnicodeDecodeError as exc:
+                if enc == "utf-8" and looks_mixed(data, exc.start):
+                    raise mixed_error(data, exc.start, label) from None
                 continue
-    enc = detect_encoding(data) if encoding.lower() == "auto" else encoding
+    enc = detect_encoding(data, label) if encoding.lower() == "auto" else encoding
     if enc.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(codecs.BOM_UTF8):
         enc = "utf-8-sig"
     try:
@@ -89,7 +133,7 @@ def decode_text(data: bytes, encoding: str, label: str) -> tuple[str, str]:
     except LookupError:
         raise SourceError(f"{label}: unknown encoding {enc!r}") from None
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        line = _line_of(data, exc.start)
         raise SourceError(f"{label}: line {line}: not valid {enc} text ({exc.reason}); "
                           f"set `encoding` on the source or use `auto`") from None
 
@@ -140,6 +184,19 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_PANDAS_LINE = re.compile(r"\bline (\d+)\b")
+
+
+def parser_error(exc: Exception, label: str) -> SourceError:
+    """pandas' tokenizer error in the `file: line N: ...` form every other reader error has."""
+    text = " ".join(str(exc).split())
+    found = _PANDAS_LINE.search(text)
+    if found is None:
+        return SourceError(f"{label}: not a readable CSV: {text}")
+    detail = text.replace("Error tokenizing data. C error: ", "")
+    return SourceError(f"{label}: line {found.group(1)}: not a readable CSV ({detail})")
+
+
 def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -> RawTable:
     data = path.read_bytes() if data is None else data
     text, enc = decode_text(data, encoding, label)
@@ -155,7 +212,7 @@ def read_csv(path: Path, encoding: str, label: str, data: bytes | None = None) -
         frame = pd.read_csv(source, dtype=object, keep_default_na=False, na_filter=False, sep=sep,
                             skipinitialspace=False, encoding=enc if isinstance(source, io.BytesIO) else None)
     except pd.errors.ParserError as exc:
-        raise SourceError(f"{label}: not a readable CSV: {str(exc).strip()}") from None
+        raise parser_error(exc, label) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return RawTable(frame, np.arange(2, len(frame) + 2), file_digest(data), enc, b"\x00" in data)
 
