@@ -12,6 +12,7 @@ leaves a tiny watchdog process that stops the server when cxloop is gone however
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -81,17 +82,46 @@ def _raise_termination(signum: int, _frame: FrameType | None) -> None:
     raise TerminationSignal(signum)
 
 
+class _NoTracebackForAStop(logging.Filter):
+    """Prefect logs a failed flow or task run with its traceback. A stop from outside is not a
+    failure, and a signal that lands while Prefect sets up a task run reaches its flow engine as a
+    ValueError with the signal in its context, which it logs as one: keep the line, drop the
+    traceback (cxloop then says in one line that the cycle was interrupted and how to resume)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _signal_of(exc) is not None:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _prefect_handlers() -> list[logging.Handler]:
+    names = [name for name in list(logging.Logger.manager.loggerDict)
+             if name == "prefect" or name.startswith("prefect.")]
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in names]
+    return [handler for logger in loggers for handler in logger.handlers]
+
+
 @contextmanager
 def stop_cleanly_on_sigterm() -> Iterator[None]:
     """SIGTERM (and SIGHUP) raise `TerminationSignal` in the main thread, so `finally` blocks run,
     the cycle is marked interrupted and the temporary server is stopped. Prefect installs the same
-    conversion while a flow runs; this covers the rest of the command (start-up, between cycles)."""
+    conversion while a flow runs; this covers the rest of the command (start-up, between cycles).
+    Prefect's log lines about the stop keep their text but lose their traceback."""
     previous = {sig: signal.signal(sig, _raise_termination) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()  # Prefect's handlers exist from here on, so they can take the filter
+    quiet, handlers = _NoTracebackForAStop(), _prefect_handlers()
+    for log_handler in handlers:
+        log_handler.addFilter(quiet)
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for log_handler in handlers:
+            log_handler.removeFilter(quiet)
 
 
 def _watch(server_pid: int) -> subprocess.Popen[bytes] | None:
