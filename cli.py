@@ -11,10 +11,12 @@ import sys
 
 import typer
 
-from commands import actions, collect, comments, cycle, effects, kpis, notify, quality, report
-from commands.common import CxError
-from config import ConfigError
-from output import EXIT_ERROR, EXIT_USAGE, print_error
+from cxloop import __version__
+from cxloop.commands import actions, collect, comments, cycle, effects, kpis, notify, quality, report
+from cxloop.commands.common import CxError
+from cxloop.config import ConfigError
+from cxloop.output import EXIT_ERROR, EXIT_USAGE, print_error
+from cxloop.paths import MissingResource
 
 app = typer.Typer(
     name="cxloop",
@@ -27,12 +29,24 @@ app = typer.Typer(
 
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"cxloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the cxloop version and exit."),
+) -> None:
+    """Run the customer-experience improvement loop."""
+
+
 @app.command()
 def version() -> None:
-    """Print the installed cxloop version."""
-    from importlib.metadata import version as dist_version
-
-    typer.echo(f"cxloop {dist_version('cxloop')}")
+    """Print the cxloop version (the same as `cxloop --version`)."""
+    typer.echo(f"cxloop {__version__}")
 
 
 for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments):
@@ -48,7 +62,7 @@ def main() -> None:
     except ConfigError as exc:
         print_error("config error", str(exc))
         sys.exit(EXIT_USAGE)
-    except CxError as exc:
+    except (CxError, MissingResource) as exc:
         print_error("error", str(exc))
         sys.exit(EXIT_ERROR)
     except SQLAlchemyError as exc:
@@ -59,7 +73,7 @@ def main() -> None:
 def _database_message(exc: Exception) -> str:
     """The database's own first line (a read-only file, a refused login, a server gone), with any
     password in a URL it quotes masked: what the admin can act on, not SQLAlchemy's traceback."""
-    from tasks.readers import mask_url
+    from cxloop.tasks.readers import mask_url
 
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines() or [type(cause).__name__]

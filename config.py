@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from models import CANONICAL_FIELDS, SCORE_FIELDS
+from cxloop.models import CANONICAL_FIELDS, SCORE_FIELDS
 
 Scope = Literal[
     "overall", "department", "journey_stage", "touchpoint", "channel", "segment", "region", "topic"
@@ -391,7 +391,7 @@ def _check_ids(base_dir: Path) -> set[str]:
     `expectations/` folder (a file that cannot be read is left to the validate stage to report)."""
     import json
 
-    from paths import EXPECTATIONS
+    from cxloop.paths import EXPECTATIONS
 
     ids: set[str] = set()
     for folder in (EXPECTATIONS, base_dir / "expectations"):

@@ -7,7 +7,7 @@ unparseable score per 10,000 rows, 2% of rows in the neighbouring month), then p
 seconds for: reading + mapping, the first load (all inserts), a second collect of the same
 file (unchanged, so recorded from its earlier import without parsing) and a third with the parse
 forced (all duplicates) - what a re-run costs after the source's mapping changed. A big file is
-read in chunks by a worker process (`tasks.chunked`): the peak memory printed for each collect is
+read in chunks by a worker process (`cxloop.tasks.chunked`): the peak memory printed for each collect is
 that of this process and its worker together, sampled. `--skip-read` leaves out the whole-file
 read + mapping step (it holds the whole file: at 10M rows it would decide the peak).
 """
@@ -27,10 +27,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import settings_from_dict  # noqa: E402
-from db import open_db  # noqa: E402
-from tasks.collect import collect_period, read_file, source_files  # noqa: E402
-from tasks.mapping import prepare  # noqa: E402
+from cxloop.config import settings_from_dict  # noqa: E402
+from cxloop.db import open_db  # noqa: E402
+from cxloop.tasks.collect import collect_period, read_file, source_files  # noqa: E402
+from cxloop.tasks.mapping import prepare  # noqa: E402
 
 COMMENTS = np.array(["物流太慢了", "客服态度很好，问题很快解决了", "", "", "Delivery was late again.",
                      "Great prices, easy checkout.", "退款一直没到账", "", "APP 老是闪退", "店员很热情"])
@@ -144,7 +144,7 @@ def main() -> None:
                   f"map + type + hash in {t_map:.2f} s ({len(prep.records):,} in period)\n")
         del raw, prep
 
-    import tasks.collect as tc
+    import cxloop.tasks.collect as tc
 
     reuse = tc._reuse
     for label in ("first collect (inserts)", "second collect (unchanged file: not parsed again)",

@@ -28,9 +28,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import Settings  # noqa: E402
-from tasks.comments import analyse_texts, tagger_for  # noqa: E402
-from tasks.sentiment import (  # noqa: E402
+from cxloop.config import Settings  # noqa: E402
+from cxloop.tasks.comments import analyse_texts, tagger_for  # noqa: E402
+from cxloop.tasks.sentiment import (  # noqa: E402
     DefaultModel,
     TrainedModel,
     build_pipeline,

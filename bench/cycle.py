@@ -38,10 +38,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemet
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
-logging.getLogger("tasks.notify").setLevel(logging.ERROR)  # the bench departments have no routes
+logging.getLogger("cxloop.tasks.notify").setLevel(logging.ERROR)  # the bench departments have no routes
 
-from db import fresh_pg_schema  # noqa: E402
-from tasks.demo import PHRASES  # noqa: E402
+from cxloop.db import fresh_pg_schema  # noqa: E402
+from cxloop.tasks.demo import PHRASES  # noqa: E402
 
 PERIOD = "2026-10"
 STAGES = ["awareness", "consideration", "purchase", "delivery", "use", "after_sales"]
@@ -235,9 +235,9 @@ def main() -> None:
         db=db_url, channels=CHANNELS, stages=STAGES, touchpoints=TOUCHPOINTS,
         model=args.model).replace("'", '"'), encoding="utf-8")
     if args.model == "trained":
-        from config import load_settings
-        from tasks.demo import write_training_set
-        from tasks.sentiment import read_labelled, save_model, train
+        from cxloop.config import load_settings
+        from cxloop.tasks.demo import write_training_set
+        from cxloop.tasks.sentiment import read_labelled, save_model, train
 
         write_training_set(work / "labelled.csv")
         fitted = train(*read_labelled(work / "labelled.csv"), source="bench")
@@ -252,8 +252,8 @@ def main() -> None:
     _warm()
     print(f"Prefect temporary server start (once per process): {time.perf_counter() - t:.1f} s")
     if not args.cold:
-        from config import load_settings as _load_settings
-        from flows.warmup import load_libraries
+        from cxloop.config import load_settings as _load_settings
+        from cxloop.flows.warmup import load_libraries
 
         t = time.perf_counter()
         load_libraries(_load_settings(work / "cxloop.toml"))
@@ -262,9 +262,9 @@ def main() -> None:
 
     from sqlmodel import Session, select
 
-    from db import open_db
-    from flows.cycle import cx_monthly_cycle, on_temporary_server
-    from models import CycleStage
+    from cxloop.db import open_db
+    from cxloop.flows.cycle import cx_monthly_cycle, on_temporary_server
+    from cxloop.models import CycleStage
 
     t = time.perf_counter()
     with MemoryWatch() as memory, on_temporary_server():  # as `cxloop run` (no PREFECT_API_URL)
@@ -274,7 +274,7 @@ def main() -> None:
     with Session(engine) as s:
         stages = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == PERIOD))}
     print(f"cycle {PERIOD}: {outcome['status']} (gate {outcome['gate']})")
-    from flows.cycle import STAGES as CYCLE_STAGES
+    from cxloop.flows.cycle import STAGES as CYCLE_STAGES
 
     gib = 2**30
     for name, r in ((n, stages[n]) for n in CYCLE_STAGES if n in stages):

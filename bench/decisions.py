@@ -37,9 +37,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import Settings  # noqa: E402
-from periods import shift_period  # noqa: E402
-from tasks import kpis  # noqa: E402
+from cxloop.config import Settings  # noqa: E402
+from cxloop.periods import shift_period  # noqa: E402
+from cxloop.tasks import kpis  # noqa: E402
 
 KPIS = ("nps", "csat", "ces_top", "complaint_rate")
 JUDGED_SCOPES = ("overall", "department", "journey_stage", "touchpoint", "channel", "region")

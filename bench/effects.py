@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.effects import EffectEstimate, ScopeCells, estimate_effect, judge  # noqa: E402
+from cxloop.tasks.effects import EffectEstimate, ScopeCells, estimate_effect, judge  # noqa: E402
 
 PASSIVES = 0.35
 

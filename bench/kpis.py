@@ -24,8 +24,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import settings_from_dict  # noqa: E402
-from tasks import kpis  # noqa: E402
+from cxloop.config import settings_from_dict  # noqa: E402
+from cxloop.tasks import kpis  # noqa: E402
 
 DEPARTMENTS = ["marketing", "sales", "customer_service", "product", "logistics", "after_sales"]
 STAGES = ["awareness", "consideration", "purchase", "delivery", "after_sales", "feedback"]
@@ -128,8 +128,8 @@ def db_speed(rows: int, url: str | None) -> None:
     """The whole stage against a database: bulk insert (not timed), then compute_kpis."""
     from sqlalchemy import insert
 
-    from db import open_db
-    from models import Feedback
+    from cxloop.db import open_db
+    from cxloop.models import Feedback
 
     tmp = tempfile.mkdtemp()
     url = url or f"sqlite:///{tmp}/bench.db"

@@ -26,10 +26,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import settings_from_dict  # noqa: E402
-from models import CANONICAL_FIELDS  # noqa: E402
-from tasks import month  # noqa: E402
-from tasks import validate as v  # noqa: E402
+from cxloop.config import settings_from_dict  # noqa: E402
+from cxloop.models import CANONICAL_FIELDS  # noqa: E402
+from cxloop.tasks import month  # noqa: E402
+from cxloop.tasks import validate as v  # noqa: E402
 
 PERIOD = "2026-10"
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -113,8 +113,8 @@ def main() -> None:
     for url in ([f"sqlite:///{tmp / 'bench.db'}"] if args.db else []) + ([args.pg] if args.pg else []):
         from sqlalchemy import insert
 
-        from db import open_db
-        from models import Feedback
+        from cxloop.db import open_db
+        from cxloop.models import Feedback
 
         engine = open_db(url)
         records = df.assign(period=PERIOD, content_hash="h", quarantined=False, loaded_at=NOW)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
-from output import Format, emit, terminal_safe
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
+from cxloop.output import Format, emit, terminal_safe
 
 actions_app = typer.Typer(help="Corrective actions: list, show, acknowledge, start, finish, cancel, assign.",
                           no_args_is_help=True)
@@ -31,7 +31,7 @@ def list_command(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List actions (filter by status, department, and period opened or re-confirmed in)."""
-    from tasks.actions import ActionError, action_row, list_actions
+    from cxloop.tasks.actions import ActionError, action_row, list_actions
 
     _, engine = load(config)
     try:
@@ -45,7 +45,7 @@ def list_command(
 @actions_app.command("show")
 def show_command(action_id: IdArg, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
     """One action: details, evidence per cycle, history and its re-measurements."""
-    from tasks.actions import ActionError, action_detail
+    from cxloop.tasks.actions import ActionError, action_detail
 
     _, engine = load(config)
     try:
@@ -93,8 +93,8 @@ def _show_table(data: dict[str, Any]) -> None:
 
 
 def _move(word: str, action_id: int, note: str, by: str | None, config: Any) -> None:
-    from tasks.actions import STATUS_WORDS, ActionError, change_status, default_actor
-    from tasks.lifecycle import TransitionError
+    from cxloop.tasks.actions import STATUS_WORDS, ActionError, change_status, default_actor
+    from cxloop.tasks.lifecycle import TransitionError
 
     settings, engine = load(config)
     try:
@@ -139,7 +139,7 @@ def assign_command(
     config: ConfigOpt = None,
 ) -> None:
     """Hand an action to another department (head and playbook follow)."""
-    from tasks.actions import ActionError, assign, default_actor
+    from cxloop.tasks.actions import ActionError, assign, default_actor
 
     settings, engine = load(config)
     try:

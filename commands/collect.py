@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
-from output import EXIT_ERROR, Format, emit, print_error
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
+from cxloop.output import EXIT_ERROR, Format, emit, print_error
 
 IMPORT_COLUMNS = ["id", "started_at", "period", "source", "file", "rows_read", "loaded", "updated",
                   "duplicates", "rejected", "out_of_period", "error", "warnings"]
@@ -23,11 +23,11 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Write a commented example cxloop.toml and a small sample data folder it collects as is."""
-    from tasks.collect import write_example_project
+    from cxloop.tasks.collect import CannotWrite, write_example_project
 
     try:
         written = write_example_project(directory, force=force)
-    except FileExistsError as exc:
+    except (FileExistsError, CannotWrite) as exc:
         raise CxError(str(exc)) from None
     out = Console()
     for path in written:
@@ -39,7 +39,7 @@ def init(
 
 def collect(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
     """Read every [[sources]] entry and load the responses submitted in the period (idempotent)."""
-    from tasks.collect import collect_period
+    from cxloop.tasks.collect import collect_period
 
     settings, engine = load(config)
     if not settings.sources:
@@ -70,7 +70,7 @@ def imports(
 ) -> None:
     """List import records: source, file, content hash, rows read / loaded / duplicates / updated /
     rejected / out of period, and the error of a file that could not be read."""
-    from tasks.collect import list_imports
+    from cxloop.tasks.collect import list_imports
 
     _, engine = load(config)
     emit(list_imports(engine, period=period, source=source, limit=limit or None), fmt,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
-from config import load_settings
-from output import Format, emit
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
+from cxloop.config import load_settings
+from cxloop.output import Format, emit
 
 comments_app = typer.Typer(help="Comment sentiment and themes: train the company model, analyse a month.",
                            no_args_is_help=True)
@@ -32,7 +32,7 @@ def train_command(
     config: ConfigOpt = None,
 ) -> None:
     """Fit the company sentiment model, print held-out accuracy and macro-F1, store it for `auto`."""
-    from tasks.sentiment import ModelError, train_from_file
+    from cxloop.tasks.sentiment import ModelError, train_from_file
 
     settings = load_settings(config)
     try:
@@ -51,9 +51,9 @@ def train_command(
 @comments_app.command("analyse")
 def analyse_command(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
     """Fill sentiment and themes for every comment of the period (re-running changes nothing)."""
-    from config import ConfigError
-    from tasks.comments import analyse_comments
-    from tasks.sentiment import ModelError
+    from cxloop.config import ConfigError
+    from cxloop.tasks.comments import analyse_comments
+    from cxloop.tasks.sentiment import ModelError
 
     settings, engine = load(config)
     try:
@@ -68,7 +68,7 @@ def themes_command(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt =
                                                          help="Example comments per topic.")] = 1,
                    ) -> None:
     """Each topic of the month: comments, share and negative share with intervals, an example (masked)."""
-    from tasks.comments import analysed_counts, theme_overview
+    from cxloop.tasks.comments import analysed_counts, theme_overview
 
     settings, engine = load(config)
     with_comment, analysed = analysed_counts(engine, period)

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
-from config import Settings, load_settings
-from db import open_db
-from output import Format
-from periods import parse_period
+from cxloop.config import Settings, load_settings
+from cxloop.db import open_db
+from cxloop.output import Format
+from cxloop.periods import parse_period
 
 ConfigOpt = Annotated[
     Path | None,

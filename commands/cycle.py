@@ -14,11 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 from sqlmodel import Session, select
 
-from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
-from config import load_settings
-from models import Cycle, CycleStage
-from output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
-from periods import parse_period, period_range
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
+from cxloop.config import load_settings
+from cxloop.models import Cycle, CycleStage
+from cxloop.output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
+from cxloop.periods import parse_period, period_range
 
 console = Console(stderr=True)
 
@@ -47,8 +47,8 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
     """Run the periods' cycles in order. SIGTERM (or Ctrl-C) stops the command cleanly: the
     running cycle is marked `interrupted` with the signal, Prefect's temporary server is stopped,
     and the command exits 128 + the signal's number (143, 130) after one line on stderr."""
-    from flows.process import interruption, stop_cleanly_on_sigterm, temporary_server
-    from flows.warmup import warm_up
+    from cxloop.flows.process import interruption, stop_cleanly_on_sigterm, temporary_server
+    from cxloop.flows.warmup import warm_up
 
     current: list[str] = []
     try:
@@ -63,8 +63,8 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
 
 
 def _interrupted(config: Path, current: list[str], exc: BaseException) -> NoReturn:
-    from flows.bookkeeping import mark_interrupted
-    from flows.process import exit_code_for, interruption
+    from cxloop.flows.bookkeeping import mark_interrupted
+    from cxloop.flows.process import exit_code_for, interruption
 
     signame = interruption(exc) or "a signal"
     if current:  # the flow marks it itself; this covers a signal between its steps
@@ -79,9 +79,9 @@ def _interrupted(config: Path, current: list[str], exc: BaseException) -> NoRetu
 
 def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reason: str,
               current: list[str]) -> list[dict[str, Any]]:
-    from flows.bookkeeping import CycleBusy
-    from flows.cycle import cx_monthly_cycle, on_temporary_server
-    from flows.process import interruption
+    from cxloop.flows.bookkeeping import CycleBusy
+    from cxloop.flows.cycle import cx_monthly_cycle, on_temporary_server
+    from cxloop.flows.process import interruption
 
     outcomes = []
     for period in periods:
@@ -107,7 +107,7 @@ def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reas
 
 
 def _stage_rows(engine: Any, period: str) -> list[dict[str, Any]]:
-    from flows.cycle import STAGES
+    from cxloop.flows.cycle import STAGES
 
     with Session(engine) as s:
         rows = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == period))}
@@ -125,7 +125,7 @@ def _stage_rows(engine: Any, period: str) -> list[dict[str, Any]]:
 def _cycle_rows(engine: Any, period: str | None = None) -> list[dict[str, Any]]:
     """The cycles as stored, except that a cycle `running` with no process running it any more
     (killed with kill -9, a crash, a reboot) shows as `interrupted` with what is known of the run."""
-    from flows.bookkeeping import dead_run_note, is_dead_run
+    from cxloop.flows.bookkeeping import dead_run_note, is_dead_run
 
     with Session(engine) as s:
         q = select(Cycle).order_by(Cycle.period)
@@ -183,7 +183,7 @@ def run(
 def exit_code(engine: Any, outcomes: list[dict[str, Any]]) -> int:
     """What a finished run tells cron: 3 when a cycle was held (the bigger news), else 4 when a
     notice of these periods is still undelivered (`failed` in the outbox), else 0."""
-    from tasks.notify import outbox_rows
+    from cxloop.tasks.notify import outbox_rows
 
     if any(o["status"] == "held" for o in outcomes):
         return EXIT_HELD
@@ -240,7 +240,7 @@ def status(period: OptionalPeriodOpt = None, config: ConfigOpt = None, fmt: Form
 
 def serve(config: ConfigOpt = None) -> None:
     """Run the monthly schedule in the foreground ([schedule] cron; processes the previous month)."""
-    from flows.schedule import serve as serve_flow
+    from cxloop.flows.schedule import serve as serve_flow
 
     serve_flow(_config_path(config))
 
@@ -251,7 +251,7 @@ def deploy(
     name: Annotated[str, typer.Option(help="Deployment name.")] = "cxloop-monthly",
 ) -> None:
     """Register the monthly deployment on a Prefect server (PREFECT_API_URL)."""
-    from flows.schedule import deploy as deploy_flow
+    from cxloop.flows.schedule import deploy as deploy_flow
 
     deployment_id = deploy_flow(_config_path(config), pool, name)
     Console().print(f"deployment {name} registered ({deployment_id}); start a worker with "
@@ -268,8 +268,8 @@ def demo(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Generate several months of realistic feedback with planted stories, then run every cycle."""
-    from commands.demo_story import tell_story
-    from tasks.demo import default_plan, write_demo
+    from cxloop.commands.demo_story import tell_story
+    from cxloop.tasks.demo import default_plan, write_demo
 
     _quiet_prefect(verbose)
     if (directory / "cxloop.db").exists():
@@ -290,7 +290,7 @@ def demo(
 
 def _train_demo_model(cfg: Path, directory: Path, out: Console) -> None:
     """The demo company trains its own sentiment model first, as `cxloop comments train` would."""
-    from tasks.sentiment import read_labelled, save_model, train
+    from cxloop.tasks.sentiment import read_labelled, save_model, train
 
     settings = load_settings(cfg)
     texts, labels = read_labelled(directory / "training" / "labelled_comments.csv")

@@ -9,9 +9,9 @@ from rich.console import Console
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from config import Settings
-from models import Action, Cycle, KpiResult, Measurement, QualityCheck
-from tasks.demo import DemoPlan
+from cxloop.config import Settings
+from cxloop.models import Action, Cycle, KpiResult, Measurement, QualityCheck
+from cxloop.tasks.demo import DemoPlan
 
 
 def _fmt(v: float | None) -> str:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from commands.common import ConfigOpt, FormatOpt, OptionalPeriodOpt, load
-from output import Format, emit
+from cxloop.commands.common import ConfigOpt, FormatOpt, OptionalPeriodOpt, load
+from cxloop.output import Format, emit
 
 COLUMNS = ["action_id", "period", "value", "n", "change", "change_ci_low", "change_ci_high", "effect",
            "effect_ci_low", "effect_ci_high", "verdict"]
@@ -27,7 +27,7 @@ def effects(
     Verdicts: improved / worsened (the effect's interval lies above / below zero in the KPI's
     better direction), no_change (the interval covers zero), insufficient (too few responses).
     """
-    from tasks.remeasure import list_measurements
+    from cxloop.tasks.remeasure import list_measurements
 
     _, engine = load(config)
     rows = list_measurements(engine, period=period, action_id=action)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
-from output import Format, emit
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
+from cxloop.output import Format, emit
 
 JSON_KEYS = ["kpi", "scope", "scope_value", "n", "value", "ci_low", "ci_high", "target", "status",
              "signal", "method", "min_n", "provisional", "period"]
@@ -40,8 +40,8 @@ def kpis(
     margin, Benjamini-Hochberg q-value, act, explained_by, reason); CSV: q and act."""
     from sqlmodel import Session, select
 
-    from models import Cycle
-    from tasks import kpis as engine_kpis
+    from cxloop.models import Cycle
+    from cxloop.tasks import kpis as engine_kpis
 
     settings, engine = load(config)
     known = engine_kpis.scope_names(settings)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
-from output import EXIT_NOTICES_FAILED, Format, emit, print_error
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
+from cxloop.output import EXIT_NOTICES_FAILED, Format, emit, print_error
 
 COLUMNS = ["id", "period", "recipient", "kind", "language", "status", "attempts", "route", "last_error"]
 
@@ -31,8 +31,8 @@ def notify(
     """
     from sqlmodel import Session, select
 
-    from models import Cycle
-    from tasks.notify import deliver, preview, queue_notices
+    from cxloop.models import Cycle
+    from cxloop.tasks.notify import deliver, preview, queue_notices
 
     settings, engine = load(config)
     if not retry and period is None and dry_run is None:
@@ -74,7 +74,7 @@ def outbox(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List the outbox: every notice, where it goes (secrets masked), its status and last error."""
-    from tasks.notify import outbox_rows
+    from cxloop.tasks.notify import outbox_rows
 
     if status is not None and status not in ("pending", "sending", "sent", "failed", "no_route"):
         raise typer.BadParameter("use pending, sending, sent, failed or no_route", param_hint="--status")

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import Engine, select
 
-from commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
-from models import CANONICAL_FIELDS, QuarantinedRow
-from output import EXIT_USAGE, Format, emit
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
+from cxloop.models import CANONICAL_FIELDS, QuarantinedRow
+from cxloop.output import EXIT_USAGE, Format, emit
 
 quarantine = typer.Typer(help="Rows held back by the data-quality gate: list, show, export, readmit.",
                          no_args_is_help=True)
@@ -143,7 +143,7 @@ def export(period: PeriodOpt,
 def readmit_cmd(period: PeriodOpt, fmt: FormatOpt = Format.table, config: ConfigOpt = None) -> None:
     """Re-run the checks on the period after fixing rows; corrected rows come back."""
     settings, engine = load(config)
-    from tasks.validate import SuiteError, readmit
+    from cxloop.tasks.validate import SuiteError, readmit
 
     try:
         result = readmit(settings, engine, period)

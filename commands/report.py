@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from commands.common import ConfigOpt, CxError, PeriodOpt, load
+from cxloop.commands.common import ConfigOpt, CxError, PeriodOpt, load
 
 
 def _lang(value: str | None) -> str | None:
@@ -37,7 +37,7 @@ def report_command(
     Without --department and --out: the company report and every department's report under
     reports/<period>/. The pages are self-contained: open them offline, attach them, print them.
     """
-    from tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
+    from cxloop.tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
 
     settings, engine = load(config)
     try:

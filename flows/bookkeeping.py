@@ -20,10 +20,10 @@ from sqlalchemy import Engine, func, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from config import Settings
-from models import Action, Cycle, CycleStage, KpiResult, utcnow
-from paths import EXPECTATIONS, TEMPLATES
-from tasks import claims
+from cxloop.config import Settings
+from cxloop.models import Action, Cycle, CycleStage, KpiResult, utcnow
+from cxloop.paths import EXPECTATIONS, TEMPLATES
+from cxloop.tasks import claims
 
 
 class CycleBusy(RuntimeError):
@@ -135,7 +135,7 @@ def _feedback_stamp(s: Session) -> list[Any]:
     quarantine flag (from the covering period index, 0.15 s per million); collect's loads and
     updates (import records: every load or update of rows writes one); quarantine entries (every
     change of a quarantine flag writes one); the comment analysis markers (model and topics)."""
-    from tasks.comments import MARKER_STAGE
+    from cxloop.tasks.comments import MARKER_STAGE
 
     per_period = s.execute(text(
         "SELECT period, quarantined, count(*) FROM feedback GROUP BY period, quarantined"

@@ -3,7 +3,7 @@
 collect -> validate (gate) -> comments -> KPIs -> re-measure -> actions -> notify -> report.
 A held cycle (a critical data-quality check failed) stores its KPIs as provisional, opens no
 action and tells only the data owners. While the period is locked, the stages share one frame of
-the month's rows (`tasks.month`), SQLite's log is checkpointed between stages on a thread of its
+the month's rows (`cxloop.tasks.month`), SQLite's log is checkpointed between stages on a thread of its
 own, and the libraries of later stages load while collect works (`flows.warmup`).
 """
 
@@ -19,9 +19,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
 
-from config import Settings, load_settings
-from db import background_checkpoints, checkpoint_soon, open_db
-from flows.bookkeeping import (
+from cxloop.config import Settings, load_settings
+from cxloop.db import background_checkpoints, checkpoint_soon, open_db
+from cxloop.flows.bookkeeping import (
     begin_stage,
     data_fingerprint,
     end_stage,
@@ -33,10 +33,10 @@ from flows.bookkeeping import (
     start_cycle,
     update_cycle,
 )
-from flows.process import interruption
-from flows.warmup import warm_up
-from models import utcnow
-from tasks import month
+from cxloop.flows.process import interruption
+from cxloop.flows.warmup import warm_up
+from cxloop.models import utcnow
+from cxloop.tasks import month
 
 STAGES = ("collect", "validate", "comments", "kpis", "remeasure", "actions", "notify", "report")
 IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
@@ -95,7 +95,7 @@ def _staged(settings: Settings, engine: Engine, period: str, stage: str, fingerp
 
 @task(name="collect feedback", cache_policy=NO_CACHE, **IO_RETRIES)
 def collect_feedback(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
-    from tasks.collect import collect_period
+    from cxloop.tasks.collect import collect_period
 
     def work() -> Any:
         summary = collect_period(settings, engine, period)
@@ -116,7 +116,7 @@ def _on_feedback(settings: Settings, engine: Engine, period: str, stage: str,
 
 @task(name="validate data quality", cache_policy=NO_CACHE)
 def validate_data(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
-    from tasks.validate import validate_period
+    from cxloop.tasks.validate import validate_period
 
     return _on_feedback(settings, engine, period, "validate",
                         lambda: validate_period(settings, engine, period))
@@ -124,7 +124,7 @@ def validate_data(settings: Settings, engine: Engine, period: str) -> dict[str, 
 
 @task(name="read comments", cache_policy=NO_CACHE)
 def read_comments(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
-    from tasks.comments import analyse_comments
+    from cxloop.tasks.comments import analyse_comments
 
     return _on_feedback(settings, engine, period, "comments",
                         lambda: analyse_comments(settings, engine, period))
@@ -132,7 +132,7 @@ def read_comments(settings: Settings, engine: Engine, period: str) -> dict[str, 
 
 @task(name="compute KPIs", cache_policy=NO_CACHE)
 def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: bool) -> dict[str, Any]:
-    import tasks.kpis as kpis
+    import cxloop.tasks.kpis as kpis
 
     def fp() -> str:
         return data_fingerprint(settings, engine, "feedback", "kpis") + f":{provisional}"
@@ -149,7 +149,7 @@ def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: b
 
 @task(name="re-measure open actions", cache_policy=NO_CACHE)
 def remeasure_actions(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
-    from tasks.remeasure import remeasure_actions as remeasure
+    from cxloop.tasks.remeasure import remeasure_actions as remeasure
 
     def fp() -> str:
         return data_fingerprint(settings, engine, "feedback", "kpis", "actions")
@@ -160,7 +160,7 @@ def remeasure_actions(settings: Settings, engine: Engine, period: str) -> dict[s
 
 @task(name="open or update actions", cache_policy=NO_CACHE)
 def assign_actions(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
-    from tasks.actions import open_actions
+    from cxloop.tasks.actions import open_actions
 
     def fp() -> str:
         return data_fingerprint(settings, engine, "kpis", "actions")
@@ -172,7 +172,7 @@ def assign_actions(settings: Settings, engine: Engine, period: str) -> dict[str,
 @task(name="notify owners", cache_policy=NO_CACHE, **IO_RETRIES)
 def notify_owners(settings: Settings, engine: Engine, period: str, held: bool) -> dict[str, Any]:
     """Never skipped: the outbox makes it idempotent and a re-run is the retry of unsent notices."""
-    from tasks.notify import deliver, queue_notices
+    from cxloop.tasks.notify import deliver, queue_notices
 
     def work() -> dict[str, Any]:
         queued = queue_notices(settings, engine, period, held=held)
@@ -183,7 +183,7 @@ def notify_owners(settings: Settings, engine: Engine, period: str, held: bool) -
 
 @task(name="write reports", cache_policy=NO_CACHE)
 def write_reports(settings: Settings, engine: Engine, period: str) -> dict[str, Any]:
-    from tasks.report import write_reports as write
+    from cxloop.tasks.report import write_reports as write
 
     def work() -> dict[str, Any]:
         paths = write(settings, engine, period)

@@ -23,7 +23,7 @@ from types import FrameType
 
 from prefect.exceptions import TerminationSignal
 
-from tasks.claims import start_ticks
+from cxloop.tasks.claims import start_ticks
 
 # The watchdog: waits until its parent (the cxloop process) is gone, then stops the server if it is
 # still the process it was given (same start time: a reused pid is left alone). Only the standard

@@ -8,10 +8,10 @@ from typing import Any
 from prefect import flow
 from prefect.schedules import Cron
 
-from config import Settings, load_settings
-from flows.cycle import cx_monthly_cycle
-from paths import ROOT
-from periods import current_period, previous_period
+from cxloop.config import Settings, load_settings
+from cxloop.flows.cycle import cx_monthly_cycle
+from cxloop.paths import ROOT
+from cxloop.periods import current_period, previous_period
 
 DEPLOYMENT = "cxloop-monthly"
 

@@ -3,7 +3,7 @@
 Great Expectations takes about 3 s to import, jieba about 1 s to load its dictionary, the
 sentiment model, statsmodels and scikit-learn another second, and the later stages' own modules,
 Apprise and the compiled templates about 1.5 s more, and the fork server of collect's parse
-worker (`tasks.chunked`) about 1.5 s; each would otherwise be paid inside its
+worker (`cxloop.tasks.chunked`) about 1.5 s; each would otherwise be paid inside its
 stage, after collect. Collect spends much of its time in SQLite and the CSV parser, which let
 other threads run, so on a machine with two cores most of that loading costs nothing. A failure
 here is ignored: the stage that needs the thing loads it again and reports its own error.
@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from config import Settings
+from cxloop.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,13 @@ def _migrations() -> None:
     from alembic import command  # noqa: F401
     from alembic.script import ScriptDirectory
 
-    from db import alembic_config
+    from cxloop.db import alembic_config
 
     ScriptDirectory.from_config(alembic_config(None)).get_current_head()
 
 
 def _gx() -> None:
-    from tasks import validate
+    from cxloop.tasks import validate
 
     validate._gx()
 
@@ -41,7 +41,7 @@ def _stats() -> None:
 
 
 def _dictionary() -> None:
-    from tasks.comments import _jieba
+    from cxloop.tasks.comments import _jieba
 
     _jieba().initialize()
 
@@ -49,18 +49,18 @@ def _dictionary() -> None:
 def _stages() -> None:
     import apprise  # noqa: F401  (with its plugins: about 0.4 s)
 
-    import tasks.actions
-    import tasks.kpis
-    import tasks.notify
-    import tasks.remeasure
-    import tasks.report
-    import tasks.sinks  # noqa: F401
+    import cxloop.tasks.actions
+    import cxloop.tasks.kpis
+    import cxloop.tasks.notify
+    import cxloop.tasks.remeasure
+    import cxloop.tasks.report
+    import cxloop.tasks.sinks  # noqa: F401
 
 
 def _templates() -> None:
     """Compile every notice, report and playbook template once per process (Jinja caches them)."""
-    from paths import TEMPLATES
-    from tasks.rendering import LANGUAGES, environment
+    from cxloop.paths import TEMPLATES
+    from cxloop.tasks.rendering import LANGUAGES, environment
 
     names = [p.relative_to(TEMPLATES).as_posix() for p in sorted(TEMPLATES.rglob("*"))
              if p.suffix in (".html", ".md", ".j2") and p.relative_to(TEMPLATES).parts[0] != "init"]
@@ -73,9 +73,9 @@ def _templates() -> None:
 def _parse_worker(settings: Settings) -> None:
     """Start the fork server of collect's parse worker if a source has a file big enough to be
     read in chunks (it holds pandas in memory: not worth it for small exports)."""
-    from tasks import chunked, workers
-    from tasks.collect import source_files
-    from tasks.readers import SourceError
+    from cxloop.tasks import chunked, workers
+    from cxloop.tasks.collect import source_files
+    from cxloop.tasks.readers import SourceError
 
     for source in settings.sources:
         if source.kind != "csv":
@@ -90,7 +90,7 @@ def _parse_worker(settings: Settings) -> None:
 
 
 def _steps(settings: Settings) -> list[Callable[[], object]]:
-    from tasks.sentiment import load_model
+    from cxloop.tasks.sentiment import load_model
 
     # In the order the cycle needs them: it opens the database, then collect forks its worker for
     # a big file from the fork server.

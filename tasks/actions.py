@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from config import Settings
-from db import session_scope
-from models import SCOPE_FIELDS, Action, ActionEvent, KpiResult, Measurement
-from paths import TEMPLATES
-from periods import current_period, period_end_date
-from tasks import lifecycle
-from tasks.masking import mask_pii
-from tasks.rendering import environment, render
+from cxloop.config import Settings
+from cxloop.db import session_scope
+from cxloop.models import SCOPE_FIELDS, Action, ActionEvent, KpiResult, Measurement
+from cxloop.paths import TEMPLATES
+from cxloop.periods import current_period, period_end_date
+from cxloop.tasks import lifecycle
+from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.rendering import environment, render
 
 if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ...` starts fast
     import numpy as np
@@ -87,20 +87,20 @@ class ActionsSummary:
 # (tasks.kpis pulls in pandas and statsmodels).
 
 def lower_is_better(kpi: str) -> bool:
-    from tasks.kpis import LOWER_IS_BETTER
+    from cxloop.tasks.kpis import LOWER_IS_BETTER
 
     return kpi in LOWER_IS_BETTER
 
 
 def kpi_label(kpi: str, lang: str = "en") -> str:
-    from tasks.kpis import KPI_LABELS
+    from cxloop.tasks.kpis import KPI_LABELS
 
     return KPI_LABELS.get(kpi, {}).get(lang) or kpi
 
 
 def scope_label(scope: str, lang: str = "en") -> str:
     """"journey_stage x region" -> "Journey stage × Region", in the language asked for."""
-    from tasks.kpis import SCOPE_LABELS
+    from cxloop.tasks.kpis import SCOPE_LABELS
 
     parts = [p.strip() for p in scope.split(CROSS.strip())] if CROSS in scope else [scope]
     return " × ".join(SCOPE_LABELS.get(p, {}).get(lang) or p for p in parts)
@@ -233,7 +233,7 @@ def due_date(settings: Settings, period: str, severity: str) -> date:
 
 def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
     """Which rows belong to the scope value, None for a scope feedback cannot be filtered by."""
-    from tasks.kpis import scope_mask
+    from cxloop.tasks.kpis import scope_mask
 
     return scope_mask(comments, scope, scope_value)
 
@@ -245,7 +245,7 @@ def commented_rows(engine: Engine, period: str) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    from tasks import month
+    from cxloop.tasks import month
 
     parts = []
     for rows in month.month_parts(engine, period, _COMMENT_COLUMNS, clean=True):

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from config import Settings, SourceConfig
-from tasks import workers
+from cxloop.config import Settings, SourceConfig
+from cxloop.tasks import workers
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
@@ -120,7 +120,7 @@ def _mixed(path: Path, stop: int) -> bool:
     """`readers.looks_mixed` over the mapped file, without reading it into memory."""
     import mmap
 
-    from tasks import readers
+    from cxloop.tasks import readers
 
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return readers.looks_mixed(data, stop)
@@ -128,7 +128,7 @@ def _mixed(path: Path, stop: int) -> bool:
 
 def _header(path: Path, encoding: str, label: str) -> str:
     """Line 1, read at most just past the header bounds (`readers.header_line` checks them)."""
-    from tasks import readers
+    from cxloop.tasks import readers
 
     with path.open("rb") as f:
         line = f.readline(4 * readers.MAX_HEADER_CHARS + 4)  # a character is at most 4 bytes
@@ -152,7 +152,7 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
     time up to `rows`. The main process stores a row ~1.3 times slower than this one prepares it:
     while chunks grow slower than that, it waits only for the first. (A jump from 10k to 100k rows
     left it idle ~0.9 s per file; doubling, ~0.4 s.)"""
-    from tasks import readers
+    from cxloop.tasks import readers
 
     header = _header(path, encoding, label)
     if not header.strip():
@@ -176,8 +176,8 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
 
 
 def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
-    from models import CANONICAL_FIELDS
-    from tasks.collect import db_times
+    from cxloop.models import CANONICAL_FIELDS
+    from cxloop.tasks.collect import db_times
 
     fixed = set(open_keys & prep.fixed_keys) if open_keys else set()
     records = prep.records
@@ -214,8 +214,8 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
              ) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
-    from tasks.mapping import prepare
-    from tasks.readers import RawTable, SourceError
+    from cxloop.tasks.mapping import prepare
+    from cxloop.tasks.readers import RawTable, SourceError
 
     mapping = False
     try:
@@ -275,7 +275,7 @@ class Feed:
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def _get(self) -> tuple[Any, ...]:
-        from tasks.readers import SourceError
+        from cxloop.tasks.readers import SourceError
 
         while True:
             try:
@@ -291,7 +291,7 @@ class Feed:
     def __iter__(self) -> Iterator[Piece]:
         """The pieces in file order. Raises SourceError as reading the whole file would, or
         GiveWay."""
-        from tasks.readers import SourceError
+        from cxloop.tasks.readers import SourceError
 
         while True:
             message = self._get()

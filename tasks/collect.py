@@ -33,22 +33,22 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, literal, select, update
 
-from config import Settings, SourceConfig
-from models import (
+from cxloop.config import Settings, SourceConfig
+from cxloop.models import (
     CANONICAL_FIELDS,
     Feedback,
     ImportRecord,
     QuarantinedRow,
     utcnow,
 )
-from periods import parse_period
-from tasks import month, readers
-from tasks.mapping import Prepared, Rejection, merge_warnings, prepare
-from tasks.readers import RawTable, SourceError
+from cxloop.periods import parse_period
+from cxloop.tasks import month, readers
+from cxloop.tasks.mapping import Prepared, Rejection, merge_warnings, prepare
+from cxloop.tasks.readers import RawTable, SourceError
 
 if TYPE_CHECKING:
-    from tasks.chunked import Piece
-    from tasks.comments import InsertAnalysis
+    from cxloop.tasks.chunked import Piece
+    from cxloop.tasks.comments import InsertAnalysis
 
 _FB: Table = Feedback.__table__  # type: ignore[attr-defined]
 # A comment's analysis, which collect writes with new rows of repeated comments (`InsertAnalysis`).
@@ -738,7 +738,7 @@ class _ChunkedImport:
                 self._conflict(rid)
         if new_hash == hit[1]:
             if before:
-                from tasks.chunked import GiveWay
+                from cxloop.tasks.chunked import GiveWay
 
                 raise GiveWay
             if before is None:
@@ -817,7 +817,7 @@ def _open_quarantine(engine: Engine, source: str, period: str) -> frozenset[str]
 
 
 def _is_big(source: SourceConfig, path: Path) -> bool:
-    from tasks import chunked
+    from cxloop.tasks import chunked
 
     return chunked.wanted(source, path)
 
@@ -828,8 +828,8 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
     this process stores each chunk: the two overlap, and memory stays bounded. The same import
     as `collect_source` makes of the whole file; None when the file must be read whole after all
     (the transaction is then rolled back)."""
-    from tasks import chunked
-    from tasks.comments import InsertAnalysis
+    from cxloop.tasks import chunked
+    from cxloop.tasks.comments import InsertAnalysis
 
     imp = ImportSummary(source.name, label)
     try:
@@ -1003,9 +1003,9 @@ def write_example_project(directory: Path, force: bool = False) -> list[Path]:
     Refuses to overwrite an existing file unless `force`: an admin's edited config is worth more
     than the example. Returns the files written.
     """
-    from paths import TEMPLATES
+    from cxloop.paths import shipped
 
-    src = TEMPLATES / "init"
+    src = shipped("templates/init")
     files = sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     targets = [(p, directory / p.relative_to(src)) for p in files]
     clash = [str(t) for _, t in targets if t.exists()]
@@ -1013,7 +1013,14 @@ def write_example_project(directory: Path, force: bool = False) -> list[Path]:
         raise FileExistsError(f"{', '.join(clash)} already exist(s); use --force to overwrite")
     written = []
     for s, t in targets:
-        t.parent.mkdir(parents=True, exist_ok=True)
-        t.write_bytes(s.read_bytes())
+        try:
+            t.parent.mkdir(parents=True, exist_ok=True)
+            t.write_bytes(s.read_bytes())
+        except OSError as exc:  # read-only folder, a file where a folder should be, a full disk
+            raise CannotWrite(f"cannot write {t}: {exc.strerror or exc}") from None
         written.append(t)
     return written
+
+
+class CannotWrite(OSError):
+    """`cxloop init` could not write one of its files; the message names it."""

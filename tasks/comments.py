@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
-from config import ConfigError, Settings, TopicConfig
-from models import CycleStage, Feedback, utcnow
-from paths import TEMPLATES
-from tasks import month
-from tasks.codes import factorize
-from tasks.masking import mask_pii
-from tasks.sentiment import (
+from cxloop.config import ConfigError, Settings, TopicConfig
+from cxloop.models import CycleStage, Feedback, utcnow
+from cxloop.paths import TEMPLATES, shipped
+from cxloop.tasks import month
+from cxloop.tasks.codes import factorize
+from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.sentiment import (
     NEGATIVE,
     NEUTRAL,
     POSITIVE,
@@ -62,7 +62,7 @@ def default_topics() -> list[TopicConfig]:
 
 @lru_cache(maxsize=1)
 def _default_topics() -> list[TopicConfig]:
-    with DEFAULT_TAXONOMY.open("rb") as fh:
+    with shipped("templates/topics.default.toml").open("rb") as fh:
         data = tomllib.load(fh)
     try:
         return [TopicConfig(**t) for t in data["topics"]]
@@ -321,7 +321,7 @@ def _in_parallel(pairs: list[tuple[str, str]], model: SentimentModel, tagger: Th
     start: the caller then analyses them itself, with the same results."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from tasks import workers
+    from cxloop.tasks import workers
 
     count = _worker_count()
     if count < 2:

@@ -39,11 +39,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from tasks import stats
+from cxloop.tasks import stats
 
 if TYPE_CHECKING:
-    from config import Settings
-    from tasks.kpis import KpiRow
+    from cxloop.config import Settings
+    from cxloop.tasks.kpis import KpiRow
 
 Key = tuple[str, str, str]
 NEVER_JUDGED = frozenset({"responses"})  # a count of answers is context, not a shortfall
@@ -122,7 +122,7 @@ def bh_qvalues(ps: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def _lower(kpi: str) -> bool:
-    from tasks.kpis import LOWER_IS_BETTER
+    from cxloop.tasks.kpis import LOWER_IS_BETTER
 
     return kpi in LOWER_IS_BETTER
 
@@ -137,7 +137,7 @@ def pooled_measures(rows: Sequence[KpiRow], previous: dict[Key, KpiRow],
                     rules: Rules) -> dict[Key, dict[str, Any]]:
     """This cycle and the previous one added up (exact histogram merge) for every result with a
     target and a previous cycle, measured in one vectorised pass."""
-    from tasks.kpis import HistItem, measure_many, merge_stats
+    from cxloop.tasks.kpis import HistItem, measure_many, merge_stats
 
     keys: list[Key] = []
     items: list[HistItem] = []
@@ -285,7 +285,7 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
     B is explained in turn, never in a circle. A scope still short without any one of them keeps
     its own action. `parts` are the cycle's responses (KPI columns), in one or more frames.
     """
-    from tasks.kpis import SPECS, TOPIC_ONLY, family_bins, kpi_from_hist, scope_mask
+    from cxloop.tasks.kpis import SPECS, TOPIC_ONLY, family_bins, kpi_from_hist, scope_mask
 
     act = [r for r in acting(rows) if r.kpi not in TOPIC_ONLY]
     by_kpi: dict[str, list[KpiRow]] = {}

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from periods import shift_period
+from cxloop.periods import shift_period
 
 TZ = ZoneInfo("Asia/Shanghai")
 STAGES = {"awareness": "认知", "consideration": "考虑", "purchase": "购买", "delivery": "配送",

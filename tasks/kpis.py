@@ -31,12 +31,12 @@ import pandas as pd
 from numpy.typing import NDArray
 from sqlalchemy import Engine, delete, select
 
-from config import KpiConfig, Settings, TargetConfig
-from db import session_scope
-from models import SCOPE_FIELDS, SCORE_FIELDS, AppliedTarget, KpiResult
-from periods import shift_period
-from tasks import decisions, month, spc, stats
-from tasks.codes import factorize
+from cxloop.config import KpiConfig, Settings, TargetConfig
+from cxloop.db import session_scope
+from cxloop.models import SCOPE_FIELDS, SCORE_FIELDS, AppliedTarget, KpiResult
+from cxloop.periods import shift_period
+from cxloop.tasks import decisions, month, spc, stats
+from cxloop.tasks.codes import factorize
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from models import Action, ActionEvent, utcnow
+from cxloop.models import Action, ActionEvent, utcnow
 
 OPEN_STATUSES = ("open", "acknowledged", "in_progress", "done", "escalated", "reopened")
 CLOSED_STATUSES = ("verified", "cancelled")

@@ -25,10 +25,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from config import Settings, SourceConfig
-from models import CANONICAL_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
-from periods import period_bounds
-from tasks.readers import RawTable, SourceError
+from cxloop.config import Settings, SourceConfig
+from cxloop.models import CANONICAL_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
+from cxloop.periods import period_bounds
+from cxloop.tasks.readers import RawTable, SourceError
 
 NULL_TOKENS = frozenset({"", "null", "none", "nan", "n/a", "#n/a", "-"})
 TRUE_TOKENS = frozenset({"1", "true", "t", "yes", "y", "是", "真", "对"})

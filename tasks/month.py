@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, String, func, select, type_coerce
 
-from models import CANONICAL_FIELDS, Feedback
-from periods import parse_period
+from cxloop.models import CANONICAL_FIELDS, Feedback
+from cxloop.periods import parse_period
 
 FB = Feedback.__table__  # type: ignore[attr-defined]
 DATETIME_COLUMNS = tuple(c for c, kind in CANONICAL_FIELDS.items() if kind == "datetime")

@@ -30,15 +30,15 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
-from config import DepartmentConfig, Settings
-from db import session_scope
-from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
-from periods import period_end_date
-from tasks import claims
-from tasks.actions import is_overdue
-from tasks.lifecycle import OPEN_STATUSES
-from tasks.masking import mask_pii
-from tasks.rendering import escape_markdown, render, translate
+from cxloop.config import DepartmentConfig, Settings
+from cxloop.db import session_scope
+from cxloop.models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
+from cxloop.periods import period_end_date
+from cxloop.tasks import claims
+from cxloop.tasks.actions import is_overdue
+from cxloop.tasks.lifecycle import OPEN_STATUSES
+from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.rendering import escape_markdown, render, translate
 
 if TYPE_CHECKING:
     import apprise
@@ -154,7 +154,7 @@ def _t(text: str, lang: str, **values: Any) -> str:
 
 def kpi_label(kpi: str, lang: str) -> str:
     """The KPI's name as the reports and `cxloop actions` print it."""
-    from tasks.actions import kpi_label as label
+    from cxloop.tasks.actions import kpi_label as label
 
     return label(kpi, lang)
 
@@ -169,7 +169,7 @@ def scope_label(settings: Settings, scope: str, value: str, lang: str) -> str:
         return settings.departments[value].name
     if scope == "overall":
         return _t("the company", lang)
-    from tasks.rendering import translate
+    from cxloop.tasks.rendering import translate
 
     return translate(value, lang)  # journey stages, channels, touchpoints have catalog names
 
@@ -468,7 +468,7 @@ def describe_url(url: str) -> str:
     """An Apprise URL with its secrets hidden, short enough for a table: scheme, host and masked path."""
     import apprise
 
-    import tasks.sinks  # noqa: F401  (registers cxfile://)
+    import cxloop.tasks.sinks  # noqa: F401  (registers cxfile://)
 
     _install_secret_filter().add(secret_fragments(url))  # Apprise logs a rejected token verbatim
     plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
@@ -587,7 +587,7 @@ class Router:
     def __init__(self, settings: Settings) -> None:
         import apprise
 
-        import tasks.sinks  # noqa: F401  (registers cxfile://)
+        import cxloop.tasks.sinks  # noqa: F401  (registers cxfile://)
 
         self.settings = settings
         self.log_filter = _install_secret_filter()

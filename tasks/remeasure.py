@@ -37,13 +37,13 @@ import pandas as pd
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from config import Settings
-from db import session_scope
-from models import Action, ActionEvent, Measurement
-from periods import period_end_date, shift_period
-from tasks import kpis, lifecycle
-from tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
-from tasks.rendering import translate
+from cxloop.config import Settings
+from cxloop.db import session_scope
+from cxloop.models import Action, ActionEvent, Measurement
+from cxloop.periods import period_end_date, shift_period
+from cxloop.tasks import kpis, lifecycle
+from cxloop.tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
+from cxloop.tasks.rendering import translate
 
 SYSTEM = "cxloop"
 _KINDS: dict[str, Kind] = {"net": "net", "top": "proportion", "flag": "proportion", "mean": "mean",

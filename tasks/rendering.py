@@ -14,8 +14,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from paths import TEMPLATES
-from tasks.masking import mask_pii
+from cxloop.paths import TEMPLATES, shipped
+from cxloop.tasks.masking import mask_pii
 
 LANGUAGES = ("zh", "en")
 
@@ -23,7 +23,7 @@ LANGUAGES = ("zh", "en")
 @cache
 def catalog(lang: str) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for path in sorted((TEMPLATES / "i18n").glob(f"*.{lang}.json")):
+    for path in sorted(shipped("templates/i18n").glob(f"*.{lang}.json")):
         merged.update(json.loads(path.read_text(encoding="utf-8")))
     return merged
 

@@ -30,8 +30,8 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
-from config import Settings
-from models import (
+from cxloop.config import Settings
+from cxloop.models import (
     Action,
     ActionEvent,
     Cycle,
@@ -41,12 +41,12 @@ from models import (
     QualityCheck,
     QuarantinedRow,
 )
-from periods import parse_period, period_end_date, shift_period
-from tasks import charts
-from tasks.codes import factorize
-from tasks.lifecycle import OPEN_STATUSES
-from tasks.masking import mask_pii
-from tasks.rendering import render, translate
+from cxloop.periods import parse_period, period_end_date, shift_period
+from cxloop.tasks import charts
+from cxloop.tasks.codes import factorize
+from cxloop.tasks.lifecycle import OPEN_STATUSES
+from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.rendering import render, translate
 
 HEADLINE_KPIS = ("nps", "csat", "ces", "cx_index")
 SCORECARD_KPIS = ("nps", "csat", "ces", "cx_index", "complaint_rate", "first_response_hours",
@@ -91,9 +91,9 @@ def label(value: str, lang: str) -> str:
 def _sibling(name: str) -> Any | None:
     """tasks.kpis / tasks.spc when they exist: the report prefers the shared formulas (looked up
     once per process: `find_spec` walks the import path, and this is asked per page and KPI)."""
-    if importlib.util.find_spec(f"tasks.{name}") is None:
+    if importlib.util.find_spec(f"cxloop.tasks.{name}") is None:
         return None
-    return importlib.import_module(f"tasks.{name}")
+    return importlib.import_module(f"cxloop.tasks.{name}")
 
 
 def lower_is_better(kpi: str) -> bool:
@@ -421,7 +421,7 @@ def _value_label(settings: Settings, scope: str, value: str, lang: str) -> str:
 
 
 def _topic_names(settings: Settings, lang: str) -> dict[str, str]:
-    from tasks.comments import load_taxonomy  # the configured topics, or the shipped default taxonomy
+    from cxloop.tasks.comments import load_taxonomy  # the configured topics, or the shipped default taxonomy
 
     return {t.id: (t.name_zh if lang == "zh" else t.name_en) for t in load_taxonomy(settings)}
 
@@ -436,7 +436,7 @@ _FEEDBACK_COLS = ("response_id", "department", "journey_stage", "touchpoint", "c
 def load_feedback(engine: Engine, period: str) -> pd.DataFrame:
     """The period's clean (non-quarantined) responses from the month frame (`tasks.month`), with
     `id` and the columns the report needs."""
-    from tasks import month
+    from cxloop.tasks import month
 
     return month.month_rows(engine, period, ("id", *_FEEDBACK_COLS), clean=True)
 
@@ -478,7 +478,7 @@ def summarise_feedback(engine: Engine, settings: Settings, period: str,
                        journey_kpi: str = "nps") -> FeedbackSummary:
     """`FeedbackSummary` of a period, from its rows in the month frame; a month too large to keep
     is summarised part by part (`tasks.month.month_parts`) and the parts' summaries merged."""
-    from tasks import month
+    from cxloop.tasks import month
 
     parts = []
     for rows in month.month_parts(engine, period, ("id", *_FEEDBACK_COLS), clean=True):

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from config import CommentsConfig, Settings
+from cxloop.config import CommentsConfig, Settings
 
 POSITIVE, NEUTRAL, NEGATIVE = "positive", "neutral", "negative"
 MODEL_FORMAT = 1

@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 
-from config import Settings
-from db import session_scope
-from models import (
+from cxloop.config import Settings
+from cxloop.db import session_scope
+from cxloop.models import (
     CANONICAL_FIELDS,
     SCORE_FIELDS,
     Feedback,
@@ -48,10 +48,10 @@ from models import (
     QuarantinedRow,
     utcnow,
 )
-from paths import EXPECTATIONS
-from periods import period_bounds, shift_period
-from tasks import month
-from tasks.codes import factorize
+from cxloop.paths import EXPECTATIONS, shipped
+from cxloop.periods import period_bounds, shift_period
+from cxloop.tasks import month
+from cxloop.tasks.codes import factorize
 
 STAGE = "validate"
 LEVELS = ("row", "batch")
@@ -182,7 +182,7 @@ class Suite:
 
 def suite_dirs(settings: Settings) -> list[Path]:
     """Where suites come from: the shipped folder, then the config's `expectations/` if it exists."""
-    dirs = [EXPECTATIONS]
+    dirs = [shipped("expectations")]
     user = settings.resolve("expectations")
     if user.is_dir() and user.resolve() != EXPECTATIONS.resolve():
         dirs.append(user)
@@ -1021,7 +1021,7 @@ def readmit(settings: Settings, engine: Engine, period: str, now: datetime | Non
 def write_report(settings: Settings, gate: GateResult, bad: pd.DataFrame,
                  reasons: dict[str, list[dict[str, Any]]], lang: str, now: datetime) -> Path:
     """`reports/<period>/validation.html`: each expectation, its result, counts and failing samples."""
-    from tasks.rendering import render
+    from cxloop.tasks.rendering import render
 
     samples = []
     for rec in bad.head(50).to_dict("records"):

@@ -16,10 +16,9 @@ import os
 import sys
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.context import ForkServerContext, ForkServerProcess, set_spawning_popen
-from pathlib import Path
 from typing import Any
 
-_PRELOAD = ["tasks.collect", "tasks.comments"]
+_PRELOAD = ["cxloop.tasks.collect", "cxloop.tasks.comments"]
 
 
 def _forkserver() -> Any:
@@ -71,13 +70,12 @@ def start_server() -> None:
 
     The server is a new interpreter: up to Python 3.12 it does not take this process's
     `sys.path`, and a preload it cannot import is skipped without a word, leaving every worker to
-    import pandas and the project itself (~1 s before its first chunk). So it is started with the
-    folder that holds `tasks` on its `PYTHONPATH` (a bench script or a source checkout that is
-    not installed finds the project only through `sys.path`)."""
+    import pandas and the project itself (~1 s before its first chunk). So it is started with this
+    process's `sys.path` on its `PYTHONPATH` (a checkout that is not installed may be found only
+    through an entry a script added)."""
     _forkserver()
-    root = str(Path(__file__).resolve().parent.parent)
     before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (*sys.path, before) if p)
     try:
         forkserver.ensure_running()
     finally:

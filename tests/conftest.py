@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from db import fresh_pg_schema
+from cxloop.db import fresh_pg_schema
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from a closed network
@@ -54,7 +54,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     """A migrated database engine (SQLite and PostgreSQL)."""
-    from db import open_db
+    from cxloop.db import open_db
 
     eng = open_db(db_url)
     yield eng
@@ -72,9 +72,9 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture
 def month_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The periods `tasks.month` reads from the database during the test, in order (a month
+    """The periods `cxloop.tasks.month` reads from the database during the test, in order (a month
     shared or handed over by collect leaves no entry)."""
-    import tasks.month as month
+    import cxloop.tasks.month as month
 
     reads: list[str] = []
     read_month = month.read_month

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel, select
 
-from config import KPI_NAMES, Settings, TargetConfig, settings_from_dict
-from db import session_scope
-from models import Action, ActionEvent, Feedback, KpiResult, Measurement
-from tasks.actions import (
+from cxloop.config import KPI_NAMES, Settings, TargetConfig, settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Action, ActionEvent, Feedback, KpiResult, Measurement
+from cxloop.tasks.actions import (
     ActionError,
     action_detail,
     action_row,
@@ -31,7 +31,7 @@ from tasks.actions import (
     route,
     severity_of,
 )
-from tasks.lifecycle import transition
+from cxloop.tasks.lifecycle import transition
 
 COMPANY: dict[str, Any] = {
     "project": {"language": "en", "timezone": "Asia/Shanghai"},
@@ -329,8 +329,8 @@ def test_a_month_read_in_parts_quotes_the_same_comments(engine: Engine, tmp_path
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A month too large to keep is read part by part, keeping the commented rows: the same rows in
     id order as from the month at once, so the same evidence."""
-    import tasks.month as month
-    from tasks.actions import commented_rows
+    import cxloop.tasks.month as month
+    from cxloop.tasks.actions import commented_rows
 
     settings = make_settings(tmp_path, actions={"worst_comments": 4})
     p = "2026-10"
@@ -353,7 +353,7 @@ def test_a_month_read_in_parts_quotes_the_same_comments(engine: Engine, tmp_path
 
 def test_with_the_real_kpi_stage_end_to_end(engine: Engine, tmp_path: Path) -> None:
     """compute_kpis -> open_actions, twice: one action for the missed scope, nothing new on re-run."""
-    from tasks.kpis import compute_kpis
+    from cxloop.tasks.kpis import compute_kpis
 
     settings = make_settings(tmp_path)
     settings = settings.model_copy(update={"targets": [

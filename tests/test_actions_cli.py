@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from config import load_settings
-from db import session_scope
-from models import Measurement
-from tasks.actions import open_actions
+from cxloop.config import load_settings
+from cxloop.db import session_scope
+from cxloop.models import Measurement
+from cxloop.tasks.actions import open_actions
 from tests.cli import cxloop
 from tests.test_actions import actions, add_feedback, add_result, events
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from config import settings_from_dict
-from db import background_checkpoints, checkpoint_soon
-from flows.warmup import warm_up
-from tasks.comments import _jieba
-from tasks.rendering import environment
+from cxloop.config import settings_from_dict
+from cxloop.db import background_checkpoints, checkpoint_soon
+from cxloop.flows.warmup import warm_up
+from cxloop.tasks.comments import _jieba
+from cxloop.tasks.rendering import environment
 
 
 def _autocheckpoint(engine: Engine) -> int:
@@ -50,23 +50,22 @@ def test_warm_up_loads_the_libraries_and_ignores_what_it_cannot_load(tmp_path: P
     assert not thread.is_alive()
     assert "great_expectations" in sys.modules and "statsmodels.stats.proportion" in sys.modules
     assert _jieba().dt.initialized  # loaded after the step that failed
-    assert "apprise" in sys.modules and "tasks.report" in sys.modules
+    assert "apprise" in sys.modules and "cxloop.tasks.report" in sys.modules
     compiled = {name for _, name in environment("zh").cache or ()}
     assert {"report.html", "notice.md", "playbooks/nps.zh.md.j2"} <= compiled
 
 
 def test_warm_up_reads_the_migration_scripts_the_first_open_checks() -> None:
-    from flows import warmup
+    from cxloop.flows import warmup
 
     warmup._migrations()  # the warm-up thread would swallow its error
 
 
 def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root), "PREFECT_LOGGING_LEVEL": "ERROR"}
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
     env.pop("CXLOOP_DATABASE__URL", None)
     for args in (["init", str(tmp_path)], ["run", "--period", "2026-10"]):
-        subprocess.run([sys.executable, "-c", "from cli import main; main()", *args], cwd=tmp_path,
+        subprocess.run([sys.executable, "-m", "cxloop", *args], cwd=tmp_path,
                        env=env, check=True, timeout=300, capture_output=True)
     names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("cxloop.db"))
     assert names == ["cxloop.db", "cxloop.db.2026-10.lock"]  # no cxloop.db-wal, cxloop.db-shm
@@ -74,7 +73,7 @@ def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path:
 
 def test_warm_up_starts_the_parse_worker_server_only_for_a_big_csv_export(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import chunked, workers
+    from cxloop.tasks import chunked, workers
 
     started: list[bool] = []
     monkeypatch.setattr(workers, "start_server", lambda: started.append(True))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, insert
 
-from config import settings_from_dict
-from flows.bookkeeping import (
+from cxloop.config import settings_from_dict
+from cxloop.flows.bookkeeping import (
     CycleBusy,
     begin_stage,
     data_fingerprint,
@@ -18,7 +18,7 @@ from flows.bookkeeping import (
     start_cycle,
     update_cycle,
 )
-from models import ImportRecord
+from cxloop.models import ImportRecord
 
 
 def test_second_run_of_a_period_is_refused_while_the_first_holds_it(engine: Engine) -> None:
@@ -51,7 +51,7 @@ def test_projects_in_other_schemas_of_one_database_do_not_block_each_other(engin
         pytest.skip("schemas and advisory locks are PostgreSQL's")
     from sqlalchemy import create_engine
 
-    from db import fresh_pg_schema
+    from cxloop.db import fresh_pg_schema
     from tests.conftest import PG_URL
 
     with fresh_pg_schema(PG_URL) as url:

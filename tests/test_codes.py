@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-import tasks.month as month
-from models import Feedback
-from tasks import codes
-from tasks.codes import factorize
+import cxloop.tasks.month as month
+from cxloop.models import Feedback
+from cxloop.tasks import codes
+from cxloop.tasks.codes import factorize
 
 PERIOD = "2026-10"
 

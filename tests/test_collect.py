@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import col
 
-from config import Settings, settings_from_dict
-from db import session_scope
-from models import Feedback, ImportRecord, QuarantinedRow
-from tasks.collect import CollectSummary, collect_period, read_file, source_files
-from tasks.mapping import Prepared, prepare
-from tasks.readers import SourceError, detect_encoding
+from cxloop.config import Settings, settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Feedback, ImportRecord, QuarantinedRow
+from cxloop.tasks.collect import CollectSummary, collect_period, read_file, source_files
+from cxloop.tasks.mapping import Prepared, prepare
+from cxloop.tasks.readers import SourceError, detect_encoding
 
 P = "2026-10"
 WEB_COLUMNS = {
@@ -402,7 +402,7 @@ def test_offset_pretest_leaves_every_possibly_aware_text_to_the_regex(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Only texts that cannot have an offset skip the offset regex: the times are the same as
     with the regex run on every text."""
-    import tasks.mapping as tm
+    import cxloop.tasks.mapping as tm
 
     texts = ["2026-10-03 14:05:09", "2026-10-03T14:05:09Z", "2026-10-03T14:05:09z", "2026-10-03 14:05+08",
              "2026-10-03 14:05+0800", "2026-10-03 14:05:09+08:00", "2026-10-03 14:05:09.5-05:00",
@@ -425,7 +425,7 @@ def test_offset_pretest_leaves_every_possibly_aware_text_to_the_regex(
 
 
 def test_blank_cells_become_none_and_other_values_keep_their_type() -> None:
-    import tasks.mapping as tm
+    import cxloop.tasks.mapping as tm
 
     cells = [" a ", "a", "", " N/A ", "-", None, float("nan"), 1, 1.0, True, ["x"], "NULL", "b "]
     out = tm._blank_to_none(pd.Series(cells * 3, dtype=object)).tolist()
@@ -437,7 +437,7 @@ def test_blank_cells_become_none_and_other_values_keep_their_type() -> None:
 
 
 def test_scores_and_flags_are_parsed_per_distinct_value() -> None:
-    import tasks.mapping as tm
+    import cxloop.tasks.mapping as tm
 
     scores = pd.Series(["3", " 4 ", "１０", None, "3.5", "x", 7, 2.0, "3"], dtype=object)
     ints, bad, messages = tm.to_int(scores)
@@ -484,7 +484,7 @@ def test_recollect_is_idempotent_and_changes_are_updates(engine: Engine, tmp_pat
 def test_big_load_with_a_quote_in_the_source_name(engine: Engine, tmp_path: Path) -> None:
     """A load of CHUNK rows or more takes the bulk path; the source name, written into the INSERT
     as a literal on SQLite, is stored as given."""
-    from tasks.collect import CHUNK
+    from cxloop.tasks.collect import CHUNK
 
     n = CHUNK + 5
     lines = ["response_id,submitted_at,channel,nps,comment"]
@@ -706,7 +706,7 @@ def test_summary_counts_for_the_cycle_record(engine: Engine, tmp_path: Path) -> 
 
 def test_unchanged_files_are_not_parsed_again_but_counted_the_same(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.collect as tc
+    import cxloop.tasks.collect as tc
 
     header = "response_id,submitted_at,channel,nps"
     write_csv(tmp_path / "x" / "a_09.csv", [header, "s1,2026-09-03,web,9", "s2,2026-09-04,web,3"])
@@ -769,7 +769,7 @@ def test_skipping_keeps_readmission_by_another_file(engine: Engine, tmp_path: Pa
 
 
 def test_a_column_counts_as_present_if_any_value_is_there() -> None:
-    from tasks.collect import _has_values
+    from cxloop.tasks.collect import _has_values
 
     later = [None] * 100 + ["x"]  # past the rows looked at first
     assert _has_values(pd.Series(later, dtype=object))

@@ -1,4 +1,4 @@
-"""A big CSV file read in chunks by a worker process (`tasks.chunked`) against the same file read
+"""A big CSV file read in chunks by a worker process (`cxloop.tasks.chunked`) against the same file read
 whole: identical stored rows, quarantine entries, import records and counts, on SQLite and
 PostgreSQL. The chunk size is a few rows here, so repeats, rejections and quoted line breaks
 fall on both sides of chunk boundaries."""
@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, Table, select
 
-import tasks.chunked as chunked
-import tasks.collect as tc
-import tasks.workers as workers
-from config import Settings, settings_from_dict
-from db import fresh_pg_schema, open_db
-from models import CycleStage, Feedback, ImportRecord, QuarantinedRow
-from tasks.collect import CollectSummary, collect_period
+import cxloop.tasks.chunked as chunked
+import cxloop.tasks.collect as tc
+import cxloop.tasks.workers as workers
+from cxloop.config import Settings, settings_from_dict
+from cxloop.db import fresh_pg_schema, open_db
+from cxloop.models import CycleStage, Feedback, ImportRecord, QuarantinedRow
+from cxloop.tasks.collect import CollectSummary, collect_period
 from tests.conftest import PG_URL
 
 P = "2026-10"
@@ -191,7 +191,7 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A comment repeated in a chunk (or analysed for an earlier one) gets its analysis with the
     row; the comments stage then analyses the rest, and both ways end with the same rows."""
-    from tasks.comments import MARKER_STAGE, InsertAnalysis, analyse_comments
+    from cxloop.tasks.comments import MARKER_STAGE, InsertAnalysis, analyse_comments
 
     monkeypatch.setattr(InsertAnalysis, "REPEATS", 2)  # in chunks of four rows
 
@@ -220,7 +220,7 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
 def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(
         twin: tuple[Engine, Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stage will analyse such a period again, all of it: collect leaves its marker alone."""
-    from tasks.comments import InsertAnalysis, _marker, _set_marker
+    from cxloop.tasks.comments import InsertAnalysis, _marker, _set_marker
 
     monkeypatch.setattr(InsertAnalysis, "REPEATS", 2)
 
@@ -311,7 +311,7 @@ def test_a_bad_byte_late_in_the_file(twin: tuple[Engine, Engine], tmp_path: Path
 
 
 def test_seen_ids_find_what_was_added() -> None:
-    from tasks.collect import _id_hashes, _SeenIds
+    from cxloop.tasks.collect import _id_hashes, _SeenIds
 
     seen = _SeenIds()
     added: list[str] = []
@@ -362,16 +362,18 @@ def test_no_worker_outlives_a_failed_store(twin: tuple[Engine, Engine], tmp_path
 def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_path: Path) -> None:
     """Without site (`-S`: no editable install), the project is importable only through the
     parent's `sys.path`, which Python 3.11's fork server does not take: the worker would import
-    it itself. A worker reports whether `tasks.collect` was loaded before its target ran."""
+    it itself. A worker reports whether `cxloop.tasks.collect` was loaded before its target ran."""
     import subprocess
     import sys
     import sysconfig
 
     root = Path(chunked.__file__).resolve().parent.parent
+    (tmp_path / "path").mkdir()
+    (tmp_path / "path" / "cxloop").symlink_to(root)  # the checkout, under the package's name
     seen = tmp_path / "seen.txt"
-    probe = f"import sys; open({str(seen)!r}, 'w').write(str('tasks.collect' in sys.modules))"
-    script = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
-              "from tasks import workers\n"
+    probe = f"import sys; open({str(seen)!r}, 'w').write(str('cxloop.tasks.collect' in sys.modules))"
+    script = (f"import sys; sys.path.insert(0, {str(tmp_path / 'path')!r})\n"
+              "from cxloop.tasks import workers\n"
               "workers.start_server()\n"
               f"p = workers.Process(target=exec, args=({probe!r},))\n"
               "p.start(); p.join(); sys.exit(p.exitcode)\n")

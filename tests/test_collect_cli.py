@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-import cli
-from paths import TEMPLATES
+import cxloop.cli
+from cxloop.paths import TEMPLATES
 
 
 def run(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         ) -> tuple[int, str, str]:
-    """Run `cxloop ARGS` in-process through `cli.main` (which maps errors to exit codes)."""
+    """Run `cxloop ARGS` in-process through `cxloop.cli.main` (which maps errors to exit codes)."""
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(sys, "argv", ["cxloop", *args])
     with pytest.raises(SystemExit) as stop:
-        cli.main()
+        cxloop.cli.main()
     out = capsys.readouterr()
     code = stop.value.code
     return (code if isinstance(code, int) else (0 if code is None else 1)), out.out, out.err
@@ -118,3 +118,22 @@ def test_init_output_collects_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert code == 1 and "--force" in err
     code, _, _ = run(["init", str(target), "--force"], monkeypatch, capsys)
     assert code == 0
+
+
+def test_init_that_cannot_write_fails_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17, item 2: never "Next: edit ..." with nothing written. The tests run as root, which
+    ignores file modes, so the folder cannot be made because a file stands where it should be."""
+    (tmp_path / "cx").write_text("not a folder")
+    code, out, err = run(["init", str(tmp_path / "cx")], monkeypatch, capsys)
+    assert code == 1 and "Next:" not in out
+    assert err.startswith("error cannot write ") and str(tmp_path / "cx") in err and "Traceback" not in err
+
+
+def test_a_missing_shipped_resource_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A broken install (the package without its templates) is said in one line, exit 1."""
+    monkeypatch.setattr("cxloop.paths.ROOT", tmp_path / "site-packages" / "cxloop")
+    code, out, err = run(["init", str(tmp_path / "cx")], monkeypatch, capsys)
+    assert code == 1 and not (tmp_path / "cx").exists() and "Next:" not in out
+    assert "cxloop's shipped templates/init is missing or empty" in err and "reinstall cxloop" in err

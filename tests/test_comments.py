@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, select, update
 
-import tasks.month as month
-from config import ConfigError, Settings, settings_from_dict
-from db import session_scope
-from models import Feedback
-from tasks.comments import (
+import cxloop.tasks.month as month
+from cxloop.config import ConfigError, Settings, settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Feedback
+from cxloop.tasks.comments import (
     FEEDBACK,
     ThemeTagger,
     analyse_comments,
@@ -28,7 +28,7 @@ from tasks.comments import (
     tagger_for,
     theme_overview,
 )
-from tasks.sentiment import (
+from cxloop.tasks.sentiment import (
     DefaultModel,
     ModelError,
     detect_language,
@@ -86,7 +86,7 @@ def test_english_tagging_words_plurals_phrases_and_patterns(tmp_path: Path) -> N
 
 def test_many_distinct_comments_are_analysed_in_worker_processes_alike(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import tasks.comments as comments
+    import cxloop.tasks.comments as comments
 
     club = {"id": "club", "name_zh": "会员", "name_en": "Club",
             "keywords": {"zh": ["橙享会员卡"], "en": ["club card"]}}  # unknown to jieba
@@ -101,7 +101,7 @@ def test_many_distinct_comments_are_analysed_in_worker_processes_alike(
     monkeypatch.setattr(comments, "PARALLEL_TEXTS", 2)
     monkeypatch.setattr(comments, "_worker_count", lambda: 2)  # a one-core machine too
     monkeypatch.setattr(comments, "_PARTS_PER_WORKER", 2)  # parts of two or three texts
-    with caplog.at_level(logging.WARNING, logger="tasks.comments"):
+    with caplog.at_level(logging.WARNING, logger="cxloop.tasks.comments"):
         assert analyse_texts(texts, settings, declared=declared, model=model) == alone
     assert "worker processes failed" not in caplog.text  # the workers did it, not the fallback
 
@@ -222,7 +222,7 @@ def test_train_writes_model_then_auto_uses_it(engine: Engine, db_url: str, tmp_p
 
 
 def test_read_labelled_gb18030_columns_guessed_and_errors(tmp_path: Path) -> None:
-    from tasks.sentiment import read_labelled, train
+    from cxloop.tasks.sentiment import read_labelled, train
 
     path = tmp_path / "导出.csv"
     path.write_bytes("评论,标签,渠道\n物流很快,好评,app\n太慢了,差评,web\n\n  ,好评,web\n".encode("gb18030"))
@@ -389,7 +389,7 @@ def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written
         conn.execute(update(FEEDBACK).where(FEEDBACK.c.response_id == "d").values(
             sentiment="neutral", sentiment_score=0.5, themes=""))
     reads = month_reads
-    caplog.set_level(logging.INFO, logger="tasks.comments")
+    caplog.set_level(logging.INFO, logger="cxloop.tasks.comments")
     speed = make_settings(tmp_path, topics=[{"id": "speed", "name_en": "Speed", "name_zh": "速度",
                                              "keywords": {"zh": ["太慢"]}}])
     with month.keeping(engine, PERIOD):

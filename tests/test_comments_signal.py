@@ -13,14 +13,14 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlmodel import col
 
-from config import settings_from_dict
-from db import session_scope
-from models import Action, Feedback, KpiResult
-from periods import shift_period
-from tasks.actions import open_actions
-from tasks.comments import analyse_comments
-from tasks.kpis import compute_kpis
-from tasks.sentiment import train_from_file
+from cxloop.config import settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Action, Feedback, KpiResult
+from cxloop.periods import shift_period
+from cxloop.tasks.actions import open_actions
+from cxloop.tasks.comments import analyse_comments
+from cxloop.tasks.kpis import compute_kpis
+from cxloop.tasks.sentiment import train_from_file
 from tests.test_comments import write_labelled_csv
 
 POSITIVE = ["物流很快，非常满意", "快递很快，下次还来"]

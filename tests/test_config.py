@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_settings, settings_from_dict
-from paths import ROOT, TEMPLATES
+from cxloop.config import ConfigError, load_settings, settings_from_dict
+from cxloop.paths import TEMPLATES
 
 SOURCE = '[[sources]]\nname = "web"\nkind = "csv"\npath = "data/*.csv"\n'
 
@@ -111,7 +111,7 @@ def test_duplicate_source_names_rejected(tmp_path: Path) -> None:
 def test_invalid_file_exits_2_with_key_path(tmp_path: Path) -> None:
     """Through a real process: the exit code and the one-line message an admin sees."""
     cfg = write(tmp_path, '[[sources]]\nname = "x"\nkind = "xlsx"\npath = "a.xlsx"\n')
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "collect", "--period", "2026-10",
+    done = subprocess.run([sys.executable, "-m", "cxloop", "collect", "--period", "2026-10",
                            "--config", str(cfg)], capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
     assert done.returncode == 2, done.stderr

@@ -20,10 +20,10 @@ from prefect.exceptions import TerminationSignal
 from sqlalchemy import Engine, create_engine, update
 from sqlmodel import Session, select
 
-from flows.bookkeeping import period_lock, start_cycle
-from flows.process import stop_cleanly_on_sigterm
-from models import Cycle, CycleStage
-from tasks import claims
+from cxloop.flows.bookkeeping import period_lock, start_cycle
+from cxloop.flows.process import stop_cleanly_on_sigterm
+from cxloop.models import Cycle, CycleStage
+from cxloop.tasks import claims
 from tests.cli import cxloop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,14 +32,14 @@ WAIT = 240.0  # seconds a busy machine may need to get a cycle going (never reac
 
 
 def _project(tmp_path: Path) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "cli.py"), "init", str(tmp_path / "proj")], check=True,
+    subprocess.run([sys.executable, "-m", "cxloop", "init", str(tmp_path / "proj")], check=True,
                    env=_env(tmp_path), capture_output=True)
     return tmp_path / "proj" / "cxloop.toml"
 
 
 def _env(tmp_path: Path, db_url: str = "") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PYTHONPATH=str(ROOT), GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    env.update(GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_LEVEL="WARNING")
     if db_url:
         env["CXLOOP_DATABASE_URL"] = db_url
@@ -79,7 +79,7 @@ def _cycle(engine: Engine) -> Cycle | None:
 
 def _start_run(tmp_path: Path, db_url: str, config: Path) -> tuple[subprocess.Popen[str], Engine, list[int]]:
     """`cxloop run` in a subprocess, once its cycle is `running`; with its child processes."""
-    args = [sys.executable, str(ROOT / "cli.py"), "run", "--period", P, "--config", str(config)]
+    args = [sys.executable, "-m", "cxloop", "run", "--period", P, "--config", str(config)]
     run = subprocess.Popen(args, env=_env(tmp_path, db_url), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     engine = create_engine(db_url)
@@ -183,7 +183,7 @@ def test_a_signal_prefect_turns_into_another_error_still_counts_as_a_stop() -> N
     `ValueError: Task run is not set` (its crash handler fails); the run was stopped, not failed."""
     from prefect.exceptions import TerminationSignal
 
-    from flows.process import exit_code_for, interruption
+    from cxloop.flows.process import exit_code_for, interruption
 
     try:
         try:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from flows.cycle import cx_monthly_cycle
-from models import Action, Cycle, CycleStage, Feedback, Measurement, OutboxMessage
-from tasks.demo import DemoPlan, Truth, write_demo
+from cxloop.flows.cycle import cx_monthly_cycle
+from cxloop.models import Action, Cycle, CycleStage, Feedback, Measurement, OutboxMessage
+from cxloop.tasks.demo import DemoPlan, Truth, write_demo
 
 PERIODS = ["2026-06", "2026-07", "2026-08", "2026-09"]
 
@@ -37,8 +37,8 @@ def _notices(folder: Path) -> dict[str, list[str]]:
 
 
 def test_four_cycles_tell_the_whole_story(prefect_harness: None, demo_config: Path) -> None:
-    from config import load_settings
-    from db import open_db
+    from cxloop.config import load_settings
+    from cxloop.db import open_db
 
     settings = load_settings(demo_config)
     engine = open_db(settings.database_url)
@@ -92,8 +92,8 @@ def test_four_cycles_tell_the_whole_story(prefect_harness: None, demo_config: Pa
 
 
 def test_accepting_the_data_risk_publishes_a_held_month(prefect_harness: None, demo_config: Path) -> None:
-    from config import load_settings
-    from db import open_db
+    from cxloop.config import load_settings
+    from cxloop.db import open_db
 
     engine = open_db(load_settings(demo_config).database_url)
     for p in PERIODS[:3]:
@@ -115,9 +115,9 @@ def test_accepting_the_data_risk_publishes_a_held_month(prefect_harness: None, d
 
 def test_a_crashed_stage_leaves_a_consistent_cycle_that_the_next_run_resumes(
         prefect_harness: None, demo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.report
-    from config import load_settings
-    from db import open_db
+    import cxloop.tasks.report
+    from cxloop.config import load_settings
+    from cxloop.db import open_db
 
     engine = open_db(load_settings(demo_config).database_url)
 
@@ -125,7 +125,7 @@ def test_a_crashed_stage_leaves_a_consistent_cycle_that_the_next_run_resumes(
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as patched, pytest.raises(RuntimeError, match="disk full"):
-        patched.setattr(tasks.report, "write_reports", boom)
+        patched.setattr(cxloop.tasks.report, "write_reports", boom)
         cx_monthly_cycle("2026-06", config=str(demo_config), started_by="test")
     with Session(engine) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == "2026-06")).one()
@@ -150,7 +150,7 @@ def test_cycles_on_prefect_s_temporary_server_send_no_heartbeats() -> None:
     thread held each flow run up to a second at its end."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    from flows.cycle import on_temporary_server
+    from cxloop.flows.cycle import on_temporary_server
 
     default = get_current_settings().flows.heartbeat_frequency
     assert default is not None

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 from sqlmodel import SQLModel
 
-import models  # noqa: F401
+import cxloop.models  # noqa: F401
 
 
 def test_migrations_create_every_table(engine: Engine) -> None:

@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
-from config import Settings, settings_from_dict
-from tasks import decisions, kpis
+from cxloop.config import Settings, settings_from_dict
+from cxloop.tasks import decisions, kpis
 
 sim = importlib.import_module("bench.decisions")
 
@@ -153,7 +153,7 @@ def _feedback(engine: Engine, period: str, rows: list[tuple[str, str, int]]) -> 
 
     from sqlalchemy import insert
 
-    from models import Feedback
+    from cxloop.models import Feedback
 
     at = datetime(int(period[:4]), int(period[5:]), 10, tzinfo=UTC)
     with engine.begin() as conn:
@@ -177,10 +177,10 @@ def _month(courier_nps: int) -> list[tuple[str, str, int]]:
 
 def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine, db_url: str,
                                                                  tmp_path: Path) -> None:
-    from cli import app
-    from tasks.actions import list_actions, open_actions
-    from tasks.notify import action_item
-    from tasks.rendering import render
+    from cxloop.cli import app
+    from cxloop.tasks.actions import list_actions, open_actions
+    from cxloop.tasks.notify import action_item
+    from cxloop.tasks.rendering import render
 
     settings = _settings(tmp_path, db_url)
     _feedback(engine, "2026-10", _month(courier_nps=0))
@@ -205,7 +205,7 @@ def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine,
                       overdue=[], still_open=[], verdicts=[], subject="", report_url=None, project="cxloop",
                       confidence="95")
     assert "Also short because of this" in rendered and "delivery" in rendered
-    from tasks.report import render_report
+    from cxloop.tasks.report import render_report
 
     page = render_report(settings, engine, "2026-10", lang="en")
     assert "Also short because of this" in page

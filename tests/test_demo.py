@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
-from cli import main
-from models import Action
-from tasks.demo import DEMO_LAST_PERIOD, default_plan
+from cxloop.cli import main
+from cxloop.models import Action
+from cxloop.tasks.demo import DEMO_LAST_PERIOD, default_plan
 
 
 def test_the_demo_months_do_not_depend_on_today() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 
-from flows.schedule import DEPLOYMENT, deploy
-from tasks.demo import DemoPlan, write_demo
+from cxloop.flows.schedule import DEPLOYMENT, deploy
+from cxloop.tasks.demo import DemoPlan, write_demo
 
 
 def test_deploy_registers_the_schedule_in_the_project_time_zone(prefect_harness: None,

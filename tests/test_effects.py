@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.effects import (
+from cxloop.tasks.effects import (
     ScopeCells,
     boot_means,
     estimate_effect,

@@ -10,7 +10,7 @@ import importlib
 import numpy as np
 import pytest
 
-from tasks.effects import estimate_effect
+from cxloop.tasks.effects import estimate_effect
 
 # The harness lives in bench/ (not a package); imported by name so type checkers of the whole
 # tree do not see bench/effects.py under two module names.

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-import commands.cycle as cycle_cmd
-from db import session_scope
-from models import OutboxMessage
-from output import EXIT_HELD, EXIT_NOTICES_FAILED
+import cxloop.commands.cycle as cycle_cmd
+from cxloop.db import session_scope
+from cxloop.models import OutboxMessage
+from cxloop.output import EXIT_HELD, EXIT_NOTICES_FAILED
 from tests.cli import cxloop
 from tests.receivers import HttpReceiver, free_port
 from tests.test_notify import P, seed

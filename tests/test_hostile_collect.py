@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from config import settings_from_dict
-from models import Feedback, ImportRecord
-from tasks.collect import collect_period
+from cxloop.config import settings_from_dict
+from cxloop.models import Feedback, ImportRecord
+from cxloop.tasks.collect import collect_period
 from tests.cli import cxloop
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -46,7 +46,7 @@ def test_nul_bytes_are_removed_and_counted(chunked: bool, engine: Engine, tmp_pa
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(HOSTILE / "nul_bytes.csv", tmp_path / "web.csv")
     if chunked:  # the big-file path: read in chunks by a worker process
-        import tasks.chunked as chunked_mod
+        import cxloop.tasks.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
     summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]
@@ -78,7 +78,7 @@ def test_conflicting_copies_of_a_response_id_are_reported(chunked: bool, engine:
     same (a plain duplicate, not a conflict)."""
     shutil.copy(HOSTILE / "conflicting_ids.csv", tmp_path / "web.csv")
     if chunked:
-        import tasks.chunked as chunked_mod
+        import cxloop.tasks.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
         monkeypatch.setattr(chunked_mod, "CHUNK_ROWS", 2)  # each copy of d1 and d2 in its own chunk
@@ -102,7 +102,7 @@ def test_implausible_dates_are_quarantined_not_out_of_period(engine: Engine, tmp
     assert (imp.rows_read, imp.loaded, imp.rejected, imp.out_of_period) == (7, 1, 4, 2)
     from sqlmodel import Session
 
-    from models import QuarantinedRow
+    from cxloop.models import QuarantinedRow
     with Session(engine) as s:
         quarantined = {q.row_key: q for q in s.exec(select(QuarantinedRow)).scalars()}  # type: ignore[call-overload]
     assert set(quarantined) == {"y1", "y2", "y3", "y4"}
@@ -121,7 +121,7 @@ def test_huge_header_is_refused_naming_the_file(content: str, words: str, chunke
     """Issue 21, item 6: a one-line file of millions of fields hung collect at 100% CPU."""
     (tmp_path / "web.csv").write_text(content, encoding="utf-8")
     if chunked:
-        import tasks.chunked as chunked_mod
+        import cxloop.tasks.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
     summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import settings_from_dict
+from cxloop.config import settings_from_dict
 from tests.cli import cxloop
 
 BAD = [

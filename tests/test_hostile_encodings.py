@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from config import settings_from_dict
-from models import Feedback, ImportRecord
-from tasks.collect import collect_period
+from cxloop.config import settings_from_dict
+from cxloop.models import Feedback, ImportRecord
+from cxloop.tasks.collect import collect_period
 from tests.cli import cxloop
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -69,7 +69,7 @@ def test_unreadable_file_names_source_file_and_line(hostile: str, words: str, ch
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _files(tmp_path, hostile)
     if chunked:  # the big-file path: read in chunks by a worker process
-        import tasks.chunked as chunked_mod
+        import cxloop.tasks.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: path.name == "web.csv")
     summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from config import Settings, load_settings, settings_from_dict
-from db import session_scope
-from models import Action, ActionEvent
-from output import Format, emit
-from tasks.actions import open_actions
-from tasks.notify import build_notices
+from cxloop.config import Settings, load_settings, settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Action, ActionEvent
+from cxloop.output import Format, emit
+from cxloop.tasks.actions import open_actions
+from cxloop.tasks.notify import build_notices
 from tests.cli import cxloop
 from tests.test_actions import add_result
 from tests.test_actions_cli import CONFIG
@@ -146,7 +146,7 @@ def test_chat_notices_escape_markdown_from_customers_and_config(engine: Engine, 
 
 
 def test_data_quality_notice_escapes_markdown_in_samples() -> None:
-    from tasks.rendering import render
+    from cxloop.tasks.rendering import render
 
     check = {"expectation": "nps_in_scale", "column": "<b>nps</b>", "gating": True, "level": "row",
              "severity": "critical", "unexpected_count": 3, "observed": "[o](javascript:alert(1))",

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from db import session_scope
-from models import QualityCheck
-from tasks.masking import mask_pii
-from tasks.notify import build_notices
+from cxloop.db import session_scope
+from cxloop.models import QualityCheck
+from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.notify import build_notices
 from tests.test_notify import make_settings
 from tests.test_validate import NOW, PERIOD, add_rows, good_row
 from tests.test_validate import make_settings as validate_settings
@@ -53,7 +53,7 @@ def test_masking_keeps_the_rest_of_the_comment_as_written() -> None:
 
 
 def test_validation_report_masks_failing_values(engine: Engine, tmp_path: Path) -> None:
-    from tasks import validate as v
+    from cxloop.tasks import validate as v
 
     settings = validate_settings(tmp_path, quality={"max_quarantine_share": 1.0})
     bad = [good_row(60 + i, channel=comment) for i, (comment, _number) in enumerate(VARIANTS)]

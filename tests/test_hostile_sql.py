@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from config import settings_from_dict
-from db import fresh_pg_schema
-from tasks.collect import collect_period
-from tasks.readers import mask_url, scrub_url_secrets
+from cxloop.config import settings_from_dict
+from cxloop.db import fresh_pg_schema
+from cxloop.tasks.collect import collect_period
+from cxloop.tasks.readers import mask_url, scrub_url_secrets
 from tests.cli import cxloop
 from tests.conftest import _PG_OK, PG_URL
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from config import Settings, settings_from_dict
-from tasks import kpis, stats
+from cxloop.config import Settings, settings_from_dict
+from cxloop.tasks import kpis, stats
 
 
 def make_settings(**data: Any) -> Settings:
@@ -437,7 +437,7 @@ def test_interval_coverage_of_proportions_and_means() -> None:
 
 
 def test_labels_cover_every_kpi() -> None:
-    from config import KPI_NAMES
+    from cxloop.config import KPI_NAMES
 
     assert set(kpis.KPI_LABELS) == set(KPI_NAMES) == set(kpis.SPECS)
     assert all(set(v) == {"en", "zh"} for v in kpis.KPI_LABELS.values())

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import Engine, extract, func, insert, select
 from typer.testing import CliRunner
 
-from config import Settings, settings_from_dict
-from models import AppliedTarget, Feedback, KpiResult
-from tasks import kpis
+from cxloop.config import Settings, settings_from_dict
+from cxloop.models import AppliedTarget, Feedback, KpiResult
+from cxloop.tasks import kpis
 
 BASE = datetime(2026, 10, 5, 8, 0, tzinfo=UTC)
 
@@ -161,7 +161,7 @@ def test_a_month_counted_in_parts_stores_the_same_results(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A month too large to keep is read and counted part by part; every stored result (value,
     interval, histogram) equals the one computed from the month at once."""
-    import tasks.month as month
+    import cxloop.tasks.month as month
 
     rng = random.Random(3)
     rows = []
@@ -241,7 +241,7 @@ def _write_config(tmp_path: Path, db_url: str) -> Path:
 
 
 def test_cli_json_table_and_csv(engine: Engine, db_url: str, tmp_path: Path) -> None:
-    from cli import app
+    from cxloop.cli import app
 
     insert_rows(engine, [feedback(i) for i in range(80)])
     cfg = _write_config(tmp_path, db_url)

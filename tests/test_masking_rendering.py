@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tasks.masking import mask_pii
-from tasks.rendering import environment, translate
+from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.rendering import environment, translate
 
 
 @pytest.mark.parametrize(

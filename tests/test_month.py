@@ -15,18 +15,18 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
-import tasks.month as month
-from config import Settings, load_settings, settings_from_dict
-from db import fresh_pg_schema, open_db
-from models import Feedback
-from tasks.actions import open_actions
-from tasks.collect import collect_period
-from tasks.comments import analyse_comments
-from tasks.demo import DemoPlan, Truth, write_demo
-from tasks.kpis import compute_kpis
-from tasks.remeasure import remeasure_actions
-from tasks.report import build_report
-from tasks.validate import validate_period
+import cxloop.tasks.month as month
+from cxloop.config import Settings, load_settings, settings_from_dict
+from cxloop.db import fresh_pg_schema, open_db
+from cxloop.models import Feedback
+from cxloop.tasks.actions import open_actions
+from cxloop.tasks.collect import collect_period
+from cxloop.tasks.comments import analyse_comments
+from cxloop.tasks.demo import DemoPlan, Truth, write_demo
+from cxloop.tasks.kpis import compute_kpis
+from cxloop.tasks.remeasure import remeasure_actions
+from cxloop.tasks.report import build_report
+from cxloop.tasks.validate import validate_period
 
 PERIOD = "2026-10"
 

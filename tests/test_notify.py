@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from config import Settings, settings_from_dict
-from db import session_scope
-from models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
-from tasks.notify import _claim, deliver, queue_notices, scrub, secret_fragments, verdict_sentence
+from cxloop.config import Settings, settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
+from cxloop.tasks.notify import _claim, deliver, queue_notices, scrub, secret_fragments, verdict_sentence
 from tests.receivers import HttpReceiver, SmtpReceiver, free_port
 
 P = "2026-10"
@@ -330,7 +330,7 @@ def test_secrets_are_scrubbed_from_error_text() -> None:
     "workflows://prod-00.westus.logic.azure.com:443/workflowid123/signaturesecret123",
 ])
 def test_chat_routes_are_described_without_secrets(scheme_url: str) -> None:
-    from tasks.notify import describe_url
+    from cxloop.tasks.notify import describe_url
 
     described = describe_url(scheme_url)
     assert "secret" not in described.lower() and "://" in described
@@ -359,7 +359,7 @@ def test_documented_routes_are_valid_apprise_urls() -> None:
 
     import apprise
 
-    import tasks.sinks  # noqa: F401  (cxfile://)
+    import cxloop.tasks.sinks  # noqa: F401  (cxfile://)
 
     doc = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     urls = set(re.findall(r"`((?:mailtos?|slack|workflows|dingtalk|wecombot|feishu|lark|jsons?|cxfile)://[^`]+)`",
@@ -400,8 +400,8 @@ def test_digest_of_actions_opened_by_the_actions_stage(engine: Engine, tmp_path:
     """The evidence the actions stage writes (worst comments, figures) reaches the head, masked."""
     from datetime import UTC, datetime
 
-    from models import Feedback, KpiResult
-    from tasks.actions import open_actions
+    from cxloop.models import Feedback, KpiResult
+    from cxloop.tasks.actions import open_actions
 
     with HttpReceiver() as hook:
         settings = make_settings(tmp_path, [hook.url("/lg")], [])

@@ -9,9 +9,9 @@ import typer
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from commands.notify import register
-from db import session_scope
-from models import Cycle, QualityCheck
+from cxloop.commands.notify import register
+from cxloop.db import session_scope
+from cxloop.models import Cycle, QualityCheck
 from tests.receivers import HttpReceiver, free_port
 from tests.test_notify import P, seed
 

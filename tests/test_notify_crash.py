@@ -7,7 +7,6 @@ killed with SIGKILL, so the row stays `sending` in its name. The next run, `cxlo
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,10 +16,10 @@ from pathlib import Path
 from sqlalchemy import Engine, update
 from sqlmodel import col
 
-from db import session_scope
-from models import OutboxMessage, utcnow
-from tasks import claims
-from tasks.notify import IDEMPOTENCY_HEADER, NOTICE_HEADER, deliver, notice_key, queue_notices
+from cxloop.db import session_scope
+from cxloop.models import OutboxMessage, utcnow
+from cxloop.tasks import claims
+from cxloop.tasks.notify import IDEMPOTENCY_HEADER, NOTICE_HEADER, deliver, notice_key, queue_notices
 from tests.receivers import HttpReceiver, SmtpReceiver
 from tests.test_notify import P, make_settings, outbox, seed
 
@@ -30,13 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def killed_holder(db_url: str, message_id: int) -> str:
     """Claim the row from a child process, then SIGKILL it: the token a dead run leaves behind."""
-    code = ("import sys, time; from db import open_db; from models import OutboxMessage;"
-            "from sqlmodel import Session; from tasks.notify import _claim; from models import utcnow\n"
+    code = ("import sys, time\nfrom cxloop.db import open_db\n"
+            "from cxloop.models import OutboxMessage, utcnow\n"
+            "from sqlmodel import Session\nfrom cxloop.tasks.notify import _claim\n"
             "engine = open_db(sys.argv[1])\n"
             "with Session(engine) as s: m = s.get(OutboxMessage, int(sys.argv[2])); s.expunge(m)\n"
             "assert _claim(engine, m, utcnow()); print('claimed', flush=True); time.sleep(600)\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", code, db_url, str(message_id)], cwd=ROOT, env=env,
+    child = subprocess.Popen([sys.executable, "-c", code, db_url, str(message_id)], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "claimed"
@@ -50,7 +49,7 @@ def killed_holder(db_url: str, message_id: int) -> str:
 
 
 def outbox_rows(db_url: str) -> list[OutboxMessage]:
-    from db import open_db
+    from cxloop.db import open_db
 
     eng = open_db(db_url)
     try:

@@ -10,11 +10,11 @@ from pathlib import Path
 from sqlalchemy import Engine, update
 from typer.testing import CliRunner
 
-from cli import app
-from commands.common import CxError
-from db import session_scope
-from models import Feedback, QuarantinedRow
-from tasks import validate as v
+from cxloop.cli import app
+from cxloop.commands.common import CxError
+from cxloop.db import session_scope
+from cxloop.models import Feedback, QuarantinedRow
+from cxloop.tasks import validate as v
 from tests.test_validate import NOW, PERIOD, add_rows, good_row, make_settings
 
 runner = CliRunner()

@@ -20,9 +20,9 @@ from sqlalchemy import Engine, insert
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from config import Settings, settings_from_dict
-from models import Action, ActionEvent, Feedback, Measurement
-from tasks.remeasure import effect_sentence, remeasure_actions
+from cxloop.config import Settings, settings_from_dict
+from cxloop.models import Action, ActionEvent, Feedback, Measurement
+from cxloop.tasks.remeasure import effect_sentence, remeasure_actions
 
 N = 300
 HISTORY = ["2026-02", "2026-03"]
@@ -226,7 +226,7 @@ def test_lone_scope_falls_back_to_pre_post(engine: Engine, tmp_path: Path) -> No
 
 
 def test_effects_cli_json(engine: Engine, db_url: str, tmp_path: Path) -> None:
-    from cli import app
+    from cxloop.cli import app
 
     settings = make_settings(tmp_path, db_url)
     ids = seed_world(engine)

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import Engine, insert, select
 from sqlmodel import Session, col
 
-from config import Settings, settings_from_dict
-from models import (
+from cxloop.config import Settings, settings_from_dict
+from cxloop.models import (
     Action,
     ActionEvent,
     Cycle,
@@ -31,8 +31,8 @@ from models import (
     QualityCheck,
     QuarantinedRow,
 )
-from periods import period_bounds, shift_period
-from tasks.report import HEADLINE_KPIS, fmt, render_report, write_reports
+from cxloop.periods import period_bounds, shift_period
+from cxloop.tasks.report import HEADLINE_KPIS, fmt, render_report, write_reports
 
 PERIOD = "2026-10"
 
@@ -127,7 +127,7 @@ def seed(engine: Engine, tmp_path: Path, *, lang: str = "zh", held: bool = False
             kpis.append(_kpi(period, kpi, "overall", "all", value, 640 + rng.randint(0, 80),
                              targets[kpi], held and current))
             if current and kpi == "nps":
-                kpis[-1].signal = "signal_low"  # the dip the factory builds in, as tasks.kpis flags it
+                kpis[-1].signal = "signal_low"  # the dip the factory builds in, as cxloop.tasks.kpis flags it
         if current:
             kpis.append(_kpi(period, "complaint_rate", "overall", "all", 9.4, 700, 8.0, held, True))
         for i, dept in enumerate(DEPARTMENTS):
@@ -447,13 +447,13 @@ def _write_config(tmp_path: Path, db_url: str) -> Path:
 
 def test_numbers_match_cxloop_kpis_after_the_real_kpi_stage(engine: Engine, db_url: str,
                                                             tmp_path: Path) -> None:
-    """End to end with tasks.kpis: compute the period from the feedback rows, then every number the
+    """End to end with cxloop.tasks.kpis: compute the period from the feedback rows, then every number the
     report shows for a KPI row equals `cxloop kpis --format json`."""
     from typer.testing import CliRunner
 
-    from cli import app
-    from config import load_settings
-    from tasks.kpis import compute_kpis
+    from cxloop.cli import app
+    from cxloop.config import load_settings
+    from cxloop.tasks.kpis import compute_kpis
 
     seed(engine, tmp_path)
     cfg = _write_config(tmp_path, db_url)
@@ -486,8 +486,8 @@ def test_numbers_match_cxloop_kpis_after_the_real_kpi_stage(engine: Engine, db_u
 def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from cli import app
-    from commands.common import CxError
+    from cxloop.cli import app
+    from cxloop.commands.common import CxError
 
     seed(engine, tmp_path)
     cfg = _write_config(tmp_path, db_url)
@@ -514,7 +514,7 @@ def test_aggregated_feedback_matches_row_level(engine: Engine, tmp_path: Path, j
     """The pages aggregate the period's rows (month frame) with integer codes; the aggregates equal
     a plain pandas groupby of the rows, pages from the rows or from their summary are the same,
     and each department page counts exactly the rows `department_rows` selects."""
-    from tasks.report import build_report, department_rows, load_feedback, summarise_feedback
+    from cxloop.tasks.report import build_report, department_rows, load_feedback, summarise_feedback
 
     seeded = seed(engine, tmp_path)
     rows = load_feedback(engine, PERIOD)
@@ -549,8 +549,8 @@ def test_a_month_summarised_in_parts_is_the_same_summary(engine: Engine, tmp_pat
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A month too large to keep is summarised part by part and the parts merged: groups (and
     their order), negatives, comments and every page equal those of the month at once."""
-    import tasks.month as month
-    from tasks.report import summarise_feedback
+    import cxloop.tasks.month as month
+    from cxloop.tasks.report import summarise_feedback
 
     seeded = seed(engine, tmp_path)
     start = period_bounds(PERIOD, seeded.settings.tz)[0] + timedelta(days=3)

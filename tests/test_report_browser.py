@@ -134,7 +134,7 @@ def _problems(boxes: list[dict[str, Any]], ink: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_charts_are_present_and_visible_in_chromium(engine: Engine, tmp_path: Path) -> None:
-    from tasks.report import write_reports
+    from cxloop.tasks.report import write_reports
 
     seeded = seed(engine, tmp_path / "data")
     report = write_reports(seeded.settings, engine, PERIOD, out_dir=tmp_path / "out")[0]
@@ -155,7 +155,7 @@ def test_charts_are_present_and_visible_in_chromium(engine: Engine, tmp_path: Pa
 
 
 def test_pdf_copy_is_printed_by_chromium(tmp_path: Path) -> None:
-    from tasks.report import write_pdf
+    from cxloop.tasks.report import write_pdf
 
     page = tmp_path / "report.html"
     page.write_text("<!DOCTYPE html><html><body><h1>CX</h1><svg width='200' height='100'>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from tasks.charts import (
+from cxloop.tasks.charts import (
     HeatCell,
     Limits,
     TrendPoint,
@@ -16,7 +16,7 @@ from tasks.charts import (
     score_color,
     trend_chart,
 )
-from tasks.report import xmr_limits
+from cxloop.tasks.report import xmr_limits
 
 NS = "{http://www.w3.org/2000/svg}"
 

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from config import settings_from_dict
-from flows.schedule import schedule_of
-from periods import current_period, period_bounds, period_end_date, period_range, previous_period
+from cxloop.config import settings_from_dict
+from cxloop.flows.schedule import schedule_of
+from cxloop.periods import current_period, period_bounds, period_end_date, period_range, previous_period
 
 
 def test_the_first_of_the_month_in_shanghai_runs_the_previous_month() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tasks import spc
+from cxloop.tasks import spc
 
 WOBBLE = [30.0, 33.0, 29.0, 32.0, 31.0, 28.0, 32.0, 30.0, 29.0, 31.0, 33.0, 30.0, 28.0, 31.0, 32.0, 30.0]
 

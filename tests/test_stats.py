@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from tasks import stats
+from cxloop.tasks import stats
 
 
 def _nps_counts(n: int, p: float = 0.4, d: float = 0.2) -> tuple[float, float, float]:

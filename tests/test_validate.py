@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from config import Settings, settings_from_dict
-from db import session_scope
-from models import Feedback, ImportRecord, QualityCheck, QuarantinedRow
-from periods import period_bounds, shift_period
-from tasks import validate as v
+from cxloop.config import Settings, settings_from_dict
+from cxloop.db import session_scope
+from cxloop.models import Feedback, ImportRecord, QualityCheck, QuarantinedRow
+from cxloop.periods import period_bounds, shift_period
+from cxloop.tasks import validate as v
 
 PERIOD = "2026-10"
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -491,7 +491,7 @@ def test_split_batches_and_basic_first_give_the_one_pass_complete_results(tmp_pa
 
 def test_the_kept_month_follows_the_quarantine_flags(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
     """Inside a cycle run the month frame is shared: the gate reads it and patches `quarantined`."""
-    import tasks.month as month
+    import cxloop.tasks.month as month
 
     settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
     add_rows(engine, [good_row(i) for i in range(6)] + [good_row(9, csat=9), good_row(10, ces=0)])
