@@ -17,17 +17,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cxloop.models import CANONICAL_FIELDS, SCORE_FIELDS
+from cxloop.vocabulary import KPIS
 
 Scope = Literal[
     "overall", "department", "journey_stage", "touchpoint", "channel", "segment", "region", "topic"
 ]
 OWNABLE = ("journey_stage", "touchpoint", "channel", "topic")
-KPI_NAMES = (
-    "nps", "csat", "ces", "ces_top", "cx_index", "cx_success", "cx_effort", "cx_emotion",
-    "complaint_rate", "first_response_hours", "first_response_p90", "first_response_sla",
-    "resolution_hours", "resolution_p90", "resolution_sla", "responses",
-    "theme_share", "theme_negative_share",
-)
+KPI_NAMES = KPIS  # the KPIs a config may name: the vocabulary's
 ENV_PREFIX = "CXLOOP_"
 SEVERITY_LEVELS = ("high", "medium", "low")
 DEFAULT_CHANNELS = ["web", "app", "hotline", "store", "email", "social", "ticket", "wechat", "survey"]

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
 from cxloop.output import Format, emit
+from cxloop.vocabulary import KPIS, kpi_label
 
 JSON_KEYS = ["kpi", "scope", "scope_value", "n", "value", "ci_low", "ci_high", "target", "status",
              "signal", "method", "min_n", "provisional", "period"]
@@ -47,9 +48,9 @@ def kpis(
     known = engine_kpis.scope_names(settings)
     if scope and scope not in known:
         raise CxError(f"unknown scope {scope!r}; known: {', '.join(known)}")
-    bad = sorted(set(kpi or []) - set(engine_kpis.KPI_ORDER))
+    bad = sorted(set(kpi or []) - set(KPIS))
     if bad:
-        raise CxError(f"unknown KPI {', '.join(bad)}; known: {', '.join(engine_kpis.KPI_ORDER)}")
+        raise CxError(f"unknown KPI {', '.join(bad)}; known: {', '.join(KPIS)}")
     note = ""
     rows = [] if recompute else engine_kpis.stored_rows(engine, period, scope)
     if recompute or not rows:
@@ -71,7 +72,7 @@ def kpis(
     ci = f"{settings.kpis.confidence * 100:g}% CI"
     if fmt is Format.table:
         out: list[dict[str, Any]] = [{
-            "kpi": engine_kpis.KPI_LABELS.get(r.kpi, {}).get(lang, r.kpi),
+            "kpi": kpi_label(r.kpi, lang),
             "scope": r.scope if r.scope == engine_kpis.OVERALL else f"{r.scope}: {r.scope_value}",
             "n": r.n, "value": _fmt(r.value),
             ci: "" if r.ci_low is None else f"{_fmt(r.ci_low)} – {_fmt(r.ci_high)}",

@@ -31,6 +31,7 @@ from cxloop.periods import current_period, period_end_date
 from cxloop.tasks import lifecycle
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.rendering import environment, render
+from cxloop.vocabulary import kpi_label, lower_is_better, scope_label
 
 if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ...` starts fast
     import numpy as np
@@ -82,29 +83,6 @@ class ActionsSummary:
 
 
 # --------------------------------------------------------------------------- KPI vocabulary
-
-# Direction and labels belong to the KPI stage; imported on use so `cxloop actions ...` starts fast
-# (tasks.kpis pulls in pandas and statsmodels).
-
-def lower_is_better(kpi: str) -> bool:
-    from cxloop.tasks.kpis import LOWER_IS_BETTER
-
-    return kpi in LOWER_IS_BETTER
-
-
-def kpi_label(kpi: str, lang: str = "en") -> str:
-    from cxloop.tasks.kpis import KPI_LABELS
-
-    return KPI_LABELS.get(kpi, {}).get(lang) or kpi
-
-
-def scope_label(scope: str, lang: str = "en") -> str:
-    """"journey_stage x region" -> "Journey stage × Region", in the language asked for."""
-    from cxloop.tasks.kpis import SCOPE_LABELS
-
-    parts = [p.strip() for p in scope.split(CROSS.strip())] if CROSS in scope else [scope]
-    return " × ".join(SCOPE_LABELS.get(p, {}).get(lang) or p for p in parts)
-
 
 # --------------------------------------------------------------------------- candidates
 

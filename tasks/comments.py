@@ -45,6 +45,7 @@ from cxloop.tasks.sentiment import (
     label_of,
     load_model,
 )
+from cxloop.vocabulary import split_themes
 
 DEFAULT_TAXONOMY = TEMPLATES / "topics.default.toml"
 FEEDBACK: Table = Feedback.__table__  # type: ignore[attr-defined]
@@ -643,12 +644,11 @@ class ThemeRow:
 
 
 def _wilson(k: int, n: int, confidence: float) -> tuple[float | None, float | None]:
-    if n == 0:
-        return None, None
-    from statsmodels.stats.proportion import proportion_confint
+    """The KPI stage's Wilson interval, as shares (0-1) rather than percent."""
+    from cxloop.tasks.stats import wilson
 
-    low, high = proportion_confint(k, n, alpha=1 - confidence, method="wilson")
-    return float(low), float(high)
+    low, high = wilson(k, n, confidence)
+    return (None, None) if low is None or high is None else (low / 100, high / 100)
 
 
 def _clip(text: str, limit: int = 160) -> str:
@@ -692,7 +692,7 @@ def theme_overview(settings: Settings, engine: Engine, period: str, lang: str | 
     conf = settings.kpis.confidence
     by_topic: dict[str, list[Any]] = {}
     for r in rows:
-        for tid in filter(None, r.themes.split(",")):
+        for tid in split_themes(r.themes):
             by_topic.setdefault(tid, []).append(r)
     out = []
     for t in load_taxonomy(settings):

@@ -61,7 +61,9 @@ from typing import Literal
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+from statsmodels.stats.proportion import confint_proportions_2indep
+
+from cxloop.tasks.stats import wilson
 
 Kind = Literal["net", "proportion", "mean"]
 Verdict = Literal["improved", "no_change", "worsened", "insufficient", "inconclusive"]
@@ -159,8 +161,8 @@ def value_interval(cell: Cell, confidence: float = 0.95, kind: Kind | None = Non
         half = z * np.sqrt(var / n_adj)
         return 100 * (net - half), 100 * (net + half)
     if kind == "proportion":
-        lo, hi = proportion_confint(int((cell > 0).sum()), cell.size, alpha=1 - confidence, method="wilson")
-        return 100 * float(lo), 100 * float(hi)
+        lo, hi = wilson(int((cell > 0).sum()), cell.size, confidence)
+        return (float("nan") if lo is None else lo), (float("nan") if hi is None else hi)
     if cell.size < 2:
         return float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + confidence / 2, cell.size - 1)) * np.sqrt(_var_of_mean(cell))

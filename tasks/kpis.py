@@ -37,57 +37,24 @@ from cxloop.models import SCOPE_FIELDS, SCORE_FIELDS, AppliedTarget, KpiResult
 from cxloop.periods import shift_period
 from cxloop.tasks import decisions, month, spc, stats
 from cxloop.tasks.codes import factorize
+from cxloop.vocabulary import (
+    CROSS_SEP,
+    KPIS,
+    LOWER_IS_BETTER,
+    NO_SIGNAL,
+    OVERALL,
+    OVERALL_VALUE,
+    TOPIC,
+    TOPIC_ONLY,
+    VALUE_SEP,
+    split_themes,
+)
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------------
 
-OVERALL = "overall"
-OVERALL_VALUE = "all"
-TOPIC = "topic"
-CROSS_SEP = " x "  # scope name of a crossing: "department x region"
-VALUE_SEP = " | "  # scope value of a crossing: "logistics | east"
 BASE_SCOPES: tuple[str, ...] = (OVERALL, *SCOPE_FIELDS, TOPIC)
-
-LOWER_IS_BETTER: frozenset[str] = frozenset({
-    "complaint_rate", "first_response_hours", "first_response_p90", "resolution_hours",
-    "resolution_p90", "theme_share", "theme_negative_share",
-})
-# A count has no better direction worth a control-chart signal.
-NO_SIGNAL: frozenset[str] = frozenset({"responses"})
-TOPIC_ONLY: frozenset[str] = frozenset({"theme_share", "theme_negative_share"})
-
-KPI_LABELS: dict[str, dict[str, str]] = {
-    "nps": {"en": "NPS", "zh": "净推荐值"},
-    "csat": {"en": "CSAT (% 4-5)", "zh": "满意度（4-5分占比）"},
-    "ces": {"en": "CES (mean 1-7)", "zh": "客户费力度（均值1-7）"},
-    "ces_top": {"en": "CES (% 5-7)", "zh": "办理容易占比（5-7分）"},
-    "cx_index": {"en": "CX index", "zh": "客户体验指数"},
-    "cx_success": {"en": "CX success (net)", "zh": "问题解决（净值）"},
-    "cx_effort": {"en": "CX effort (net)", "zh": "费力程度（净值）"},
-    "cx_emotion": {"en": "CX emotion (net)", "zh": "心理感受（净值）"},
-    "complaint_rate": {"en": "Complaint rate (%)", "zh": "投诉率（%）"},
-    "first_response_hours": {"en": "First response (median h)", "zh": "首次响应时长（中位数，小时）"},
-    "first_response_p90": {"en": "First response (p90 h)", "zh": "首次响应时长（P90，小时）"},
-    "first_response_sla": {"en": "First response within SLA (%)", "zh": "首次响应达标率（%）"},
-    "resolution_hours": {"en": "Resolution (median h)", "zh": "解决时长（中位数，小时）"},
-    "resolution_p90": {"en": "Resolution (p90 h)", "zh": "解决时长（P90，小时）"},
-    "resolution_sla": {"en": "Resolution within SLA (%)", "zh": "解决达标率（%）"},
-    "responses": {"en": "Responses", "zh": "反馈数"},
-    "theme_share": {"en": "Topic share of comments (%)", "zh": "话题占评论比例（%）"},
-    "theme_negative_share": {"en": "Negative topic share (%)", "zh": "话题负面评论比例（%）"},
-}
-
-SCOPE_LABELS: dict[str, dict[str, str]] = {
-    "overall": {"en": "Overall", "zh": "全公司"},
-    "department": {"en": "Department", "zh": "部门"},
-    "journey_stage": {"en": "Journey stage", "zh": "旅程阶段"},
-    "touchpoint": {"en": "Touchpoint", "zh": "触点"},
-    "channel": {"en": "Channel", "zh": "渠道"},
-    "segment": {"en": "Segment", "zh": "客户群"},
-    "region": {"en": "Region", "zh": "区域"},
-    "topic": {"en": "Topic", "zh": "话题"},
-}
 
 Kind = Literal["net", "top", "flag", "mean", "quantile", "index", "count"]
 
@@ -129,7 +96,8 @@ SPECS: dict[str, KpiSpec] = {
     "theme_share": KpiSpec("flag", "share"),
     "theme_negative_share": KpiSpec("flag", "share"),
 }
-KPI_ORDER: tuple[str, ...] = tuple(SPECS)
+KPI_ORDER: tuple[str, ...] = KPIS
+assert tuple(SPECS) == KPIS, "every KPI of the vocabulary has a recipe, in its order"
 
 METHODS = {"net": "adjusted_wald", "top": "wilson", "flag": "wilson", "mean": "bootstrap_poisson",
            "quantile": "bootstrap_exact", "index": "delta", "count": "count"}
@@ -369,7 +337,7 @@ def _explode_topic_codes(df: pd.DataFrame) -> tuple[NDArray[np.int64], NDArray[n
     if "themes" not in df.columns or len(df) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
     codes, uniques = factorize(df["themes"])
-    lists = [list(dict.fromkeys(t.strip() for t in str(u).split(",") if t.strip())) for u in uniques]
+    lists = [split_themes(u) for u in uniques]
     lens = np.array([len(x) for x in lists] + [0], dtype=np.int64)  # index -1 -> 0 topics
     flat_codes, labels = pd.factorize(np.array([t for x in lists for t in x], dtype=object))
     offsets = np.concatenate([[0], np.cumsum(lens[:-1])])[:len(lists)] if lists else np.zeros(0, np.int64)
@@ -1157,7 +1125,7 @@ def _is_value(values: pd.Series, value: str) -> NDArray[np.bool_]:
 def _has_theme(themes: pd.Series, topic: str) -> NDArray[np.bool_]:
     """Exact membership in the comma-separated `themes` (one test per distinct themes string)."""
     codes, uniques = factorize(themes)
-    hit = np.array([topic in [t.strip() for t in str(u).split(",")] for u in uniques.tolist()] + [False])
+    hit = np.array([topic in split_themes(u) for u in uniques.tolist()] + [False])
     return hit[codes]
 
 
@@ -1274,7 +1242,7 @@ def kpi_measure(kpi: str, df: pd.DataFrame, *, settings: Settings | None = None,
 
 
 __all__ = [
-    "KPI_LABELS", "KPI_ORDER", "LOWER_IS_BETTER", "SCOPE_LABELS", "KpiRow", "Measure",
+    "KPI_ORDER", "LOWER_IS_BETTER", "KpiRow", "Measure",
     "compute_kpis", "compute_rows", "load_responses", "response_scores",
     "kpi_value", "kpi_measure", "scope_frame", "target_for", "judge", "histograms",
     "merge_histograms", "rows_from_histograms", "kpi_from_hist", "kpi_from_stats", "merge_stats",

@@ -154,7 +154,7 @@ def _t(text: str, lang: str, **values: Any) -> str:
 
 def kpi_label(kpi: str, lang: str) -> str:
     """The KPI's name as the reports and `cxloop actions` print it."""
-    from cxloop.tasks.actions import kpi_label as label
+    from cxloop.vocabulary import kpi_label as label
 
     return label(kpi, lang)
 

@@ -44,6 +44,7 @@ from cxloop.periods import period_end_date, shift_period
 from cxloop.tasks import kpis, lifecycle
 from cxloop.tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
 from cxloop.tasks.rendering import translate
+from cxloop.vocabulary import OVERALL, kpi_label, lower_is_better, scope_label, split_themes
 
 SYSTEM = "cxloop"
 _KINDS: dict[str, Kind] = {"net": "net", "top": "proportion", "flag": "proportion", "mean": "mean",
@@ -92,8 +93,7 @@ class ResponseCache:
         """{scope value: per-response scores} of one KPI in one period."""
         if kpi in kpis.TOPIC_ONLY:
             df = self.frame(period)
-            topics = {t.strip() for v in df.get("themes", pd.Series(dtype=object)).dropna()
-                      for t in str(v).split(",") if t.strip()}
+            topics = {t for v in df.get("themes", pd.Series(dtype=object)).dropna() for t in split_themes(v)}
             return {t: kpis.response_scores(kpi, df, settings=self.settings, topic=t) for t in sorted(topics)}
         sf = self.scoped(period, scope)
         if sf.empty:
@@ -149,7 +149,7 @@ def measure(settings: Settings, cache: ResponseCache, action: Action, period: st
     seed = zlib.crc32(f"{action.id}:{period}".encode())
     treated = cells_of(treated_value)
     est = estimate_effect(
-        treated, [cells_of(v) for v in others], higher_is_better=action.kpi not in kpis.LOWER_IS_BETTER,
+        treated, [cells_of(v) for v in others], higher_is_better=not lower_is_better(action.kpi),
         confidence=settings.kpis.confidence, resamples=settings.kpis.bootstrap_resamples, min_n=min_n,
         kind=_KINDS[spec.kind], seed=seed, all_series=all_series)
     return est, treated.post
@@ -158,9 +158,9 @@ def measure(settings: Settings, cache: ResponseCache, action: Action, period: st
 # --- plain words -----------------------------------------------------------------------------
 
 def _labels(action: Action, lang: str) -> tuple[str, str]:
-    kpi = kpis.KPI_LABELS.get(action.kpi, {}).get(lang, action.kpi)
-    if action.scope == kpis.OVERALL:
-        return kpi, kpis.SCOPE_LABELS["overall"].get(lang, "overall")
+    kpi = kpi_label(action.kpi, lang)
+    if action.scope == OVERALL:
+        return kpi, scope_label(OVERALL, lang)
     return kpi, action.scope_value
 
 
@@ -189,7 +189,7 @@ def _target_met(kpi: str, value: float | None, target: float | None) -> bool:
         return True
     if value is None:
         return False
-    return value <= target if kpi in kpis.LOWER_IS_BETTER else value >= target
+    return value <= target if lower_is_better(kpi) else value >= target
 
 
 def _target(settings: Settings, action: Action) -> float | None:
@@ -219,7 +219,7 @@ def decide(settings: Settings, session: Session, action: Action, est: EffectEsti
         value=f"{est.value:.1f}", n=est.n)
     if target is not None:
         now += translate(" Target {target}.", lang).format(target=f"{target:g}")
-    lower = action.kpi in kpis.LOWER_IS_BETTER
+    lower = lower_is_better(action.kpi)
     met = _target_met(action.kpi, est.value, target)
 
     if action.status == "verified":  # watch for a relapse

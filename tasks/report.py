@@ -47,31 +47,21 @@ from cxloop.tasks.codes import factorize
 from cxloop.tasks.lifecycle import OPEN_STATUSES
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.rendering import render, translate
+from cxloop.vocabulary import (
+    DOMAINS,
+    KPI_STATUS_LABELS,
+    KPIS,
+    kpi_label,
+    kpi_status_label,
+    lower_is_better,
+    scope_label,
+    split_themes,
+)
 
 HEADLINE_KPIS = ("nps", "csat", "ces", "cx_index")
 SCORECARD_KPIS = ("nps", "csat", "ces", "cx_index", "complaint_rate", "first_response_hours",
                   "resolution_hours", "resolution_sla")
 TREND_CYCLES = 12
-# Fallback when tasks/kpis.py does not define it: lower values are better for these KPIs.
-_LOWER_IS_BETTER = {"complaint_rate", "first_response_hours", "first_response_p90",
-                    "resolution_hours", "resolution_p90", "theme_negative_share"}
-KPI_LABELS = {
-    "nps": "NPS", "csat": "CSAT (% 4–5)", "ces": "CES (mean 1–7)", "ces_top": "CES (% 5–7)",
-    "cx_index": "CX index", "cx_success": "CX success", "cx_effort": "CX effort",
-    "cx_emotion": "CX emotion", "complaint_rate": "Complaint rate",
-    "first_response_hours": "First response (h, median)", "first_response_p90": "First response (h, p90)",
-    "first_response_sla": "First response within SLA", "resolution_hours": "Resolution (h, median)",
-    "resolution_p90": "Resolution (h, p90)", "resolution_sla": "Resolved within SLA",
-    "responses": "Responses", "theme_share": "Theme share", "theme_negative_share": "Negative theme share",
-}
-# Axis ranges for colour scales and the scorecard's bullet bars.
-_DOMAINS = {"nps": (-100.0, 100.0), "cx_index": (-100.0, 100.0), "cx_success": (-100.0, 100.0),
-            "cx_effort": (-100.0, 100.0), "cx_emotion": (-100.0, 100.0), "ces": (1.0, 7.0)}
-SCOPE_LABELS = {"overall": "Company", "department": "Department", "journey_stage": "Journey stage",
-                "touchpoint": "Touchpoint", "channel": "Channel", "segment": "Segment",
-                "region": "Region", "topic": "Topic"}
-STATUS_LABELS = {"met": "met", "at_risk": "at risk", "missed": "missed",
-                 "insufficient": "insufficient data", "no_target": "no target"}
 # Action statuses and re-measurement verdicts as a reader says them.
 STATE_LABELS = {"in_progress": "in progress", "no_change": "no detectable change",
                 "insufficient": "insufficient data"}
@@ -94,12 +84,6 @@ def _sibling(name: str) -> Any | None:
     if importlib.util.find_spec(f"cxloop.tasks.{name}") is None:
         return None
     return importlib.import_module(f"cxloop.tasks.{name}")
-
-
-def lower_is_better(kpi: str) -> bool:
-    kpis = _sibling("kpis")
-    lower = getattr(kpis, "LOWER_IS_BETTER", None) if kpis else None
-    return kpi in (lower if lower is not None else _LOWER_IS_BETTER)
 
 
 def control_limits(series: Sequence[StoredKpi]) -> charts.Limits | None:
@@ -156,8 +140,8 @@ def fmt(kpi: str, value: float | None) -> str:
 
 
 def _domain(kpi: str, values: Iterable[float | None]) -> tuple[float, float]:
-    if kpi in _DOMAINS:
-        return _DOMAINS[kpi]
+    if kpi in DOMAINS:
+        return DOMAINS[kpi]
     vals = [v for v in values if v is not None]
     if kpi.endswith(("_rate", "_share", "_sla")) or kpi in {"csat", "ces_top"}:
         return (0.0, 100.0)  # percentages, as tasks.kpis stores them
@@ -346,11 +330,11 @@ def _headlines(session: Session, settings: Settings, period: str, scope: str, sc
         points = [charts.TrendPoint(p.period[2:], float(p.value or 0), p.ci_low, p.ci_high,
                                     p.signal is not None) for p in series]
         limits = control_limits(series)
-        title = f"{translate(KPI_LABELS[kpi], lang)} {series[0].period if series else ''}–{period}"
+        title = f"{kpi_label(kpi, lang)} {series[0].period if series else ''}–{period}"
         chart = charts.trend_chart(points, limits=limits, target=cur.target if cur else None,
                                    title=title, labels=labels, digits=kpi_digits(kpi))
         out.append(Headline(
-            kpi=kpi, label=translate(KPI_LABELS[kpi], lang), cell=cell,
+            kpi=kpi, label=kpi_label(kpi, lang), cell=cell,
             target_text=fmt(kpi, cur.target) if cur and cur.target is not None else "",
             change=change, change_text=(f"{change:+.{kpi_digits(kpi, change)}f}" if change is not None
                                         else ""),
@@ -388,7 +372,7 @@ def _scorecard(session: Session, settings: Settings, period: str, department: st
         for scope, values in owns.items():
             for v in values:
                 label = _value_label(settings, scope, v, lang)
-                wanted.append((scope, v, f"{translate(SCOPE_LABELS.get(scope, scope), lang)}: {label}"))
+                wanted.append((scope, v, f"{scope_label(scope, lang)}: {label}"))
     present = {(r.scope, r.scope_value) for r in rows}
     if department is None:
         overall = {r.scope_value for r in rows if r.scope == "overall"}
@@ -690,16 +674,10 @@ def department_rows(df: pd.DataFrame, settings: Settings, dept: str) -> pd.DataF
 
 
 def _has_theme(themes: pd.Series, wanted: Sequence[str]) -> pd.Series:
-    """Rows whose comma-separated themes (spaces removed) contain any of `wanted`, tested once per
-    distinct themes string."""
+    """Rows whose themes contain any of `wanted`, tested once per distinct themes string."""
     codes, uniques = factorize(themes)
-    padded = ["," + u.replace(" ", "") + "," for u in uniques.tolist()] + [",,"]  # code -1: missing
-    hit = np.array([any(f",{theme}," in p for theme in wanted) for p in padded], dtype=bool)
+    hit = np.array([bool(set(split_themes(u)) & set(wanted)) for u in uniques.tolist()] + [False], dtype=bool)
     return pd.Series(hit[codes], index=themes.index)
-
-
-def _split(themes: str | None) -> list[str]:
-    return [t.strip() for t in (themes or "").split(",") if t.strip()]
 
 
 _JOURNEY_KPIS = ("nps", "csat", "ces", "ces_top", "cx_index")
@@ -751,10 +729,9 @@ def _add_scores(summary: FeedbackSummary, settings: Settings) -> FeedbackSummary
     summary.groups = groups.assign(_s=pd.Series(scores if cols else math.nan, index=groups.index,
                                                 dtype=float))
     summary.comments = _most_negative_first(summary.comments)
-    # Positions per theme, `_has_theme`'s reading (spaces removed, then whole comma-separated names),
-    # worked out once per distinct themes string.
+    # Positions per theme, worked out once per distinct themes string.
     codes, uniques = pd.factorize(summary.comments["themes"].to_numpy(dtype=object), use_na_sentinel=True)
-    names = [set(u.replace(" ", "").split(",")) for u in uniques] + [{""}]  # code -1: missing
+    names = [set(split_themes(u)) for u in uniques] + [set()]  # code -1: missing
     summary.by_theme = {theme: np.flatnonzero(np.array([theme in n for n in names])[codes])
                         for theme in set().union(*names)}
     return summary
@@ -806,7 +783,7 @@ def _journey(page: FeedbackSummary, company: FeedbackSummary, settings: Settings
     col_field = "touchpoint" if groups["touchpoint"].notna().any() else "channel"
     data = groups[groups["journey_stage"].notna() & groups[col_field].notna()]
     if data.empty:
-        return None, [], SCOPE_LABELS["journey_stage"], SCOPE_LABELS[col_field]
+        return None, [], scope_label("journey_stage", lang), scope_label(col_field, lang)
     if kpi not in _JOURNEY_KPIS:
         raise ValueError(f"the journey map cannot show {kpi!r}; use one of {', '.join(_JOURNEY_KPIS)}")
     overall, _, _ = _stats(company.groups)
@@ -837,10 +814,10 @@ def _journey(page: FeedbackSummary, company: FeedbackSummary, settings: Settings
     chart = charts.heatmap(
         [(s, label(s, lang)) for s in stages], [(p, label(p, lang)) for p in points], cells,
         lo=lo, hi=hi, higher_is_better=not lower,
-        title=f"{translate('Customer journey map', lang)}: {translate(KPI_LABELS.get(kpi, kpi), lang)}",
+        title=f"{translate('Customer journey map', lang)}: {kpi_label(kpi, lang)}",
         pain_label=translate("pain point", lang), insufficient_label=translate("too few answers", lang),
         digits=kpi_digits(kpi))
-    return chart, pains, SCOPE_LABELS["journey_stage"], SCOPE_LABELS[col_field]
+    return chart, pains, scope_label("journey_stage", lang), scope_label(col_field, lang)
 
 
 def _ordered(values: Iterable[Any], vocabulary: Sequence[str]) -> list[str]:
@@ -858,7 +835,7 @@ def _voices(page: FeedbackSummary, settings: Settings, lang: str, top: int = 6,
     # Themes counted in the order they first occur (within a row too: not a set, whose order
     # changes with PYTHONHASHSEED), so that equal counts always rank the same.
     for themes, weight in neg.sort_values("first")[["themes", "count"]].itertuples(index=False, name=None):
-        for theme in dict.fromkeys(_split(themes if isinstance(themes, str) else None)):
+        for theme in split_themes(themes if isinstance(themes, str) else None):
             counts[theme] += int(weight)
     comments = page.comments["comment"].to_numpy()
     text_codes = factorize(page.comments["comment"])[0]  # once for every page
@@ -939,7 +916,7 @@ def _actions(session: Session, settings: Settings, period: str, department: str 
         head = a.head or (settings.departments[a.department].head if a.department in settings.departments
                           else "")
         rows.append(ActionRow(
-            id=a.id or 0, kpi=a.kpi, scope=f"{translate(SCOPE_LABELS.get(a.scope, a.scope), lang)}: "
+            id=a.id or 0, kpi=a.kpi, scope=f"{scope_label(a.scope, lang)}: "
             f"{_value_label(settings, a.scope, a.scope_value, lang)}",
             department=dept, owner=head or dept, status=a.status, severity=a.severity,
             opened_period=a.opened_period, due=a.due, overdue=overdue,
@@ -956,7 +933,7 @@ def _actions(session: Session, settings: Settings, period: str, department: str 
 def _context(settings: Settings, action: Action, period: str, lang: str) -> list[str]:
     """The broader results this action's scope explains in `period` (tasks.decisions), in words."""
     entry = next((e for e in action.evidence or [] if e.get("period") == period), None) or {}
-    return [f"{translate(SCOPE_LABELS.get(c['scope'], c['scope']), lang)}: "
+    return [f"{scope_label(c['scope'], lang)}: "
             f"{_value_label(settings, c['scope'], c['scope_value'], lang)} {fmt(c['kpi'], c.get('value'))}"
             for c in entry.get("context") or []]
 
@@ -1052,7 +1029,7 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
         journey_cols_label=cols_label, journey_chart=chart, pain_points=pains, action_counts=counts,
         actions=actions, voices=voices, voices_chart=voices_chart, complaints=complaints,
         responses=int(page.groups["count"].sum()), quality=quality,
-        kpi_labels={k: translate(v, lang) for k, v in KPI_LABELS.items()})
+        kpi_labels={k: kpi_label(k, lang) for k in KPIS})
 
 
 def render_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
@@ -1063,7 +1040,7 @@ def render_report(settings: Settings, engine: Engine, period: str, department: s
     data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir, feedback)
     # Data-derived labels are translated here, not with `_()` in the template: jinja2's new-style
     # gettext %-formats every string, and labels such as "CSAT (% 4–5)" hold a percent sign.
-    statuses = {k: translate(v, data.lang) for k, v in STATUS_LABELS.items()}
+    statuses = {k: kpi_status_label(k, data.lang) for k in KPI_STATUS_LABELS}
     return render("report.html", data.lang, r=data, status_labels=statuses,
                   tr=lambda text: label(str(text), data.lang))
 

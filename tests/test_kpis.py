@@ -438,9 +438,12 @@ def test_interval_coverage_of_proportions_and_means() -> None:
 
 def test_labels_cover_every_kpi() -> None:
     from cxloop.config import KPI_NAMES
+    from cxloop.vocabulary import KPI_LABELS, KPI_STATUS_LABELS, SCOPE_LABELS
 
-    assert set(kpis.KPI_LABELS) == set(KPI_NAMES) == set(kpis.SPECS)
-    assert all(set(v) == {"en", "zh"} for v in kpis.KPI_LABELS.values())
+    assert set(KPI_LABELS) == set(KPI_NAMES) == set(kpis.SPECS)
+    for labels in (KPI_LABELS, SCOPE_LABELS, KPI_STATUS_LABELS):
+        assert all(set(v) == {"en", "zh"} and all(v.values()) for v in labels.values())
+    assert set(SCOPE_LABELS) == set(kpis.BASE_SCOPES)
     assert {"complaint_rate", "theme_negative_share", "resolution_p90"} <= kpis.LOWER_IS_BETTER
     assert "nps" not in kpis.LOWER_IS_BETTER and "ces" not in kpis.LOWER_IS_BETTER
     assert not math.isnan(stats.z_value(0.95))
