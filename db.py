@@ -46,7 +46,7 @@ def make_engine(url: str) -> Engine:
         def _checkpointing(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
             # Commits copy the log into the database themselves (SQLite's default of 1000 pages),
             # except inside `background_checkpoints`, which does it on a thread of its own.
-            deferred = id(engine) in _kicks
+            deferred = engine in _kicks
             dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={0 if deferred else 1000}")
 
         return engine
@@ -110,12 +110,14 @@ def open_db(url: str) -> Engine:
     return engine
 
 
-_kicks: dict[int, Callable[[], None]] = {}
+# The checkpoint kick of each engine inside `background_checkpoints`: state of the engine object
+# itself (weakly held: an id can be reused by a later engine once this one is gone).
+_kicks: weakref.WeakKeyDictionary[Engine, Callable[[], None]] = weakref.WeakKeyDictionary()
 
 
 def checkpoint_soon(engine: Engine) -> None:
     """Inside `background_checkpoints`: start copying what was committed into the database file."""
-    kick = _kicks.get(id(engine))
+    kick = _kicks.get(engine)
     if kick is not None:
         kick()
 
@@ -149,11 +151,11 @@ def background_checkpoints(engine: Engine) -> Iterator[None]:
         running[:] = [threading.Thread(target=checkpoint, name="cxloop-checkpoint", daemon=True)]
         running[0].start()
 
-    _kicks[id(engine)] = kick  # from now on, connections handed out do not checkpoint (see make_engine)
+    _kicks[engine] = kick  # from now on, connections handed out do not checkpoint (see make_engine)
     try:
         yield
     finally:
-        _kicks.pop(id(engine), None)
+        _kicks.pop(engine, None)
         if running:
             running[0].join()
         checkpoint()

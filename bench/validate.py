@@ -7,7 +7,7 @@
    bad rows.
 2. With --db (SQLite file) or --pg URL: the whole stage `validate_period` on a database holding the N
    rows (read the period, GX, quarantine upserts, quality checks, report), after a timed bulk insert;
-   then as the cycle runs it, inside `month.keeping` (the month read once, timed on its own line).
+   then as the cycle runs it, on one kept `month.Month` (the month read once, timed on its own line).
 """
 
 from __future__ import annotations
@@ -132,9 +132,10 @@ def main() -> None:
         print(f"  -> {gate.status}, quarantined {gate.quarantined:,} ({gate.quarantine_share:.2%}), "
               f"failed critical {gate.failed_critical}")
         timed("validate_period, re-run (idempotent)", v.validate_period, settings, engine, PERIOD, now=NOW)
-        with month.keeping(engine, PERIOD):
-            timed("month read (once per cycle run, shared)", month.month_rows, engine, PERIOD)
-            timed("validate_period on the kept month", v.validate_period, settings, engine, PERIOD, now=NOW)
+        shared = month.Month(engine, PERIOD, keep=True)
+        timed("month read (once per cycle run, shared)", shared.rows)
+        timed("validate_period on the kept month", v.validate_period, settings, engine, PERIOD, now=NOW,
+              month_rows=shared)
         engine.dispose()
 
 

@@ -12,10 +12,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
-from cxloop.config import load_settings
+from cxloop.config import Settings
 from cxloop.models import Cycle, CycleStage
 from cxloop.output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
 from cxloop.periods import parse_period, period_range
@@ -34,15 +35,23 @@ def _quiet_prefect(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _config_path(config: Path | None) -> Path:
+def _checked(config: Path | None) -> tuple[Path, Settings, Engine]:
+    """The config's path, its settings and the database, loaded once by the command. This fails
+    fast, before Prefect starts: exit 2 on a bad config, one line for a database that cannot be
+    opened or migrated (unreachable, read-only). Each cycle run loads the file once more itself:
+    the flow is self-contained, as a deployment's worker runs it without this command."""
     path = Path(config or os.environ.get("CXLOOP_CONFIG") or "cxloop.toml")
-    # Fail fast, before Prefect starts: exit 2 on a bad config, one line for a database that
-    # cannot be opened or migrated (unreachable, read-only).
-    load(path)[1].dispose()
-    return path.resolve()
+    settings, engine = load(path)
+    return path.resolve(), settings, engine
 
 
-def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = False,
+def _config_path(config: Path | None) -> Path:
+    path, _, engine = _checked(config)
+    engine.dispose()
+    return path
+
+
+def run_cycles(config: Path, settings: Settings, periods: list[str], by: str, accept_risk: bool = False,
                reason: str = "") -> list[dict[str, Any]]:
     """Run the periods' cycles in order. SIGTERM (or Ctrl-C) stops the command cleanly: the
     running cycle is marked `interrupted` with the signal, Prefect's temporary server is stopped,
@@ -53,7 +62,7 @@ def run_cycles(config: Path, periods: list[str], by: str, accept_risk: bool = Fa
     current: list[str] = []
     try:
         with stop_cleanly_on_sigterm():
-            warm_up(load_settings(config))  # the stages' libraries load while Prefect's server starts
+            warm_up(settings)  # the stages' libraries load while Prefect's server starts
             with temporary_server():
                 return _run_each(config, periods, by, accept_risk, reason, current)
     except BaseException as exc:  # a signal, or an error Prefect raised while handling one
@@ -155,12 +164,11 @@ def run(
 
     Exit code 3 when the data-quality gate held the cycle, 4 when a notice could not be delivered."""
     _quiet_prefect(verbose)
-    cfg = _config_path(config)
     if accept_data_risk and not reason:
         raise typer.BadParameter("--accept-data-risk needs --reason '…' (it is recorded)")
+    cfg, settings, engine = _checked(config)
     who = by or getpass.getuser()
-    (outcome,) = run_cycles(cfg, [period], who, accept_data_risk, reason)
-    _, engine = load(cfg)
+    (outcome,) = run_cycles(cfg, settings, [period], who, accept_data_risk, reason)
     rows = _stage_rows(engine, period)
     for row in rows:
         if row["stage"] in outcome.get("resumed", []):
@@ -211,10 +219,10 @@ def backfill(
         periods = period_range(parse_period(first), parse_period(last))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    cfg = _config_path(config)
-    outcomes = run_cycles(cfg, periods, by or getpass.getuser())
+    cfg, settings, engine = _checked(config)
+    outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser())
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=Console())
-    code = exit_code(load(cfg)[1], outcomes)
+    code = exit_code(engine, outcomes)
     if code:
         raise typer.Exit(code)
 
@@ -279,20 +287,19 @@ def demo(
     out = Console()
     out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {escape(str(directory))}/data "
               f"({plan.periods[0]} .. {plan.periods[-1]})")
-    _train_demo_model(cfg, directory, out)
+    cfg, settings, engine = _checked(cfg)
+    _train_demo_model(settings, directory, out)
     outcomes = []
     for period in plan.periods:
-        outcomes.extend(run_cycles(cfg, [period], "demo"))
+        outcomes.extend(run_cycles(cfg, settings, [period], "demo"))
         out.print(f"  cycle {period}: {outcomes[-1]['status']}")
-    settings, engine = load(cfg)
     tell_story(settings, engine, plan, directory, out)
 
 
-def _train_demo_model(cfg: Path, directory: Path, out: Console) -> None:
+def _train_demo_model(settings: Settings, directory: Path, out: Console) -> None:
     """The demo company trains its own sentiment model first, as `cxloop comments train` would."""
     from cxloop.tasks.sentiment import read_labelled, save_model, train
 
-    settings = load_settings(cfg)
     texts, labels = read_labelled(directory / "training" / "labelled_comments.csv")
     result = train(texts, labels, source="demo training set")
     save_model(result.model, settings.resolve(settings.comments.model_path))

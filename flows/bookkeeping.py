@@ -96,36 +96,50 @@ def source_fingerprint(settings: Settings) -> str:
     return h.hexdigest()
 
 
-# The feedback stamp last read, per engine, while no stage that writes feedback rows has begun
-# since: a stage's "after" fingerprint and the next stage's "before" one are asked back to back,
-# and the stages after comments (KPIs to report) only read the rows, so one read serves them all
-# (each read scans the period index: about 0.15 s per million rows).
-_last_stamp: dict[int, list[Any]] = {}
 # Stages that write feedback rows: collect loads them, validate flags them, comments analyses them.
 FEEDBACK_WRITERS = frozenset({"collect", "validate", "comments"})
 
 
-def data_fingerprint(settings: Settings, engine: Engine, *parts: str) -> str:
+class FeedbackStamp:
+    """The feedback rows' stamp as last read in one cycle run (part of its `CycleContext`), while
+    no stage that writes feedback rows has begun since: a stage's "after" fingerprint and the next
+    stage's "before" one are asked back to back, and the stages after comments (KPIs to report)
+    only read the rows, so one read serves them all (each read scans the period index: about
+    0.15 s per million rows)."""
+
+    def __init__(self) -> None:
+        self._value: list[Any] | None = None
+
+    def read(self, session: Session) -> list[Any]:
+        if self._value is None:
+            self._value = _feedback_stamp(session)
+        return self._value
+
+    def forget(self) -> None:
+        self._value = None
+
+
+def data_fingerprint(settings: Settings, engine: Engine, *parts: str,
+                     stamp: FeedbackStamp | None = None) -> str:
     """The state a stage reads: config, suites, templates and the named parts of the data
-    ("feedback", "kpis", "actions"). Stages are idempotent; this only spares work."""
+    ("feedback", "kpis", "actions"). Stages are idempotent; this only spares work. `stamp`: the
+    cycle run's memo of the feedback stamp (None: read it)."""
     h = hashlib.sha256(settings.model_dump_json().encode())
     h.update(_hash_files(EXPECTATIONS, "*.json").encode())
     h.update(_hash_files(TEMPLATES, "*").encode())
     model = settings.resolve(settings.comments.model_path)
     h.update(str(model.stat().st_mtime_ns if model.exists() else 0).encode())
-    stamp: list[Any] = []
+    parts_read: list[Any] = []
     with Session(engine) as s:
         if "feedback" in parts:
-            if id(engine) not in _last_stamp:
-                _last_stamp[id(engine)] = _feedback_stamp(s)
-            stamp.append(_last_stamp[id(engine)])
+            parts_read.append((stamp or FeedbackStamp()).read(s))
         if "kpis" in parts:
-            stamp.append(list(s.execute(sa_select(func.count(col(KpiResult.id)),
-                                                  func.sum(KpiResult.value))).one()))
+            parts_read.append(list(s.execute(sa_select(func.count(col(KpiResult.id)),
+                                                       func.sum(KpiResult.value))).one()))
         if "actions" in parts:
-            stamp.append(list(s.execute(sa_select(func.count(col(Action.id)),
-                                                  func.max(Action.updated_at))).one()))
-    h.update(json.dumps(stamp, default=str).encode())
+            parts_read.append(list(s.execute(sa_select(func.count(col(Action.id)),
+                                                       func.max(Action.updated_at))).one()))
+    h.update(json.dumps(parts_read, default=str).encode())
     return h.hexdigest()
 
 
@@ -185,7 +199,6 @@ def is_dead_run(engine: Engine, cycle: Cycle) -> bool:
 def start_cycle(engine: Engine, period: str, started_by: str) -> tuple[Cycle, str | None]:
     """The cycle row, marked running by this process; and, when the last run of the period died
     while running (this run holds the lock, so it cannot be alive), a note saying so."""
-    _last_stamp.pop(id(engine), None)
     with Session(engine, expire_on_commit=False) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == period)).first()
         if cycle is None:
@@ -237,9 +250,10 @@ def stage_done_with(engine: Engine, period: str, stage: str, fingerprint: str) -
     return None
 
 
-def begin_stage(engine: Engine, period: str, stage: str, fingerprint: str) -> None:
-    if stage in FEEDBACK_WRITERS:
-        _last_stamp.pop(id(engine), None)  # the stage may change feedback rows
+def begin_stage(engine: Engine, period: str, stage: str, fingerprint: str,
+                stamp: FeedbackStamp | None = None) -> None:
+    if stage in FEEDBACK_WRITERS and stamp is not None:
+        stamp.forget()  # the stage may change feedback rows
     with Session(engine) as s:
         row = _stage_row(s, period, stage)
         row = row or CycleStage(period=period, stage=stage)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ..
     import pandas as pd
     from numpy.typing import NDArray
 
+    from cxloop.tasks.month import Month
+
 SYSTEM = "cxloop"
 CROSS = " x "  # scope of a crossing: "department x region"
 CROSS_VALUE = " | "  # its value: "logistics | east"
@@ -216,17 +218,15 @@ def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[n
     return scope_mask(comments, scope, scope_value)
 
 
-def commented_rows(engine: Engine, period: str) -> pd.DataFrame:
+def commented_rows(month_rows: Month) -> pd.DataFrame:
     """The period's clean responses with a comment, ordered by id: what `worst_comments` quotes
     from (read from the month frame once per run of the stage, then filtered per result). A month
     too large to keep is read part by part, keeping each part's commented rows only."""
     import numpy as np
     import pandas as pd
 
-    from cxloop.tasks import month
-
     parts = []
-    for rows in month.month_parts(engine, period, _COMMENT_COLUMNS, clean=True):
+    for rows in month_rows.parts(_COMMENT_COLUMNS, clean=True):
         parts.append(_commented(rows))
         del rows  # before the next part is read
     if len(parts) == 1:
@@ -390,8 +390,10 @@ def _fmt(x: Any) -> str:
     return "–" if x is None else f"{float(x):.4g}"
 
 
-def open_actions(settings: Settings, engine: Engine, period: str) -> ActionsSummary:
-    """Open or update an action for every candidate of the period (one transaction for the period)."""
+def open_actions(settings: Settings, engine: Engine, period: str, *,
+                 month_rows: Month | None = None) -> ActionsSummary:
+    """Open or update an action for every candidate of the period (one transaction for the period).
+    `month_rows`: the month the cycle shares among its stages (None: read from the database)."""
     summary = ActionsSummary(period=period)
     with session_scope(engine) as session:
         results = _period_results(session, period)
@@ -408,7 +410,9 @@ def open_actions(settings: Settings, engine: Engine, period: str) -> ActionsSumm
                 summary.skipped += 1
                 continue
             if comments is None:
-                comments = commented_rows(engine, period)
+                from cxloop.tasks import month  # pandas: on use (see above)
+
+                comments = commented_rows(month.of(engine, period, month_rows))
             entry = evidence_entry(settings, comments, result)
             if action is not None:
                 action.evidence = sorted([*(action.evidence or []), entry], key=lambda e: e["period"])

@@ -398,7 +398,8 @@ def _set_marker(conn: Connection, period: str, fingerprint: str, model: str) -> 
 
 
 def analyse_comments(settings: Settings, engine: Engine, period: str,
-                     model: SentimentModel | None = None) -> CommentsSummary:
+                     model: SentimentModel | None = None, *,
+                     month_rows: month.Month | None = None) -> CommentsSummary:
     """Fill sentiment, sentiment_score and themes for every row of `period` that has a comment.
 
     Only rows without an analysis are scored (new rows, and rows whose content changed: collect
@@ -408,15 +409,17 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
     analysed too, so a row readmitted later already carries its analysis. Re-running writes
     nothing new and returns the same summary (idempotent). Scoring happens outside the write
     transaction; each update is guarded by the comment it was computed from, so a comment changed
-    meanwhile by a re-import is never given a stale result. Rows come from `tasks.month` (read
-    once per cycle run); only rows whose values change are written, and the kept frame is patched.
+    meanwhile by a re-import is never given a stale result. Rows come from `month_rows`, the month
+    the cycle shares among its stages (None: read from the database); only rows whose values
+    change are written, and the shared frame is patched.
     """
     started = time.perf_counter()
     model = model or load_model(settings)
     fingerprint = analysis_fingerprint(settings, model)
     with engine.connect() as conn:
         full = _marker(conn, period) != fingerprint
-    rows = month.month_rows(engine, period, ["id", "comment", "language", *RESULT_COLUMNS])
+    month_rows = month_rows or month.Month(engine, period)
+    rows = month_rows.rows(["id", "comment", "language", *RESULT_COLUMNS])
     # The whole column's codes (KPIs ask for them again): on the rows with a comment they are the
     # codes of those rows alone, as missing comments have none.
     all_codes, texts = factorize(rows["comment"])
@@ -449,10 +452,10 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
         if full or _marker(conn, period) != fingerprint:
             _set_marker(conn, period, fingerprint, model.name)
     if updated == len(params):
-        month.patch(engine, period, written["id"].to_numpy(), values)
-        month.patch(engine, period, cleared["id"].to_numpy(), dict.fromkeys(RESULT_COLUMNS, None))
+        month_rows.patch(written["id"].to_numpy(), values)
+        month_rows.patch(cleared["id"].to_numpy(), dict.fromkeys(RESULT_COLUMNS, None))
     else:  # a comment changed meanwhile: its row kept what it had, so the kept frame is unsure
-        month.forget(engine, period)
+        month_rows.forget()
     summary.seconds = time.perf_counter() - started
     log.info("comments %s: %d of %d comments analysed now (%s), %d distinct texts, %d rows written",
              period, int(todo.sum()), summary.analysed,

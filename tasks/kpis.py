@@ -900,14 +900,16 @@ def _has_text(comments: pd.Series) -> NDArray[np.bool_]:
 
 
 def load_responses(settings: Settings, engine: Engine, period: str,
-                   columns: Sequence[str] | None = None) -> pd.DataFrame:
+                   columns: Sequence[str] | None = None, *,
+                   month_rows: month.Month | None = None) -> pd.DataFrame:
     """All non-quarantined responses of a period, only the columns asked for (default: KPI_COLUMNS).
+    `month_rows`: the month the cycle shares among its stages (used when it is this period's).
 
     Besides the month frame's columns (`tasks.month.COLUMNS`), `columns` may name the derived
     `first_response_hours`, `resolution_hours` (hours from opened_at) and `has_comment`.
     """
     cols, read = _response_columns(columns)
-    return _responses(month.month_rows(engine, period, read, clean=True), cols, engine)
+    return _responses(month.of(engine, period, month_rows).rows(read, clean=True), cols, engine)
 
 
 _FAMILY_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -930,11 +932,12 @@ def columns_for(kpi_ids: Sequence[str]) -> list[str]:
 
 
 def response_parts(settings: Settings, engine: Engine, period: str,
-                   columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
-    """`load_responses` in parts (`tasks.month.month_parts`), for counting a month too large to
+                   columns: Sequence[str] | None = None, *,
+                   month_rows: month.Month | None = None) -> Iterator[pd.DataFrame]:
+    """`load_responses` in parts (`tasks.month.Month.parts`), for counting a month too large to
     keep without holding all of its rows: a kept month is one part."""
     cols, read = _response_columns(columns)
-    for rows in month.month_parts(engine, period, read, clean=True):
+    for rows in month.of(engine, period, month_rows).parts(read, clean=True):
         part = _responses(rows, cols, engine)
         del rows
         yield part
@@ -1030,17 +1033,18 @@ def store_results(settings: Settings, engine: Engine, period: str, rows: Sequenc
 # --------------------------------------------------------------------------------------------
 
 
-def compute_rows(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
+def compute_rows(settings: Settings, engine: Engine, period: str, provisional: bool = False, *,
+                 month_rows: month.Month | None = None) -> list[KpiRow]:
     """Every KPI row of the period with status, signals and decisions, without storing anything."""
     parts = []  # one histogram per part: a month too large to keep is never held whole
-    for responses in response_parts(settings, engine, period):
+    for responses in response_parts(settings, engine, period, month_rows=month_rows):
         parts.append(histograms(responses, settings))
         del responses  # before the next part is read
     hist = merge_histograms(parts)
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
     judge_cycle(rows, load_previous(engine, period), settings,
-                lambda columns: response_parts(settings, engine, period, columns))
+                lambda columns: response_parts(settings, engine, period, columns, month_rows=month_rows))
     return rows
 
 
@@ -1065,9 +1069,11 @@ def load_previous(engine: Engine, period: str) -> dict[tuple[str, str, str], Kpi
     return {} if any(r.provisional for r in rows) else {r.key: r for r in rows}
 
 
-def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: bool = False) -> list[KpiRow]:
-    """The KPI stage: compute every KPI of every scope for the period and store the results."""
-    rows = compute_rows(settings, engine, period, provisional)
+def compute_kpis(settings: Settings, engine: Engine, period: str, provisional: bool = False, *,
+                 month_rows: month.Month | None = None) -> list[KpiRow]:
+    """The KPI stage: compute every KPI of every scope for the period and store the results.
+    `month_rows`: the month the cycle shares among its stages (None: read from the database)."""
+    rows = compute_rows(settings, engine, period, provisional, month_rows=month_rows)
     store_results(settings, engine, period, rows)
     return rows
 

@@ -1,8 +1,8 @@
 """The period's feedback rows as one typed frame, read from the database once per cycle run.
 
 Validate, comments, KPIs, actions and the report all work on every row of the month. Read from
-SQLite, a million rows cost seconds each time, so while the cycle flow holds the period
-(`keeping`), the first stage that asks reads the rows and the later ones share that frame. The
+SQLite, a million rows cost seconds each time, so the cycle flow hands every stage one `Month`
+that keeps the rows: the first stage that asks reads them and the later ones share that frame. The
 stages that change rows (validate: `quarantined`; comments: `sentiment`, `sentiment_score`,
 `themes`) write the database and then `patch` the kept frame, so it always equals the stored rows.
 Outside a cycle run (a CLI command on its own) nothing is kept: each call reads the database.
@@ -17,8 +17,7 @@ from __future__ import annotations
 import ctypes
 import gc
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
@@ -41,85 +40,137 @@ TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in ("id", "quarantined", *DATET
 KEEP_ROWS = 2_000_000
 
 
-@dataclass
-class _Kept:
-    frame: pd.DataFrame | None = None
-    positions: pd.Index | None = None  # id -> row position, built when first patched
-    large: bool | None = None  # more than KEEP_ROWS rows (None: not counted yet)
+class Month:
+    """The period's rows for the stages of one cycle run, handed to each stage (in the flow's
+    `CycleContext`) rather than found in a module-wide cache.
 
+    Kept (`keep=True`, the cycle flow, which holds the period lock so nobody else changes the
+    rows): the first stage that asks reads the rows and later ones share that frame; stages that
+    change rows write the database and then `patch` this frame, so it always equals the stored
+    rows. Not kept (the default: a CLI command or a test on its own): every call reads the database."""
 
-_kept: dict[tuple[str, str], _Kept] = {}
+    def __init__(self, engine: Engine, period: str, *, keep: bool = False) -> None:
+        self.engine, self.period, self.keep = engine, parse_period(period), keep
+        self._frame: pd.DataFrame | None = None
+        self._positions: pd.Index | None = None  # id -> row position, built when first patched
+        self._large: bool | None = None  # more than KEEP_ROWS rows (None: not counted yet)
 
+    def forget(self) -> None:
+        """The rows changed in ways `patch` does not describe (collect): read them again when asked."""
+        self._frame, self._positions, self._large = None, None, None
 
-def _key(engine: Engine, period: str) -> tuple[str, str]:
-    return (engine.url.render_as_string(hide_password=False), parse_period(period))
+    def release(self) -> None:
+        """After a stage of a month too big to keep: free its leftovers now. Its frames sit in
+        reference cycles (GX batches, pandas' caches) until Python's next full collection, and
+        glibc keeps the heap pages they freed; the next stage would start its own peak on top of both."""
+        if not (self.keep and self._large):
+            return
+        gc.collect()
+        with suppress(AttributeError, OSError):  # glibc only: elsewhere there is nothing to call
+            ctypes.CDLL(None).malloc_trim(0)
 
+    def seed(self, loaded: Sequence[pd.DataFrame]) -> bool:
+        """Keep the rows collect has just inserted as the month, instead of reading them back,
+        when they are all of it: a new month is collected once and then read by every later stage.
 
-@contextmanager
-def keeping(engine: Engine, period: str) -> Iterator[None]:
-    """Share one read of the period's rows among the stages run inside this block (the cycle
-    flow, which holds the period lock, so nobody else changes them meanwhile)."""
-    key = _key(engine, period)
-    _kept[key] = _Kept()
-    try:
-        yield
-    finally:
-        _kept.pop(key, None)
-
-
-def forget(engine: Engine, period: str) -> None:
-    """The rows changed in ways `patch` does not describe (collect): read them again when asked."""
-    kept = _kept.get(_key(engine, period))
-    if kept is not None:
-        kept.frame, kept.positions, kept.large = None, None, None
-
-
-def release(engine: Engine, period: str) -> None:
-    """After a stage of a month too big to keep: free its leftovers now. Its frames sit in
-    reference cycles (GX batches, pandas' caches) until Python's next full collection, and glibc
-    keeps the heap pages they freed; the next stage would start its own peak on top of both."""
-    kept = _kept.get(_key(engine, period))
-    if kept is None or not kept.large:
-        return
-    gc.collect()
-    with suppress(AttributeError, OSError):  # glibc only: elsewhere there is nothing to call
-        ctypes.CDLL(None).malloc_trim(0)
-
-
-def seed(engine: Engine, period: str, loaded: Sequence[pd.DataFrame]) -> bool:
-    """Keep the rows collect has just inserted as the month, instead of reading them back, when
-    they are all of it: a new month is collected once and then read by every later stage.
-
-    `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted.
-    The database numbers rows in insertion order (SQLite's rowid, PostgreSQL's sequence), so the
-    period's ids in order belong to them one by one; this holds only if the period has no other
-    row, which is checked (count, and the keys of the first, middle and last row). New rows are
-    not quarantined and not analysed yet. A month of more than `KEEP_ROWS` rows is not kept.
-    Returns whether the month is now kept."""
-    kept = _kept.get(_key(engine, period))
-    if kept is None:
-        return False
-    forget(engine, period)
-    n = sum(len(f) for f in loaded)
-    if not n:
-        return False
-    if n > KEEP_ROWS:
-        kept.large = True
-        return False
-    with engine.connect() as conn:
-        ids = _ids(conn, period)
-        if len(ids) != n:
+        `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted.
+        The database numbers rows in insertion order (SQLite's rowid, PostgreSQL's sequence), so the
+        period's ids in order belong to them one by one; this holds only if the period has no other
+        row, which is checked (count, and the keys of the first, middle and last row). New rows are
+        not quarantined and not analysed yet. A month of more than `KEEP_ROWS` rows is not kept.
+        Returns whether the month is now kept."""
+        if not self.keep:
             return False
-        frame = pd.concat(list(loaded), ignore_index=True) if len(loaded) > 1 else loaded[0]
-        probe = sorted({0, n // 2, n - 1})
-        stored = {int(i): (s, r) for i, s, r in conn.execute(
-            select(FB.c.id, FB.c.source, FB.c.response_id).where(FB.c.id.in_([int(ids[p]) for p in probe])))}
-    rid, src = frame["response_id"].to_numpy(dtype=object), frame["source"].to_numpy(dtype=object)
-    if any(stored.get(int(ids[p])) != (src[p], rid[p]) for p in probe):
-        return False
-    frame = frame.assign(id=ids, quarantined=False)
-    kept.frame = typed(frame.reset_index(drop=True))
-    return True
+        self.forget()
+        n = sum(len(f) for f in loaded)
+        if not n:
+            return False
+        if n > KEEP_ROWS:
+            self._large = True
+            return False
+        with self.engine.connect() as conn:
+            ids = _ids(conn, self.period)
+            if len(ids) != n:
+                return False
+            frame = pd.concat(list(loaded), ignore_index=True) if len(loaded) > 1 else loaded[0]
+            probe = sorted({0, n // 2, n - 1})
+            probe_ids = [int(ids[p]) for p in probe]
+            stored = {int(i): (s, r) for i, s, r in conn.execute(
+                select(FB.c.id, FB.c.source, FB.c.response_id).where(FB.c.id.in_(probe_ids)))}
+        rid, src = frame["response_id"].to_numpy(dtype=object), frame["source"].to_numpy(dtype=object)
+        if any(stored.get(int(ids[p])) != (src[p], rid[p]) for p in probe):
+            return False
+        frame = frame.assign(id=ids, quarantined=False)
+        self._frame = typed(frame.reset_index(drop=True))
+        return True
+
+    def rows(self, columns: Sequence[str] | None = None, *, clean: bool = False) -> pd.DataFrame:
+        """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
+        (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
+        frame = self._kept_frame()
+        if frame is None:  # nothing shared: read only what is asked for
+            return read_month(self.engine, self.period, columns, clean=clean)
+        keep = ~frame["quarantined"].to_numpy(dtype=bool) if clean else None
+        frame = frame[list(columns)] if columns is not None else frame  # columns first: fewer to copy
+        if keep is not None and not keep.all():
+            frame = frame[keep]
+        return frame.reset_index(drop=True)
+
+    def parts(self, columns: Sequence[str] | None = None, *, clean: bool = False,
+              rows: int | None = None) -> Iterator[pd.DataFrame]:
+        """The rows `rows` gives, for a stage that can work on them part by part (counting): a
+        month that is not kept comes `rows` (default `PART_ROWS`) at a time, so such a stage holds
+        one part of a month too large to keep instead of all of it. A kept month comes whole, as
+        one part. Parts come in no particular order, each ordered by id; a month without rows is
+        one empty part."""
+        if self._kept_frame() is not None:
+            yield self.rows(columns, clean=clean)
+        else:
+            yield from _read(self.engine, self.period, columns, clean, rows or PART_ROWS)
+
+    def patch(self, ids: Sequence[int] | np.ndarray, values: Mapping[str, Any]) -> None:
+        """Tell the kept frame that rows `ids` now hold `values` (a scalar or one value per id)."""
+        frame = self._frame
+        if frame is None or not len(ids):
+            return
+        if self._positions is None:
+            self._positions = pd.Index(frame["id"].to_numpy())
+        pos = self._positions.get_indexer(np.asarray(ids, dtype="int64"))
+        if (pos < 0).any():  # a row of another period: the kept frame cannot say what changed
+            self.forget()
+            return
+        for column, value in values.items():
+            if isinstance(value, str | int | float | bool) or value is None:
+                value = [value] * len(pos)
+            if frame[column].dtype == "str":
+                arr = frame[column].to_numpy(dtype=object, copy=True)
+                arr[pos] = np.asarray(list(value), dtype=object)
+                frame[column] = pd.Series(arr, index=frame.index, dtype=object).astype("str")
+            else:
+                arr = frame[column].to_numpy(copy=True)
+                arr[pos] = np.asarray(list(value), dtype=arr.dtype)
+                frame[column] = arr
+
+    def _kept_frame(self) -> pd.DataFrame | None:
+        """The shared month, read at the first call; None when not kept and for a month of more
+        than `KEEP_ROWS` rows."""
+        if not self.keep or self._frame is not None:
+            return self._frame
+        if self._large is None:
+            with self.engine.connect() as conn:
+                self._large = conn.execute(select(func.count()).where(
+                    FB.c.period == self.period)).scalar_one() > KEEP_ROWS
+        if not self._large:
+            self._frame = read_month(self.engine, self.period)
+        return self._frame
+
+
+def of(engine: Engine, period: str, shared: Month | None) -> Month:
+    """The rows of `period`: the shared month when it is that period's, else read from the database
+    (a stage that also reads earlier months, such as re-measure)."""
+    if shared is not None and shared.period == parse_period(period):
+        return shared
+    return Month(engine, period)
 
 
 def _ids(conn: Connection, period: str) -> np.ndarray:
@@ -148,61 +199,6 @@ def _ids(conn: Connection, period: str) -> np.ndarray:
         cur.close()
 
 
-def month_rows(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
-               clean: bool = False) -> pd.DataFrame:
-    """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
-    (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
-    frame = _kept_frame(engine, period)
-    if frame is None:  # nothing shared: read only what is asked for
-        return read_month(engine, period, columns, clean=clean)
-    keep = ~frame["quarantined"].to_numpy(dtype=bool) if clean else None
-    frame = frame[list(columns)] if columns is not None else frame  # columns first: fewer to copy
-    if keep is not None and not keep.all():
-        frame = frame[keep]
-    return frame.reset_index(drop=True)
-
-
-def _kept_frame(engine: Engine, period: str) -> pd.DataFrame | None:
-    """The month shared inside `keeping`, read at the first call; None outside `keeping` and for a
-    month of more than `KEEP_ROWS` rows."""
-    kept = _kept.get(_key(engine, period))
-    if kept is None or kept.frame is not None:
-        return None if kept is None else kept.frame
-    if kept.large is None:
-        with engine.connect() as conn:
-            kept.large = conn.execute(select(func.count()).where(
-                FB.c.period == parse_period(period))).scalar_one() > KEEP_ROWS
-    if not kept.large:
-        kept.frame = read_month(engine, period)
-    return kept.frame
-
-
-def patch(engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
-          values: Mapping[str, Any]) -> None:
-    """Tell the kept frame that rows `ids` now hold `values` (a scalar or one value per id)."""
-    kept = _kept.get(_key(engine, period))
-    if kept is None or kept.frame is None or not len(ids):
-        return
-    if kept.positions is None:
-        kept.positions = pd.Index(kept.frame["id"].to_numpy())
-    pos = kept.positions.get_indexer(np.asarray(ids, dtype="int64"))
-    if (pos < 0).any():  # a row of another period: the kept frame cannot say what changed
-        forget(engine, period)
-        return
-    frame = kept.frame
-    for column, value in values.items():
-        if isinstance(value, str | int | float | bool) or value is None:
-            value = [value] * len(pos)
-        if frame[column].dtype == "str":
-            arr = frame[column].to_numpy(dtype=object, copy=True)
-            arr[pos] = np.asarray(list(value), dtype=object)
-            frame[column] = pd.Series(arr, index=frame.index, dtype=object).astype("str")
-        else:
-            arr = frame[column].to_numpy(copy=True)
-            arr[pos] = np.asarray(list(value), dtype=arr.dtype)
-            frame[column] = arr
-
-
 def read_month(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
                clean: bool = False) -> pd.DataFrame:
     """The period's rows straight from the DB-API cursor, typed (see the module docstring).
@@ -217,18 +213,6 @@ def read_month(engine: Engine, period: str, columns: Sequence[str] | None = None
 
 # Rows per part of a month read part by part (`month_parts`).
 PART_ROWS = 1_000_000
-
-
-def month_parts(engine: Engine, period: str, columns: Sequence[str] | None = None, *,
-                clean: bool = False, rows: int | None = None) -> Iterator[pd.DataFrame]:
-    """The rows `month_rows` gives, for a stage that can work on them part by part (counting): a
-    month that is not kept comes `rows` (default `PART_ROWS`) at a time, so such a stage holds one
-    part of a month too large to keep instead of all of it. A kept month comes whole, as one part.
-    Parts come in no particular order, each ordered by id; a month without rows is one empty part."""
-    if _kept_frame(engine, period) is not None:
-        yield month_rows(engine, period, columns, clean=clean)
-    else:
-        yield from _read(engine, period, columns, clean, rows or PART_ROWS)
 
 
 def _read(engine: Engine, period: str, columns: Sequence[str] | None, clean: bool,

@@ -43,6 +43,7 @@ from cxloop.models import Action, ActionEvent, Measurement
 from cxloop.periods import period_end_date, shift_period
 from cxloop.tasks import kpis, lifecycle
 from cxloop.tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
+from cxloop.tasks.month import Month
 from cxloop.tasks.rendering import translate
 from cxloop.vocabulary import OVERALL, kpi_label, lower_is_better, scope_label, split_themes
 
@@ -73,14 +74,16 @@ class RemeasureSummary:
 class ResponseCache:
     """Each period's responses are read once per run, each (period, scope) split once."""
 
-    def __init__(self, settings: Settings, engine: Engine, columns: Sequence[str] | None = None) -> None:
-        self.settings, self.engine, self.columns = settings, engine, columns
+    def __init__(self, settings: Settings, engine: Engine, columns: Sequence[str] | None = None, *,
+                 month_rows: Month | None = None) -> None:
+        self.settings, self.engine, self.columns, self.month_rows = settings, engine, columns, month_rows
         self._frames: dict[str, pd.DataFrame] = {}
         self._scoped: dict[tuple[str, str], pd.DataFrame] = {}
 
     def frame(self, period: str) -> pd.DataFrame:
         if period not in self._frames:
-            self._frames[period] = kpis.load_responses(self.settings, self.engine, period, self.columns)
+            self._frames[period] = kpis.load_responses(self.settings, self.engine, period, self.columns,
+                                                       month_rows=self.month_rows)
         return self._frames[period]
 
     def scoped(self, period: str, scope: str) -> pd.DataFrame:
@@ -296,14 +299,16 @@ def _store(m: Measurement, est: EffectEstimate) -> None:
     m.note = est.note
 
 
-def remeasure_actions(settings: Settings, engine: Engine, period: str) -> RemeasureSummary:
+def remeasure_actions(settings: Settings, engine: Engine, period: str, *,
+                      month_rows: Month | None = None) -> RemeasureSummary:
     """Measure every action due for it in `period`, store a Measurement each, apply decisions."""
     summary = RemeasureSummary(period)
     with session_scope(engine) as session:
         every = list(session.exec(select(Action)).all())
         todo = actions_to_measure(session, settings, period)
         due = [a.id for a in todo]
-    cache = ResponseCache(settings, engine, kpis.columns_for(sorted({a.kpi for a in todo})))
+    cache = ResponseCache(settings, engine, kpis.columns_for(sorted({a.kpi for a in todo})),
+                          month_rows=month_rows)
     for action_id in due:
         with session_scope(engine) as session:  # one transaction per action
             action = session.get(Action, action_id)

@@ -42,7 +42,7 @@ from cxloop.models import (
     QuarantinedRow,
 )
 from cxloop.periods import parse_period, period_end_date, shift_period
-from cxloop.tasks import charts
+from cxloop.tasks import charts, month
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.lifecycle import OPEN_STATUSES
 from cxloop.tasks.masking import mask_pii
@@ -417,12 +417,10 @@ _FEEDBACK_COLS = ("response_id", "department", "journey_stage", "touchpoint", "c
                   "sentiment", "sentiment_score", "themes")
 
 
-def load_feedback(engine: Engine, period: str) -> pd.DataFrame:
-    """The period's clean (non-quarantined) responses from the month frame (`tasks.month`), with
-    `id` and the columns the report needs."""
-    from cxloop.tasks import month
-
-    return month.month_rows(engine, period, ("id", *_FEEDBACK_COLS), clean=True)
+def load_feedback(engine: Engine, period: str, month_rows: month.Month | None = None) -> pd.DataFrame:
+    """The period's clean (non-quarantined) responses (from `month_rows`, the month the cycle
+    shares, when given), with `id` and the columns the report needs."""
+    return month.of(engine, period, month_rows).rows(("id", *_FEEDBACK_COLS), clean=True)
 
 
 # What each journey KPI is scored from (tasks.kpis.response_scores reads these columns).
@@ -458,14 +456,13 @@ def _owned_topics(settings: Settings) -> list[str]:
     return sorted({t for d in settings.departments.values() for t in (d.owns.get("topic") or [])})
 
 
-def summarise_feedback(engine: Engine, settings: Settings, period: str,
-                       journey_kpi: str = "nps") -> FeedbackSummary:
-    """`FeedbackSummary` of a period, from its rows in the month frame; a month too large to keep
-    is summarised part by part (`tasks.month.month_parts`) and the parts' summaries merged."""
-    from cxloop.tasks import month
-
+def summarise_feedback(engine: Engine, settings: Settings, period: str, journey_kpi: str = "nps",
+                       month_rows: month.Month | None = None) -> FeedbackSummary:
+    """`FeedbackSummary` of a period, from its rows (`month_rows`: the month the cycle shares); a
+    month too large to keep is summarised part by part (`tasks.month.Month.parts`) and the parts'
+    summaries merged."""
     parts = []
-    for rows in month.month_parts(engine, period, ("id", *_FEEDBACK_COLS), clean=True):
+    for rows in month.of(engine, period, month_rows).parts(("id", *_FEEDBACK_COLS), clean=True):
         parts.append(_summary_part(rows, settings, journey_kpi))
         del rows  # before the next part is read
     if len(parts) == 1:
@@ -1046,15 +1043,17 @@ def render_report(settings: Settings, engine: Engine, period: str, department: s
 
 
 def write_reports(settings: Settings, engine: Engine, period: str, out_dir: Path | None = None,
-                  lang: str | None = None, journey_kpi: str = "nps") -> list[Path]:
+                  lang: str | None = None, journey_kpi: str = "nps", *,
+                  month_rows: month.Month | None = None) -> list[Path]:
     """Company report plus one per department, under reports/<period>/ (or out_dir).
 
-    Department pages use the department's own language unless `lang` forces one for all."""
+    Department pages use the department's own language unless `lang` forces one for all.
+    `month_rows`: the month the cycle shares among its stages (None: read from the database)."""
     period = parse_period(period)
     target = Path(out_dir) if out_dir is not None else report_dir(settings, period)
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    feedback = summarise_feedback(engine, settings, period, journey_kpi)  # once for all pages
+    feedback = summarise_feedback(engine, settings, period, journey_kpi, month_rows)  # once for all pages
     for dept in [None, *settings.departments]:
         path = target / report_filename(dept)
         html = render_report(settings, engine, period, dept, lang, journey_kpi, out_dir=target,

@@ -826,16 +826,16 @@ def check_batch(expectations: list[Expectation], frames: dict[str, pd.DataFrame]
 # The stage
 
 
-def load_period_rows(engine: Engine, period: str, columns: list[str] | None = None) -> pd.DataFrame:
+def load_period_rows(month_rows: month.Month, columns: list[str] | None = None) -> pd.DataFrame:
     """Feedback rows of the period, clean and quarantined: id, source, quarantined and `columns`
     (default: every canonical field), typed as `tasks.month` types them (text columns of pandas'
     `str` type, datetimes in UTC, scores float).
 
-    The rows come from `month.month_rows`: inside a cycle run the month is read once and shared
-    by the stages; on its own, this reads the period from the database.
+    The rows come from the `Month` handed over: inside a cycle run the month is read once and
+    shared by the stages; on its own, this reads the period from the database.
     """
     wanted = [c for c in CANONICAL_FIELDS if columns is None or c in columns]
-    return month.month_rows(engine, period, ["id", "source", "quarantined", *wanted])
+    return month_rows.rows(["id", "source", "quarantined", *wanted])
 
 
 def _raw_values(engine: Engine, ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -885,8 +885,10 @@ def _needed_columns(exps: list[Expectation]) -> list[str] | None:
 
 
 def validate_period(settings: Settings, engine: Engine, period: str, now: datetime | None = None,
-                    lang: str | None = None) -> GateResult:
-    """Validate all rows of a period, update quarantine and checks, write the report, decide the gate."""
+                    lang: str | None = None, *, month_rows: month.Month | None = None) -> GateResult:
+    """Validate all rows of a period, update quarantine and checks, write the report, decide the gate.
+    `month_rows`: the month the cycle shares among its stages (None: read from the database)."""
+    month_rows = month_rows or month.Month(engine, period)
     now = now or utcnow()
     params = placeholder_values(settings, period, now)
     exps = [e for s in load_suites(settings) for e in expectations_of(s, settings, params)]
@@ -895,7 +897,7 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     batch_exps = [e for e in exps if e.level == "batch"]
 
     needed = _needed_columns(row_exps)
-    raw_df = load_period_rows(engine, period, needed)
+    raw_df = load_period_rows(month_rows, needed)
     df, row_keys = _row_frame(raw_df, numbers=_keys_by_equality(row_exps), every_field=needed is None,
                               stored=True)
     del raw_df
@@ -965,8 +967,8 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
                    func.coalesce(func.sum(IR.duplicates), 0), func.count())
             .where(IR.period == period)).one()
     # The flags are committed: the month frame kept for the cycle's later stages follows them.
-    month.patch(engine, period, to_set, {"quarantined": True})
-    month.patch(engine, period, to_clear, {"quarantined": False})
+    month_rows.patch(to_set, {"quarantined": True})
+    month_rows.patch(to_clear, {"quarantined": False})
 
     collect_by_source: dict[str, int] = defaultdict(int)
     for q in collect_rows:

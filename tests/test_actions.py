@@ -339,11 +339,10 @@ def test_a_month_read_in_parts_quotes_the_same_comments(engine: Engine, tmp_path
         add_feedback(engine, p, None if i % 3 == 0 else "" if i % 5 == 0 else f"comment {i}",
                      journey_stage="delivery" if i % 2 else "purchase", nps=i % 4, quarantined=i % 7 == 0,
                      sentiment="negative" if i % 4 == 1 else None, sentiment_score=(i % 6) / 10)
-    with month.keeping(engine, p):
-        whole = commented_rows(engine, p)  # the kept month: one part
+    whole = commented_rows(month.Month(engine, p, keep=True))  # the kept month: one part
     monkeypatch.setattr(month, "PART_ROWS", 4)
-    assert len(list(month.month_parts(engine, p, ["id"], clean=True))) == 9
-    pd.testing.assert_frame_equal(commented_rows(engine, p), whole)
+    assert len(list(month.Month(engine, p).parts(["id"], clean=True))) == 9
+    pd.testing.assert_frame_equal(commented_rows(month.Month(engine, p)), whole)
     assert len(whole) == 18 and whole["id"].is_monotonic_increasing
     open_actions(settings, engine, p)
     [action] = actions(engine)

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, insert
 from cxloop.config import settings_from_dict
 from cxloop.flows.bookkeeping import (
     CycleBusy,
+    FeedbackStamp,
     begin_stage,
     data_fingerprint,
     end_stage,
@@ -65,10 +66,12 @@ def test_projects_in_other_schemas_of_one_database_do_not_block_each_other(engin
 
 def test_the_feedback_stamp_is_read_again_only_after_a_stage_that_writes_feedback_begins(
         engine: Engine, tmp_path: Path) -> None:
-    """KPIs to report only read feedback rows: their fingerprints share one read of the stamp."""
+    """KPIs to report only read feedback rows: their fingerprints share one read of the stamp,
+    kept in the run's own `FeedbackStamp` (no state shared between runs or engines)."""
     settings = settings_from_dict({}, tmp_path, env={})
     start_cycle(engine, "2026-10", "test")
-    before = data_fingerprint(settings, engine, "feedback")
+    stamp = FeedbackStamp()
+    before = data_fingerprint(settings, engine, "feedback", stamp=stamp)
 
     def load_more() -> None:  # what collect records for every load: the stamp counts it
         with engine.begin() as conn:
@@ -76,16 +79,17 @@ def test_the_feedback_stamp_is_read_again_only_after_a_stage_that_writes_feedbac
                 source="web", file="web.csv", content_hash="x", period="2026-10", loaded=3))
 
     load_more()
+    assert data_fingerprint(settings, engine, "feedback") != before  # without the run's memo: read
     for stage in ("kpis", "remeasure", "actions", "notify", "report"):
-        begin_stage(engine, "2026-10", stage, before)
+        begin_stage(engine, "2026-10", stage, before, stamp)
         end_stage(engine, "2026-10", stage, status="completed")
     update_cycle(engine, "2026-10", gate="passed")
-    assert data_fingerprint(settings, engine, "feedback") == before  # not read again
+    assert data_fingerprint(settings, engine, "feedback", stamp=stamp) == before  # not read again
     for stage in ("collect", "validate", "comments"):
-        begin_stage(engine, "2026-10", stage, before)
-        now = data_fingerprint(settings, engine, "feedback")
+        begin_stage(engine, "2026-10", stage, before, stamp)
+        now = data_fingerprint(settings, engine, "feedback", stamp=stamp)
         assert now != before  # read again: the load shows
         before = now
         load_more()
-    start_cycle(engine, "2026-10", "test")  # a new run reads it again too
-    assert data_fingerprint(settings, engine, "feedback") != before
+    # a new run has its own memo
+    assert data_fingerprint(settings, engine, "feedback", stamp=FeedbackStamp()) != before

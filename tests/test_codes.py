@@ -61,16 +61,16 @@ def _seed(engine: Engine) -> list[int]:
 
 def test_stages_share_the_codes_of_the_kept_month_until_a_column_is_patched(engine: Engine) -> None:
     ids = _seed(engine)
-    with month.keeping(engine, PERIOD):
-        validate = factorize(month.month_rows(engine, PERIOD, ["id", "channel", "themes"])["channel"])
-        kpis = factorize(month.month_rows(engine, PERIOD, ["channel"], clean=True)["channel"])
-        assert kpis[0] is validate[0] and validate[1].tolist() == ["app", "web"]
-        themes = factorize(month.month_rows(engine, PERIOD, ["themes"])["themes"])
-        month.patch(engine, PERIOD, ids[1:2], {"themes": "price"})  # as the comments stage does
-        patched = factorize(month.month_rows(engine, PERIOD, ["themes"])["themes"])
-        assert patched[0] is not themes[0]
-        assert patched[0].tolist() == [0, 0, 1] and patched[1].tolist() == ["price", "price,delivery"]
-        assert factorize(month.month_rows(engine, PERIOD, ["channel"])["channel"])[0] is validate[0]
+    shared = month.Month(engine, PERIOD, keep=True)
+    validate = factorize(shared.rows(["id", "channel", "themes"])["channel"])
+    kpis = factorize(shared.rows(["channel"], clean=True)["channel"])
+    assert kpis[0] is validate[0] and validate[1].tolist() == ["app", "web"]
+    themes = factorize(shared.rows(["themes"])["themes"])
+    shared.patch(ids[1:2], {"themes": "price"})  # as the comments stage does
+    patched = factorize(shared.rows(["themes"])["themes"])
+    assert patched[0] is not themes[0]
+    assert patched[0].tolist() == [0, 0, 1] and patched[1].tolist() == ["price", "price,delivery"]
+    assert factorize(shared.rows(["channel"])["channel"])[0] is validate[0]
     # outside a cycle each call reads the database: equal codes, worked out for each read
-    alone = factorize(month.month_rows(engine, PERIOD, ["channel"])["channel"])
+    alone = factorize(month.Month(engine, PERIOD).rows(["channel"])["channel"])
     assert alone[0] is not validate[0] and alone[0].tolist() == validate[0].tolist()

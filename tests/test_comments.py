@@ -392,13 +392,13 @@ def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written
     caplog.set_level(logging.INFO, logger="cxloop.tasks.comments")
     speed = make_settings(tmp_path, topics=[{"id": "speed", "name_en": "Speed", "name_zh": "速度",
                                              "keywords": {"zh": ["太慢"]}}])
-    with month.keeping(engine, PERIOD):
-        analyse_comments(settings, engine, PERIOD)
-        analyse_comments(settings, engine, PERIOD)  # nothing new
-        analyse_comments(speed, engine, PERIOD)  # every row analysed again, "ok" unchanged
-        kept = month.month_rows(engine, PERIOD)
+    shared = month.Month(engine, PERIOD, keep=True)
+    analyse_comments(settings, engine, PERIOD, month_rows=shared)
+    analyse_comments(settings, engine, PERIOD, month_rows=shared)  # nothing new
+    analyse_comments(speed, engine, PERIOD, month_rows=shared)  # every row analysed again, "ok" unchanged
+    kept = shared.rows()
     assert reads == [PERIOD]
-    pd.testing.assert_frame_equal(kept, month.month_rows(engine, PERIOD))
+    pd.testing.assert_frame_equal(kept, month.Month(engine, PERIOD).rows())
     written = [r.getMessage().rsplit(", ", 1)[1] for r in caplog.records if "rows written" in r.getMessage()]
     assert written == ["4 rows written", "0 rows written", "2 rows written"]
     assert stored(engine) == {"a": ("negative", "speed"), "b": ("negative", "speed"), "c": ("neutral", ""),

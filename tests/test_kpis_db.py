@@ -180,12 +180,11 @@ def test_a_month_counted_in_parts_stores_the_same_results(
     insert_rows(engine, rows)
     s = make_settings(tmp_path)
 
-    def results() -> dict[tuple[str, str, str], dict[str, Any]]:
-        kpis.compute_kpis(s, engine, "2026-10")
+    def results(rows: month.Month | None = None) -> dict[tuple[str, str, str], dict[str, Any]]:
+        kpis.compute_kpis(s, engine, "2026-10", month_rows=rows)
         return {k: {c: v for c, v in r.items() if c != "id"} for k, r in stored(engine, "2026-10").items()}
 
-    with month.keeping(engine, "2026-10"):
-        whole = results()  # the kept month: one part
+    whole = results(month.Month(engine, "2026-10", keep=True))  # the kept month: one part
     monkeypatch.setattr(month, "PART_ROWS", 8)
     parts = list(kpis.response_parts(s, engine, "2026-10"))
     assert len(parts) == 18 and sum(map(len, parts)) == 141

@@ -25,7 +25,7 @@ from cxloop.tasks.comments import analyse_comments
 from cxloop.tasks.demo import DemoPlan, Truth, write_demo
 from cxloop.tasks.kpis import compute_kpis
 from cxloop.tasks.remeasure import remeasure_actions
-from cxloop.tasks.report import build_report
+from cxloop.tasks.report import build_report, summarise_feedback
 from cxloop.tasks.validate import validate_period
 
 PERIOD = "2026-10"
@@ -49,7 +49,7 @@ def _seed(engine: Engine) -> list[int]:
 
 def test_rows_are_typed_alike_on_every_database(engine: Engine) -> None:
     _seed(engine)
-    df = month.month_rows(engine, PERIOD)
+    df = month.Month(engine, PERIOD).rows()
     assert list(df.columns) == list(month.COLUMNS)
     assert df["response_id"].tolist() == ["a", "b"]  # ordered by id, only the period
     assert df["id"].dtype == np.int64 and df["quarantined"].tolist() == [False, True]
@@ -60,28 +60,28 @@ def test_rows_are_typed_alike_on_every_database(engine: Engine) -> None:
     assert df["is_complaint"].iloc[0] == 1.0 and np.isnan(df["is_complaint"].iloc[1])
     assert df["comment"].iloc[0] == "快递很快" and pd.isna(df["comment"].iloc[1])
     assert df["sentiment_score"].iloc[1] == 0.9
-    assert month.month_rows(engine, PERIOD, ["response_id"], clean=True)["response_id"].tolist() == ["a"]
-    assert len(month.month_rows(engine, "2026-11")) == 0
+    assert month.Month(engine, PERIOD).rows(["response_id"], clean=True)["response_id"].tolist() == ["a"]
+    assert len(month.Month(engine, "2026-11").rows()) == 0
 
 
 def test_kept_rows_are_read_once_and_patched_by_writers(engine: Engine) -> None:
     ids = _seed(engine)
-    with month.keeping(engine, PERIOD):
-        first = month.month_rows(engine, PERIOD)
-        first.loc[0, "channel"] = "changed by a caller"  # callers get their own frame
-        with engine.begin() as conn:  # a write the kept frame is not told about
-            conn.execute(update(Feedback.__table__).values(channel="store"))  # type: ignore[attr-defined]
-        assert month.month_rows(engine, PERIOD)["channel"].tolist() == ["app", "web"]
-        month.patch(engine, PERIOD, [ids[0]], {"quarantined": True, "sentiment": "negative",
-                                               "sentiment_score": 0.1, "themes": None})
-        kept = month.month_rows(engine, PERIOD)
-        assert kept["quarantined"].tolist() == [True, True]
-        assert kept["sentiment"].tolist() == ["negative", "positive"]
-        assert kept["sentiment_score"].tolist() == [0.1, 0.9]
-        assert str(kept["sentiment"].dtype) == "str"
-        month.forget(engine, PERIOD)  # e.g. collect loaded rows: read them again
-        assert month.month_rows(engine, PERIOD)["channel"].tolist() == ["store", "store"]
-    assert month.month_rows(engine, PERIOD)["quarantined"].tolist() == [False, True]  # not kept now
+    shared = month.Month(engine, PERIOD, keep=True)
+    first = shared.rows()
+    first.loc[0, "channel"] = "changed by a caller"  # callers get their own frame
+    with engine.begin() as conn:  # a write the kept frame is not told about
+        conn.execute(update(Feedback.__table__).values(channel="store"))  # type: ignore[attr-defined]
+    assert shared.rows()["channel"].tolist() == ["app", "web"]
+    shared.patch([ids[0]], {"quarantined": True, "sentiment": "negative",
+                            "sentiment_score": 0.1, "themes": None})
+    kept = shared.rows()
+    assert kept["quarantined"].tolist() == [True, True]
+    assert kept["sentiment"].tolist() == ["negative", "positive"]
+    assert kept["sentiment_score"].tolist() == [0.1, 0.9]
+    assert str(kept["sentiment"].dtype) == "str"
+    shared.forget()  # e.g. collect loaded rows: read them again
+    assert shared.rows()["channel"].tolist() == ["store", "store"]
+    assert month.Month(engine, PERIOD).rows()["quarantined"].tolist() == [False, True]  # not kept
 
 
 def _loaded(engine: Engine, gap: bool = False) -> pd.DataFrame:
@@ -108,10 +108,10 @@ def _loaded(engine: Engine, gap: bool = False) -> pd.DataFrame:
 @pytest.mark.parametrize("gap", [False, True])
 def test_a_new_month_is_kept_from_what_collect_inserted(engine: Engine, gap: bool) -> None:
     frame = _loaded(engine, gap)
-    assert not month.seed(engine, PERIOD, [frame])  # nothing is kept outside a cycle run
-    with month.keeping(engine, PERIOD):
-        assert month.seed(engine, PERIOD, [frame.iloc[:1], frame.iloc[1:]])
-        pd.testing.assert_frame_equal(month.month_rows(engine, PERIOD), month.read_month(engine, PERIOD))
+    assert not month.Month(engine, PERIOD).seed([frame])  # nothing is kept outside a cycle run
+    shared = month.Month(engine, PERIOD, keep=True)
+    assert shared.seed([frame.iloc[:1], frame.iloc[1:]])
+    pd.testing.assert_frame_equal(shared.rows(), month.read_month(engine, PERIOD))
 
 
 @pytest.mark.parametrize("flags", [(True, False, False), (False, False, True), (True, True, True)])
@@ -140,22 +140,21 @@ def test_the_period_ids_count_quarantined_rows_at_either_end(engine: Engine,
 
 def test_a_month_with_other_rows_is_read_instead(engine: Engine) -> None:
     frame = _loaded(engine)
-    with month.keeping(engine, PERIOD):
-        assert not month.seed(engine, PERIOD, [frame.iloc[1:]])  # row "a" was there before
-        assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
-        swapped = frame.iloc[::-1]
-        assert not month.seed(engine, PERIOD, [swapped])  # not in insertion order
-        assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
+    shared = month.Month(engine, PERIOD, keep=True)
+    assert not shared.seed([frame.iloc[1:]])  # row "a" was there before
+    assert shared.rows()["response_id"].tolist() == ["a", "b"]
+    swapped = frame.iloc[::-1]
+    assert not shared.seed([swapped])  # not in insertion order
+    assert shared.rows()["response_id"].tolist() == ["a", "b"]
 
 
 def test_outside_a_cycle_run_only_the_asked_columns_are_read(engine: Engine) -> None:
     _seed(engine)
-    df = month.month_rows(engine, PERIOD, ["nps", "id", "submitted_at"], clean=True)
+    df = month.Month(engine, PERIOD).rows(["nps", "id", "submitted_at"], clean=True)
     assert list(df.columns) == ["nps", "id", "submitted_at"]
     assert df["nps"].tolist() == [9.0] and str(df["submitted_at"].dtype) == "datetime64[us, UTC]"
-    with month.keeping(engine, PERIOD):
-        pd.testing.assert_frame_equal(month.month_rows(engine, PERIOD, ["nps", "id", "submitted_at"],
-                                                       clean=True), df)
+    shared = month.Month(engine, PERIOD, keep=True)
+    pd.testing.assert_frame_equal(shared.rows(["nps", "id", "submitted_at"], clean=True), df)
 
 
 def _two_sources(tmp_path: Path) -> Settings:
@@ -179,18 +178,18 @@ def test_collect_of_a_new_month_keeps_exactly_what_it_stored(engine: Engine, tmp
                                                             month_reads: list[str]) -> None:
     settings = _two_sources(tmp_path)
     reads = month_reads
-    with month.keeping(engine, PERIOD):
-        summary = collect_period(settings, engine, PERIOD)
-        assert month.seed(engine, PERIOD, summary.inserted())
-        kept = month.month_rows(engine, PERIOD)
+    shared = month.Month(engine, PERIOD, keep=True)
+    summary = collect_period(settings, engine, PERIOD)
+    assert shared.seed(summary.inserted())
+    kept = shared.rows()
     assert reads == []
-    stored = month.month_rows(engine, PERIOD)
+    stored = month.Month(engine, PERIOD).rows()
     assert reads == [PERIOD]
     pd.testing.assert_frame_equal(kept, stored)
     assert kept["response_id"].tolist() == ["r1", "r2", "x1", "x2"]
     assert kept["department"].tolist()[0] == "logistics"
-    with month.keeping(engine, PERIOD):  # a second collect stores nothing new: read, not seeded
-        assert not month.seed(engine, PERIOD, collect_period(settings, engine, PERIOD).inserted())
+    shared = month.Month(engine, PERIOD, keep=True)  # a second collect stores nothing new: not seeded
+    assert not shared.seed(collect_period(settings, engine, PERIOD).inserted())
 
 
 def test_a_month_above_the_row_budget_is_read_per_call(engine: Engine, month_reads: list[str],
@@ -198,17 +197,17 @@ def test_a_month_above_the_row_budget_is_read_per_call(engine: Engine, month_rea
     """A large month is not kept: each call reads only its columns, and patches change nothing."""
     ids = _seed(engine)
     monkeypatch.setattr(month, "KEEP_ROWS", 1)
-    with month.keeping(engine, PERIOD):
-        first = month.month_rows(engine, PERIOD, ["channel", "nps"])
-        month.patch(engine, PERIOD, [ids[0]], {"quarantined": True})  # nothing kept to patch
-        clean = month.month_rows(engine, PERIOD, ["response_id"], clean=True)
+    shared = month.Month(engine, PERIOD, keep=True)
+    first = shared.rows(["channel", "nps"])
+    shared.patch([ids[0]], {"quarantined": True})  # nothing kept to patch
+    clean = shared.rows(["response_id"], clean=True)
     assert month_reads == [PERIOD, PERIOD]
     assert list(first.columns) == ["channel", "nps"] and first["channel"].tolist() == ["app", "web"]
     assert clean["response_id"].tolist() == ["a"]  # the database's flags, not the patched ones
     monkeypatch.setattr(month, "KEEP_ROWS", 2)  # two rows are not above a budget of two
-    with month.keeping(engine, PERIOD):
-        month.month_rows(engine, PERIOD, ["channel"])
-        month.month_rows(engine, PERIOD, ["nps"])
+    shared = month.Month(engine, PERIOD, keep=True)
+    shared.rows(["channel"])
+    shared.rows(["nps"])
     assert month_reads == [PERIOD, PERIOD, PERIOD]
 
 
@@ -229,11 +228,11 @@ def test_only_a_month_above_the_row_budget_is_collected_after_each_stage(
         for budget, expected in ((2, []), (1, ["start"])):
             monkeypatch.setattr(month, "KEEP_ROWS", budget)
             collections.clear()
-            with month.keeping(engine, PERIOD):
-                month.month_rows(engine, PERIOD, ["channel"])
-                month.release(engine, PERIOD)
+            shared = month.Month(engine, PERIOD, keep=True)
+            shared.rows(["channel"])
+            shared.release()
             assert collections == expected
-        month.release(engine, PERIOD)  # outside a cycle run: nothing to release
+        month.Month(engine, PERIOD).release()  # outside a cycle run: nothing to release
         assert collections == ["start"]
     finally:
         gc.enable()
@@ -244,9 +243,9 @@ def test_collect_does_not_hand_over_a_month_above_the_row_budget(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     frame = _loaded(engine)
     monkeypatch.setattr(month, "KEEP_ROWS", 1)
-    with month.keeping(engine, PERIOD):
-        assert not month.seed(engine, PERIOD, [frame])
-        assert month.month_rows(engine, PERIOD)["response_id"].tolist() == ["a", "b"]
+    shared = month.Month(engine, PERIOD, keep=True)
+    assert not shared.seed([frame])
+    assert shared.rows()["response_id"].tolist() == ["a", "b"]
 
 
 def test_rows_are_read_in_batches_and_text_values_shared(engine: Engine,
@@ -283,18 +282,18 @@ def test_a_month_not_kept_comes_in_parts(engine: Engine, monkeypatch: pytest.Mon
     monkeypatch.setattr(month, "_BATCH", 4)
     whole = month.read_month(engine, PERIOD, ["response_id", "nps"], clean=True)
     for rows in (5, 8, 15, 16, 100):  # batches fill a part exactly, or the last batch is cut short
-        parts = list(month.month_parts(engine, PERIOD, ["response_id", "nps"], clean=True, rows=rows))
+        parts = list(month.Month(engine, PERIOD).parts(["response_id", "nps"], clean=True, rows=rows))
         assert [len(p) for p in parts] == [min(rows, 15 - k) for k in range(0, 15, rows)], rows
         assert all(list(p.columns) == ["response_id", "nps"] for p in parts)
         joined = pd.concat(parts, ignore_index=True)
         pd.testing.assert_frame_equal(joined.sort_values("response_id", key=lambda r: r.str[1:].astype(int),
                                                          ignore_index=True), whole)
     monkeypatch.setattr(month, "PART_ROWS", 6)
-    assert [len(p) for p in month.month_parts(engine, PERIOD)] == [6, 6, 6, 5]
-    with month.keeping(engine, PERIOD):  # kept: the shared frame, whole
-        (kept,) = month.month_parts(engine, PERIOD, ["nps"], clean=True, rows=2)
+    assert [len(p) for p in month.Month(engine, PERIOD).parts()] == [6, 6, 6, 5]
+    # kept: the shared frame, whole
+    (kept,) = month.Month(engine, PERIOD, keep=True).parts(["nps"], clean=True, rows=2)
     pd.testing.assert_frame_equal(kept, whole[["nps"]])
-    (empty,) = month.month_parts(engine, "2030-01", ["nps"], rows=2)
+    (empty,) = month.Month(engine, "2030-01").parts(["nps"], rows=2)
     assert empty.empty and list(empty.columns) == ["nps"]
 
 
@@ -321,22 +320,23 @@ def other_db_url(db_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 def _three_cycles(config: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Every stage's outcome of three monthly cycles, run as the flow runs them (inside `keeping`,
-    the month handed over by collect), and the stored rows after."""
+    """Every stage's outcome of three monthly cycles, run as the flow runs them (one kept `Month`
+    handed to every stage, seeded by collect), and the stored rows after."""
     monkeypatch.setenv("CXLOOP_DATABASE_URL", url)
     settings = load_settings(config)
     engine = open_db(url)
     now = datetime(2026, 9, 2, tzinfo=UTC)
     out: dict[str, Any] = {}
     for period in ("2026-06", "2026-07", "2026-08"):
-        with month.keeping(engine, period):
-            kept = month.seed(engine, period, collect_period(settings, engine, period).inserted())
-            gate = validate_period(settings, engine, period, now=now).counts()
-            comments = {**analyse_comments(settings, engine, period).counts(), "seconds": 0}
-            kpis = [asdict(r) for r in compute_kpis(settings, engine, period)]
-            remeasured = asdict(remeasure_actions(settings, engine, period))
-            actions = asdict(open_actions(settings, engine, period))
-            report = build_report(settings, engine, period)
+        rows = month.Month(engine, period, keep=True)
+        kept = rows.seed(collect_period(settings, engine, period).inserted())
+        gate = validate_period(settings, engine, period, now=now, month_rows=rows).counts()
+        comments = {**analyse_comments(settings, engine, period, month_rows=rows).counts(), "seconds": 0}
+        kpis = [asdict(r) for r in compute_kpis(settings, engine, period, month_rows=rows)]
+        remeasured = asdict(remeasure_actions(settings, engine, period, month_rows=rows))
+        actions = asdict(open_actions(settings, engine, period, month_rows=rows))
+        report = build_report(settings, engine, period,
+                              feedback=summarise_feedback(engine, settings, period, month_rows=rows))
         out[period] = {"kept": kept, "gate": gate, "comments": comments, "kpis": kpis,
                        "remeasured": remeasured, "actions": actions,
                        "report": [report.headlines, report.score_rows, report.pain_points, report.actions,

@@ -559,10 +559,10 @@ def test_a_month_summarised_in_parts_is_the_same_summary(engine: Engine, tmp_pat
                             channel="app", content_hash=f"b{i}", sentiment="negative", comment="?",
                             journey_stage=None if i else "delivery") for i in range(3)])
         s.commit()
-    with month.keeping(engine, PERIOD):
-        whole = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi)  # one part
+    whole = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi,
+                               month.Month(engine, PERIOD, keep=True))  # kept: one part
     monkeypatch.setattr(month, "PART_ROWS", 61)
-    assert len(list(month.month_parts(engine, PERIOD, ["id"], clean=True))) > 10
+    assert len(list(month.Month(engine, PERIOD).parts(["id"], clean=True))) > 10
     parts = summarise_feedback(engine, seeded.settings, PERIOD, journey_kpi)
     for name in ("groups", "negatives", "comments"):
         pd.testing.assert_frame_equal(getattr(parts, name), getattr(whole, name), obj=name)

@@ -500,18 +500,18 @@ def test_the_kept_month_follows_the_quarantine_flags(engine: Engine, tmp_path: P
         with engine.connect() as conn:
             return dict(conn.execute(select(v.FB.response_id, v.FB.quarantined)).tuples().all())
 
-    with month.keeping(engine, PERIOD):
-        kept = month.month_rows(engine, PERIOD)  # read before the gate, as the cycle does
-        assert not kept["quarantined"].any()
-        v.validate_period(settings, engine, PERIOD, now=NOW)
-        frame = month.month_rows(engine, PERIOD)
-        assert dict(zip(frame["response_id"], frame["quarantined"], strict=True)) == flags()
-        assert set(frame.loc[frame["quarantined"], "response_id"]) == {"r9", "r10"}
-        # fixed at the source: the next run clears the flag in the database and in the kept frame
-        with session_scope(engine) as s:
-            s.execute(update(Feedback).where(v.FB.response_id == "r9").values(csat=4))
-        month.forget(engine, PERIOD)  # (a write the kept frame was not told about, as collect does)
-        v.validate_period(settings, engine, PERIOD, now=NOW)
-        frame = month.month_rows(engine, PERIOD)
-        assert dict(zip(frame["response_id"], frame["quarantined"], strict=True)) == flags()
-        assert set(frame.loc[frame["quarantined"], "response_id"]) == {"r10"}
+    shared = month.Month(engine, PERIOD, keep=True)
+    kept = shared.rows()  # read before the gate, as the cycle does
+    assert not kept["quarantined"].any()
+    v.validate_period(settings, engine, PERIOD, now=NOW, month_rows=shared)
+    frame = shared.rows()
+    assert dict(zip(frame["response_id"], frame["quarantined"], strict=True)) == flags()
+    assert set(frame.loc[frame["quarantined"], "response_id"]) == {"r9", "r10"}
+    # fixed at the source: the next run clears the flag in the database and in the kept frame
+    with session_scope(engine) as s:
+        s.execute(update(Feedback).where(v.FB.response_id == "r9").values(csat=4))
+    shared.forget()  # (a write the kept frame was not told about, as collect does)
+    v.validate_period(settings, engine, PERIOD, now=NOW, month_rows=shared)
+    frame = shared.rows()
+    assert dict(zip(frame["response_id"], frame["quarantined"], strict=True)) == flags()
+    assert set(frame.loc[frame["quarantined"], "response_id"]) == {"r10"}
