@@ -54,7 +54,7 @@ def test_cxloop_run_exit_code(status: str, cycle: str, expected: int, engine: En
     _outbox(engine, status)
     cfg = write_config(tmp_path, db_url, free_port())
 
-    def flow(config: Path, periods: list[str], *args: Any) -> list[dict[str, Any]]:
+    def flow(config: Path, settings: Any, periods: list[str], *args: Any) -> list[dict[str, Any]]:
         return [{"period": p, "status": cycle, "gate": "passed", "resumed": []} for p in periods]
 
     monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
