@@ -1,4 +1,5 @@
-"""Attribute ratings (key drivers) from a source's columns to the `feedback_rating` table and back.
+"""Attribute ratings (key drivers) from a source's columns to the `feedback_rating` table and back,
+and the key-driver analysis of a stored month per scope.
 
 A source maps a column to each declared driver (`[sources.drivers] seat_comfort = "Seat comfort"`).
 An empty cell, or an answer listed in the driver's `not_rated` (0 in many exports), is "not rated":
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, Table, delete, insert, select
 
 from cxloop.config import Settings, SourceConfig
 from cxloop.models import Feedback, FeedbackRating
+from cxloop.tasks.drivers import DriverAnalysis, analyse_drivers
 
 _FB: Table = Feedback.__table__  # type: ignore[attr-defined]
 _FR: Table = FeedbackRating.__table__  # type: ignore[attr-defined]
@@ -101,3 +103,45 @@ def read_ratings(engine: Engine, period: str, drivers: Sequence[str]) -> tuple[n
     for j, name in enumerate(drivers):
         values[:, j] = [(r[1] or {}).get(name, np.nan) for r in rows]
     return ids, values
+
+
+def analyse_month(engine: Engine, settings: Settings, period: str,
+                  scopes: Sequence[str] = ("overall", "department", "journey_stage")
+                  ) -> dict[tuple[str, str], DriverAnalysis]:
+    """Key drivers of the month's outcome (`[driver_analysis] outcome`) per scope value with at least
+    `[driver_analysis] min_n` rated responses; quarantined rows are left out. Keyed (scope, value),
+    ("overall", "all") for the whole month."""
+    cfg = settings.driver_analysis
+    names = [d.name for d in settings.drivers]
+    if not names:
+        return {}
+    ids, values = read_ratings(engine, period, names)
+    if not len(ids):
+        return {}
+    outcome_col = _FB.c[cfg.outcome]
+    scope_cols = [_FB.c[s] for s in scopes if s != "overall"]
+    with engine.connect() as conn:
+        rows = conn.execute(select(_FB.c.id, outcome_col, *scope_cols)
+                            .where(_FB.c.period == period, _FB.c.quarantined.is_(False))).all()
+    frame = pd.DataFrame(rows, columns=["id", "outcome", *[c.name for c in scope_cols]]).set_index("id")
+    frame = frame.reindex(ids)
+    keep = frame["outcome"].notna().to_numpy()  # NaN too for a quarantined response
+    scales = [d.scale for d in settings.drivers]
+    out: dict[tuple[str, str], DriverAnalysis] = {}
+    groups: list[tuple[str, str, np.ndarray]] = []
+    for scope in scopes:
+        if scope == "overall":
+            groups.append(("overall", "all", keep))
+            continue
+        col = frame[scope].to_numpy(dtype=object)
+        for value in sorted({v for v in col[keep] if v is not None and v == v}):
+            groups.append((scope, str(value), keep & (col == value)))
+    for scope, value, mask in groups:
+        if int(mask.sum()) < cfg.min_n:
+            continue
+        result = analyse_drivers(frame["outcome"].to_numpy(dtype=float)[mask], values[mask], names,
+                                 scales=scales, outcome_name=cfg.outcome, resamples=cfg.resamples,
+                                 seed_key=(period, scope, value))
+        if result is not None:
+            out[(scope, value)] = result
+    return out

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, Table, func, insert, select
 from cxloop.config import ConfigError, Settings, settings_from_dict
 from cxloop.models import Feedback, FeedbackRating
 from cxloop.tasks.drivers import analyse_drivers
-from cxloop.tasks.ratings import ratings_from_frame, read_ratings, store_ratings
+from cxloop.tasks.ratings import analyse_month, ratings_from_frame, read_ratings, store_ratings
 
 BASE = datetime(2026, 10, 5, tzinfo=UTC)
 FB: Table = Feedback.__table__  # type: ignore[attr-defined]
@@ -91,7 +91,8 @@ def test_ratings_are_stored_per_response_and_read_back_for_the_analysis(engine: 
     with engine.begin() as conn:
         conn.execute(insert(FB), [
             {"source": "web", "response_id": f"r{i}", "period": "2026-10", "submitted_at": BASE,
-             "channel": "web", "content_hash": "h", "nps": int(nps[i])} for i in range(n)])
+             "channel": "web", "content_hash": "h", "nps": int(nps[i]), "department": ("a", "b")[i % 2],
+             "quarantined": i >= n - 10} for i in range(n)])
     ratings = ratings_from_frame(settings, settings.sources[0], frame)
     ids = [f"r{i}" for i in range(n)]
     assert store_ratings(engine, "web", "2026-10", ids + ["unknown"], ratings) == n
@@ -111,3 +112,13 @@ def test_ratings_are_stored_per_response_and_read_back_for_the_analysis(engine: 
     assert from_db == in_memory and from_db is not None
     assert from_db.ranked()[0].driver == "seat" and not from_db.ranked()[0].tied
     assert read_ratings(engine, "2026-09", ["seat"])[1].shape == (0, 1)
+
+    month = analyse_month(engine, make_settings(tmp_path, driver_analysis={"min_n": 250}), "2026-10",
+                          ("overall", "department"))
+    assert set(month) == {("overall", "all"), ("department", "a"), ("department", "b")}
+    overall = month[("overall", "all")]
+    assert overall.n == n - 10  # quarantined responses are not analysed
+    assert overall.ranked()[0].driver == "seat"
+    assert month[("department", "a")].n == (n - 10) // 2
+    assert analyse_month(engine, make_settings(tmp_path, driver_analysis={"min_n": 400}), "2026-10",
+                         ("overall", "department")).keys() == {("overall", "all")}
