@@ -85,6 +85,7 @@ class SourceConfig(Strict):
     values: dict[str, dict[str, Any]] = Field(default_factory=dict)
     constants: dict[str, Any] = Field(default_factory=dict)
     data_owners: list[str] = Field(default_factory=list)
+    drivers: dict[str, str] = Field(default_factory=dict)  # driver name -> the column of its rating
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +112,30 @@ class SourceConfig(Strict):
                 raise ValueError(f"{section}: unknown canonical field(s) {unknown}; "
                                  f"known: {', '.join(CANONICAL_FIELDS)}")
         return self
+
+
+class DriverConfig(Strict):
+    """One attribute question analysed as a key driver (tasks/drivers.py): "seat comfort", 1-5."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    label_zh: str = ""
+    label_en: str = ""
+    scale: tuple[float, float] = (1, 5)
+    not_rated: list[str | int | float] = Field(default_factory=list)  # answers meaning "not rated", e.g. 0
+    journey_stage: str | None = None  # where it sits, and so which department owns it
+    touchpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DriverConfig:
+        if not self.scale[0] < self.scale[1]:
+            raise ValueError(f"scale: the lowest rating must be below the highest, not {list(self.scale)}")
+        return self
+
+
+class DriverAnalysisConfig(Strict):
+    outcome: Literal["nps", "csat", "ces", "cx_success", "cx_effort", "cx_emotion"] = "nps"
+    min_n: int = Field(default=200, ge=30)  # responses per scope before drivers are analysed
+    resamples: int = Field(default=400, ge=99)
 
 
 class DepartmentConfig(Strict):
@@ -342,6 +367,8 @@ class Settings(Strict):
     vocabulary: VocabularyConfig = Field(default_factory=VocabularyConfig)
     topics: list[TopicConfig] | None = None
     comments: CommentsConfig = Field(default_factory=CommentsConfig)
+    drivers: list[DriverConfig] = Field(default_factory=list)
+    driver_analysis: DriverAnalysisConfig = Field(default_factory=DriverAnalysisConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")
@@ -350,6 +377,15 @@ class Settings(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sources: duplicate source name(s) {dupes}")
+        drivers = [d.name for d in self.drivers]
+        dupes = sorted({n for n in drivers if drivers.count(n) > 1})
+        if dupes:
+            raise ValueError(f"drivers: duplicate driver name(s) {dupes}")
+        for i, source in enumerate(self.sources):
+            unknown_drivers = sorted(set(source.drivers) - set(drivers))
+            if unknown_drivers:
+                raise ValueError(f"sources[{i}].drivers: undeclared driver(s) {unknown_drivers}; declare "
+                                 "each under [[drivers]] with its name, labels and scale")
         unknown = sorted(set(self.quality.severity) - _check_ids(self.base_dir))
         if unknown:
             raise ValueError(f"quality.severity: unknown check id(s) {unknown}; see the expectations of "
@@ -372,6 +408,14 @@ class Settings(Strict):
     def department_language(self, dept_id: str) -> str:
         dept = self.departments.get(dept_id)
         return (dept.language if dept and dept.language else None) or self.project.language
+
+    def driver_owner(self, driver: DriverConfig) -> str | None:
+        """The department owning a driver's touchpoint, else its journey stage; None when neither."""
+        for field, value in (("touchpoint", driver.touchpoint), ("journey_stage", driver.journey_stage)):
+            owner = self.owner_of(field, value) if value else None
+            if owner:
+                return owner
+        return None
 
     def owner_of(self, field: str, value: str) -> str | None:
         """The department whose `owns` lists this value, if any."""

@@ -98,6 +98,20 @@ class Feedback(SQLModel, table=True):
     updated_at: datetime | None = None
 
 
+class FeedbackRating(SQLModel, table=True):
+    """A response's attribute ratings (key drivers, tasks/drivers.py): {driver: value}.
+
+    One row per response, not one per rating: a month of 1M responses x 14 drivers reads as 1M rows.
+    A driver the customer did not rate is absent from the dict - missing, never zero.
+    """
+
+    __tablename__ = "feedback_rating"
+
+    feedback_id: int = Field(primary_key=True, foreign_key="feedback.id")
+    period: str = Field(index=True)
+    ratings: dict[str, Any] = _json(dict)
+
+
 class ImportRecord(SQLModel, table=True):
     __tablename__ = "import_record"
 
