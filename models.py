@@ -186,6 +186,18 @@ class CycleStage(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
+class CommentAnalysis(SQLModel, table=True):
+    """What a period's stored comment analyses were made with (model, topics, thresholds): the
+    comments stage analyses every row again when this fingerprint changes."""
+
+    __tablename__ = "comment_analysis"
+
+    period: str = Field(primary_key=True)
+    fingerprint: str
+    model: str = ""
+    analysed_at: datetime = Field(default_factory=utcnow)
+
+
 class QualityCheck(SQLModel, table=True):
     """One expectation's result in one cycle's gate."""
 

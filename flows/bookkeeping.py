@@ -149,8 +149,6 @@ def _feedback_stamp(s: Session) -> list[Any]:
     quarantine flag (from the covering period index, 0.15 s per million); collect's loads and
     updates (import records: every load or update of rows writes one); quarantine entries (every
     change of a quarantine flag writes one); the comment analysis markers (model and topics)."""
-    from cxloop.tasks.comments import MARKER_STAGE
-
     per_period = s.execute(text(
         "SELECT period, quarantined, count(*) FROM feedback GROUP BY period, quarantined"
         " ORDER BY period, quarantined")).all()
@@ -159,8 +157,7 @@ def _feedback_stamp(s: Session) -> list[Any]:
         " WHERE loaded > 0 OR updated > 0")).one()
     quarantine = s.execute(text(
         "SELECT count(*), max(id), count(readmitted_at), max(readmitted_at) FROM quarantined_row")).one()
-    markers = s.execute(text("SELECT period, input_hash FROM cycle_stage WHERE stage = :stage"
-                             " ORDER BY period"), {"stage": MARKER_STAGE}).all()
+    markers = s.execute(text("SELECT period, fingerprint FROM comment_analysis ORDER BY period")).all()
     return [[list(r) for r in per_period], list(imports), list(quarantine), [list(r) for r in markers]]
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
 from cxloop.config import ConfigError, Settings, TopicConfig
-from cxloop.models import CycleStage, Feedback, utcnow
+from cxloop.models import CommentAnalysis, Feedback, utcnow
 from cxloop.paths import TEMPLATES, shipped
 from cxloop.tasks import month
 from cxloop.tasks.codes import factorize
@@ -360,8 +360,8 @@ class CommentsSummary:
 
 
 ANALYSIS_VERSION = "1"  # bump when the scoring / tagging code changes what it returns
-MARKER_STAGE = "comments:analysis"  # cycle_stage row per period: the fingerprint its rows carry
-CYCLE_STAGE: Table = CycleStage.__table__  # type: ignore[attr-defined]
+# Per period: the fingerprint its stored analyses carry.
+MARK: Table = CommentAnalysis.__table__  # type: ignore[attr-defined]
 UPDATE_CHUNK = 20_000
 
 
@@ -383,18 +383,14 @@ def analysis_fingerprint(settings: Settings, model: SentimentModel) -> str:
 
 
 def _marker(conn: Connection, period: str) -> str | None:
-    return conn.execute(select(CYCLE_STAGE.c.input_hash).where(
-        CYCLE_STAGE.c.period == period, CYCLE_STAGE.c.stage == MARKER_STAGE)).scalar_one_or_none()
+    return conn.execute(select(MARK.c.fingerprint).where(MARK.c.period == period)).scalar_one_or_none()
 
 
 def _set_marker(conn: Connection, period: str, fingerprint: str, model: str) -> None:
-    now = utcnow()
-    values = {"status": "completed", "input_hash": fingerprint, "started_at": now, "finished_at": now,
-              "counts": {"model": model}, "error": None}
-    done = conn.execute(update(CYCLE_STAGE).where(
-        CYCLE_STAGE.c.period == period, CYCLE_STAGE.c.stage == MARKER_STAGE).values(**values))
+    values = {"fingerprint": fingerprint, "model": model, "analysed_at": utcnow()}
+    done = conn.execute(update(MARK).where(MARK.c.period == period).values(**values))
     if not done.rowcount:
-        conn.execute(insert(CYCLE_STAGE).values(period=period, stage=MARKER_STAGE, **values))
+        conn.execute(insert(MARK).values(period=period, **values))
 
 
 def analyse_comments(settings: Settings, engine: Engine, period: str,
@@ -404,9 +400,9 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
 
     Only rows without an analysis are scored (new rows, and rows whose content changed: collect
     clears their sentiment and themes), unless the model, the taxonomy or the label thresholds
-    changed since the period was last analysed (fingerprint kept in the `cycle_stage` row
-    "comments:analysis" of the period): then every row is analysed again. Quarantined rows are
-    analysed too, so a row readmitted later already carries its analysis. Re-running writes
+    changed since the period was last analysed (fingerprint kept in `comment_analysis`): then
+    every row is analysed again. Quarantined rows are analysed too, so a row readmitted later
+    already carries its analysis. Re-running writes
     nothing new and returns the same summary (idempotent). Scoring happens outside the write
     transaction; each update is guarded by the comment it was computed from, so a comment changed
     meanwhile by a re-import is never given a stale result. Rows come from `month_rows`, the month

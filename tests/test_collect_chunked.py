@@ -19,7 +19,7 @@ import cxloop.tasks.collect as tc
 import cxloop.tasks.workers as workers
 from cxloop.config import Settings, settings_from_dict
 from cxloop.db import fresh_pg_schema, open_db
-from cxloop.models import CycleStage, Feedback, ImportRecord, QuarantinedRow
+from cxloop.models import Feedback, ImportRecord, QuarantinedRow
 from cxloop.tasks.collect import CollectSummary, collect_period
 from tests.conftest import PG_URL
 
@@ -191,7 +191,7 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A comment repeated in a chunk (or analysed for an earlier one) gets its analysis with the
     row; the comments stage then analyses the rest, and both ways end with the same rows."""
-    from cxloop.tasks.comments import MARKER_STAGE, InsertAnalysis, analyse_comments
+    from cxloop.tasks.comments import MARK, InsertAnalysis, analyse_comments
 
     monkeypatch.setattr(InsertAnalysis, "REPEATS", 2)  # in chunks of four rows
 
@@ -213,8 +213,7 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
     assert rows["R1"] == feedback_rows(twin[1])["R1"]  # what collect wrote, left as it was
     for e in twin:
         with e.connect() as conn:
-            assert conn.execute(select(CycleStage.__table__.c.input_hash).where(  # type: ignore[attr-defined]
-                CycleStage.__table__.c.stage == MARKER_STAGE)).scalar_one()  # type: ignore[attr-defined]
+            assert conn.execute(select(MARK.c.fingerprint).where(MARK.c.period == P)).scalar_one()
 
 
 def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(

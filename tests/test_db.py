@@ -19,3 +19,33 @@ def test_models_and_migrations_agree(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == [], f"models changed without a migration: {diff}"
+
+
+def test_comment_analysis_markers_move_out_of_cycle_stage(db_url: str) -> None:
+    """Migration 0008: a database whose comment-analysis fingerprints sat in `cycle_stage` as the
+    pseudo-stage "comments:analysis" keeps them, in `comment_analysis`, and loses the pseudo rows."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cxloop.db import alembic_config, make_engine
+
+    eng = make_engine(db_url)
+    try:
+        command.upgrade(alembic_config(eng), "0006")
+        with eng.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO cycle_stage (period, stage, status, input_hash, started_at, finished_at, counts)"
+                " VALUES ('2026-10', 'comments:analysis', 'completed', 'fp1', '2026-11-01 00:00:00',"
+                " '2026-11-01 00:00:00', '{\"model\": \"trained\"}'),"
+                " ('2026-10', 'kpis', 'completed', 'x', '2026-11-01 00:00:00', NULL, '{}')"))
+        command.upgrade(alembic_config(eng), "head")
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT period, fingerprint, model FROM comment_analysis")).all() == [
+                ("2026-10", "fp1", "trained")]
+            assert conn.execute(text("SELECT stage FROM cycle_stage")).scalars().all() == ["kpis"]
+        command.downgrade(alembic_config(eng), "0006")
+        with eng.connect() as conn:
+            assert sorted(conn.execute(text("SELECT stage, input_hash FROM cycle_stage")).all()) == [
+                ("comments:analysis", "fp1"), ("kpis", "x")]
+    finally:
+        eng.dispose()
