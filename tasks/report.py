@@ -931,7 +931,7 @@ def _actions(session: Session, settings: Settings, period: str, department: str 
 
 
 def _context(settings: Settings, action: Action, period: str, lang: str) -> list[str]:
-    """The broader results this action's scope explains in `period` (tasks.decisions), in words."""
+    """The broader results this action's scope explains in `period` (tasks.kpis.decisions), in words."""
     entry = next((e for e in action.evidence or [] if e.get("period") == period), None) or {}
     return [f"{scope_label(c['scope'], lang)}: "
             f"{_value_label(settings, c['scope'], c['scope_value'], lang)} {fmt(c['kpi'], c.get('value'))}"
