@@ -10,7 +10,6 @@ from cxloop.tasks import readers
 from cxloop.tasks.readers import RawTable, SourceError
 
 
-# ------------------------------------------------------------------------------------ sources
 def _label(settings: Settings, path: Path) -> str:
     """How a file is named in messages and records: relative to the config when it is beneath it."""
     try:

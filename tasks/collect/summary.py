@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 
 
-# --------------------------------------------------------------------------------------- results
 @dataclass
 class ImportSummary:
     """What one source file contributed; mirrors its `ImportRecord`."""

@@ -20,7 +20,6 @@ from cxloop.models import (
 _ANALYSIS = {"sentiment": "text", "sentiment_score": "float", "themes": "text"}
 
 
-# ------------------------------------------------------------------------------------ storage
 def _null(dialect: str) -> Any:
     """The value a driver stores fastest as NULL. On SQLite a float NaN: SQLite stores a bound
     NaN as NULL, and Python's sqlite3 binds a float at once, while None goes through its adapter
