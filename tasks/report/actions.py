@@ -15,10 +15,10 @@ from cxloop.models import (
     Measurement,
 )
 from cxloop.periods import period_end_date
+from cxloop.tasks.actions import is_overdue
 from cxloop.tasks.lifecycle import OPEN_STATUSES
 from cxloop.tasks.report.data import ActionRow
 from cxloop.tasks.report.formatting import fmt, kpi_digits
-from cxloop.tasks.report.limits import _sibling
 from cxloop.tasks.report.scorecard import _dept_name, _value_label
 from cxloop.vocabulary import (
     scope_label,
@@ -89,8 +89,4 @@ def _context(settings: Settings, action: Action, period: str, lang: str) -> list
 def _is_overdue(action: Action, on: date) -> bool:
     """One definition with `cxloop actions` and the digests (tasks.actions.is_overdue): open, not
     reported done, and due before the end of the cycle."""
-    actions = _sibling("actions")
-    if actions is not None and hasattr(actions, "is_overdue"):
-        return bool(actions.is_overdue(action, on))
-    return (action.status in OPEN_STATUSES and action.status != "done" and action.due is not None
-            and action.due < on)
+    return is_overdue(action, on)

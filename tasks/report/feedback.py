@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from cxloop.config import Settings
 from cxloop.tasks import month
 from cxloop.tasks.codes import factorize
+from cxloop.tasks.kpis import response_scores
 from cxloop.tasks.report.grouping import Coded, _combine, _count_groups, _first_rows, _value_codes
-from cxloop.tasks.report.limits import _sibling
 from cxloop.vocabulary import (
     split_themes,
 )
@@ -238,33 +238,11 @@ def _has_theme(themes: pd.Series, wanted: Sequence[str]) -> pd.Series:
     return pd.Series(hit[codes], index=themes.index)
 
 
-def _local_scores(kpi: str, df: pd.DataFrame) -> pd.Series:
-    """Per-response scores whose mean is the KPI (used only when tasks.kpis is not available)."""
-    if kpi == "nps":
-        s = df["nps"].dropna().astype(float)
-        return s.map(lambda v: 100.0 if v >= 9 else (-100.0 if v <= 6 else 0.0))
-    if kpi == "csat":
-        return df["csat"].dropna().astype(float).map(lambda v: 100.0 if v >= 4 else 0.0)
-    if kpi == "ces":
-        return df["ces"].dropna().astype(float)
-    if kpi == "ces_top":
-        return df["ces"].dropna().astype(float).map(lambda v: 100.0 if v >= 5 else 0.0)
-    if kpi == "cx_index":
-        parts = df[["cx_success", "cx_effort", "cx_emotion"]].dropna().astype(float)
-        net = parts.map(lambda v: 100.0 if v >= 6 else (-100.0 if v <= 3 else 0.0))
-        return net.mean(axis=1)
-    raise ValueError(f"the journey map cannot show {kpi!r}; use nps, csat, ces, ces_top or cx_index")
-
-
 def _score_one(settings: Settings, kpi: str, cols: Sequence[str], values: tuple[Any, ...]) -> float | None:
-    """The score of one answer combination (tasks.kpis.response_scores when present), None if the
+    """The score of one answer combination (`tasks.kpis.response_scores`), None if the
     combination is not scored (unanswered or out of range)."""
     frame = pd.DataFrame([values], columns=list(cols))
-    kpis = _sibling("kpis")
-    if kpis is not None and hasattr(kpis, "response_scores"):
-        arr = pd.Series(kpis.response_scores(kpi, frame, settings=settings), dtype=float).dropna()
-    else:
-        arr = _local_scores(kpi, frame)
+    arr = pd.Series(response_scores(kpi, frame, settings=settings), dtype=float).dropna()
     return float(arr.iloc[0]) if len(arr) else None
 
 
