@@ -128,7 +128,7 @@ class ImportRecord(SQLModel, table=True):
     rejected: int = 0
     out_of_period: int = 0
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
-    periods: dict[str, Any] | None = _json()  # rows per period of the file (tasks/collect.py)
+    periods: dict[str, Any] | None = _json()  # rows per period of the file (tasks/collect/)
     # What was cleaned or noticed in a file that loaded: {"nul_removed": {"cells", "first"},
     # "conflicting_ids": {"count", "first"}} (tasks/mapping.py)
     warnings: dict[str, Any] | None = _json()

@@ -7,9 +7,9 @@ unparseable score per 10,000 rows, 2% of rows in the neighbouring month), then p
 seconds for: reading + mapping, the first load (all inserts), a second collect of the same
 file (unchanged, so recorded from its earlier import without parsing) and a third with the parse
 forced (all duplicates) - what a re-run costs after the source's mapping changed. A big file is
-read in chunks by a worker process (`cxloop.tasks.chunked`): the peak memory printed for each collect is
-that of this process and its worker together, sampled. `--skip-read` leaves out the whole-file
-read + mapping step (it holds the whole file: at 10M rows it would decide the peak).
+read in chunks by a worker process (`cxloop.tasks.collect.chunked`): the peak memory printed for each
+collect is that of this process and its worker together, sampled. `--skip-read` leaves out the
+whole-file read + mapping step (it holds the whole file: at 10M rows it would decide the peak).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def main() -> None:
                   f"map + type + hash in {t_map:.2f} s ({len(prep.records):,} in period)\n")
         del raw, prep
 
-    import cxloop.tasks.collect as tc
+    import cxloop.tasks.collect.reuse as tc  # stage and big look `_reuse` up there
 
     reuse = tc._reuse
     for label in ("first collect (inserts)", "second collect (unchanged file: not parsed again)",

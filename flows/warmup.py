@@ -3,7 +3,7 @@
 Great Expectations takes about 3 s to import, jieba about 1 s to load its dictionary, the
 sentiment model, statsmodels and scikit-learn another second, and the later stages' own modules,
 Apprise and the compiled templates about 1.5 s more, and the fork server of collect's parse
-worker (`cxloop.tasks.chunked`) about 1.5 s; each would otherwise be paid inside its
+worker (`cxloop.tasks.collect.chunked`) about 1.5 s; each would otherwise be paid inside its
 stage, after collect. Collect spends much of its time in SQLite and the CSV parser, which let
 other threads run, so on a machine with two cores most of that loading costs nothing. A failure
 here is ignored: the stage that needs the thing loads it again and reports its own error.
@@ -73,8 +73,8 @@ def _templates() -> None:
 def _parse_worker(settings: Settings) -> None:
     """Start the fork server of collect's parse worker if a source has a file big enough to be
     read in chunks (it holds pandas in memory: not worth it for small exports)."""
-    from cxloop.tasks import chunked, workers
-    from cxloop.tasks.collect import source_files
+    from cxloop.tasks import workers
+    from cxloop.tasks.collect import chunked, source_files
     from cxloop.tasks.readers import SourceError
 
     for source in settings.sources:

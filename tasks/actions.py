@@ -93,7 +93,7 @@ def effective_min_n(settings: Settings, result: KpiResult) -> int:
 
 
 def is_candidate(settings: Settings, result: KpiResult) -> bool:
-    """A result the cycle's decisions say acts (`tasks.decisions`: its evidence holds up after the
+    """A result the cycle's decisions say acts (`tasks.kpis.decisions`: its evidence holds up after the
     false-discovery control over the whole cycle, and no more specific result explains it).
 
     Results stored before decisions existed fall back to the old rule: `missed`, or a

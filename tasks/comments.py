@@ -3,7 +3,7 @@
 Scores say how much, comments say why. Each comment gets a sentiment (negative / neutral /
 positive with the probability positive as score, see `tasks/sentiment.py`) and the topics of the
 taxonomy it mentions. Topics become KPI scopes (`theme_share`, `theme_negative_share`, computed
-by `tasks/kpis.py` from `Feedback.themes`), and a department owning a topic (`owns.topic`) gets the
+by `tasks/kpis/` from `Feedback.themes`), and a department owning a topic (`owns.topic`) gets the
 actions its theme triggers.
 
 Chinese is matched on jieba words, never on substrings: "价格" (price) must not match 评价格外

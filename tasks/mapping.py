@@ -1,7 +1,7 @@
 """Mapping: one source's records -> canonical typed rows of a period, and what was rejected.
 
 Pure functions of the records and the configuration (no database): the whole-file collect and
-collect's chunk worker (`tasks.chunked`) both run `prepare`. Mapping and type coercion are
+collect's chunk worker (`tasks.collect.chunked`) both run `prepare`. Mapping and type coercion are
 vectorised, and each distinct value of a repetitive column is converted once: a million rows
 take seconds. Only what cannot be turned into the canonical types is rejected (an unparseable
 date or score, a missing key field, a record with neither score nor comment); ranges and

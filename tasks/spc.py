@@ -21,7 +21,7 @@ More rules mean more false alarms. Without at least `MIN_HISTORY` earlier points
 
 Each chart also gives the one-sided tail probabilities of this cycle's point under the same
 predictive distribution (`p_low`, `p_high`): the decision step uses them as evidence alongside the
-target test and controls their false discoveries across the whole cycle (`tasks.decisions`).
+target test and controls their false discoveries across the whole cycle (`tasks.kpis.decisions`).
 
 The implementation follows the formulas directly: SPC packages on PyPI are unmaintained.
 """

@@ -1,6 +1,6 @@
 """Worker processes forked from a fork server that has the project's modules loaded.
 
-Collect's parse worker (`tasks.chunked`) and the comment analysis of many distinct comments
+Collect's parse worker (`tasks.collect.chunked`) and the comment analysis of many distinct comments
 (`tasks.comments`) run in other processes: both are pure Python CPU work that threads cannot
 share. A plain `fork` is unsafe (the parent has threads: Prefect's, SQLite's checkpoints), and
 `spawn` costs every import again; a fork server imports pandas and the project once.

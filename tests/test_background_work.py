@@ -73,7 +73,8 @@ def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path:
 
 def test_warm_up_starts_the_parse_worker_server_only_for_a_big_csv_export(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cxloop.tasks import chunked, workers
+    from cxloop.tasks import workers
+    from cxloop.tasks.collect import chunked
 
     started: list[bool] = []
     monkeypatch.setattr(workers, "start_server", lambda: started.append(True))

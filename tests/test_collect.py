@@ -484,7 +484,7 @@ def test_recollect_is_idempotent_and_changes_are_updates(engine: Engine, tmp_pat
 def test_big_load_with_a_quote_in_the_source_name(engine: Engine, tmp_path: Path) -> None:
     """A load of CHUNK rows or more takes the bulk path; the source name, written into the INSERT
     as a literal on SQLite, is stored as given."""
-    from cxloop.tasks.collect import CHUNK
+    from cxloop.tasks.collect.bulk import CHUNK
 
     n = CHUNK + 5
     lines = ["response_id,submitted_at,channel,nps,comment"]
@@ -706,7 +706,7 @@ def test_summary_counts_for_the_cycle_record(engine: Engine, tmp_path: Path) -> 
 
 def test_unchanged_files_are_not_parsed_again_but_counted_the_same(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cxloop.tasks.collect as tc
+    import cxloop.tasks.collect.stage as tc
 
     header = "response_id,submitted_at,channel,nps"
     write_csv(tmp_path / "x" / "a_09.csv", [header, "s1,2026-09-03,web,9", "s2,2026-09-04,web,3"])
@@ -769,7 +769,7 @@ def test_skipping_keeps_readmission_by_another_file(engine: Engine, tmp_path: Pa
 
 
 def test_a_column_counts_as_present_if_any_value_is_there() -> None:
-    from cxloop.tasks.collect import _has_values
+    from cxloop.tasks.collect.values import _has_values
 
     later = [None] * 100 + ["x"]  # past the rows looked at first
     assert _has_values(pd.Series(later, dtype=object))

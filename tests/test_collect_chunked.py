@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, Table, select
 
-import cxloop.tasks.chunked as chunked
-import cxloop.tasks.collect as tc
+import cxloop.tasks.collect.big as tc
+import cxloop.tasks.collect.chunked as chunked
 import cxloop.tasks.workers as workers
 from cxloop.config import Settings, settings_from_dict
 from cxloop.db import fresh_pg_schema, open_db
@@ -310,7 +310,7 @@ def test_a_bad_byte_late_in_the_file(twin: tuple[Engine, Engine], tmp_path: Path
 
 
 def test_seen_ids_find_what_was_added() -> None:
-    from cxloop.tasks.collect import _id_hashes, _SeenIds
+    from cxloop.tasks.collect.big import _id_hashes, _SeenIds
 
     seen = _SeenIds()
     added: list[str] = []
@@ -366,7 +366,7 @@ def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_pa
     import sys
     import sysconfig
 
-    root = Path(chunked.__file__).resolve().parent.parent
+    root = Path(workers.__file__).resolve().parent.parent
     (tmp_path / "path").mkdir()
     (tmp_path / "path" / "cxloop").symlink_to(root)  # the checkout, under the package's name
     seen = tmp_path / "seen.txt"

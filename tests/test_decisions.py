@@ -20,7 +20,8 @@ from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
 from cxloop.config import Settings, settings_from_dict
-from cxloop.tasks import decisions, kpis
+from cxloop.tasks import kpis
+from cxloop.tasks.kpis import decisions
 
 sim = importlib.import_module("bench.decisions")
 

@@ -46,7 +46,7 @@ def test_nul_bytes_are_removed_and_counted(chunked: bool, engine: Engine, tmp_pa
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(HOSTILE / "nul_bytes.csv", tmp_path / "web.csv")
     if chunked:  # the big-file path: read in chunks by a worker process
-        import cxloop.tasks.chunked as chunked_mod
+        import cxloop.tasks.collect.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
     summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]
@@ -78,7 +78,7 @@ def test_conflicting_copies_of_a_response_id_are_reported(chunked: bool, engine:
     same (a plain duplicate, not a conflict)."""
     shutil.copy(HOSTILE / "conflicting_ids.csv", tmp_path / "web.csv")
     if chunked:
-        import cxloop.tasks.chunked as chunked_mod
+        import cxloop.tasks.collect.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
         monkeypatch.setattr(chunked_mod, "CHUNK_ROWS", 2)  # each copy of d1 and d2 in its own chunk
@@ -121,7 +121,7 @@ def test_huge_header_is_refused_naming_the_file(content: str, words: str, chunke
     """Issue 21, item 6: a one-line file of millions of fields hung collect at 100% CPU."""
     (tmp_path / "web.csv").write_text(content, encoding="utf-8")
     if chunked:
-        import cxloop.tasks.chunked as chunked_mod
+        import cxloop.tasks.collect.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: True)
     summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]

@@ -69,7 +69,7 @@ def test_unreadable_file_names_source_file_and_line(hostile: str, words: str, ch
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _files(tmp_path, hostile)
     if chunked:  # the big-file path: read in chunks by a worker process
-        import cxloop.tasks.chunked as chunked_mod
+        import cxloop.tasks.collect.chunked as chunked_mod
 
         monkeypatch.setattr(chunked_mod, "wanted", lambda source, path: path.name == "web.csv")
     summary = collect_period(_settings(tmp_path, engine), engine, P)  # type: ignore[arg-type]

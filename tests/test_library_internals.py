@@ -24,7 +24,7 @@ def test_gx_batch_fingerprint_threshold_still_exists() -> None:
 
 def test_gx_ephemeral_context_still_saves_its_config_through_the_method_cxloop_stubs() -> None:
     """`tasks/validate.py` replaces `_save_project_config` with a no-op (~15 ms per change)."""
-    from cxloop.tasks.validate import _context
+    from cxloop.tasks.validate.gx import _context
 
     ctx: Any = _context()
     assert callable(getattr(type(ctx), "_save_project_config", None)), \

@@ -18,7 +18,8 @@ from sqlmodel import Session, select
 from cxloop.config import Settings, settings_from_dict
 from cxloop.db import session_scope
 from cxloop.models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck, utcnow
-from cxloop.tasks.notify import _claim, deliver, queue_notices, scrub, secret_fragments, verdict_sentence
+from cxloop.tasks.notify import deliver, queue_notices, scrub, secret_fragments, verdict_sentence
+from cxloop.tasks.notify.delivery import _claim
 from tests.receivers import HttpReceiver, SmtpReceiver, free_port
 
 P = "2026-10"

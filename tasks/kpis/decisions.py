@@ -40,10 +40,14 @@ import pandas as pd
 from scipy.special import ndtr
 
 from cxloop.tasks import stats
+from cxloop.tasks.kpis.measures import HistItem, kpi_from_hist, measure_many, merge_stats
+from cxloop.tasks.kpis.responses import family_bins, scope_mask
+from cxloop.tasks.kpis.rows import KpiRow
+from cxloop.tasks.kpis.specs import SPECS
+from cxloop.vocabulary import LOWER_IS_BETTER, TOPIC_ONLY
 
 if TYPE_CHECKING:
     from cxloop.config import Settings
-    from cxloop.tasks.kpis import KpiRow
 
 Key = tuple[str, str, str]
 NEVER_JUDGED = frozenset({"responses"})  # a count of answers is context, not a shortfall
@@ -122,7 +126,6 @@ def bh_qvalues(ps: Sequence[float] | np.ndarray) -> np.ndarray:
 
 
 def _lower(kpi: str) -> bool:
-    from cxloop.tasks.kpis import LOWER_IS_BETTER
 
     return kpi in LOWER_IS_BETTER
 
@@ -137,7 +140,6 @@ def pooled_measures(rows: Sequence[KpiRow], previous: dict[Key, KpiRow],
                     rules: Rules) -> dict[Key, dict[str, Any]]:
     """This cycle and the previous one added up (exact histogram merge) for every result with a
     target and a previous cycle, measured in one vectorised pass."""
-    from cxloop.tasks.kpis import HistItem, measure_many, merge_stats
 
     keys: list[Key] = []
     items: list[HistItem] = []
@@ -285,7 +287,6 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
     B is explained in turn, never in a circle. A scope still short without any one of them keeps
     its own action. `parts` are the cycle's responses (KPI columns), in one or more frames.
     """
-    from cxloop.tasks.kpis import SPECS, TOPIC_ONLY, family_bins, kpi_from_hist, scope_mask
 
     act = [r for r in acting(rows) if r.kpi not in TOPIC_ONLY]
     by_kpi: dict[str, list[KpiRow]] = {}

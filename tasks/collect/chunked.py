@@ -4,7 +4,7 @@ Why: reading + mapping a million rows and SQLite's inserts are both pure CPU and
 several seconds; threads cannot overlap them (the driver holds the GIL while binding), a second
 process can. The worker reads the file in chunks of `CHUNK_ROWS`, runs `mapping.prepare` on each
 and formats its datetimes for the driver; the main process keeps the one transaction of the
-import (`collect._ChunkedImport`) and inserts each chunk while the worker prepares the next. At
+import (`collect.big._ChunkedImport`) and inserts each chunk while the worker prepares the next. At
 most `QUEUE_CHUNKS` chunks wait between them (each in a file, its name on a queue), so memory
 stays bounded whatever the file's size.
 
@@ -19,6 +19,7 @@ file the ordinary way, which reports the same thing it always did.
 from __future__ import annotations
 
 import codecs
+import mmap
 import multiprocessing as mp
 import os
 import pickle
@@ -34,7 +35,11 @@ import numpy as np
 import pandas as pd
 
 from cxloop.config import Settings, SourceConfig
-from cxloop.tasks import workers
+from cxloop.models import CANONICAL_FIELDS
+from cxloop.tasks import readers, workers
+from cxloop.tasks.collect.values import db_times
+from cxloop.tasks.mapping import prepare
+from cxloop.tasks.readers import RawTable, SourceError
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
@@ -118,9 +123,7 @@ def _utf8_stop(path: Path) -> int | None:
 
 def _mixed(path: Path, stop: int) -> bool:
     """`readers.looks_mixed` over the mapped file, without reading it into memory."""
-    import mmap
 
-    from cxloop.tasks import readers
 
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return readers.looks_mixed(data, stop)
@@ -128,7 +131,6 @@ def _mixed(path: Path, stop: int) -> bool:
 
 def _header(path: Path, encoding: str, label: str) -> str:
     """Line 1, read at most just past the header bounds (`readers.header_line` checks them)."""
-    from cxloop.tasks import readers
 
     with path.open("rb") as f:
         line = f.readline(4 * readers.MAX_HEADER_CHARS + 4)  # a character is at most 4 bytes
@@ -138,7 +140,6 @@ def _header(path: Path, encoding: str, label: str) -> str:
 def _holds_nul(path: Path) -> bool:
     """Does the file hold a NUL byte? A memchr over the mapped file (GB/s), so the chunks' cells
     are searched for NUL characters only when one can be there."""
-    import mmap
 
     with path.open("rb") as fh:
         if path.stat().st_size == 0:
@@ -152,7 +153,6 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
     time up to `rows`. The main process stores a row ~1.3 times slower than this one prepares it:
     while chunks grow slower than that, it waits only for the first. (A jump from 10k to 100k rows
     left it idle ~0.9 s per file; doubling, ~0.4 s.)"""
-    from cxloop.tasks import readers
 
     header = _header(path, encoding, label)
     if not header.strip():
@@ -176,8 +176,6 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
 
 
 def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
-    from cxloop.models import CANONICAL_FIELDS
-    from cxloop.tasks.collect import db_times
 
     fixed = set(open_keys & prep.fixed_keys) if open_keys else set()
     records = prep.records
@@ -214,8 +212,6 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
              ) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
-    from cxloop.tasks.mapping import prepare
-    from cxloop.tasks.readers import RawTable, SourceError
 
     mapping = False
     try:
@@ -275,7 +271,6 @@ class Feed:
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def _get(self) -> tuple[Any, ...]:
-        from cxloop.tasks.readers import SourceError
 
         while True:
             try:
@@ -291,7 +286,6 @@ class Feed:
     def __iter__(self) -> Iterator[Piece]:
         """The pieces in file order. Raises SourceError as reading the whole file would, or
         GiveWay."""
-        from cxloop.tasks.readers import SourceError
 
         while True:
             message = self._get()
