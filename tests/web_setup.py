@@ -32,6 +32,7 @@ secret_key = "test-secret-key-that-is-long-enough-0123456789"
 [departments.logistics]
 name = "Logistics"
 head = "Wang Li"
+notify = {notify}
 owns = {{ journey_stage = ["delivery"] }}
 [departments.service]
 name = "Customer Service"
@@ -56,9 +57,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def seed(engine: Engine, db_url: str, tmp_path: Path, base_url: str = "http://127.0.0.1:1") -> Workspace:
+def seed(engine: Engine, db_url: str, tmp_path: Path, base_url: str = "http://127.0.0.1:1",
+         notify: list[str] | None = None) -> Workspace:
+    """`notify`: the routes of the logistics department's notices."""
+    import json
+
     config = tmp_path / "cxloop.toml"
-    config.write_text(CONFIG.format(url=db_url, base_url=base_url), encoding="utf-8")
+    config.write_text(CONFIG.format(url=db_url, base_url=base_url, notify=json.dumps(notify or [])),
+                      encoding="utf-8")
     settings = load_settings(config, env={})
     add_result(engine, "2026-10", "nps", "journey_stage", "delivery")
     add_result(engine, "2026-10", "csat", "channel", "hotline", value=60, ci=(55, 65), target=80, n=80)
