@@ -3,7 +3,9 @@ CSRF tokens, redirect targets. No database, no server."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,23 @@ def test_csrf_token_is_bound_to_the_session() -> None:
     ("/\\evil.example", "/"), (None, "/"), ("", "/"), ("actions", "/")])
 def test_only_local_redirects(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def test_cookies_are_secure_behind_tls_and_web_config_is_checked(tmp_path: Path) -> None:
+    from starlette.responses import Response
+
+    from cxloop.config import ConfigError, settings_from_dict
+    from cxloop.web.app import Web
+
+    for base, secure in (("https://cx.example.com", True), ("http://127.0.0.1:8000", False)):
+        settings = settings_from_dict({"web": {"base_url": base}}, tmp_path, env={})
+        web = Web(settings, None, KEY)  # type: ignore[arg-type]  # cookies need no database
+        response = Response()
+        web.set_session(response, new_session())
+        flags = {f.strip().lower() for f in response.headers["set-cookie"].split(";")[1:]}
+        assert {"httponly", "samesite=lax"} <= flags and ("secure" in flags) is secure
+    for bad, key in (({"base_url": "javascript:alert(1)"}, "web.base_url"),
+                     ({"base_url": "https://x.example/\"><script>"}, "web.base_url"),
+                     ({"secret_key": "short"}, "web.secret_key"), ({"link_hours": 0}, "web.link_hours")):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            settings_from_dict({"web": bad}, tmp_path, env={})

@@ -100,3 +100,20 @@ def test_accounts_are_checked(ws: Workspace) -> None:
     with Session(ws.engine) as s:
         hashes = [u for u in s.exec(select(AuditEntry)).all() if PASSWORD in u.detail]
     assert hashes == []  # no password in the audit log
+
+
+def test_report_cache_rebuilds_only_when_the_period_changes(ws: Workspace) -> None:
+    from cxloop.web.views import ReportCache
+    from tests.test_actions import add_result
+
+    cache, built = ReportCache(recheck=0), []
+
+    def build() -> int:
+        built.append(1)
+        return len(built)
+
+    assert [cache.get(ws.engine, "2026-10", None, "en", build) for _ in range(3)] == [1, 1, 1]
+    assert cache.get(ws.engine, "2026-10", "logistics", "en", build) == 2  # another page, its own entry
+    add_result(ws.engine, "2026-10", "csat", "channel", "web")  # a stage rewrote the period
+    assert cache.get(ws.engine, "2026-10", None, "en", build) == 3
+    assert cache.get(ws.engine, "2026-09", None, "en", build) == 4

@@ -9,7 +9,7 @@ so a `<script>` a customer or a user wrote can only ever be text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -34,6 +34,7 @@ from cxloop.web.auth import (
     secret_key,
     session_user,
 )
+from cxloop.web.views import ReportCache
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -65,6 +66,7 @@ class Web:
     settings: Settings
     engine: Engine
     key: bytes
+    reports: ReportCache = field(default_factory=ReportCache)
 
     @property
     def secure_cookies(self) -> bool:

@@ -26,7 +26,8 @@ QUARANTINE_PAGE = 200
 
 
 def _report(web: Web, period: str, department: str | None, lang: str) -> Any:
-    return build_report(web.settings, web.engine, period, department, lang)
+    return web.reports.get(web.engine, period, department, lang,
+                           lambda: build_report(web.settings, web.engine, period, department, lang))
 
 
 def _report_context(r: Any, lang: str) -> dict[str, Any]:

@@ -3,6 +3,9 @@ evidence, history and effects. Kept apart from the routes so the bench and tests
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -11,7 +14,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
-from cxloop.models import Action
+from cxloop.models import Action, CycleStage, Feedback, KpiResult
 from cxloop.tasks import lifecycle
 from cxloop.tasks.actions import is_overdue, parse_statuses
 from cxloop.tasks.notify import SEVERITY_LABELS, STATUS_LABELS, VERDICT_LABELS, _t, scope_label
@@ -72,3 +75,55 @@ def labels(settings: Settings, action: Action, lang: str, today: date) -> dict[s
 
 def verdict_label(verdict: str, lang: str) -> str:
     return _t(VERDICT_LABELS.get(verdict, verdict), lang)
+
+
+class ReportCache:
+    """The report's data per (period, department, language), rebuilt only when the period's data
+    changes. Building it reads every response of the month (pandas); the KPIs, comments and themes
+    it shows change only when a cycle stage runs, so each page view must not pay for it again.
+    One lock per key: twenty heads opening the dashboard at once build it once. The data's
+    fingerprint is re-read at most every `recheck` seconds, so a page may lag a cycle stage by that."""
+
+    def __init__(self, size: int = 64, recheck: float = 5.0) -> None:
+        self.size, self.recheck = size, recheck
+        self._entries: dict[tuple[str, str | None, str], tuple[tuple[Any, ...], Any]] = {}
+        self._checked: dict[tuple[str, str | None, str], float] = {}
+        self._locks: dict[tuple[str, str | None, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @staticmethod
+    def fingerprint(engine: Engine, period: str) -> tuple[Any, ...]:
+        """What changes when any stage rewrites the period: KPI rows, stages, responses, actions."""
+        with Session(engine) as session:
+            kpis = session.exec(select(func.count(), func.max(KpiResult.id))
+                                .where(KpiResult.period == period)).one()
+            stages = session.exec(select(func.count(), func.max(CycleStage.finished_at))
+                                  .where(CycleStage.period == period)).one()
+            feedback = session.exec(select(func.count(), func.max(Feedback.id), func.max(Feedback.updated_at))
+                                    .where(Feedback.period == period)).one()
+            actions = session.exec(select(func.max(Action.updated_at))).one()
+        return (*kpis, *stages, *feedback, actions)
+
+    def get(self, engine: Engine, period: str, department: str | None, lang: str,
+            build: Callable[[], Any]) -> Any:
+        key = (period, department, lang)
+        cached = self._entries.get(key)
+        if cached is not None and time.monotonic() - self._checked.get(key, -1e9) < self.recheck:
+            return cached[1]
+        mark = self.fingerprint(engine, period)
+        if cached is not None and cached[0] == mark:
+            self._checked[key] = time.monotonic()
+            return cached[1]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # the first request builds, the others wait for it instead of building too
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] == mark:
+                return cached[1]
+            data = build()
+            with self._guard:
+                if len(self._entries) >= self.size:
+                    self._entries.pop(next(iter(self._entries)))
+                self._entries[key] = (mark, data)
+                self._checked[key] = time.monotonic()
+            return data
