@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from cxloop.models import ActionEvent, AuditEntry
+from cxloop.db import session_scope
+from cxloop.models import ActionEvent, AuditEntry, QuarantinedRow
 from cxloop.tasks.actions import action_detail
 from cxloop.web.users import disable_user
 from tests.web_setup import HOSTILE, PASSWORD, Workspace, csrf_of, seed, serve
@@ -151,3 +152,18 @@ def test_customer_comments_are_text_and_lists_filter(site: tuple[Workspace, str]
     assert admin.get("/?period=2026-13").status_code == 400
     dashboard = admin.get("/?period=2026-10").text
     assert 'id="headline"' in dashboard and 'id="scorecard"' in dashboard
+
+
+def test_data_owners_see_quarantine_with_reasons(site: tuple[Workspace, str]) -> None:
+    ws, base = site
+    with session_scope(ws.engine) as s:
+        s.add(QuarantinedRow(period="2026-10", source="survey", row_key="r9", response_id="r9",
+                             raw={"comment": HOSTILE}, reasons=[{"message": f"nps out of range: {HOSTILE}"}]))
+    admin = signed_in(base, "admin")
+    page = admin.get("/quality?period=2026-10")
+    assert page.status_code == 200 and "nps out of range" in page.text and "r9" in page.text
+    assert "<script>document.title" not in page.text
+    r = admin.post("/quality/readmit", data={"period": "2026-10"})  # no CSRF token
+    assert r.status_code == 403
+    with Session(ws.engine) as s:
+        assert s.exec(select(QuarantinedRow)).one().readmitted_at is None
