@@ -118,8 +118,8 @@ def test_pages_speak_zh_and_en() -> None:
     from cxloop.tasks.rendering import render
 
     user = SimpleNamespace(display_name="王丽", name="wang", role="head", department="logistics")
-    common = dict(user=None, csrf="x", project="p", departments={}, request_path="/link/t", token="t",
-                  link_user=user, action=SimpleNamespace(id=3), can_ack=True)
+    common: dict[str, object] = dict(user=None, csrf="x", project="p", departments={}, request_path="/link/t",
+                                     token="t", link_user=user, action=SimpleNamespace(id=3), can_ack=True)
     zh, en = render("web/link.html", "zh", **common), render("web/link.html", "en", **common)
     assert "确认改进行动 #3" in zh and "欢迎，王丽" in zh
     assert "Acknowledge action #3" in en and "Welcome, 王丽" in en
