@@ -323,6 +323,34 @@ class NotifyConfig(Strict):
         return v
 
 
+_WEB_ADDRESS = re.compile(r"https?://[^\s/?#<>]+", re.IGNORECASE)
+
+
+class WebConfig(Strict):
+    """The web workspace (`cxloop web`, web/): where it is reached and how long sign-ins last."""
+
+    base_url: str | None = None  # e.g. "https://cx.example.com": notices link each action into it
+    secret_key: str | None = None  # signs sessions and links; default: a key file next to the config
+    link_hours: float = Field(default=72.0, gt=0)  # a notice's sign-in link expires after this
+    session_hours: float = Field(default=12.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _web_address(cls, v: str | None) -> str | None:
+        """Every notice links to it: only an http(s) address, never `javascript:` or a quote."""
+        if v is not None and (not _WEB_ADDRESS.match(v) or re.search(r"[\s<>\"'`]", v)):
+            raise ValueError(f"must be an http:// or https:// address without spaces or quotes, not {v!r}")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))'`, or set $CXLOOP_WEB_SECRET_KEY)")
+        return v
+
+
 class VocabularyConfig(Strict):
     channel: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
     journey_stage: list[str] = Field(default_factory=list)
@@ -369,6 +397,7 @@ class Settings(Strict):
     comments: CommentsConfig = Field(default_factory=CommentsConfig)
     drivers: list[DriverConfig] = Field(default_factory=list)
     driver_analysis: DriverAnalysisConfig = Field(default_factory=DriverAnalysisConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")
@@ -451,7 +480,7 @@ def _check_ids(base_dir: Path) -> set[str]:
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECTIONS = ("project", "database", "kpis", "actions", "decisions", "schedule", "quality", "notify",
-             "vocabulary", "comments")
+             "vocabulary", "comments", "web")
 
 
 def _expand(value: Any, where: str, env: dict[str, str]) -> Any:

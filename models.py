@@ -286,6 +286,7 @@ class ActionEvent(SQLModel, table=True):
     from_status: str | None = None
     to_status: str | None = None
     note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    link: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # evidence (http/https)
 
 
 class Measurement(SQLModel, table=True):
@@ -335,3 +336,47 @@ class OutboxMessage(SQLModel, table=True):
     next_attempt_at: datetime | None = None
     delivered: list[str] = _json(list)  # masked receivers already served, so a retry skips them
     claimed_by: str | None = None  # host:pid:start of the run sending it (tasks/claims.py)
+
+
+class WebUser(SQLModel, table=True):
+    """A person who signs in to the web workspace (`cxloop users ...`). `session_version` grows on
+    disable and reset, so every session signed with an older version stops working at once."""
+
+    __tablename__ = "web_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)  # the login, e.g. an e-mail address
+    display_name: str = ""
+    role: str = "viewer"  # admin | head | member | viewer (web/access.py)
+    department: str | None = None
+    password_hash: str | None = None  # argon2id; None = signs in by link only
+    active: bool = True
+    session_version: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebLink(SQLModel, table=True):
+    """A single-use sign-in link carried by a notice: only a keyed hash of its token is stored."""
+
+    __tablename__ = "web_link"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True)
+    user_id: int = Field(foreign_key="web_user.id", index=True)
+    action_id: int | None = None  # the page the link opens
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what in the web workspace or to its accounts, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str
+    verb: str  # sign_in(_failed) | ack | start | done | cancel | note | evidence | assign | readmit | user_*
+    target: str = ""  # "action:12", "user:wang", "quarantine:34"
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))

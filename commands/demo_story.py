@@ -86,6 +86,11 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
     out.print(f"                 cxloop actions list --config {folder / 'cxloop.toml'}")
     out.print(f"                 cxloop effects --config {folder / 'cxloop.toml'}")
     out.print(f"                 cxloop status --config {folder / 'cxloop.toml'}")
+    cfg = folder / "cxloop.toml"
+    out.print("[bold]The web workspace[/] (dashboards, departments, acting on actions)")
+    out.print(f"  first admin:   CXLOOP_PASSWORD='choose-a-password' cxloop users add admin --role admin "
+              f"--password --config {cfg}")
+    out.print(f"  serve it:      cxloop web --config {cfg}   then open http://127.0.0.1:8000/")
 
 
 def summary(engine: Engine) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -519,13 +520,40 @@ def assign(settings: Settings, engine: Engine, action_id: int, department: str, 
         return action
 
 
+_LINK = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+NOTE_CHARS = 4000
+
+
+def add_note(settings: Settings, engine: Engine, action_id: int, by: str, note: str,
+             link: str | None = None) -> Action:
+    """A person's note or evidence link on an action (closed ones too: what was learnt stays)."""
+    note, link = note.strip(), (link or "").strip() or None
+    if not note and not link:
+        raise ActionError("a note needs some text or an evidence link")
+    if len(note) > NOTE_CHARS:
+        raise ActionError(f"a note is at most {NOTE_CHARS} characters, not {len(note)}")
+    if link is not None and not _LINK.fullmatch(link):
+        raise ActionError(f"an evidence link must be an http:// or https:// address, not {link[:80]!r}")
+    with session_scope(engine) as session:
+        action = _get(session, action_id)
+        lifecycle.record_note(session, action, by=by, note=note, link=link,
+                              period=current_period(settings.tz))
+        return action
+
+
+def is_person_note(event: ActionEvent) -> bool:
+    """A note or evidence link someone added (not a move, an assignment or the system's evidence)."""
+    return event.from_status is None and event.to_status is None and event.by != SYSTEM and (
+        event.link is not None or not event.note.startswith("assigned from "))
+
+
 # --------------------------------------------------------------------------- queries
 
 def list_actions(engine: Engine, status: str | Sequence[str] | None = None, department: str | None = None,
                  period: str | None = None) -> list[Action]:
     """Actions by id. `status` may be a status, a list, or "active"/"closed"; `period`: opened or
     re-confirmed in that period."""
-    statuses = _statuses(status)
+    statuses = parse_statuses(status)
     query = select(Action).order_by(col(Action.id))
     if statuses is not None:
         query = query.where(col(Action.status).in_(statuses))
@@ -539,7 +567,7 @@ def list_actions(engine: Engine, status: str | Sequence[str] | None = None, depa
     return rows
 
 
-def _statuses(status: str | Sequence[str] | None) -> list[str] | None:
+def parse_statuses(status: str | Sequence[str] | None) -> list[str] | None:
     if status is None:
         return None
     names = [s.strip() for s in (status.split(",") if isinstance(status, str) else status) if s.strip()]

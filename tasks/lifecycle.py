@@ -51,8 +51,10 @@ def transition(session: Session, action: Action, to_status: str, *, by: str, not
     return event
 
 
-def record_note(session: Session, action: Action, *, by: str, note: str, period: str | None = None) -> None:
-    """A history entry without a change of status (new evidence, progress, re-assignment)."""
-    session.add(ActionEvent(action_id=action.id or 0, period=period, by=by, note=note))
+def record_note(session: Session, action: Action, *, by: str, note: str, period: str | None = None,
+                link: str | None = None) -> None:
+    """A history entry without a change of status (new evidence, progress, re-assignment, a
+    person's note or evidence link)."""
+    session.add(ActionEvent(action_id=action.id or 0, period=period, by=by, note=note, link=link))
     action.updated_at = utcnow()
     session.add(action)

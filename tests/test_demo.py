@@ -39,6 +39,7 @@ def test_demo_runs_every_cycle_and_tells_the_story(prefect_harness: None, db_url
     assert "sentiment model trained" in out.out
     assert f"{last}: cycle completed; opened #1 nps of journey_stage delivery -> logistics" in out.out
     assert "Where to look next" in out.out and "report.html" in out.out
+    assert "cxloop users add admin --role admin" in out.out and "cxloop web --config" in out.out
     assert list((folder / "notices" / "logistics").iterdir()), "the logistics head got a notice"
     months = sorted(p.name for p in (folder / "reports").iterdir())
     assert months == default_plan(last, months=3).periods

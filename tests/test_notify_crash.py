@@ -31,7 +31,7 @@ def killed_holder(db_url: str, message_id: int) -> str:
     """Claim the row from a child process, then SIGKILL it: the token a dead run leaves behind."""
     code = ("import sys, time\nfrom cxloop.db import open_db\n"
             "from cxloop.models import OutboxMessage, utcnow\n"
-            "from sqlmodel import Session\nfrom cxloop.tasks.notify import _claim\n"
+            "from sqlmodel import Session\nfrom cxloop.tasks.notify.delivery import _claim\n"
             "engine = open_db(sys.argv[1])\n"
             "with Session(engine) as s: m = s.get(OutboxMessage, int(sys.argv[2])); s.expunge(m)\n"
             "assert _claim(engine, m, utcnow()); print('claimed', flush=True); time.sleep(600)\n")

@@ -4,7 +4,7 @@ One row per response with a JSON dict {driver: value}; a driver not rated is abs
 zero). Indexed by period so a cycle reads its month without touching the feedback table.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-05
 """
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -268,7 +268,8 @@ def preview(settings: Settings, engine: Engine, period: str, held: bool, out_dir
             select(OutboxMessage).where(OutboxMessage.period == period)).all()
             if m.status == "sent" or m.delivered}
     messages = [d.to_message(describe_routes(routes_for(settings, d.recipient)))
-                for d in build_notices(settings, engine, period, held) if (d.recipient, d.kind) not in done]
+                for d in build_notices(settings, engine, period, held, mint_links=False)
+                if (d.recipient, d.kind) not in done]
     summary = DeliverySummary()
     _dry_run(Router(settings), settings, messages, out_dir, summary)
     return summary

@@ -61,6 +61,8 @@ class ActionItem:
     playbook: str = ""
     note: str = ""
     context: list[str] = field(default_factory=list)  # broader results short because of this one
+    link: str = ""  # into the web workspace, when `[web] base_url` is set
+    latest_note: str = ""  # the last note or evidence link a person added (web workspace or CLI)
 
 
 @dataclass

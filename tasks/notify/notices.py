@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from cxloop.config import DepartmentConfig, Settings
 from cxloop.db import session_scope
 from cxloop.models import Action, ActionEvent, Measurement, OutboxMessage, QualityCheck
+from cxloop.tasks.actions import is_person_note
 from cxloop.tasks.lifecycle import OPEN_STATUSES
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.notify.items import SEVERITY_ORDER, ActionItem, Draft, _t, _verdict_item, action_item
@@ -40,7 +41,19 @@ def _render_pair(name: str, lang: str, **ctx: Any) -> tuple[str, str]:
     return render(f"{name}.html", lang, **ctx), render(f"{name}.md", lang, **ctx)
 
 
-def _digest(settings: Settings, session: Session, period: str, dept_id: str) -> Draft | None:
+def _person_notes(session: Session, action_ids: list[int]) -> dict[int, str]:
+    """Each action's latest note or evidence link from a person, masked, for the next digest."""
+    if not action_ids:
+        return {}
+    events = session.exec(select(ActionEvent).where(col(ActionEvent.action_id).in_(action_ids))
+                          .where(col(ActionEvent.to_status).is_(None))
+                          .order_by(col(ActionEvent.at), col(ActionEvent.id))).all()
+    return {e.action_id: _short(mask_pii(" ".join(p for p in (e.note, e.link or "") if p)), 300)
+            for e in events if is_person_note(e)}
+
+
+def _digest(settings: Settings, session: Session, period: str, dept_id: str,
+            mint_links: bool = True) -> Draft | None:
     lang = settings.department_language(dept_id)
     dept = settings.departments.get(dept_id) or DepartmentConfig(name=dept_id)
     actions = session.exec(select(Action).where(Action.department == dept_id)
@@ -57,6 +70,16 @@ def _digest(settings: Settings, session: Session, period: str, dept_id: str) -> 
     verdicts = [_verdict_item(settings, a, m, lang) for m, a in rows]
     if not (new or overdue or still_open or verdicts) and not settings.notify.all_clear:
         return None
+    items = [*new, *overdue, *still_open]
+    notes = _person_notes(session, [i.id for i in items])
+    urls: dict[int, str] = {}
+    if settings.web.base_url:
+        from cxloop.web.links import action_urls
+
+        urls = action_urls(settings, session.get_bind(), dept_id, [i.id for i in items],  # type: ignore[arg-type]
+                           mint=mint_links)
+    for item in items:
+        item.link, item.latest_note = urls.get(item.id, ""), notes.get(item.id, "")
     open_count = len(overdue) + len(still_open)
     if new or open_count or verdicts:
         subject = _t("[cxloop] %(period)s %(dept)s: %(new)s new, %(open)s open, %(overdue)s overdue "
@@ -127,8 +150,10 @@ def _data_quality(settings: Settings, session: Session, period: str) -> Draft:
     return Draft(period, DATA_OWNERS, DATA_QUALITY, lang, subject, html, text)
 
 
-def build_notices(settings: Settings, engine: Engine, period: str, held: bool) -> list[Draft]:
-    """Render this period's notices without storing them (what `queue_notices` would queue)."""
+def build_notices(settings: Settings, engine: Engine, period: str, held: bool,
+                  mint_links: bool = True) -> list[Draft]:
+    """Render this period's notices without storing them (what `queue_notices` would queue);
+    `mint_links=False` (a preview) puts no live sign-in link in them."""
     drafts: list[Draft] = []
     with Session(engine) as session:
         if held:
@@ -137,7 +162,7 @@ def build_notices(settings: Settings, engine: Engine, period: str, held: bool) -
         # default owner, a renamed department): their digest is stored as no_route, not lost.
         owners = session.exec(select(Action.department).distinct()).all()
         for dept_id in dict.fromkeys([*settings.departments, *sorted(owners)]):
-            draft = _digest(settings, session, period, dept_id)
+            draft = _digest(settings, session, period, dept_id, mint_links)
             if draft:
                 drafts.append(draft)
         esc = _escalations(settings, session, period)

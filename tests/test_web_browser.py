@@ -1,0 +1,116 @@
+"""Issue 18 in a real browser (headless Chromium from apt, driven by Playwright with the system
+executable), on SQLite and PostgreSQL: a head follows the link from a delivered notice,
+acknowledges, adds a note, marks the action done, and `cxloop actions show` then shows it; the
+head of another department gets 403; a reused, forged or expired link is refused; a POST without
+the CSRF token is refused; a `<script>` someone wrote is shown as text; the next notice carries
+the note."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from cxloop.models import utcnow
+from cxloop.tasks.notify import build_notices, deliver, queue_notices
+from cxloop.web.auth import mint_link, secret_key
+from cxloop.web.users import head_account
+from tests.cli import cxloop
+from tests.receivers import SmtpReceiver
+from tests.web_setup import HOSTILE, PASSWORD, free_port, seed, serve
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+# In CI a missing browser is a failure, not a skip: `.ci/run` installs Debian's chromium.
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                                reason="Chromium not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (starting one costs about a second)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def test_a_head_acts_from_the_notice_link(browser: Any, engine: Engine, db_url: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with SmtpReceiver() as smtp:
+        ws = seed(engine, db_url, tmp_path, base_url=base, notify=[smtp.url(to="wang@example.com")])
+        queue_notices(ws.settings, engine, "2026-10", held=False)
+        assert deliver(ws.settings, engine, "2026-10").failed == 0
+        [mail] = smtp.messages
+    aid = ws.logistics_action
+    link = re.search(rf'href="({re.escape(base)}/link/[^"]+)"', mail.html)
+    assert link, "the notice carries a sign-in link"
+    url = link.group(1)
+
+    with serve(ws.settings, engine, port):
+        head = browser.new_context()
+        page = head.new_page()
+        page.goto(url)
+        page.click("#ack")  # one click from the notice
+        page.wait_for_url(f"{base}/actions/{aid}?done=ack")
+        assert page.get_attribute("#status", "data-status") == "acknowledged"
+        page.fill("#note", HOSTILE)
+        page.fill("#link", "https://wiki.example/courier-routing")
+        page.click("#add-note")
+        page.wait_for_url(f"{base}/actions/{aid}?done=note")
+        page.fill("#note-done", "rerouted the courier in the east")
+        page.click("#do-done")
+        page.wait_for_url(f"{base}/actions/{aid}?done=done")
+        assert page.get_attribute("#status", "data-status") == "done"
+        history = page.inner_text("#history")
+        assert HOSTILE in history and "rerouted the courier in the east" in history  # shown as text
+        assert page.title() != "pwned" and page.locator("#history img").count() == 0
+        assert page.locator("#history a[href='https://wiki.example/courier-routing']").count() == 1
+
+        # a POST without the CSRF token, from the signed-in browser itself, is refused
+        r = page.request.post(f"{base}/actions/{aid}/note", form={"note": "forged"})
+        assert r.status == 403
+
+        # the head of another department gets 403 on this action
+        other = browser.new_context()
+        anna = other.new_page()
+        anna.goto(f"{base}/login")
+        anna.fill("#name", "anna")
+        anna.fill("#password", PASSWORD)
+        anna.click("button[type=submit]")
+        anna.wait_for_url(f"{base}/")
+        assert anna.goto(f"{base}/actions/{aid}").status == 403
+
+        # a reused, a forged and an expired link are refused
+        stranger = browser.new_context().new_page()
+        key, wang = secret_key(ws.settings), head_account(engine, "logistics")
+        assert wang is not None and wang.id is not None
+        expired = mint_link(engine, key, wang.id, aid, 72, now=utcnow() - timedelta(hours=80))
+        for bad, why in ((url, "already used"), (url[:-3] + "abc", "not valid"),
+                         (f"{base}/link/{expired}", "expired")):
+            response = stranger.goto(bad)
+            assert response.status == 403 and why in stranger.inner_text("#error"), bad
+        assert stranger.goto(f"{base}/actions/{aid}").url.startswith(f"{base}/login")
+
+    code, out, _ = cxloop(capsys, monkeypatch, ws.config, "actions", "show", str(aid), "--format", "json")
+    shown = json.loads(out)
+    assert code == 0 and shown["action"]["status"] == "done"
+    assert [(e["by"], e["to_status"]) for e in shown["events"] if e["by"] == "wang"] == [
+        ("wang", "acknowledged"), ("wang", None), ("wang", "done")]
+    # the next notice says what the head wrote (escaped for its medium)
+    [digest] = [d for d in build_notices(ws.settings, engine, "2026-11", held=False, mint_links=False)
+                if d.recipient == "logistics"]
+    assert "courier-routing" in digest.body_text and "&lt;script&gt;" in digest.body_html
+    assert "<script>" not in digest.body_html and f"{base}/actions/{aid}" in digest.body_text
