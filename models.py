@@ -49,6 +49,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC time: SQLite gives back the naive UTC time it was given."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _json(default: Any = None) -> Any:
     return Field(default_factory=(lambda: default() if callable(default) else default),
                  sa_column=Column(JSON, nullable=True))

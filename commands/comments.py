@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
-from cxloop.config import load_settings
+from cxloop.config import ConfigError, load_settings
 from cxloop.output import Format, emit
 
 comments_app = typer.Typer(help="Comment sentiment and themes: train the company model, analyse a month.",
@@ -51,7 +51,6 @@ def train_command(
 @comments_app.command("analyse")
 def analyse_command(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format.table) -> None:
     """Fill sentiment and themes for every comment of the period (re-running changes nothing)."""
-    from cxloop.config import ConfigError
     from cxloop.tasks.comments import analyse_comments
     from cxloop.tasks.sentiment import ModelError
 

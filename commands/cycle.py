@@ -13,13 +13,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy import Engine
-from sqlmodel import Session, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
 from cxloop.config import Settings
-from cxloop.models import Cycle, CycleStage
 from cxloop.output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
 from cxloop.periods import parse_period, period_range
+from cxloop.tasks.cycles import stage_records, stored_cycles
 
 console = Console(stderr=True)
 
@@ -118,8 +117,7 @@ def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reas
 def _stage_rows(engine: Any, period: str) -> list[dict[str, Any]]:
     from cxloop.flows.cycle import STAGES
 
-    with Session(engine) as s:
-        rows = {r.stage: r for r in s.exec(select(CycleStage).where(CycleStage.period == period))}
+    rows = stage_records(engine, period)
     out = []
     for name in STAGES:
         r = rows.get(name)
@@ -136,13 +134,8 @@ def _cycle_rows(engine: Any, period: str | None = None) -> list[dict[str, Any]]:
     (killed with kill -9, a crash, a reboot) shows as `interrupted` with what is known of the run."""
     from cxloop.flows.bookkeeping import dead_run_note, is_dead_run
 
-    with Session(engine) as s:
-        q = select(Cycle).order_by(Cycle.period)
-        if period:
-            q = q.where(Cycle.period == period)
-        cycles = list(s.exec(q))
     rows = []
-    for c in cycles:
+    for c in stored_cycles(engine, period):
         dead = is_dead_run(engine, c)
         rows.append({"period": c.period, "status": "interrupted" if dead else c.status, "gate": c.gate,
                      "started_by": c.started_by, "started_at": c.started_at, "finished_at": c.finished_at,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
-from cxloop.models import Action, Cycle, KpiResult, Measurement, QualityCheck
 from cxloop.tasks.demo import DemoPlan
+from cxloop.tasks.demo_outcome import demo_outcome
 
 
 def _fmt(v: float | None) -> str:
@@ -19,22 +17,9 @@ def _fmt(v: float | None) -> str:
 
 
 def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path, out: Console) -> None:
-    with Session(engine) as s:
-        cycles = {c.period: c for c in s.exec(select(Cycle))}
-        actions = list(s.exec(select(Action).order_by(col(Action.id))))
-        measures: dict[int, list[Measurement]] = {}
-        for row in s.exec(select(Measurement).order_by(col(Measurement.period))):
-            measures.setdefault(row.action_id, []).append(row)
-        owned = settings.departments["marketing"].owns.get("journey_stage", []) \
-            if "marketing" in settings.departments else []
-        marketing = list(s.exec(select(KpiResult).where(
-            KpiResult.kpi == "nps", KpiResult.scope == "journey_stage",
-            col(KpiResult.scope_value).in_(owned)).order_by(col(KpiResult.period))))
-        held_checks: dict[str, list[str]] = {}
-        for q in s.exec(select(QualityCheck).where(QualityCheck.success == False)):  # noqa: E712
-            if q.severity == "critical" and q.level == "batch":
-                held_checks.setdefault(q.period, []).append(f"{q.expectation}"
-                                                            f"{' (' + q.column + ')' if q.column else ''}")
+    facts = demo_outcome(settings, engine)
+    cycles, actions, measures = facts.cycles, facts.actions, facts.measures
+    marketing, held_checks = facts.marketing, facts.held_checks
     out.print()
     out.print("[bold]What happened[/]")
     for period in plan.periods:
@@ -92,11 +77,3 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
               f"--password --config {cfg}")
     out.print(f"  serve it:      cxloop web --config {cfg}   then open http://127.0.0.1:8000/")
 
-
-def summary(engine: Engine) -> dict[str, Any]:
-    """Counts the demo test checks: cycles by status and actions by status."""
-    with Session(engine) as s:
-        cycles = [c.status for c in s.exec(select(Cycle))]
-        actions = [a.status for a in s.exec(select(Action))]
-    return {"cycles": {k: cycles.count(k) for k in set(cycles)},
-            "actions": {k: actions.count(k) for k in set(actions)}}

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
 from cxloop.output import Format, emit
+from cxloop.tasks.cycles import gate_held
 from cxloop.vocabulary import KPIS, kpi_label
 
 JSON_KEYS = ["kpi", "scope", "scope_value", "n", "value", "ci_low", "ci_high", "target", "status",
@@ -39,10 +40,7 @@ def kpis(
     scope_value, n, value, ci_low, ci_high, target, status, signal (and method, min_n, provisional,
     period), and decision: what the decision used (tests with their p-values, pooled evidence,
     margin, Benjamini-Hochberg q-value, act, explained_by, reason); CSV: q and act."""
-    from sqlmodel import Session, select
-
-    from cxloop.models import Cycle
-    from cxloop.tasks import kpis as engine_kpis
+    from cxloop.tasks import kpis as engine_kpis  # on use: pandas and scipy, not at CLI start-up
 
     settings, engine = load(config)
     known = engine_kpis.scope_names(settings)
@@ -54,9 +52,7 @@ def kpis(
     note = ""
     rows = [] if recompute else engine_kpis.stored_rows(engine, period, scope)
     if recompute or not rows:
-        with Session(engine) as session:
-            cycle = session.exec(select(Cycle).where(Cycle.period == period)).first()
-        provisional = bool(cycle and cycle.gate == "held")
+        provisional = gate_held(engine, period)
         if recompute:
             rows = engine_kpis.compute_kpis(settings, engine, period, provisional=provisional)
             note = f"computed and stored {len(rows)} results for {period}"

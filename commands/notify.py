@@ -9,6 +9,7 @@ import typer
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
 from cxloop.output import EXIT_NOTICES_FAILED, Format, emit, print_error
+from cxloop.tasks.cycles import gate_held
 
 COLUMNS = ["id", "period", "recipient", "kind", "language", "status", "attempts", "route", "last_error"]
 
@@ -29,10 +30,7 @@ def notify(
     --dry-run DIR writes the notices that would go out to files (HTML for e-mail routes, Markdown
     for chat routes) and prints them; nothing is sent or stored.
     """
-    from sqlmodel import Session, select
-
-    from cxloop.models import Cycle
-    from cxloop.tasks.notify import deliver, preview, queue_notices
+    from cxloop.tasks.notify import deliver, preview, queue_notices  # on use: not at CLI start-up
 
     settings, engine = load(config)
     if not retry and period is None and dry_run is None:
@@ -40,9 +38,7 @@ def notify(
     if retry or period is None:  # the outbox as it stands (a dry run of it without --period)
         summary = deliver(settings, engine, period=period, dry_run_dir=dry_run, force=True, carry_over=False)
     else:
-        with Session(engine) as session:
-            cycle = session.exec(select(Cycle).where(Cycle.period == period)).first()
-        held = bool(cycle and cycle.gate == "held")
+        held = gate_held(engine, period)
         if dry_run is not None:
             summary = preview(settings, engine, period, held, dry_run)
         else:

@@ -7,36 +7,25 @@ one, the raw values and every reason, so an admin can fix the source and bring t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import Engine, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
 from cxloop.models import CANONICAL_FIELDS, QuarantinedRow
 from cxloop.output import EXIT_USAGE, Format, emit
+from cxloop.tasks.quarantine import quarantined_rows
 
 quarantine = typer.Typer(help="Rows held back by the data-quality gate: list, show, export, readmit.",
                          no_args_is_help=True)
 
-QR = QuarantinedRow.__table__.c  # type: ignore[attr-defined]
 ALL_OPT = Annotated[bool, typer.Option("--all", help="Include rows already readmitted.")]
 STAGE_OPT = Annotated[str | None, typer.Option("--stage", help="Only this stage: collect | validate.")]
-
-
-def _rows(engine: Engine, period: str, include_readmitted: bool, stage: str | None) -> list[QuarantinedRow]:
-    stmt = select(QuarantinedRow).where(QR.period == period)
-    if not include_readmitted:
-        stmt = stmt.where(QR.readmitted_at.is_(None))
-    if stage:
-        stmt = stmt.where(QR.stage == stage)
-    from sqlmodel import Session
-
-    with Session(engine) as session:
-        return list(session.execute(stmt.order_by(QR.source, QR.id)).scalars())
 
 
 def _reason_text(reasons: list[dict[str, Any]]) -> str:
@@ -78,7 +67,7 @@ def list_rows(period: PeriodOpt, fmt: FormatOpt = Format.table, include_readmitt
               stage: STAGE_OPT = None, config: ConfigOpt = None) -> None:
     """List quarantined rows of a period with their first reason."""
     _settings, engine = load(config)
-    rows = [_summary(q) for q in _rows(engine, period, include_readmitted, stage)]
+    rows = [_summary(q) for q in quarantined_rows(engine, period, include_readmitted, stage)]
     emit(rows, fmt, columns=["id", "source", "row_key", "stage", "reasons", "first_reason"],
          title=f"Quarantined rows {period}")
 
@@ -89,7 +78,7 @@ def show(key: Annotated[str, typer.Argument(help="Quarantine id, row key (respon
          period: PeriodOpt, fmt: FormatOpt = Format.table, config: ConfigOpt = None) -> None:
     """Show one quarantined row: raw values and every reason."""
     _settings, engine = load(config)
-    rows = _rows(engine, period, True, None)
+    rows = quarantined_rows(engine, period, True, None)
     found = [q for q in rows if str(q.id) == key or q.row_key == key or f"{q.source}|{q.row_key}" == key]
     if len(found) > 1:
         found = [q for q in found if str(q.id) == key] or found
@@ -123,13 +112,11 @@ def export(period: PeriodOpt,
         typer.echo("export writes csv or json; use `quarantine list` for a table", err=True)
         raise typer.Exit(EXIT_USAGE)
     _settings, engine = load(config)
-    rows = _rows(engine, period, include_readmitted, stage)
+    rows = quarantined_rows(engine, period, include_readmitted, stage)
     data = [_full(q) for q in rows] if fmt is Format.json else [_flat(q) for q in rows]
     if out is None:
         emit(data, fmt)
         return
-    import contextlib
-    import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

@@ -214,7 +214,7 @@ def due_date(settings: Settings, period: str, severity: str) -> date:
 
 def _in_scope(comments: pd.DataFrame, scope: str, scope_value: str) -> NDArray[np.bool_] | None:
     """Which rows belong to the scope value, None for a scope feedback cannot be filtered by."""
-    from cxloop.tasks.kpis import scope_mask
+    from cxloop.tasks.kpis import scope_mask  # on use, as pandas: `cxloop actions ...` starts fast
 
     return scope_mask(comments, scope, scope_value)
 
@@ -223,7 +223,7 @@ def commented_rows(month_rows: Month) -> pd.DataFrame:
     """The period's clean responses with a comment, ordered by id: what `worst_comments` quotes
     from (read from the month frame once per run of the stage, then filtered per result). A month
     too large to keep is read part by part, keeping each part's commented rows only."""
-    import numpy as np
+    import numpy as np  # on use, as the month frame: `cxloop actions ...` starts fast
     import pandas as pd
 
     parts = []

@@ -21,6 +21,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,7 +33,7 @@ from sqlalchemy import Connection, Engine, Table, insert, select, update
 from cxloop.config import ConfigError, Settings, TopicConfig
 from cxloop.models import CommentAnalysis, Feedback, utcnow
 from cxloop.paths import TEMPLATES, shipped
-from cxloop.tasks import month
+from cxloop.tasks import month, workers
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.sentiment import (
@@ -106,7 +107,7 @@ def _jieba() -> Any:
     """The jieba module, imported and silenced once (this is called once per comment)."""
     global _jieba_module
     if _jieba_module is None:
-        import jieba
+        import jieba  # on use: ~0.5 s, for Chinese comments only
 
         jieba.setLogLevel(60)  # silence "Building prefix dict ..." on stderr
         _jieba_module = jieba
@@ -320,10 +321,6 @@ def _in_parallel(pairs: list[tuple[str, str]], model: SentimentModel, tagger: Th
     """Scores and themes of many distinct comments, shared among worker processes (the analysis
     is pure Python: threads cannot share it). None where there is one core or no worker can
     start: the caller then analyses them itself, with the same results."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from cxloop.tasks import workers
-
     count = _worker_count()
     if count < 2:
         return None
@@ -374,7 +371,7 @@ def analysis_fingerprint(settings: Settings, model: SentimentModel) -> str:
     h = hashlib.sha256(f"v{ANALYSIS_VERSION}|{model.name}|".encode())
     model_fp = getattr(model, "fingerprint", "")
     if not model_fp and isinstance(model, TrainedModel):
-        import joblib
+        import joblib  # on use: only a trained model needs it
 
         model_fp = joblib.hash(model.pipeline)
     h.update(f"{model_fp}|{settings.comments.negative_below}|{settings.comments.positive_above}|".encode())
@@ -644,7 +641,7 @@ class ThemeRow:
 
 def _wilson(k: int, n: int, confidence: float) -> tuple[float | None, float | None]:
     """The KPI stage's Wilson interval, as shares (0-1) rather than percent."""
-    from cxloop.tasks.stats import wilson
+    from cxloop.tasks.stats import wilson  # on use: scipy (~1.6 s) stays out of the fork server's preload
 
     low, high = wilson(k, n, confidence)
     return (None, None) if low is None or high is None else (low / 100, high / 100)

@@ -5,7 +5,7 @@ collect's chunk worker (`tasks.collect.chunked`) both run `prepare`. Mapping and
 vectorised, and each distinct value of a repetitive column is converted once: a million rows
 take seconds. Only what cannot be turned into the canonical types is rejected (an unparseable
 date or score, a missing key field, a record with neither score nor comment); ranges and
-vocabularies are the data-quality gate's job (`tasks/validate.py`).
+vocabularies are the data-quality gate's job (`tasks/validate/`).
 """
 
 from __future__ import annotations

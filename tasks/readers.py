@@ -16,16 +16,19 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import re
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+from charset_normalizer import from_bytes
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 
 # Chinese spreadsheet exports are GBK more often than not; GB18030 is its superset and decodes
 # every GBK file, so it is tried right after UTF-8 (with and without BOM).
@@ -86,7 +89,6 @@ def detect_encoding(data: bytes, label: str = "file") -> str:
         except UnicodeDecodeError:
             continue
         return enc
-    from charset_normalizer import from_bytes
 
     best = from_bytes(data[: 4 << 20]).best()
     if best is None:
@@ -289,7 +291,6 @@ def mask_url(url: str) -> str:
 
 def scrub_url_secrets(text: str, url: str) -> str:
     """`text` (a driver's error message) without the URL's secrets, in case it quotes them."""
-    from urllib.parse import unquote
 
     secrets = [m.group(0)[len(m.group(1)):-1] for m in _PASSWORD.finditer(url)]
     secrets += [m.group(0)[len(m.group(1)):] for m in _SECRET_PARAM.finditer(url)]
@@ -313,11 +314,7 @@ def _read_only_engine(url: str) -> Engine:
     SQLite opens the file read-only (`mode=ro`, and `query_only` for in-memory or URI forms);
     PostgreSQL starts every transaction read-only (`default_transaction_read_only`). The query
     itself runs in a read-only transaction too (`_query_frame`)."""
-    import os
-    import sqlite3
-    from urllib.parse import quote
 
-    from sqlalchemy import create_engine, event, make_url
 
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -350,7 +347,6 @@ def _query_frame(conn: Connection, query: str) -> pd.DataFrame:
     `COPY ... TO PROGRAM` or a data-modifying WITH), and `SET TRANSACTION READ ONLY` covers
     functions called by it. SQLite's driver runs one statement per call and the connection is
     read-only."""
-    from sqlalchemy import text
 
     if conn.dialect.name != "postgresql":
         return pd.read_sql_query(text(query), conn)
@@ -371,7 +367,6 @@ def _query_frame(conn: Connection, query: str) -> pd.DataFrame:
 
 def read_sql(url: str, query: str, label: str) -> RawTable:
     """The rows of a SQL source's query, read without any power to change the source database."""
-    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         engine = _read_only_engine(url)

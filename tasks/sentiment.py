@@ -17,6 +17,7 @@ unstated, so `bench/comments.py` trains at run time into a temporary directory.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import time
@@ -200,7 +201,7 @@ class TrainedModel:
 
 def build_pipeline(c: float = 1.0) -> Any:
     """Character 1-3-grams inside word boundaries + class-balanced logistic regression."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # on use: scikit-learn takes ~1.8 s
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
@@ -253,7 +254,7 @@ def train(texts: Sequence[str], labels: Sequence[Any], *, test_size: float = 0.2
     The stored model is refitted on every row (more data is better); the printed figures come from
     the held-out split, so they are honest estimates of the refitted model, not training accuracy.
     """
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, f1_score  # on use: scikit-learn takes ~1.8 s
     from sklearn.model_selection import train_test_split
 
     where = source or "training data"
@@ -298,7 +299,7 @@ def train_from_file(settings: Settings, path: Path, text_column: str | None = No
 
 
 def save_model(model: TrainedModel, path: Path) -> Path:
-    import joblib
+    import joblib  # on use, with scikit-learn: only training and trained models need them
 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": MODEL_FORMAT, "kind": "cxloop-sentiment", "pipeline": model.pipeline,
@@ -324,9 +325,7 @@ def load_trained(path: Path) -> TrainedModel:
 
 @lru_cache(maxsize=4)
 def _load_trained(path_str: str, size: int, mtime_ns: int) -> TrainedModel:
-    import hashlib
-
-    import joblib
+    import joblib  # on use, with scikit-learn: only training and trained models need them
 
     path = Path(path_str)
     try:
@@ -358,7 +357,7 @@ def load_model(settings: Settings) -> SentimentModel:
 def read_labelled(path: Path, text_column: str | None = None,
                   label_column: str | None = None) -> tuple[list[str], list[Any]]:
     """Texts and labels from a CSV / Excel / JSON-lines file; columns guessed when not given."""
-    import pandas as pd
+    import pandas as pd  # on use: the rule-based scorer does not need it
 
     if not path.exists():
         raise ModelError(f"{path}: file not found")

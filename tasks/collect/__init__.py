@@ -4,7 +4,7 @@ Why it is shaped this way:
 - Each file's records are mapped to canonical typed rows by `tasks/mapping.py` (vectorised, no
   database); this module stores them with the driver's bulk paths (executemany on SQLite, COPY on
   PostgreSQL), never row-by-row ORM: a million responses load in seconds. A big CSV export is
-  read and mapped in chunks by a second process while this one stores them (`tasks/chunked.py`).
+  read and mapped in chunks by a second process while this one stores them (`tasks/collect/chunked.py`).
 - The key is (source, response_id) with a hash of the canonical content, so re-collecting a file,
   or an export that overlaps last month's, adds nothing twice; a changed response is updated.
 - Exports overlap months, so rows of other months are counted as `out_of_period`, not as errors.

@@ -60,7 +60,7 @@ class _SeenIds:
 
 class _ChunkedImport:
     """What `_store` does for a whole file, done chunk by chunk in one transaction (a file read
-    by `tasks.chunked`). Counts, quarantine and stored rows come out as for the whole file:
+    by `tasks.collect.chunked`). Counts, quarantine and stored rows come out as for the whole file:
 
     - a response id repeated in a later chunk: the later copy wins, the earlier counts as
       repeated. A row this import inserted is rewritten in place (so the rows' order differs from

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
@@ -10,6 +9,7 @@ from sqlalchemy import Engine, Table, func, select
 from cxloop.models import (
     Feedback,
     ImportRecord,
+    as_utc,
 )
 
 
@@ -27,12 +27,8 @@ def list_imports(engine: Engine, period: str | None = None, source: str | None =
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     for r in rows:
-        r["started_at"] = _aware(r["started_at"])
+        r["started_at"] = as_utc(r["started_at"])
     return rows
-
-
-def _aware(v: datetime | None) -> datetime | None:
-    return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
 
 
 def feedback_count(engine: Engine, period: str) -> int:

@@ -24,8 +24,6 @@ class Measure:
     method: str
 
 
-
-
 @dataclass(frozen=True)
 class HistItem:
     """One KPI to measure: its histogram (bins ascending) and the key that seeds its bootstrap."""

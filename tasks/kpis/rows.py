@@ -55,8 +55,6 @@ class KpiRow:
         return self.kpi, self.scope, self.scope_value
 
 
-
-
 Hist1D = tuple[NDArray[np.float64], NDArray[np.float64]]
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cxloop.config import Settings
 from cxloop.db import session_scope
@@ -135,9 +137,9 @@ def _upsert(conn: Any, table: Any, rows: list[dict[str, Any]], keys: list[str]) 
         return
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        insert = sqlite_insert
     elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        insert = pg_insert  # type: ignore[assignment]
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise RuntimeError(f"unsupported database {dialect}")
     stmt = insert(table)

@@ -18,10 +18,10 @@ from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
 from cxloop.db import session_scope
-from cxloop.models import OutboxMessage, utcnow
+from cxloop.models import OutboxMessage, as_utc, utcnow
 from cxloop.tasks import claims
 from cxloop.tasks.notify.notices import build_notices
-from cxloop.tasks.notify.outbox import _aware, message_row
+from cxloop.tasks.notify.outbox import message_row
 from cxloop.tasks.notify.routes import (
     DATA_OWNERS,
     ESCALATION_RECIPIENT,
@@ -46,7 +46,6 @@ NOTICE_HEADER = "X-Cxloop-Notice"
 # Across runs a failed message waits 1, 2, 4 ... minutes (at most 6 hours) before the next try.
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=6)
-
 
 
 @dataclass
@@ -244,7 +243,7 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
     summary = DeliverySummary()
     due: list[OutboxMessage] = []
     for m in messages:
-        next_at = _aware(m.next_attempt_at)
+        next_at = as_utc(m.next_attempt_at)
         if (next_at is None or next_at <= now or (force and m.status != "sending")
                 or _holder_gone(m)):
             due.append(m)

@@ -34,7 +34,6 @@ VERDICT_LABELS = {
 }
 
 
-
 @dataclass
 class ActionItem:
     """One action as a head of department reads it."""

@@ -1,8 +1,7 @@
-"""Reading the outbox back: its messages as rows for `cxloop notify --list` and `cxloop status`."""
+"""Reading the outbox back: its messages as rows for `cxloop outbox` and the exit code of `cxloop run`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -17,11 +16,6 @@ def message_row(m: OutboxMessage) -> dict[str, Any]:
             "language": m.language, "status": m.status, "attempts": m.attempts, "route": m.route,
             "subject": m.subject, "last_error": m.last_error, "sent_at": m.sent_at,
             "next_attempt_at": m.next_attempt_at}
-
-
-def _aware(ts: datetime | None) -> datetime | None:
-
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
 
 def outbox_rows(engine: Engine, period: str | None = None, status: str | None = None) -> list[dict[str, Any]]:

@@ -28,8 +28,6 @@ def label(value: str, lang: str) -> str:
     return out.replace("_", " ") if out == text else out
 
 
-
-
 def kpi_digits(kpi: str, value: float | None = None) -> int:
     """Decimals shown for a KPI: the CES mean (1-7) needs two; percentages, nets and hours one."""
     if kpi == "ces":

@@ -17,8 +17,6 @@ from cxloop.tasks.validate.suites import Expectation
 SAMPLE_SIZE = 20
 
 
-
-
 _AS_IS = (str, int, bool, type(None))
 
 

@@ -22,8 +22,6 @@ from cxloop.tasks.validate.suites import ROW_FRAME, Expectation
 DATETIME_FIELDS = tuple(k for k, v in CANONICAL_FIELDS.items() if v == "datetime")
 
 
-
-
 def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Typed frame for the row suite: UTC datetimes, float scores, `row_key` = "source|response_id"."""
     return _row_frame(rows, numbers=False)[0]

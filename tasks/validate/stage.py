@@ -43,8 +43,6 @@ _CHUNK = 900
 _BULK = 5_000  # rows per executemany of quarantine inserts/updates
 
 
-
-
 def load_period_rows(month_rows: month.Month, columns: list[str] | None = None) -> pd.DataFrame:
     """Feedback rows of the period, clean and quarantined: id, source, quarantined and `columns`
     (default: every canonical field), typed as `tasks.month` types them (text columns of pandas'

@@ -29,8 +29,6 @@ class SuiteError(ValueError):
     """A suite file that cannot be used; the message names the file and the expectation."""
 
 
-
-
 @dataclass
 class Expectation:
     """One expectation of a suite file, with placeholders filled and severity resolved."""
