@@ -43,6 +43,7 @@ from cxloop.models import (
 )
 from cxloop.periods import parse_period
 from cxloop.tasks import month, readers
+from cxloop.tasks.cases.contacts import store_contacts
 from cxloop.tasks.mapping import Prepared, Rejection, merge_warnings, prepare
 from cxloop.tasks.readers import RawTable, SourceError
 
@@ -415,7 +416,7 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
         )).inserted_primary_key[0]  # type: ignore[index]
         imp.import_id = int(import_id)
         imp.warnings = prep.warnings
-        records = prep.records
+        records = store_contacts(conn, source.name, prep.records)  # contact details: their own table
         new_idx: list[int] = []
         changed: list[tuple[int, int]] = []
         same = 0
@@ -676,7 +677,7 @@ class _ChunkedImport:
         merge_warnings(self.warnings, piece.warnings)
         self.rejected.extend(piece.rejected)
         self.fixed |= piece.fixed
-        records = piece.records
+        records = store_contacts(self.conn, self.source, piece.records)  # contact details: own table
         if not len(records):
             return
         keys = records["response_id"].tolist()
