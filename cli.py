@@ -12,7 +12,7 @@ import sys
 import typer
 
 from cxloop import __version__
-from cxloop.commands import actions, collect, comments, cycle, effects, kpis, notify, quality, report
+from cxloop.commands import actions, cases, collect, comments, cycle, effects, kpis, notify, quality, report
 from cxloop.commands.common import CxError
 from cxloop.config import ConfigError
 from cxloop.output import EXIT_ERROR, EXIT_USAGE, print_error
@@ -49,7 +49,7 @@ def version() -> None:
     typer.echo(f"cxloop {__version__}")
 
 
-for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments):
+for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments, cases):
     module.register(app)
 
 

@@ -24,6 +24,7 @@ HEADER = "id,time,dept,stage,cust,nps,csat,complaint,ok,name,phone,email,comment
 
 
 def write_csv(path: Path, rows: list[str]) -> Path:
+    path.parent.mkdir(exist_ok=True)
     path.write_text(HEADER + "".join(r + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -79,7 +80,7 @@ def test_rules_open_cases_only_with_consent_routed_and_merged(tmp_path: Path, en
     assert c1.contact_due.replace(tzinfo=UTC) == datetime(2026, 10, 12, 8, 0, tzinfo=UTC)
     with Session(engine) as s:
         assert len(s.exec(select(CaseResponse)).all()) == 3
-        contacts = s.exec(select(CustomerContact).order_by(CustomerContact.response_id)).all()  # type: ignore[arg-type]
+        contacts = s.exec(select(CustomerContact).order_by(CustomerContact.response_id)).all()
     # Contact details only for consenting customers, and never in the feedback table.
     assert sorted(c.response_id for c in contacts) == ["r1", "r2", "r4", "r5"]
     with engine.connect() as conn:
