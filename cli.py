@@ -14,6 +14,7 @@ import typer
 from cxloop import __version__
 from cxloop.commands import (
     actions,
+    cases,
     collect,
     comments,
     cycle,
@@ -61,7 +62,7 @@ def version() -> None:
     typer.echo(f"cxloop {__version__}")
 
 
-for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments, users, web):
+for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments, users, web, cases):
     module.register(app)
 
 

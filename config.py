@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cxloop.models import CANONICAL_FIELDS, SCORE_FIELDS
+from cxloop.models import MAPPED_FIELDS, SCORE_FIELDS
 from cxloop.vocabulary import KPIS
 
 Scope = Literal[
@@ -92,7 +93,7 @@ class SourceConfig(Strict):
     def _lift_constants(cls, data: Any) -> Any:
         if isinstance(data, dict):
             consts = dict(data.get("constants", {}))
-            for key in [k for k in data if k in CANONICAL_FIELDS]:
+            for key in [k for k in data if k in MAPPED_FIELDS]:
                 consts[key] = data.pop(key)
             if consts:
                 data["constants"] = consts
@@ -107,10 +108,10 @@ class SourceConfig(Strict):
             raise ValueError(f"a {self.kind} source needs `path` (a file or glob)")
         for section, fields in (("columns", self.columns), ("values", self.values),
                                 ("constants", self.constants)):
-            unknown = sorted(set(fields) - set(CANONICAL_FIELDS))
+            unknown = sorted(set(fields) - set(MAPPED_FIELDS))
             if unknown:
                 raise ValueError(f"{section}: unknown canonical field(s) {unknown}; "
-                                 f"known: {', '.join(CANONICAL_FIELDS)}")
+                                 f"known: {', '.join(MAPPED_FIELDS)}")
         return self
 
 
@@ -276,16 +277,89 @@ class ScheduleConfig(Strict):
     @classmethod
     def _valid_cron(cls, v: str) -> str:
         """Checked at load, not when `serve` hands it to Prefect (a traceback, and no schedule)."""
-        from datetime import datetime
+        return check_cron(v)
 
-        from cronsim import CronSim, CronSimError
 
+def check_cron(v: str) -> str:
+    """A cron expression Prefect accepts, or a ValueError saying what one looks like."""
+    from datetime import datetime
+
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(_CRON_NICKNAMES.get(v.strip().lower(), v), datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"not a valid cron expression {v!r} ({exc}); five fields: minute hour "
+                         "day-of-month month day-of-week, e.g. '0 6 1 * *'") from None
+    return v
+
+
+class CaseRuleConfig(Strict):
+    """One way a response opens a follow-up case; every condition given must hold (a response
+    matching any rule opens one). E.g. `{ name = "detractor", nps_max = 6 }`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    nps_max: int | None = Field(default=None, ge=0, le=10)
+    csat_max: int | None = Field(default=None, ge=1, le=5)
+    complaint: bool | None = None
+    topics: list[str] = Field(default_factory=list)  # a negative comment on one of these topics
+    queue: str | None = None
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> CaseRuleConfig:
+        if self.nps_max is None and self.csat_max is None and self.complaint is None and not self.topics:
+            raise ValueError(f"rule {self.name!r} has no condition: give nps_max, csat_max, complaint "
+                             "or topics")
+        return self
+
+
+class CasesConfig(Strict):
+    """Follow-up cases (issue 19): which responses open one, the SLA clock and personal data."""
+
+    rules: list[CaseRuleConfig] = Field(default_factory=list)
+    merge_window_days: float = Field(default=7, ge=0)
+    first_contact_hours: float = Field(default=24, gt=0)  # working hours
+    close_days: float = Field(default=5, gt=0)  # working days
+    remind_before_hours: float = Field(default=4, ge=0)  # working hours before a breach
+    working_hours: tuple[str, str] = ("09:00", "18:00")
+    working_days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])  # ISO: 1 = Monday
+    holidays: list[date] = Field(default_factory=list)
+    extra_workdays: list[date] = Field(default_factory=list)  # weekend days worked (调休)
+    notify: Literal["digest", "per_case"] = "digest"
+    escalation_notify: list[str] = Field(default_factory=list)  # default: [actions] escalation_notify
+    retention_days: int = Field(default=180, ge=1)
+    schedule: str = "0 7 * * *"
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, v: tuple[str, str]) -> tuple[str, str]:
         try:
-            CronSim(_CRON_NICKNAMES.get(v.strip().lower(), v), datetime(2000, 1, 1))
-        except CronSimError as exc:
-            raise ValueError(f"not a valid cron expression {v!r} ({exc}); five fields: minute hour "
-                             "day-of-month month day-of-week, e.g. '0 6 1 * *'") from None
+            start, end = (time.fromisoformat(t) for t in v)
+        except ValueError:
+            raise ValueError(f"must be two times HH:MM, not {list(v)}") from None
+        if not start < end:
+            raise ValueError(f"the day must start before it ends, not {list(v)}")
         return v
+
+    @field_validator("working_days")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        if not v or any(d not in range(1, 8) for d in v):
+            raise ValueError(f"ISO weekdays 1 (Monday) to 7 (Sunday), at least one, not {v}")
+        return sorted(set(v))
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return check_cron(v)
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> CasesConfig:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rules: duplicate rule name(s) {dupes}")
+        return self
 
 
 class QualityConfig(Strict):
@@ -398,6 +472,7 @@ class Settings(Strict):
     drivers: list[DriverConfig] = Field(default_factory=list)
     driver_analysis: DriverAnalysisConfig = Field(default_factory=DriverAnalysisConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    cases: CasesConfig = Field(default_factory=CasesConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")
@@ -415,6 +490,12 @@ class Settings(Strict):
             if unknown_drivers:
                 raise ValueError(f"sources[{i}].drivers: undeclared driver(s) {unknown_drivers}; declare "
                                  "each under [[drivers]] with its name, labels and scale")
+        topic_ids = {t.id for t in self.topics} if self.topics is not None else None
+        for i, rule in enumerate(self.cases.rules):
+            bad = sorted(set(rule.topics) - topic_ids) if topic_ids is not None else []
+            if bad:
+                raise ValueError(f"cases.rules[{i}].topics: unknown topic(s) {bad}; known: "
+                                 f"{', '.join(sorted(topic_ids or ()))}")
         unknown = sorted(set(self.quality.severity) - _check_ids(self.base_dir))
         if unknown:
             raise ValueError(f"quality.severity: unknown check id(s) {unknown}; see the expectations of "
@@ -480,7 +561,7 @@ def _check_ids(base_dir: Path) -> set[str]:
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECTIONS = ("project", "database", "kpis", "actions", "decisions", "schedule", "quality", "notify",
-             "vocabulary", "comments", "web")
+             "vocabulary", "comments", "web", "cases")
 
 
 def _expand(value: Any, where: str, env: dict[str, str]) -> Any:

@@ -33,6 +33,7 @@ CANONICAL_FIELDS: dict[str, str] = {
     "cx_emotion": "int",
     "comment": "str",
     "is_complaint": "bool",
+    "contact_ok": "bool",
     "opened_at": "datetime",
     "first_response_at": "datetime",
     "resolved_at": "datetime",
@@ -42,6 +43,10 @@ SCORE_FIELDS: dict[str, tuple[int, int]] = {
     "nps": (0, 10), "csat": (1, 5), "ces": (1, 7),
     "cx_success": (1, 7), "cx_effort": (1, 7), "cx_emotion": (1, 7),
 }
+# Contact details: mapped like any field, but never stored in `feedback`: collect keeps them in
+# `customer_contact`, and only for a response whose customer agreed to be contacted (issue 19).
+CONTACT_FIELDS: dict[str, str] = {"contact_name": "str", "contact_phone": "str", "contact_email": "str"}
+MAPPED_FIELDS: dict[str, str] = {**CANONICAL_FIELDS, **CONTACT_FIELDS}  # what a source may map
 SCOPE_FIELDS = ("department", "journey_stage", "touchpoint", "channel", "segment", "region")
 
 
@@ -88,6 +93,7 @@ class Feedback(SQLModel, table=True):
     cx_emotion: int | None = None
     comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     is_complaint: bool | None = None
+    contact_ok: bool | None = None
     opened_at: datetime | None = None
     first_response_at: datetime | None = None
     resolved_at: datetime | None = None
@@ -385,3 +391,96 @@ class AuditEntry(SQLModel, table=True):
     verb: str  # sign_in(_failed) | ack | start | done | cancel | note | evidence | assign | readmit | user_*
     target: str = ""  # "action:12", "user:wang", "quarantine:34"
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class CustomerContact(SQLModel, table=True):
+    """How to reach the customer behind one response: only for consenting customers (issue 19),
+    shown to the case's owner and admins only, purged after `[cases] retention_days`."""
+
+    __tablename__ = "customer_contact"
+    __table_args__ = (UniqueConstraint("source", "response_id", name="uq_customer_contact"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    response_id: str
+    customer_id: str | None = Field(default=None, index=True)
+    name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    submitted_at: datetime | None = None
+    stored_at: datetime = Field(default_factory=utcnow)
+
+
+class FollowupCase(SQLModel, table=True):
+    """One unhappy customer to call back (issue 19): opened by the daily follow-up run, unique per
+    first response (`case_key`), so a re-run of a day opens nothing twice."""
+
+    __tablename__ = "followup_case"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_key: str = Field(unique=True)  # "source:response_id" of the response that opened it
+    customer_id: str | None = Field(default=None, index=True)
+    department: str = Field(index=True)
+    queue: str | None = None
+    status: str = Field(default="new", index=True)  # new | contacted | resolved | unreachable | declined
+    period: str = Field(index=True)  # month of the response that opened it
+    rules: list[str] = _json(list)
+    responses: int = 1
+    opened_at: datetime  # when the first response was submitted: the SLA clock starts here
+    created_at: datetime = Field(default_factory=utcnow)
+    contact_due: datetime
+    close_due: datetime
+    contacted_at: datetime | None = None
+    closed_at: datetime | None = None
+    root_cause: str | None = None
+    outcome: str | None = None  # recovered | not_recovered
+    resurvey_score: int | None = None
+    resurvey_at: datetime | None = None
+    reminded: list[str] = _json(list)  # SLAs ("contact", "close") whose reminder is queued
+    escalated: list[str] = _json(list)  # SLAs whose one escalation is queued
+
+
+class CaseResponse(SQLModel, table=True):
+    """The responses of a case: a response belongs to at most one case."""
+
+    __tablename__ = "case_response"
+
+    feedback_id: int = Field(primary_key=True, foreign_key="feedback.id")
+    case_id: int = Field(foreign_key="followup_case.id", index=True)
+
+
+class CaseEvent(SQLModel, table=True):
+    """Every change of a case and every note: who, when, what."""
+
+    __tablename__ = "case_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="followup_case.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    by: str = "cxloop"
+    from_status: str | None = None
+    to_status: str | None = None
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class CaseNotice(SQLModel, table=True):
+    """Which outbox messages quote a case (so `customers forget` can find them)."""
+
+    __tablename__ = "case_notice"
+
+    case_id: int = Field(primary_key=True, foreign_key="followup_case.id")
+    message_id: int = Field(primary_key=True, foreign_key="outbox_message.id")
+
+
+class FollowupRun(SQLModel, table=True):
+    """One daily follow-up run: the feedback rows up to `last_feedback_id` have been considered."""
+
+    __tablename__ = "followup_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    day: str = Field(index=True)
+    last_feedback_id: int = 0
+    considered: int = 0
+    opened: int = 0
+    merged: int = 0
+    finished_at: datetime = Field(default_factory=utcnow)

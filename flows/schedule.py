@@ -28,11 +28,29 @@ def schedule_of(settings: Settings) -> Any:
     return Cron(settings.schedule.cron, timezone=settings.project.timezone)
 
 
+def followup_schedule_of(settings: Settings) -> Any:
+    """The daily follow-up run's schedule (`[cases] schedule`), when case rules are configured."""
+    return Cron(settings.cases.schedule, timezone=settings.project.timezone) if settings.cases.rules else None
+
+
 def serve(config: Path) -> None:
-    """Foreground scheduler for a single machine (Prefect `serve`)."""
+    """Foreground scheduler for a single machine (Prefect `serve`): the monthly cycle, and the daily
+    follow-up run next to it when `[cases]` has rules."""
     settings = load_settings(config)
-    cx_scheduled_cycle.serve(name=DEPLOYMENT, schedules=[schedule_of(settings)],
-                             parameters={"config": str(config.resolve())})
+    params = {"config": str(config.resolve())}
+    daily = followup_schedule_of(settings)
+    if daily is None:
+        cx_scheduled_cycle.serve(name=DEPLOYMENT, schedules=[schedule_of(settings)], parameters=params)
+        return
+    from prefect import serve as serve_all
+
+    from cxloop.flows.followup import DAILY_DEPLOYMENT, cx_daily_followup
+
+    monthly: Any = cx_scheduled_cycle.to_deployment(name=DEPLOYMENT, schedules=[schedule_of(settings)],
+                                                    parameters=params)
+    followup: Any = cx_daily_followup.to_deployment(name=DAILY_DEPLOYMENT, schedules=[daily],
+                                                    parameters=params)
+    serve_all(monthly, followup)
 
 
 def deploy(config: Path, pool: str, name: str = DEPLOYMENT) -> Any:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxloop.config import Settings, SourceConfig
-from cxloop.models import CANONICAL_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
+from cxloop.models import CANONICAL_FIELDS, MAPPED_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
 from cxloop.periods import period_bounds
 from cxloop.tasks.readers import RawTable, SourceError
 
@@ -466,7 +466,7 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
 
     canon: dict[str, pd.Series] = {}
     origin: dict[str, str] = {}
-    for name, kind in CANONICAL_FIELDS.items():
+    for name, kind in MAPPED_FIELDS.items():  # contact details too: collect moves them out
         s, column = _source_series(source, frame, name, n)
         if s is None:
             continue

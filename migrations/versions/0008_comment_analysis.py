@@ -4,7 +4,7 @@ It was kept as a pseudo-stage row "comments:analysis" in `cycle_stage`, a table 
 cycle's stages; those rows move here.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-05
 """
 from datetime import UTC, datetime
@@ -15,7 +15,7 @@ from alembic import op
 
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 

@@ -21,6 +21,7 @@ from cxloop.models import (
     utcnow,
 )
 from cxloop.tasks import month
+from cxloop.tasks.cases.contacts import store_contacts
 from cxloop.tasks.collect import chunked, reuse
 from cxloop.tasks.collect.bulk import _bulk_insert, _existing, _page_cache, _source_rows
 from cxloop.tasks.collect.chunked import GiveWay, Piece
@@ -105,7 +106,7 @@ class _ChunkedImport:
         merge_warnings(self.warnings, piece.warnings)
         self.rejected.extend(piece.rejected)
         self.fixed |= piece.fixed
-        records = piece.records
+        records = store_contacts(self.conn, self.source, piece.records)  # contact details: own table
         if not len(records):
             return
         keys = records["response_id"].tolist()

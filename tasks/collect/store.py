@@ -19,6 +19,7 @@ from cxloop.models import (
     QuarantinedRow,
     utcnow,
 )
+from cxloop.tasks.cases.contacts import store_contacts
 from cxloop.tasks.collect.bulk import _IN_CHUNK, _bulk_insert, _bulk_update, _chunks, _existing
 from cxloop.tasks.collect.summary import COUNT_NAMES, ImportSummary
 from cxloop.tasks.collect.values import _null_columns, _row_columns
@@ -42,7 +43,7 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
         )).inserted_primary_key[0]  # type: ignore[index]
         imp.import_id = int(import_id)
         imp.warnings = prep.warnings
-        records = prep.records
+        records = store_contacts(conn, source.name, prep.records)  # contact details: their own table
         new_idx: list[int] = []
         changed: list[tuple[int, int]] = []
         same = 0

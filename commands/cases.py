@@ -1,0 +1,199 @@
+"""`cxloop followup run`, `cxloop cases ...` and `cxloop customers ...` (issue 19)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from sqlmodel import Session, col, select
+
+from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, load
+from cxloop.output import Format, emit
+
+followup_app = typer.Typer(help="The daily follow-up run: new cases, reminders, escalations.",
+                           no_args_is_help=True)
+cases_app = typer.Typer(help="Follow-up cases: list, show, contact, resolve, unreachable, decline, note.",
+                        no_args_is_help=True)
+customers_app = typer.Typer(help="Access and deletion requests: export, forget; purge old contacts.",
+                            no_args_is_help=True)
+
+IdArg = Annotated[int, typer.Argument(help="Case id (see `cxloop cases list`).", show_default=False)]
+NoteOpt = Annotated[str, typer.Option("--note", "-n", help="What was said or done; kept in the history.")]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who (default: $CXLOOP_USER or login).",
+                                           show_default=False)]
+CustomerOpt = Annotated[str, typer.Option("--id", help="The customer id.", show_default=False)]
+LIST_COLUMNS = ["id", "department", "queue", "status", "opened_at", "contact_due", "close_due", "responses",
+                "root_cause", "outcome"]
+
+
+def _who(by: str | None) -> str:
+    return by or os.environ.get("CXLOOP_USER") or os.environ.get("USER") or "admin"
+
+
+@followup_app.command("run")
+def run_command(config: ConfigOpt = None,
+                no_collect: Annotated[bool, typer.Option("--no-collect", help="Skip the import.")] = False,
+                fmt: FormatOpt = Format.table) -> None:
+    """One day of the inner loop (what the daily schedule runs)."""
+    from cxloop.models import utcnow
+    from cxloop.tasks.cases.daily import run_day
+
+    settings, engine = load(config)
+    if not settings.cases.rules:
+        raise CxError("no [[cases.rules]] in the config: nothing opens a follow-up case")
+    out = run_day(settings, engine, utcnow(), collect=not no_collect)
+    emit([{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in out.items()}], fmt,
+         title="follow-up run")
+
+
+def _row(case: Any) -> dict[str, Any]:
+    return {c: getattr(case, c) for c in LIST_COLUMNS}
+
+
+@cases_app.command("list")
+def list_command(config: ConfigOpt = None,
+                 status: Annotated[str | None, typer.Option("--status", "-s", help="A status.")] = None,
+                 department: Annotated[str | None, typer.Option("--department", "-d")] = None,
+                 fmt: FormatOpt = Format.table) -> None:
+    """List cases (contact details are never listed)."""
+    from cxloop.models import FollowupCase
+
+    _, engine = load(config)
+    with Session(engine) as s:
+        query = select(FollowupCase).order_by(col(FollowupCase.id))
+        if status:
+            query = query.where(FollowupCase.status == status)
+        if department:
+            query = query.where(FollowupCase.department == department)
+        emit([_row(c) for c in s.exec(query).all()], fmt, LIST_COLUMNS, title="cases")
+
+
+def _case(s: Session, case_id: int) -> Any:
+    from cxloop.models import FollowupCase
+
+    case = s.get(FollowupCase, case_id)
+    if case is None:
+        raise CxError(f"no case {case_id} (see `cxloop cases list`)")
+    return case
+
+
+@cases_app.command("show")
+def show_command(case_id: IdArg, config: ConfigOpt = None,
+                 viewer: Annotated[str, typer.Option(
+                     "--as", help="Who is looking: `admin` or a department id; contact details are shown "
+                     "to the case's department and admins only.")] = "",
+                 fmt: FormatOpt = Format.json) -> None:
+    """One case with its responses (comments masked), history, and contact details if allowed."""
+    from cxloop.models import CaseEvent, CaseResponse, CustomerContact, Feedback
+    from cxloop.tasks.cases.contacts import may_see, shown
+    from cxloop.tasks.masking import mask_pii
+
+    _, engine = load(config)
+    with Session(engine) as s:
+        case = _case(s, case_id)
+        responses = s.exec(select(Feedback).join(CaseResponse, col(CaseResponse.feedback_id) == Feedback.id)
+                           .where(CaseResponse.case_id == case_id).order_by(col(Feedback.id))).all()
+        contact = None
+        for r in responses:
+            c = s.exec(select(CustomerContact).where(CustomerContact.source == r.source)
+                       .where(CustomerContact.response_id == r.response_id)).first()
+            if c is not None:
+                contact = {"name": c.name, "phone": c.phone, "email": c.email}
+        events = s.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)
+                        .order_by(col(CaseEvent.id))).all()
+        data = {"case": case.model_dump(mode="json"),
+                "contact": shown(contact, may_see(viewer, case.department)),
+                "responses": [{"response_id": r.response_id, "submitted_at": r.submitted_at.isoformat(),
+                               "nps": r.nps, "csat": r.csat, "comment": mask_pii(r.comment)}
+                              for r in responses],
+                "events": [{"at": e.at.isoformat(), "by": e.by, "from": e.from_status, "to": e.to_status,
+                            "note": mask_pii(e.note)} for e in events]}
+    if fmt == Format.json:
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        emit([_row(case)], fmt, LIST_COLUMNS, title=f"case {case_id}")
+
+
+def _move(config: Path | None, case_id: int, to: str, note: str, by: str | None,
+          root_cause: str | None = None) -> None:
+    from cxloop.db import session_scope
+    from cxloop.tasks.cases.lifecycle import CaseTransitionError, transition
+
+    _, engine = load(config)
+    try:
+        with session_scope(engine) as s:
+            transition(s, _case(s, case_id), to, by=_who(by), note=note, root_cause=root_cause)
+    except CaseTransitionError as exc:
+        raise CxError(str(exc)) from None
+    typer.echo(f"case {case_id}: {to}")
+
+
+@cases_app.command("contact")
+def contact_command(case_id: IdArg, note: NoteOpt = "", by: ByOpt = None, config: ConfigOpt = None) -> None:
+    """The customer was reached (stops the first-contact clock)."""
+    _move(config, case_id, "contacted", note, by)
+
+
+@cases_app.command("resolve")
+def resolve_command(case_id: IdArg, note: NoteOpt = "", by: ByOpt = None, config: ConfigOpt = None,
+                    root_cause: Annotated[str | None, typer.Option(
+                        "--root-cause", help="A comment topic id (default: the comment's first).")] = None
+                    ) -> None:
+    """Close a contacted case as resolved (a note is required)."""
+    _move(config, case_id, "resolved", note, by, root_cause)
+
+
+@cases_app.command("unreachable")
+def unreachable_command(case_id: IdArg, note: NoteOpt = "", by: ByOpt = None,
+                        config: ConfigOpt = None) -> None:
+    """Close a case: the customer could not be reached (a note is required)."""
+    _move(config, case_id, "unreachable", note, by)
+
+
+@cases_app.command("decline")
+def decline_command(case_id: IdArg, note: NoteOpt = "", by: ByOpt = None, config: ConfigOpt = None) -> None:
+    """Close a case: the customer declined to talk (a note is required)."""
+    _move(config, case_id, "declined", note, by)
+
+
+@cases_app.command("note")
+def note_command(case_id: IdArg, note: NoteOpt = "", by: ByOpt = None, config: ConfigOpt = None) -> None:
+    """Add a note to a case's history."""
+    from cxloop.db import session_scope
+    from cxloop.tasks.cases.lifecycle import CaseTransitionError, add_note
+
+    _, engine = load(config)
+    try:
+        with session_scope(engine) as s:
+            add_note(s, _case(s, case_id), by=_who(by), note=note)
+    except CaseTransitionError as exc:
+        raise CxError(str(exc)) from None
+    typer.echo(f"case {case_id}: note added")
+
+
+@customers_app.command("export")
+def export_command(customer: CustomerOpt, config: ConfigOpt = None) -> None:
+    """Everything held about one customer, as JSON (an access request)."""
+    from cxloop.tasks.cases.customers import export_customer
+
+    _, engine = load(config)
+    typer.echo(json.dumps(export_customer(engine, customer), ensure_ascii=False, indent=2, default=str))
+
+
+@customers_app.command("forget")
+def forget_command(customer: CustomerOpt, config: ConfigOpt = None) -> None:
+    """Remove every trace of one customer; aggregates stay intact (a deletion request)."""
+    from cxloop.tasks.cases.customers import forget_customer
+
+    _, engine = load(config)
+    counts = forget_customer(engine, customer)
+    typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(followup_app, name="followup")
+    app.add_typer(cases_app, name="cases")
+    app.add_typer(customers_app, name="customers")

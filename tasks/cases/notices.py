@@ -1,0 +1,150 @@
+"""Case notices through the monthly loop's outbox: new cases to their owner, a reminder before an
+SLA breach, one escalation after it.
+
+Each is queued in the same transaction that marks the case (`reminded`, `escalated`), and the
+outbox is unique per (period, recipient, kind) with the case id in the kind: a re-run, or a run
+killed before or after queuing, queues nothing twice. Delivery is `tasks.notify.deliver` (claims,
+retries, idempotency keys). The owner's notice carries the customer's contact details; a notice to
+anyone else (escalation) carries none, and every comment is masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from cxloop.config import Settings
+from cxloop.db import session_scope
+from cxloop.models import CaseNotice, CaseResponse, CustomerContact, Feedback, FollowupCase, OutboxMessage
+from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
+from cxloop.tasks.cases.sla import Calendar, state
+from cxloop.tasks.notify.routes import ESCALATION_RECIPIENT, describe_routes, routes_for
+from cxloop.tasks.rendering import render, translate
+
+SLAS = ("contact", "close")
+
+
+@dataclass
+class CaseItem:
+    id: int
+    department: str
+    queue: str | None
+    contact_due: str
+    close_due: str
+    responses: int
+    comment: str
+    contact: dict[str, str | None] | None
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _local(settings: Settings, ts: datetime) -> str:
+    return _aware(ts).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _item(settings: Settings, session: Session, case: FollowupCase, with_contact: bool) -> CaseItem:
+    first = session.exec(select(Feedback).join(CaseResponse, col(CaseResponse.feedback_id) == Feedback.id)
+                         .where(CaseResponse.case_id == case.id).order_by(col(Feedback.id))).first()
+    contact = None
+    if with_contact and first is not None:
+        c = session.exec(select(CustomerContact).where(CustomerContact.source == first.source)
+                         .where(CustomerContact.response_id == first.response_id)).first()
+        contact = {"name": c.name, "phone": c.phone, "email": c.email} if c else None
+    dept = settings.departments.get(case.department)
+    return CaseItem(case.id or 0, dept.name if dept else case.department, case.queue,
+                    _local(settings, case.contact_due), _local(settings, case.close_due), case.responses,
+                    (first.comment or "") if first else "", contact)
+
+
+def _queue(settings: Settings, session: Session, period: str, recipient: str, kind: str, lang: str,
+           subject: str, intro: str, items: list[CaseItem], cases: Sequence[FollowupCase]) -> bool:
+    """Add one message unless (period, recipient, kind) is already there; link it to its cases."""
+    exists = session.exec(select(OutboxMessage.id).where(OutboxMessage.period == period)
+                          .where(OutboxMessage.recipient == recipient)
+                          .where(OutboxMessage.kind == kind)).first()
+    if exists is not None:
+        return False
+    ctx: dict[str, Any] = {"title": subject, "subject": subject, "intro": intro, "items": items,
+                           "project": settings.project.name, "kind": kind.split(":")[0].split("_")[1]}
+    msg = OutboxMessage(period=period, recipient=recipient, kind=kind, language=lang, subject=subject,
+                        body_html=render("case_notice.html", lang, **ctx),
+                        body_text=render("case_notice.md", lang, **ctx),
+                        route=describe_routes(routes_for(settings, recipient)))
+    session.add(msg)
+    session.flush()
+    for case in cases:
+        session.add(CaseNotice(case_id=case.id or 0, message_id=msg.id or 0))
+    return True
+
+
+def queue_new_case_notices(settings: Settings, engine: Engine, day: str, case_ids: Sequence[int]) -> int:
+    """Tell each owner about its new cases: one digest per department and day, or one per case."""
+    if not case_ids:
+        return 0
+    queued = 0
+    with session_scope(engine) as session:
+        cases = list(session.exec(select(FollowupCase).where(col(FollowupCase.id).in_(list(case_ids)))
+                                  .order_by(col(FollowupCase.id))).all())
+        by_dept: dict[str, list[FollowupCase]] = {}
+        for case in cases:
+            by_dept.setdefault(case.department, []).append(case)
+        for dept_id, group in by_dept.items():
+            lang = settings.department_language(dept_id)
+            batches = ([(f"case_new:{c.id}", [c]) for c in group] if settings.cases.notify == "per_case"
+                       else [("case_digest", group)])
+            for kind, batch in batches:
+                subject = (translate("New follow-up cases", lang) if len(batch) > 1 or kind == "case_digest"
+                           else translate("Follow-up case %(id)s: new", lang) % {"id": batch[0].id})
+                intro = translate("%(n)s unhappy customers agreed to be called back. Please contact them "
+                                  "before the due time.", lang) % {"n": len(batch)}
+                items = [_item(settings, session, c, with_contact=True) for c in batch]
+                queued += _queue(settings, session, day, dept_id, kind, lang, subject, intro, items, batch)
+    return queued
+
+
+def queue_sla_notices(settings: Settings, engine: Engine, now: datetime) -> dict[str, int]:
+    """A reminder to the owner before a deadline, one escalation after it; each once per case."""
+    cfg = settings.cases
+    cal = Calendar.of(cfg, settings.tz)
+    counts = {"reminders": 0, "escalations": 0}
+    with session_scope(engine) as session:
+        open_cases = session.exec(select(FollowupCase).where(col(FollowupCase.status).in_(OPEN_STATUSES))
+                                  .order_by(col(FollowupCase.id))).all()
+        for case in open_cases:
+            for sla in SLAS:
+                if sla == "contact" and case.status != "new":
+                    continue
+                due = case.contact_due if sla == "contact" else case.close_due
+                now_state = state(cal, _aware(due), now, cfg.remind_before_hours)
+                sla_name = "first contact" if sla == "contact" else "closure"
+                if now_state == "breached" and sla not in (case.escalated or []):
+                    lang: str = settings.project.language
+                    subject = translate("Follow-up case %(id)s: SLA breached", lang) % {"id": case.id}
+                    intro = translate("The %(sla)s deadline of this case has passed: it is escalated once.",
+                                      lang) % {"sla": translate(sla_name, lang)}
+                    item = _item(settings, session, case, with_contact=False)
+                    _queue(settings, session, case.period, ESCALATION_RECIPIENT,
+                           f"case_escalation_{sla}:{case.id}", lang, subject, intro, [item], [case])
+                    case.escalated = [*(case.escalated or []), sla]
+                    counts["escalations"] += 1
+                elif now_state == "due_soon" and sla not in (case.reminded or []):
+                    lang = settings.department_language(case.department)
+                    subject = translate("Follow-up case %(id)s: due soon", lang) % {"id": case.id}
+                    intro = translate("The %(sla)s deadline of this case is near.", lang) % {
+                        "sla": translate(sla_name, lang)}
+                    item = _item(settings, session, case, with_contact=True)
+                    _queue(settings, session, case.period, case.department, f"case_reminder_{sla}:{case.id}",
+                           lang, subject, intro, [item], [case])
+                    case.reminded = [*(case.reminded or []), sla]
+                    counts["reminders"] += 1
+                else:
+                    continue
+                session.add(case)
+    return counts
