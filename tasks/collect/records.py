@@ -1,13 +1,12 @@
-"""Reading back what collect stored: the import records (`cxloop imports`) and the period's rows."""
+"""Reading back what collect stored: the import records, newest first (`cxloop imports`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table, select
 
 from cxloop.models import (
-    Feedback,
     ImportRecord,
     as_utc,
 )
@@ -30,9 +29,3 @@ def list_imports(engine: Engine, period: str | None = None, source: str | None =
         r["started_at"] = as_utc(r["started_at"])
     return rows
 
-
-def feedback_count(engine: Engine, period: str) -> int:
-    fb: Table = Feedback.__table__  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        q = select(func.count()).select_from(fb).where(fb.c.period == period)
-        return int(conn.execute(q).scalar_one())

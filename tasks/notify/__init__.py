@@ -16,6 +16,7 @@ all others the Markdown one.
 from cxloop.tasks.notify.delivery import (
     IDEMPOTENCY_HEADER,
     NOTICE_HEADER,
+    _claim,
     deliver,
     notice_key,
     preview,
@@ -29,6 +30,7 @@ from cxloop.tasks.notify.secrets import scrub, secret_fragments
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "NOTICE_HEADER",
+    "_claim",
     "action_item",
     "build_notices",
     "deliver",

@@ -1,4 +1,5 @@
-"""The gate's human report of one period (Markdown), failing rows masked."""
+"""The gate's report of one period for people (`reports/<period>/validation.html`): each check and a
+sample of the failing rows."""
 
 from __future__ import annotations
 
