@@ -216,6 +216,11 @@ class ActionsConfig(Strict):
     escalation_notify: list[str] = Field(default_factory=list)
     min_effect: float = 0.0
     worst_comments: int = Field(default=3, ge=0)
+    # Raise an action's severity one level when a driver it names is clearly important (its
+    # importance interval lies above the average driver's) and performs below average. Off by default:
+    # severity then stays a function of the KPI's own gap and reach (README "Key drivers").
+    weigh_driver_importance: bool = False
+    key_drivers: int = Field(default=3, ge=0)  # drivers named in an action's evidence at most
 
     @field_validator("due_days")
     @classmethod

@@ -83,6 +83,11 @@ def _show_table(data: dict[str, Any]) -> None:
         for c in entry.get("worst_comments", []):
             console.print(f"  {entry['period']} “{terminal_safe(str(c['text']))}”", highlight=False,
                           markup=False)
+        from cxloop.tasks.notify.items import driver_line
+
+        for d in entry.get("drivers", []):
+            console.print(f"  {entry['period']} driver: {terminal_safe(driver_line(d, 'en'))}",
+                          highlight=False, markup=False)
     emit([{k: e[k] for k in ("at", "by", "from_status", "to_status", "period", "note")}
           for e in data["events"]], Format.table, title="history", console=console)
     emit([{k: m[k] for k in ("period", "value", "n", "change", "change_ci_low", "change_ci_high", "effect",

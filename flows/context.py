@@ -9,6 +9,7 @@ keyed by a database URL (which would hold its password).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -16,6 +17,25 @@ from cxloop.config import Settings
 from cxloop.flows.bookkeeping import FeedbackStamp
 from cxloop.periods import parse_period
 from cxloop.tasks.month import Month
+
+if TYPE_CHECKING:
+    from cxloop.tasks.drivers import DriverAnalysis
+
+
+class KeyDrivers:
+    """The month's key-driver analyses (`tasks.ratings.month_drivers`), computed on first use - by the
+    actions stage, else the report stage, both after the gate has flagged what it quarantines - and
+    shared by the stages after it. Recomputing gives the same figures (seeded by period and scope)."""
+
+    def __init__(self) -> None:
+        self._value: dict[tuple[str, str], DriverAnalysis] | None = None
+
+    def get(self, settings: Settings, engine: Engine, period: str) -> dict[tuple[str, str], DriverAnalysis]:
+        if self._value is None:
+            from cxloop.tasks.ratings import month_drivers  # numpy/pandas: on use, as the stages do
+
+            self._value = month_drivers(settings, engine, period)
+        return self._value
 
 
 @dataclass(frozen=True)
@@ -25,6 +45,11 @@ class CycleContext:
     period: str
     month: Month
     stamp: FeedbackStamp = field(default_factory=FeedbackStamp)
+    drivers: KeyDrivers = field(default_factory=KeyDrivers)
+
+    def key_drivers(self) -> dict[tuple[str, str], DriverAnalysis]:
+        """The month's key-driver analyses, once per run (none without `[[drivers]]`)."""
+        return self.drivers.get(self.settings, self.engine, self.period)
 
     @classmethod
     def for_run(cls, settings: Settings, engine: Engine, period: str) -> CycleContext:

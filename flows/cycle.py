@@ -166,7 +166,8 @@ def assign_actions(ctx: CycleContext) -> dict[str, Any]:
         return _fingerprint(ctx, "kpis", "actions")
 
     return _staged(ctx, "actions", fp(),
-                   lambda: open_actions(ctx.settings, ctx.engine, ctx.period, month_rows=ctx.month), after=fp)
+                   lambda: open_actions(ctx.settings, ctx.engine, ctx.period, month_rows=ctx.month,
+                                        drivers=ctx.key_drivers()), after=fp)
 
 
 @task(name="notify owners", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -186,10 +187,13 @@ def write_reports(ctx: CycleContext) -> dict[str, Any]:
     from cxloop.tasks.report import write_reports as write
 
     def work() -> dict[str, Any]:
-        paths = write(ctx.settings, ctx.engine, ctx.period, month_rows=ctx.month)
+        paths = write(ctx.settings, ctx.engine, ctx.period, month_rows=ctx.month, drivers=ctx.key_drivers())
         if paths:
             update_cycle(ctx.engine, ctx.period, report_path=str(paths[0]))
-        return {"reports": len(paths), "company_report": str(paths[0]) if paths else ""}
+        counts: dict[str, Any] = {"reports": len(paths), "company_report": str(paths[0]) if paths else ""}
+        if ctx.settings.drivers:
+            counts["driver_scopes"] = len(ctx.key_drivers())  # scopes with enough rated responses
+        return counts
 
     return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions"), work)
 

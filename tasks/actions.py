@@ -15,7 +15,7 @@ import getpass
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from cxloop.config import Settings
+from cxloop.config import SEVERITY_LEVELS, Settings
 from cxloop.db import session_scope
 from cxloop.models import SCOPE_FIELDS, Action, ActionEvent, KpiResult, Measurement
 from cxloop.paths import TEMPLATES
@@ -39,7 +39,10 @@ if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ..
     import pandas as pd
     from numpy.typing import NDArray
 
+    from cxloop.tasks.drivers import DriverAnalysis
     from cxloop.tasks.month import Month
+
+    Analyses = Mapping[tuple[str, str], DriverAnalysis]
 
 SYSTEM = "cxloop"
 CROSS = " x "  # scope of a crossing: "department x region"
@@ -293,17 +296,55 @@ def _answers(comments: pd.DataFrame, kpi: str) -> NDArray[np.float64] | None:
     return comments[column].to_numpy(dtype=float) if column is not None else None
 
 
-def evidence_entry(settings: Settings, comments: pd.DataFrame, result: KpiResult) -> dict[str, Any]:
-    """One cycle's proof of the problem: the figures, the gap and what customers said."""
+def evidence_entry(settings: Settings, comments: pd.DataFrame, result: KpiResult,
+                   drivers: Analyses | None = None) -> dict[str, Any]:
+    """One cycle's proof of the problem: the figures, the gap, what customers said and, when the KPI
+    is the key-driver outcome, the owned drivers that matter most and perform worst."""
     gap = gap_of(result.kpi, result.value, result.target)
-    return {
+    severity = severity_of(gap, result.ci_low, result.ci_high, result.target, result.n)
+    named = key_drivers(settings, drivers or {}, result)
+    if settings.actions.weigh_driver_importance and any(d["clearly_important"] for d in named):
+        severity = SEVERITY_LEVELS[max(0, SEVERITY_LEVELS.index(severity) - 1)]
+    entry = {
         "period": result.period, "value": result.value, "ci_low": result.ci_low, "ci_high": result.ci_high,
         "n": result.n, "target": result.target, "gap": gap, "status": result.status, "signal": result.signal,
-        "method": result.method,
-        "severity": severity_of(gap, result.ci_low, result.ci_high, result.target, result.n),
-        "decision": _decision_facts(result),
+        "method": result.method, "severity": severity, "decision": _decision_facts(result),
         "worst_comments": worst_comments(settings, comments, result),
     }
+    if named:
+        entry["drivers"] = named
+    return entry
+
+
+def key_drivers(settings: Settings, analyses: Analyses, result: KpiResult) -> list[dict[str, Any]]:
+    """The drivers to work on behind a KPI result: from the analysis of its department (else the
+    company's), only when the KPI is the analysed outcome; the "fix" quadrant (important, performing
+    below the average driver), most important first, restricted to the drivers the action's
+    department owns when it owns any (docs/methods.md, "Key drivers")."""
+    if not analyses:
+        return []
+    department = route(settings, result.scope, result.scope_value)
+    analysis = analyses.get(("department", department)) or analyses.get(("overall", "all"))
+    if analysis is None or analysis.outcome != result.kpi:
+        return []
+    from cxloop.tasks.drivers import priorities  # numpy: on use (see above)
+
+    declared = {d.name: d for d in settings.drivers}
+    owned = [name for name, d in declared.items() if settings.driver_owner(d) == department]
+    average = sum(d.weight for d in analysis.drivers) / len(analysis.drivers)
+    out = []
+    for d in priorities(analysis, owned or None, settings.actions.key_drivers):
+        cfg = declared.get(d.driver)
+        out.append({
+            "driver": d.driver, "label_en": cfg.label_en if cfg else "",
+            "label_zh": cfg.label_zh if cfg else "",
+            "owner": settings.driver_owner(cfg) if cfg else None, "rank": d.rank, "tied": d.tied,
+            "share": round(d.share, 1), "share_low": round(d.share_low, 1),
+            "share_high": round(d.share_high, 1),
+            "mean": round(d.mean, 2), "mean_low": round(d.mean_low, 2), "mean_high": round(d.mean_high, 2),
+            "scale": list(cfg.scale) if cfg else None, "clearly_important": d.weight_low > average,
+        })
+    return out
 
 
 def _decision_facts(result: KpiResult) -> dict[str, Any] | None:
@@ -392,9 +433,10 @@ def _fmt(x: Any) -> str:
 
 
 def open_actions(settings: Settings, engine: Engine, period: str, *,
-                 month_rows: Month | None = None) -> ActionsSummary:
+                 month_rows: Month | None = None, drivers: Analyses | None = None) -> ActionsSummary:
     """Open or update an action for every candidate of the period (one transaction for the period).
-    `month_rows`: the month the cycle shares among its stages (None: read from the database)."""
+    `month_rows`: the month the cycle shares among its stages (None: read from the database);
+    `drivers`: the month's key-driver analyses (None: analysed on first need)."""
     summary = ActionsSummary(period=period)
     with session_scope(engine) as session:
         results = _period_results(session, period)
@@ -414,7 +456,11 @@ def open_actions(settings: Settings, engine: Engine, period: str, *,
                 from cxloop.tasks import month  # pandas: on use (see above)
 
                 comments = commented_rows(month.of(engine, period, month_rows))
-            entry = evidence_entry(settings, comments, result)
+            if drivers is None:
+                from cxloop.tasks.ratings import month_drivers  # pandas: on use (see above)
+
+                drivers = month_drivers(settings, engine, period)
+            entry = evidence_entry(settings, comments, result, drivers)
             if action is not None:
                 action.evidence = sorted([*(action.evidence or []), entry], key=lambda e: e["period"])
                 lifecycle.record_note(session, action, by=SYSTEM, period=period,

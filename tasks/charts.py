@@ -334,3 +334,80 @@ def interval_bar(value: float | None, ci_low: float | None, ci_high: float | Non
     return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" class="mini" viewBox="0 0 {_f(width)} '
                   f'{_f(height)}" width="{_f(width)}" height="{_f(height)}" aria-hidden="true">'
                   f'{"".join(parts)}</svg>')
+
+
+@dataclass(frozen=True)
+class MatrixPoint:
+    """A driver on the priority matrix: importance (x, % of the explained variance) and performance
+    (y, 0..100 of its scale), each with its interval; `rank` as shown ("=1" when tied)."""
+
+    label: str
+    x: float
+    x_low: float
+    x_high: float
+    y: float
+    y_low: float
+    y_high: float
+    rank: str
+    fix: bool = False
+
+
+def priority_matrix(points: Sequence[MatrixPoint], *, x_cut: float, y_cut: float, title: str,
+                    x_label: str, y_label: str, quadrants: Sequence[str]) -> Markup:
+    """Importance x performance, both with interval whiskers: the drivers to fix sit bottom right
+    (important, performing below the average driver). `quadrants`: the labels of the top-left,
+    top-right, bottom-left and bottom-right areas. Overlapping whiskers are the point: two drivers
+    whose intervals overlap are not told apart, and the ranks say so ("=1")."""
+    width, height = 560.0, 360.0
+    left, right, top, bottom = 52.0, 16.0, 12.0, 44.0
+    pw, ph = width - left - right, height - top - bottom
+    x_hi = max([p.x_high for p in points] + [x_cut, 1.0]) * 1.08
+    ys = [p.y_low for p in points] + [p.y_high for p in points] + [y_cut]
+    y_lo, y_hi = max(0.0, min(ys) - 5), min(100.0, max(ys) + 5)
+    if y_hi - y_lo < 10:
+        y_lo, y_hi = max(0.0, y_lo - 5), min(100.0, y_hi + 5)
+
+    def sx(v: float) -> float:
+        return left + pw * min(1.0, max(0.0, v / x_hi))
+
+    def sy(v: float) -> float:
+        return top + ph * (1 - min(1.0, max(0.0, (v - y_lo) / (y_hi - y_lo))))
+
+    parts = [f'<rect x="{_f(left)}" y="{_f(top)}" width="{_f(pw)}" height="{_f(ph)}" fill="none" '
+             f'stroke="{GRID}"/>']
+    for t in nice_ticks(0, x_hi):
+        if t <= x_hi:
+            parts.append(f'<text x="{_f(sx(t))}" y="{_f(top + ph + 14)}" font-size="10" fill="{MUTED}" '
+                         f'text-anchor="middle">{_f(t)}%</text>')
+    for t in nice_ticks(y_lo, y_hi):
+        if y_lo <= t <= y_hi:
+            parts.append(f'<text x="{_f(left - 6)}" y="{_f(sy(t) + 3)}" font-size="10" fill="{MUTED}" '
+                         f'text-anchor="end">{_f(t)}</text>')
+    parts.append(f'<line class="cut" x1="{_f(sx(x_cut))}" x2="{_f(sx(x_cut))}" y1="{_f(top)}" '
+                 f'y2="{_f(top + ph)}" stroke="{MUTED}" stroke-dasharray="4 3"/>'
+                 f'<line class="cut" x1="{_f(left)}" x2="{_f(left + pw)}" y1="{_f(sy(y_cut))}" '
+                 f'y2="{_f(sy(y_cut))}" stroke="{MUTED}" stroke-dasharray="4 3"/>')
+    corners = [(left + 6, top + 14, "start"), (left + pw - 6, top + 14, "end"),
+               (left + 6, top + ph - 6, "start"), (left + pw - 6, top + ph - 6, "end")]
+    for (x, y, anchor), text in zip(corners, quadrants, strict=False):
+        parts.append(f'<text class="quadrant" x="{_f(x)}" y="{_f(y)}" font-size="11" fill="{MUTED}" '
+                     f'text-anchor="{anchor}">{escape(text)}</text>')
+    for p in points:
+        color = SIGNAL if p.fix else SERIES
+        cx, cy = sx(p.x), sy(p.y)
+        tip = (f"{p.label} · {p.rank} · {_f(p.x)}% ({_f(p.x_low)}–{_f(p.x_high)}) · "
+               f"{_f(p.y)} ({_f(p.y_low)}–{_f(p.y_high)})")
+        parts.append(f'<g class="driver" data-rank="{escape(p.rank)}">'
+                     f'<line x1="{_f(sx(p.x_low))}" x2="{_f(sx(p.x_high))}" y1="{_f(cy)}" y2="{_f(cy)}" '
+                     f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>'
+                     f'<line x1="{_f(cx)}" x2="{_f(cx)}" y1="{_f(sy(p.y_low))}" y2="{_f(sy(p.y_high))}" '
+                     f'stroke="{color}" stroke-opacity="0.5" stroke-width="2"/>'
+                     f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="4.5" fill="{color}">'
+                     f'<title>{escape(tip)}</title></circle>'
+                     f'<text x="{_f(cx + 7)}" y="{_f(cy - 6)}" font-size="11" fill="{INK}">'
+                     f'{escape(_clip(f"{p.rank} {p.label}", 150, 11))}</text></g>')
+    parts.append(f'<text x="{_f(left + pw / 2)}" y="{_f(height - 8)}" font-size="11" fill="{INK}" '
+                 f'text-anchor="middle">{escape(x_label)}</text>'
+                 f'<text x="12" y="{_f(top + ph / 2)}" font-size="11" fill="{INK}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {_f(top + ph / 2)})">{escape(y_label)}</text>')
+    return _svg(width, height, "".join(parts), title, "priority")

@@ -25,6 +25,9 @@ Drivers are ranked by significance, not by point estimate: a driver's rank is 1 
 drivers whose importance is higher in at least `confidence` of the bootstrap resamples (their paired
 difference's percentile interval excludes 0). Drivers that no other driver clearly beats share rank
 1 - a tie, shown as such - instead of being put in an order the data cannot support.
+
+The method, its references (Johnson 2000; Budescu 1993; Lipovetsky & Conklin 2001) and its checks:
+docs/methods.md, "Key drivers".
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import pandas as pd
 from cxloop.config import Settings, SourceConfig
 from cxloop.models import CANONICAL_FIELDS, MAPPED_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
 from cxloop.periods import period_bounds
+from cxloop.tasks.ratings import Ratings, ratings_from_frame
 from cxloop.tasks.readers import RawTable, SourceError
 
 NULL_TOKENS = frozenset({"", "null", "none", "nan", "n/a", "#n/a", "-"})
@@ -76,6 +77,7 @@ class Prepared:
     ok_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  # rows that parse:
     ok_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))  # ids, lines
     warnings: dict[str, Any] = field(default_factory=dict)  # for the import record (see below)
+    ratings: Ratings | None = None  # the records' driver ratings, row for row ([sources.drivers])
 
     @cached_property
     def fixed_keys(self) -> set[str]:
@@ -439,6 +441,8 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
     n = len(frame)
     missing = [f"{col!r} (mapped to {name})" for name, col in source.columns.items()
                if col not in frame.columns]
+    missing += [f"{col!r} (mapped to driver {name})" for name, col in source.drivers.items()
+                if col not in frame.columns]
     if missing and (n or source.kind in ("csv", "excel")):
         raise SourceError(f"{label}: mapped column {', '.join(missing)} not found; "
                           f"the file's columns are: {', '.join(map(str, frame.columns))}")
@@ -542,9 +546,33 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
             warnings["conflicting_ids"] = {"count": len(conflicts), "first": conflicts[:FIRST_PLACES]}
     records = records[~repeated].reset_index(drop=True)
     records["content_hash"] = content_hashes(records)
+    ratings = None
+    if source.drivers:
+        ratings = ratings_from_frame(settings, source, frame).take(np.flatnonzero(accepted)[~repeated])
+        _out_of_scale_warning(warnings, ratings, source, rows[np.flatnonzero(accepted)[~repeated]],
+                              settings)
     return Prepared(records, rejected, n, int(out_of_period.sum()), int(repeated.sum()),
                     _period_counts(submitted[known], settings), int((~known).sum()),
-                    label, rid_arr[ok_rows], rows[ok_rows], warnings)
+                    label, rid_arr[ok_rows], rows[ok_rows], warnings, ratings)
+
+
+def _out_of_scale_warning(warnings: dict[str, Any], ratings: Ratings, source: SourceConfig, rows: np.ndarray,
+                          settings: Settings) -> None:
+    """Driver answers outside their scale (or not numbers) are left out of the ratings, and the import
+    record's `driver_out_of_scale` warning counts them and names the first places. The response itself
+    loads: one bad attribute answer does not make its score or comment wrong (a bad *score* is
+    quarantined, as the score is what the response is for)."""
+    if ratings.bad is None or not ratings.bad.any():
+        return
+    scales = {d.name: d.scale for d in settings.drivers}
+    first: list[str] = []
+    for i, j in zip(*np.nonzero(ratings.bad), strict=True):
+        if len(first) == FIRST_PLACES:
+            break
+        name = ratings.drivers[int(j)]
+        lo, hi = scales[name]
+        first.append(f"row {rows[int(i)]} column {source.drivers[name]!r} ({name}, scale {lo:g}-{hi:g})")
+    warnings["driver_out_of_scale"] = {"count": int(ratings.bad.sum()), "first": first}
 
 
 def _implausible(submitted: pd.Series, start: datetime, end: datetime) -> np.ndarray:

@@ -11,7 +11,8 @@ promoter, 0 passive, -100 detractor): the average contribution over customers *i
 slope is the change in the outcome per customer that goes with a one-point higher NPS, if customers
 moved between groups as the observed groups differ. Its interval is heteroscedasticity-robust (HC1).
 It is an association, never proof of cause: customers who like a company may simply be the ones who
-already shop there more; every output that shows it says so (`ASSOCIATION_NOTE`).
+already shop there more; every output that shows it says so (`ASSOCIATION_NOTE`). See
+docs/methods.md, "Key drivers" (Outcomes).
 """
 
 from __future__ import annotations

@@ -33,6 +33,19 @@ class Ratings:
     drivers: list[str]
     values: np.ndarray  # (n, len(drivers)) float
     out_of_scale: dict[str, int] = field(default_factory=dict)
+    bad: np.ndarray | None = None  # (n, len(drivers)) bool: an answer outside the scale (left out)
+
+    def take(self, rows: np.ndarray) -> Ratings:
+        """These rows' ratings (positions), out-of-scale answers counted among them only."""
+        bad = self.bad[rows] if self.bad is not None else None
+        sums = [] if bad is None else bad.sum(axis=0).tolist()
+        counts = {name: int(k) for name, k in zip(self.drivers, sums, strict=False) if k}
+        return Ratings(self.drivers, self.values[rows], counts, bad)
+
+    def as_json(self) -> list[dict[str, int | float]]:
+        """Each row's {driver: value}, the drivers not rated left out (missing, never zero)."""
+        return [{name: _plain(v) for name, v in zip(self.drivers, row, strict=True) if not np.isnan(v)}
+                for row in self.values.tolist()]
 
 
 def ratings_from_frame(settings: Settings, source: SourceConfig, frame: pd.DataFrame) -> Ratings:
@@ -40,6 +53,7 @@ def ratings_from_frame(settings: Settings, source: SourceConfig, frame: pd.DataF
     declared = {d.name: d for d in settings.drivers}
     names = [name for name in declared if name in source.drivers]
     values = np.full((len(frame), len(names)), np.nan)
+    bad_all = np.zeros((len(frame), len(names)), dtype=bool)
     out_of_scale: dict[str, int] = {}
     for j, name in enumerate(names):
         column = source.drivers[name]
@@ -60,7 +74,8 @@ def ratings_from_frame(settings: Settings, source: SourceConfig, frame: pd.DataF
         if bad.any():
             out_of_scale[name] = int(bad.sum())
         values[:, j] = number
-    return Ratings(names, values, out_of_scale)
+        bad_all[:, j] = bad
+    return Ratings(names, values, out_of_scale, bad_all)
 
 
 def store_ratings(engine: Engine, source: str, period: str, response_ids: Sequence[str],
@@ -145,3 +160,12 @@ def analyse_month(engine: Engine, settings: Settings, period: str,
         if result is not None:
             out[(scope, value)] = result
     return out
+
+
+def month_drivers(settings: Settings, engine: Engine, period: str) -> dict[tuple[str, str], DriverAnalysis]:
+    """The month's key-driver analyses that the cycle uses (report section, action evidence): overall
+    and per department; none without `[[drivers]]`. Deterministic (seeded by period and scope), so
+    recomputing them - in a re-run, or `cxloop report` on its own - gives the same figures."""
+    if not settings.drivers:
+        return {}
+    return analyse_month(engine, settings, period, ("overall", "department"))

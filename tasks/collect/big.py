@@ -25,6 +25,7 @@ from cxloop.tasks.cases.contacts import store_contacts
 from cxloop.tasks.collect import chunked, reuse
 from cxloop.tasks.collect.bulk import _bulk_insert, _existing, _page_cache, _source_rows
 from cxloop.tasks.collect.chunked import GiveWay, Piece
+from cxloop.tasks.collect.ratings import store_file_ratings
 from cxloop.tasks.collect.store import _FB, _quarantine, _record_failure, _update_changed
 from cxloop.tasks.collect.summary import COUNT_NAMES, ImportSummary
 from cxloop.tasks.collect.values import _ANALYSIS, _db_value, _row_columns
@@ -123,6 +124,7 @@ class _ChunkedImport:
             "period": self.period, "import_id": self.import_id, "updated_at": self.now,
             "sentiment": None, "sentiment_score": None, "themes": None})
         _update_changed(self.conn, records, rewrite, dict.fromkeys(_ANALYSIS))  # the comment may differ
+        store_file_ratings(self.conn, self.source, self.period, keys, piece.ratings)  # a later copy's win
 
     def _sort(self, keys: list[str], hashes: list[str], earlier: dict[str, tuple[int, str]]
               ) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, int]]]:

@@ -70,6 +70,7 @@ class Piece:
     fixed: set[str] = field(default_factory=set)  # open quarantine keys whose rows parse now
     times: dict[str, np.ndarray] = field(default_factory=dict)  # datetimes as `collect.db_times`
     warnings: dict[str, Any] = field(default_factory=dict)  # mapping.Prepared.warnings
+    ratings: Any = None  # mapping.Prepared.ratings
 
 
 def wanted(source: SourceConfig, path: Path) -> bool:
@@ -182,7 +183,7 @@ def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
     times = {n: db_times(records[n], dialect) for n, kind in CANONICAL_FIELDS.items()
              if kind == "datetime" and n in records}
     return Piece(records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
-                 prep.periods, prep.undated, fixed, times, prep.warnings)
+                 prep.periods, prep.undated, fixed, times, prep.warnings, prep.ratings)
 
 
 def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:

@@ -27,6 +27,8 @@ def _fingerprint(settings: Settings, source: SourceConfig) -> str:
     zone, the department ownership (derived departments) and the mapping code's version."""
     spec = {"v": _PREPARE_VERSION, "source": source.model_dump(mode="json"), "tz": str(settings.tz),
             "departments": {k: d.model_dump(mode="json") for k, d in settings.departments.items()}}
+    if source.drivers:  # a driver's scale and "not rated" answers decide its stored ratings
+        spec["drivers"] = [d.model_dump(mode="json") for d in settings.drivers if d.name in source.drivers]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

@@ -21,6 +21,7 @@ from cxloop.models import (
 )
 from cxloop.tasks.cases.contacts import store_contacts
 from cxloop.tasks.collect.bulk import _IN_CHUNK, _bulk_insert, _bulk_update, _chunks, _existing
+from cxloop.tasks.collect.ratings import store_file_ratings
 from cxloop.tasks.collect.summary import COUNT_NAMES, ImportSummary
 from cxloop.tasks.collect.values import _null_columns, _row_columns
 from cxloop.tasks.mapping import Prepared, Rejection
@@ -76,6 +77,8 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
             # The content changed: the comments stage must look at it again.
             "sentiment": None, "sentiment_score": None, "themes": None,
         })
+        if len(records):
+            store_file_ratings(conn, source.name, period, records["response_id"].tolist(), prep.ratings)
         _quarantine(conn, qt, source.name, period, prep.rejected, lambda: prep.fixed_keys, imp.file, now)
         imp.rows_read, imp.loaded, imp.updated = prep.rows_read, len(new_idx), len(changed)
         imp.duplicates, imp.rejected = same + prep.repeated, len(prep.rejected)

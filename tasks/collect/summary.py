@@ -39,6 +39,8 @@ WARNING_TEXTS = {
     "nul_removed": "{cells} NUL character(s) removed (first: {first})",
     "conflicting_ids": "{count} response_id(s) repeated with different content, the last row kept "
                        "(first: {first})",
+    "driver_out_of_scale": "{count} driver rating(s) outside the driver's scale or not a number, left out "
+                           "(first: {first})",
 }
 
 

@@ -62,6 +62,7 @@ class ActionItem:
     context: list[str] = field(default_factory=list)  # broader results short because of this one
     link: str = ""  # into the web workspace, when `[web] base_url` is set
     latest_note: str = ""  # the last note or evidence link a person added (web workspace or CLI)
+    drivers: list[str] = field(default_factory=list)  # key drivers to work on (evidence "drivers")
 
 
 @dataclass
@@ -208,7 +209,19 @@ def action_item(settings: Settings, action: Action, period: str, lang: str, note
         comments=[c for c in (_comment_text(c) for c in comments if c) if c],
         playbook=mask_pii(action.playbook or "").strip(), note=mask_pii(note),
         context=[_context_line(settings, c, lang) for c in ev.get("context") or []],
+        drivers=[driver_line(d, lang) for d in ev.get("drivers") or [] if isinstance(d, dict)],
     )
+
+
+def driver_line(d: dict[str, Any], lang: str) -> str:
+    """"Seat comfort (rank =1, importance 41% [33–49%], mean 2.41 / 1–5)" for a driver an action names."""
+    name = (d.get("label_zh") if lang == "zh" else d.get("label_en")) or d.get("label_en") or d.get("driver")
+    rank = f"={d.get('rank')}" if d.get("tied") else str(d.get("rank"))
+    scale = d.get("scale") or []
+    of = f" / {scale[0]:g}–{scale[1]:g}" if len(scale) == 2 else ""
+    return (f"{name} ({_t('rank', lang)} {rank}, {_t('importance', lang)} {d.get('share', 0):.0f}% "
+            f"[{d.get('share_low', 0):.0f}–{d.get('share_high', 0):.0f}%], {_t('mean', lang)} "
+            f"{d.get('mean', 0):.2f}{of})")
 
 
 def _context_line(settings: Settings, c: dict[str, Any], lang: str) -> str:

@@ -126,6 +126,7 @@ class ReportData:
     responses: int
     quality: Quality
     kpi_labels: dict[str, str] = field(default_factory=dict)
+    drivers: Any = None  # tasks.report.drivers.DriversSection, when drivers are configured and analysed
 
 
 class StoredKpi(Protocol):

@@ -16,9 +16,11 @@ from cxloop.models import (
 from cxloop.periods import parse_period
 from cxloop.tasks import charts
 from cxloop.tasks.month import Month
+from cxloop.tasks.ratings import month_drivers
 from cxloop.tasks.rendering import render, translate
 from cxloop.tasks.report.actions import _actions
 from cxloop.tasks.report.data import ReportData
+from cxloop.tasks.report.drivers import Analyses, drivers_section
 from cxloop.tasks.report.feedback import (
     FeedbackSummary,
     _department_summary,
@@ -48,8 +50,10 @@ def report_filename(department: str | None) -> str:
 
 def build_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
                  lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
-                 feedback: pd.DataFrame | FeedbackSummary | None = None) -> ReportData:
-    """Everything the template shows, as plain data (tests and other outputs can use it too)."""
+                 feedback: pd.DataFrame | FeedbackSummary | None = None,
+                 drivers: Analyses | None = None) -> ReportData:
+    """Everything the template shows, as plain data (tests and other outputs can use it too).
+    `drivers`: the month's key-driver analyses (None: analysed here when drivers are configured)."""
     period = parse_period(period)
     if department is not None and department not in settings.departments:
         known = ", ".join(settings.departments) or "none configured"
@@ -82,6 +86,8 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
         [(v.theme, float(v.count), f"{v.count} · {v.share:.0%}") for v in voices],
         title=translate("Top complaint themes", lang)) if voices else None
     dept_name = _dept_name(settings, department) if department else None
+    if drivers is None:
+        drivers = month_drivers(settings, engine, period)
     title = translate("Customer experience report", lang)
     return ReportData(
         period=period, lang=lang, title=title, company=settings.project.name, department=department,
@@ -90,15 +96,17 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
         journey_cols_label=cols_label, journey_chart=chart, pain_points=pains, action_counts=counts,
         actions=actions, voices=voices, voices_chart=voices_chart, complaints=complaints,
         responses=int(page.groups["count"].sum()), quality=quality,
-        kpi_labels={k: kpi_label(k, lang) for k in KPIS})
+        kpi_labels={k: kpi_label(k, lang) for k in KPIS},
+        drivers=drivers_section(settings, drivers, department, lang))
 
 
 def render_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
                   lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
-                  feedback: pd.DataFrame | FeedbackSummary | None = None) -> str:
+                  feedback: pd.DataFrame | FeedbackSummary | None = None,
+                  drivers: Analyses | None = None) -> str:
     """The report as one self-contained HTML page (`feedback`: the period's rows or their
     `FeedbackSummary`, if already loaded)."""
-    data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir, feedback)
+    data = build_report(settings, engine, period, department, lang, journey_kpi, out_dir, feedback, drivers)
     # Data-derived labels are translated here, not with `_()` in the template: jinja2's new-style
     # gettext %-formats every string, and labels such as "CSAT (% 4–5)" hold a percent sign.
     statuses = {k: kpi_status_label(k, data.lang) for k in KPI_STATUS_LABELS}
@@ -108,20 +116,23 @@ def render_report(settings: Settings, engine: Engine, period: str, department: s
 
 def write_reports(settings: Settings, engine: Engine, period: str, out_dir: Path | None = None,
                   lang: str | None = None, journey_kpi: str = "nps", *,
-                  month_rows: Month | None = None) -> list[Path]:
+                  month_rows: Month | None = None, drivers: Analyses | None = None) -> list[Path]:
     """Company report plus one per department, under reports/<period>/ (or out_dir).
 
     Department pages use the department's own language unless `lang` forces one for all.
-    `month_rows`: the month the cycle shares among its stages (None: read from the database)."""
+    `month_rows`: the month the cycle shares among its stages (None: read from the database);
+    `drivers`: the month's key-driver analyses (None: analysed here, once for every page)."""
     period = parse_period(period)
     target = Path(out_dir) if out_dir is not None else report_dir(settings, period)
     target.mkdir(parents=True, exist_ok=True)
     written = []
     feedback = summarise_feedback(engine, settings, period, journey_kpi, month_rows)  # once for all pages
+    if drivers is None:
+        drivers = month_drivers(settings, engine, period)
     for dept in [None, *settings.departments]:
         path = target / report_filename(dept)
         html = render_report(settings, engine, period, dept, lang, journey_kpi, out_dir=target,
-                             feedback=feedback)
+                             feedback=feedback, drivers=drivers)
         tmp = path.with_suffix(".html.tmp")
         tmp.write_text(html, encoding="utf-8")
         tmp.replace(path)
