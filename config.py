@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cxloop.models import MAPPED_FIELDS, SCORE_FIELDS
-from cxloop.vocabulary import KPIS
+from cxloop.vocabulary import CROSS_SEP, KPIS
 
 Scope = Literal[
     "overall", "department", "journey_stage", "touchpoint", "channel", "segment", "region", "topic"
@@ -177,13 +177,13 @@ class TargetConfig(Strict):
     def _known_scope(cls, v: str) -> str:
         """A base scope, or a crossing of two or more ("department x channel"): a crossing cell is
         judged only when a target names the crossing itself."""
-        parts = [p.strip() for p in v.split(" x ")]
+        parts = [p.strip() for p in v.split(CROSS_SEP)]
         if any(p not in BASE_SCOPE_NAMES or p == "overall" for p in parts) and v not in BASE_SCOPE_NAMES:
             raise ValueError(f"unknown scope {v!r}; known: {', '.join(BASE_SCOPE_NAMES)}, or a crossing "
                              "such as 'department x channel'")
         if len(parts) != len(set(parts)):
             raise ValueError(f"scope {v!r} names a part twice")
-        return " x ".join(parts)
+        return CROSS_SEP.join(parts)
 
 
 class KpiConfig(Strict):

@@ -32,7 +32,7 @@ from cxloop.periods import current_period, period_end_date
 from cxloop.tasks import lifecycle
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.rendering import environment, render
-from cxloop.vocabulary import kpi_label, lower_is_better, scope_label
+from cxloop.vocabulary import CROSS_SEP, VALUE_SEP, kpi_label, lower_is_better, scope_label
 
 if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ...` starts fast
     import numpy as np
@@ -45,8 +45,6 @@ if TYPE_CHECKING:  # pandas and numpy are imported on use, so `cxloop actions ..
     Analyses = Mapping[tuple[str, str], DriverAnalysis]
 
 SYSTEM = "cxloop"
-CROSS = " x "  # scope of a crossing: "department x region"
-CROSS_VALUE = " | "  # its value: "logistics | east"
 SEVERITIES = ("high", "medium", "low")
 NEVER_OPEN = {"responses"}  # a count of answers is context, not a shortfall
 COMMENT_CHARS = 280
@@ -134,8 +132,10 @@ def _period_results(session: Session, period: str) -> list[KpiResult] | None:
 # --------------------------------------------------------------------------- routing
 
 def _split_crossing(scope: str, scope_value: str) -> list[tuple[str, str]]:
-    scopes = [s.strip() for s in scope.split(CROSS.strip()) if s.strip()] if CROSS in scope else [scope]
-    values = [v.strip() for v in scope_value.split("|")] if len(scopes) > 1 else [scope_value]
+    if CROSS_SEP not in scope:
+        return [(scope, scope_value)]
+    scopes = [s.strip() for s in scope.split(CROSS_SEP.strip()) if s.strip()]
+    values = [v.strip() for v in scope_value.split(VALUE_SEP.strip())] if len(scopes) > 1 else [scope_value]
     if len(values) != len(scopes):
         return []
     return list(zip(scopes, values, strict=True))
