@@ -76,6 +76,8 @@ class Target:
 
     key: str  # masked, stable: what `OutboxMessage.delivered` remembers
     plugin: Any
+    # Gets the HTML body: the plugin's own format (a `?format=` in its URL, else its first one).
+    # Apprise 2 gives many plugins several formats (e-mail: HTML then text; webhooks: text first).
     html: bool
     secrets: list[str]
 
@@ -125,7 +127,8 @@ class Router:
         raw = str(plugin.url(privacy=False))
         digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
         return Target(key=f"{_privacy_url(plugin)} #{digest}", plugin=plugin,
-                      html=plugin.notify_format == NotifyFormat.HTML, secrets=secret_fragments(raw))
+                      html=plugin.resolve_format(None) == NotifyFormat.HTML,
+                      secrets=secret_fragments(raw))
 
     def resolve(self, routes: list[str]) -> tuple[list[Target], list[str], list[str]]:
         """(receivers, problems, secrets): problems say which routes led nowhere, secret-free."""
