@@ -93,6 +93,10 @@ def source_fingerprint(settings: Settings) -> str:
         for f in sorted(glob.glob(str(settings.resolve(src.path or "")), recursive=True)):
             st = os.stat(f)
             h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    if settings.outcomes is not None:  # collected in the same stage
+        for f in sorted(glob.glob(str(settings.resolve(settings.outcomes.path)), recursive=True)):
+            st = os.stat(f)
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
