@@ -178,7 +178,8 @@ def test_report_shows_outcomes_per_nps_group_joined_by_customer(tmp_path: Path, 
     lo, hi = (float(x) for x in spend.per_point_ci.split(" – "))
     assert lo <= 1.0 <= hi and hi - lo < 0.2
     churn = next(line for line in section.lines if line.outcome == "churned")
-    assert churn.unit == "pp" and float(churn.per_point) < 0  # promoters churn less
+    assert churn.unit == "%" and churn.per_point.endswith(" pp")
+    assert float(churn.per_point.removesuffix(" pp")) < 0  # promoters churn less
     orders = next(line for line in section.lines if line.outcome == "orders")
     assert [c.value for c in orders.cells] == ["2.00", "2.00", "2.00"]
     # 12 complaints among October's answers against the 600 orders dated in October: 20 per 1,000.

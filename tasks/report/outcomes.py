@@ -168,9 +168,10 @@ def outcomes_section(settings: Settings, engine: Engine, period: str, lang: str)
                  for g in sorted(groups, key=lambda g: GROUPS.index(g.group))]
         point = value_of_one_point(scores, joined[name].to_numpy(dtype=float))
         scale, digits = (100.0, 2) if flag else (1.0, 3)  # a flag's slope in percentage points
+        points = " " + t("pp") if flag else ""
         section.lines.append(OutcomeLine(
-            outcome=name, label=t(OUTCOME_LABELS[name]), unit=t("pp") if flag else unit, cells=cells,
-            per_point=_signed(point.per_point * scale, digits) if point else "–",
+            outcome=name, label=t(OUTCOME_LABELS[name]), unit=unit, cells=cells,
+            per_point=_signed(point.per_point * scale, digits) + points if point else "–",
             per_point_ci=f"{_signed(point.low * scale, digits)} – {_signed(point.high * scale, digits)}"
             if point else ""))
     return section
