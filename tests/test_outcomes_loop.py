@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from cxloop.config import ConfigError, Settings, settings_from_dict
+from cxloop.flows.bookkeeping import data_fingerprint, source_fingerprint
 from cxloop.models import Outcome
 from cxloop.tasks.collect import collect_period
 from cxloop.tasks.collect.outcomes import collect_outcomes
@@ -144,13 +145,18 @@ def test_outcomes_collect_is_idempotent_and_skips_bad_rows(tmp_path: Path, engin
     assert any("4 row(s) skipped" in w for w in first.warning_lines)
     assert "C9999" not in " ".join(first.warning_lines)  # customer ids are not quoted
     assert outcome_rows(engine) == 200
+    collected, reported = source_fingerprint(settings), data_fingerprint(settings, engine, "outcomes")
     again = collect_outcomes(settings, engine)
     assert again.files[0].unchanged and outcome_rows(engine) == 200
-    # A changed file replaces its rows: never duplicated, a removed row is gone.
+    assert data_fingerprint(settings, engine, "outcomes") == reported
+    # A changed file replaces its rows: never duplicated, a removed row is gone; the cycle's collect
+    # and report stages see the change (they are redone on a re-run).
     lines = path.read_bytes().decode("gbk").splitlines()
     path.write_bytes(("\n".join(lines[:101]) + "\n").encode("gbk"))
+    assert source_fingerprint(settings) != collected
     changed = collect_outcomes(settings, engine)
     assert changed.files[0].stored == 100 and outcome_rows(engine) == 100
+    assert data_fingerprint(settings, engine, "outcomes") != reported
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Outcome).where(
             Outcome.customer_id == "C0001")).scalar() == 4  # type: ignore[arg-type]
