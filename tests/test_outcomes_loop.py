@@ -215,3 +215,29 @@ def test_no_outcomes_configured_no_section_and_too_few_one_line(tmp_path: Path, 
     late = settings_for(tmp_path, outcomes={**OUTCOMES, "window_days": 200, "min_customers": 10})
     section = build_report(late, engine, P).outcomes
     assert section is not None and section.incomplete == 40 and section.customers == 0
+
+
+def test_an_excel_export_with_date_cells_and_numeric_ids(tmp_path: Path, engine: Engine) -> None:
+    """Excel keeps member numbers as numbers (1001.0) and dates as date cells: both still join."""
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    write_data(tmp_path / "data", n=10)
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["member", "day", "spend"])
+    sheet.append([1001, datetime(2026, 10, 20), 88.5])
+    sheet.append([1001.0, datetime(2026, 11, 2), 11.5])
+    sheet.append([None, datetime(2026, 11, 2), 1.0])  # no member: skipped
+    book.save(tmp_path / "data" / "crm.xlsx")
+    settings = settings_for(tmp_path, outcomes={"kind": "excel", "path": "data/crm.xlsx",
+                                                "columns": {"customer_id": "member", "date": "day",
+                                                            "spend": "spend"}})
+    [done] = collect_outcomes(settings, engine).files
+    assert (done.stored, done.skipped, done.error) == (2, 1, None)
+    assert done.first_skip == "row 4, column 'member': no customer id"
+    with engine.connect() as conn:
+        rows = conn.execute(select(Outcome.customer_id, Outcome.spend).order_by(Outcome.row)).all()  # type: ignore[call-overload]
+    assert [tuple(r) for r in rows] == [("1001", 88.5), ("1001", 11.5)]
