@@ -139,6 +139,43 @@ class DriverAnalysisConfig(Strict):
     resamples: int = Field(default=400, ge=99)
 
 
+OUTCOME_MEASURES = ("orders", "spend", "visits")  # summed over the window after a response
+OUTCOME_FLAGS = ("churned", "renewed")  # 1 when set on any row in the window
+OUTCOME_FIELDS = ("customer_id", "date", *OUTCOME_MEASURES, *OUTCOME_FLAGS)
+
+
+class OutcomesConfig(Strict):
+    """What customers did afterwards (orders, spend, visits, churn/renewal flags by customer and date),
+    read from a CSV or Excel export like a source and joined to responses by customer id
+    (tasks/collect/outcomes.py, tasks/outcomes.py)."""
+
+    kind: Literal["csv", "excel"]
+    path: str
+    encoding: str = "auto"
+    sheet: str | int | None = None
+    columns: dict[str, str]  # outcome field -> the file's column
+    window_days: int = Field(default=90, ge=1)  # outcomes counted in this many days after a response
+    min_customers: int = Field(default=100, ge=10)  # joined customers before the report shows outcomes
+    currency: str = ""  # shown after spend, e.g. "CNY"
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(OUTCOME_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown outcome field(s) {unknown}; known: {', '.join(OUTCOME_FIELDS)}")
+        missing = [f for f in ("customer_id", "date") if f not in v]
+        if missing:
+            raise ValueError(f"must map {' and '.join(missing)} to the file's column")
+        if not set(v) & {*OUTCOME_MEASURES, *OUTCOME_FLAGS}:
+            outcomes = ", ".join((*OUTCOME_MEASURES, *OUTCOME_FLAGS))
+            raise ValueError(f"must map at least one outcome: {outcomes}")
+        empty = sorted(k for k, col in v.items() if not str(col).strip())
+        if empty:
+            raise ValueError(f"empty column name for {empty}")
+        return v
+
+
 class DepartmentConfig(Strict):
     name: str
     head: str = ""
@@ -478,6 +515,7 @@ class Settings(Strict):
     driver_analysis: DriverAnalysisConfig = Field(default_factory=DriverAnalysisConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     cases: CasesConfig = Field(default_factory=CasesConfig)
+    outcomes: OutcomesConfig | None = None
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")
@@ -566,7 +604,7 @@ def _check_ids(base_dir: Path) -> set[str]:
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECTIONS = ("project", "database", "kpis", "actions", "decisions", "schedule", "quality", "notify",
-             "vocabulary", "comments", "web", "cases")
+             "vocabulary", "comments", "web", "cases", "outcomes")
 
 
 def _expand(value: Any, where: str, env: dict[str, str]) -> Any:

@@ -484,3 +484,27 @@ class FollowupRun(SQLModel, table=True):
     opened: int = 0
     merged: int = 0
     finished_at: datetime = Field(default_factory=utcnow)
+
+
+class Outcome(SQLModel, table=True):
+    """One row of the outcomes export (`[outcomes]`): what a customer did on a date - orders, spend,
+    visits, a churn or renewal flag - joined to responses by customer id (tasks/outcomes.py).
+
+    Rows are kept per file: re-collecting a changed file replaces its rows, an unchanged one (same
+    `file_hash`) is skipped, so a re-run never duplicates. `customer_id` is personal data:
+    `cxloop customers forget` deletes the customer's rows."""
+
+    __tablename__ = "outcome"
+
+    id: int | None = Field(default=None, primary_key=True)
+    file: str = Field(index=True)  # as named in messages: relative to the config
+    file_hash: str
+    row: int  # the spreadsheet row (header = 1)
+    customer_id: str = Field(index=True)
+    at: datetime  # the row's date (a date alone is the start of that day in the project time zone)
+    orders: float | None = None
+    spend: float | None = None
+    visits: float | None = None
+    churned: bool | None = None
+    renewed: bool | None = None
+    loaded_at: datetime = Field(default_factory=utcnow)

@@ -10,12 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
-from cxloop.output import EXIT_ERROR, Format, emit, print_error
+from cxloop.output import EXIT_ERROR, EXIT_USAGE, Format, emit, print_error
 
 IMPORT_COLUMNS = ["id", "started_at", "period", "source", "file", "rows_read", "loaded", "updated",
                   "duplicates", "rejected", "out_of_period", "error", "warnings"]
 SUMMARY_COLUMNS = ["source", "file", "read", "loaded", "updated", "duplicates", "rejected",
                    "out_of_period"]
+OUTCOME_COLUMNS = ["file", "read", "stored", "skipped", "unchanged", "error"]
 
 
 def init(
@@ -52,13 +53,16 @@ def collect(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format
         total["loaded"] = summary.total("loaded")
         rows = [*rows, total]
     emit(rows, fmt, columns=SUMMARY_COLUMNS, title=f"collect {period}")
+    if summary.outcomes is not None and fmt is Format.table:
+        emit([f.row() for f in summary.outcomes.files], fmt, columns=OUTCOME_COLUMNS, title="outcomes")
     err = Console(stderr=True)
     for line in summary.warning_lines:
         print_error("warning", line, err)
     if summary.errors:
         for line in summary.errors:
             print_error("error", line, err)
-        raise typer.Exit(EXIT_ERROR)
+        # a mapped outcomes column the file lacks is a config to fix (2), like a bad key
+        raise typer.Exit(EXIT_USAGE if summary.outcomes and summary.outcomes.config_error else EXIT_ERROR)
 
 
 def imports(

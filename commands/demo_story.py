@@ -63,6 +63,8 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
     out.print()
     out.print("[bold]Where to look next[/]")
     out.print(f"  report:        {reports / 'report.html'}")
+    out.print("                 (with what drives the score, and what promoters, passives and detractors "
+              "did afterwards)")
     held = [p for p in plan.periods if p in cycles and cycles[p].status == "held"]
     quality = settings.resolve("reports") / (held[0] if held else last) / "validation.html"
     out.print(f"  data quality:  {quality}")

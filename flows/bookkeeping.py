@@ -21,7 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
-from cxloop.models import Action, Cycle, CycleStage, KpiResult, utcnow
+from cxloop.models import Action, Cycle, CycleStage, KpiResult, Outcome, utcnow
 from cxloop.paths import EXPECTATIONS, TEMPLATES
 from cxloop.tasks import claims
 
@@ -93,6 +93,10 @@ def source_fingerprint(settings: Settings) -> str:
         for f in sorted(glob.glob(str(settings.resolve(src.path or "")), recursive=True)):
             st = os.stat(f)
             h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
+    if settings.outcomes is not None:  # collected in the same stage
+        for f in sorted(glob.glob(str(settings.resolve(settings.outcomes.path)), recursive=True)):
+            st = os.stat(f)
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
@@ -122,7 +126,7 @@ class FeedbackStamp:
 def data_fingerprint(settings: Settings, engine: Engine, *parts: str,
                      stamp: FeedbackStamp | None = None) -> str:
     """The state a stage reads: config, suites, templates and the named parts of the data
-    ("feedback", "kpis", "actions"). Stages are idempotent; this only spares work. `stamp`: the
+    ("feedback", "kpis", "actions", "outcomes"). Stages are idempotent; this only spares work. `stamp`: the
     cycle run's memo of the feedback stamp (None: read it)."""
     h = hashlib.sha256(settings.model_dump_json().encode())
     h.update(_hash_files(EXPECTATIONS, "*.json").encode())
@@ -139,6 +143,9 @@ def data_fingerprint(settings: Settings, engine: Engine, *parts: str,
         if "actions" in parts:
             parts_read.append(list(s.execute(sa_select(func.count(col(Action.id)),
                                                        func.max(Action.updated_at))).one()))
+        if "outcomes" in parts:  # a changed export replaces its rows (new ids); forget deletes some
+            parts_read.append(list(s.execute(sa_select(func.count(col(Outcome.id)),
+                                                       func.max(Outcome.id))).one()))
     h.update(json.dumps(parts_read, default=str).encode())
     return h.hexdigest()
 

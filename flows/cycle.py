@@ -195,7 +195,7 @@ def write_reports(ctx: CycleContext) -> dict[str, Any]:
             counts["driver_scopes"] = len(ctx.key_drivers())  # scopes with enough rated responses
         return counts
 
-    return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions"), work)
+    return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions", "outcomes"), work)
 
 
 @flow(name="cx-monthly-cycle", flow_run_name="cx-{period}", log_prints=True)

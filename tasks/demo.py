@@ -8,6 +8,11 @@ labels), the hotline's ticket export (GBK, as Chinese Excel saves it) and the ap
 - marketing's awareness and consideration stages sit at their NPS target: some months a little
   under it, inside the noise ("at risk", no action);
 - month 5's app export is broken (a handful of rows): the gate holds that cycle.
+The survey also asks five attribute ratings (key drivers, each owned by a department; delivery speed
+matters most and performs worst) and carries the member number, and the CRM's order export
+(`data/crm/orders.csv`, GBK) says what each member did in the months after answering: promoters
+order more and churn less. These are drawn from their own random stream, so the story above - every
+draw it makes - is the same with or without them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ CHANNELS = {"survey": "问卷", "store": "门店", "web": "官网", "wechat": "�
 REGIONS = {"east": "华东", "north": "华北", "south": "华南", "west": "西部"}
 SEGMENTS = {"new": "新客", "returning": "老客", "vip": "会员"}
 CSAT_LABELS = {1: "非常不满意", 2: "不满意", 3: "一般", 4: "满意", 5: "非常满意"}
+# Attribute ratings (1-5): column, mean rating, how strongly the NPS answer moves it, share not rated.
+DRIVERS = {"delivery_speed": ("配送速度", 2.9, 0.75, 0.0), "product_quality": ("产品质量", 3.7, 0.45, 0.0),
+           "staff_service": ("服务态度", 3.8, 0.3, 0.25), "value_for_money": ("性价比", 3.5, 0.25, 0.0),
+           "app_ease": ("APP易用性", 3.9, 0.1, 0.2)}
+# What members do in the 120 days after answering, by NPS group: orders (Poisson mean), churn chance.
+ORDERS_AFTER = {"promoter": 2.6, "passive": 2.0, "detractor": 1.3}
+CHURN_AFTER = {"promoter": 0.06, "passive": 0.12, "detractor": 0.27}
 
 # Comment phrases by topic and tone (zh, en). Topics match the default taxonomy's keywords.
 PHRASES: dict[str, dict[str, list[str]]] = {
@@ -156,9 +168,34 @@ def _local_time(rng: random.Random, period: str) -> datetime:
     return start + timedelta(days=rng.randrange(days), minutes=rng.randrange(13 * 60))
 
 
-def _write_survey(folder: Path, rng: random.Random, plan: DemoPlan, period: str, n: int) -> None:
+def _ratings(extra: random.Random, nps: int) -> list[str]:
+    """The attribute ratings of one answer, from the demo's own stream (`extra`): each leans with the
+    NPS answer by its driver's weight; some are left empty (not rated)."""
+    cells = []
+    for _, mean, weight, skipped in DRIVERS.values():
+        value = mean + weight * (nps - 7) / 2.5 + extra.gauss(0, 0.8)
+        cells.append("" if extra.random() < skipped else str(max(1, min(5, round(value)))))
+    return cells
+
+
+@dataclass
+class Answer:
+    """A member's answer, for the CRM export."""
+
+    member: str
+    at: datetime
+    nps: int
+
+
+def _write_survey(folder: Path, rng: random.Random, plan: DemoPlan, period: str, n: int,
+                  extra: random.Random | None = None) -> list[Answer]:
+    """The survey export; with `extra` (the demo's second stream) also the attribute ratings and the
+    member number of each answer, returned for the CRM export."""
     header = ["编号", "提交时间", "渠道", "旅程阶段", "触点", "地区", "客户类型", "推荐意愿", "满意度",
               "办理容易程度", "解决问题", "省心程度", "心理感受", "评论"]
+    if extra is not None:
+        header += ["会员号", *(column for column, *_ in DRIVERS.values())]
+    answers: list[Answer] = []
     path = folder / f"survey_{period}.csv"
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh)
@@ -174,12 +211,48 @@ def _write_survey(folder: Path, rng: random.Random, plan: DemoPlan, period: str,
             nps_cell: str | int = nps
             if i in (11, 12):  # a couple of typos every month: the gate quarantines them
                 nps_cell = 11
-            w.writerow([f"S{period.replace('-', '')}-{i:05d}",
-                        _local_time(rng, period).strftime("%Y/%m/%d %H:%M"), channel, STAGES[stage],
-                        TOUCHPOINTS[rng.choice(TOUCHPOINT_OF[stage])], rng.choice(list(REGIONS.values())),
-                        rng.choice(list(SEGMENTS.values())), nps_cell, CSAT_LABELS[_scale(rng, nps, 5)],
-                        _scale(rng, nps, 7), _scale(rng, nps, 7), _scale(rng, nps, 7), _scale(rng, nps, 7),
-                        comment])
+            at = _local_time(rng, period)
+            row = [f"S{period.replace('-', '')}-{i:05d}", at.strftime("%Y/%m/%d %H:%M"), channel,
+                   STAGES[stage], TOUCHPOINTS[rng.choice(TOUCHPOINT_OF[stage])],
+                   rng.choice(list(REGIONS.values())),
+                   rng.choice(list(SEGMENTS.values())), nps_cell, CSAT_LABELS[_scale(rng, nps, 5)],
+                   _scale(rng, nps, 7), _scale(rng, nps, 7), _scale(rng, nps, 7), _scale(rng, nps, 7),
+                   comment]
+            if extra is not None:
+                member = f"M{period.replace('-', '')[2:]}{i:05d}" if extra.random() < 0.9 else ""
+                row += [member, *_ratings(extra, nps)]
+                if member:
+                    answers.append(Answer(member, at, nps))
+            w.writerow(row)
+    return answers
+
+
+def _write_orders(path: Path, extra: random.Random, answers: list[Answer]) -> None:
+    """The CRM's order export (GBK, as Chinese Excel saves it): each member's orders in the 120 days
+    after answering, and a churn flag on the day a churned member cancelled."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="gbk", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["会员号", "日期", "订单数", "消费金额", "是否流失"])
+        for a in answers:
+            group = "promoter" if a.nps >= 9 else "passive" if a.nps >= 7 else "detractor"
+            days = sorted(extra.uniform(0.5, 120) for _ in range(_poisson(extra, ORDERS_AFTER[group])))
+            for d in days:
+                spend = round(extra.lognormvariate(5.0, 0.5), 2)
+                w.writerow([a.member, (a.at + timedelta(days=d)).strftime("%Y-%m-%d"), 1, spend, "否"])
+            if extra.random() < CHURN_AFTER[group]:
+                w.writerow([a.member, (a.at + timedelta(days=extra.uniform(10, 85))).strftime("%Y-%m-%d"),
+                            0, 0, "是"])
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth; the means here are small)."""
+    limit, k, p = pow(2.718281828459045, -mean), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
 
 
 def _write_hotline(folder: Path, rng: random.Random, plan: DemoPlan, period: str, n: int) -> None:
@@ -265,6 +338,13 @@ cx_success = "解决问题"
 cx_effort = "省心程度"
 cx_emotion = "心理感受"
 comment = "评论"
+customer_id = "会员号"
+[sources.drivers]
+delivery_speed = "配送速度"
+product_quality = "产品质量"
+staff_service = "服务态度"
+value_for_money = "性价比"
+app_ease = "APP易用性"
 [sources.values.channel]
 "问卷" = "survey"
 "门店" = "store"
@@ -345,6 +425,50 @@ language = "lang"
 segment = "segment"
 region = "region"
 comment = "comment"
+
+# Attribute questions of the survey: the report's "What drives the score" section
+[[drivers]]
+name = "delivery_speed"
+label_zh = "配送速度"
+label_en = "Delivery speed"
+journey_stage = "delivery"
+
+[[drivers]]
+name = "product_quality"
+label_zh = "产品质量"
+label_en = "Product quality"
+journey_stage = "use"
+
+[[drivers]]
+name = "staff_service"
+label_zh = "服务态度"
+label_en = "Staff service"
+journey_stage = "after_sales"
+
+[[drivers]]
+name = "value_for_money"
+label_zh = "性价比"
+label_en = "Value for money"
+journey_stage = "purchase"
+
+[[drivers]]
+name = "app_ease"
+label_zh = "APP易用性"
+label_en = "App ease of use"
+touchpoint = "app"
+
+# What members did after answering (the CRM's order export): the report's outcomes section
+[outcomes]
+kind = "csv"
+path = "data/crm/*.csv"
+window_days = 90
+currency = "CNY"
+[outcomes.columns]
+customer_id = "会员号"
+date = "日期"
+orders = "订单数"
+spend = "消费金额"
+churned = "是否流失"
 
 [vocabulary]
 channel = ["survey", "store", "web", "wechat", "email", "hotline", "app"]
@@ -446,6 +570,8 @@ model_path = "sentiment/model.joblib"
 def write_demo(folder: Path, plan: DemoPlan) -> Path:
     """Write the demo's config, source files and training set; return the config path."""
     rng = random.Random(plan.seed)
+    extra = random.Random(f"{plan.seed}:drivers-and-outcomes")  # its own stream: `rng`'s draws stay the same
+    answers: list[Answer] = []
     folder = folder.resolve()
     dirs = {k: folder / "data" / k for k in ("survey", "hotline", "app")}
     for d in dirs.values():
@@ -453,9 +579,10 @@ def write_demo(folder: Path, plan: DemoPlan) -> Path:
     notices = folder / "notices"
     notices.mkdir(exist_ok=True)
     for period in plan.periods:
-        _write_survey(dirs["survey"], rng, plan, period, int(plan.rows_per_month * 0.6))
+        answers += _write_survey(dirs["survey"], rng, plan, period, int(plan.rows_per_month * 0.6), extra)
         _write_hotline(dirs["hotline"], rng, plan, period, int(plan.rows_per_month * 0.15))
         _write_app(dirs["app"], rng, plan, period, int(plan.rows_per_month * 0.25))
+    _write_orders(folder / "data" / "crm" / "orders.csv", extra, answers)
     write_training_set(folder / "training" / "labelled_comments.csv")
     config = folder / "cxloop.toml"
     config.write_text(CONFIG.format(db=folder / "cxloop.db", notices=notices), encoding="utf-8")

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
-from cxloop.config import settings_from_dict
+from cxloop.config import OutcomesConfig, settings_from_dict
 from cxloop.models import FollowupCase, OutboxMessage
 from cxloop.tasks.cases.customers import export_customer, forget_customer
 from cxloop.tasks.cases.daily import run_day
@@ -118,21 +118,28 @@ def test_escalation_exactly_once_after_a_kill_mid_send(tmp_path: Path, engine: E
 
 def test_forget_removes_every_trace_and_keeps_the_counts(tmp_path: Path, engine: Engine) -> None:
     write_csv(tmp_path / "data" / "oct.csv", ROWS)
-    settings = project(tmp_path, engine)
+    (tmp_path / "crm").mkdir()
+    (tmp_path / "crm" / "orders.csv").write_text(  # the [outcomes] export: c1's orders, and c2's
+        "cust,day,spend\nc1,2026-10-09,120\nc1,2026-11-02,80\nc2,2026-10-09,50\n", encoding="utf-8")
+    settings = project(tmp_path, engine).model_copy(update={"outcomes": OutcomesConfig(
+        kind="csv", path="crm/orders.csv", columns={"customer_id": "cust", "date": "day", "spend": "spend"})})
     from cxloop.tasks.collect import collect_period
     collect_period(settings, engine, "2026-10")
     run_day(settings, engine, DAY1, collect=False, send=False)
     exported = export_customer(engine, "c1")
     assert len(exported["responses"]) == 2 and len(exported["cases"]) == 1 and exported["contacts"]
     assert exported["notices"]
+    assert sorted(o["spend"] for o in exported["outcomes"]) == [80.0, 120.0]
     with engine.connect() as conn:
         nps_before = conn.execute(text("SELECT count(*), sum(nps) FROM feedback")).one()
     counts = forget_customer(engine, "c1")
     assert counts["responses"] == 2 and counts["cases"] == 1 and counts["contacts"] == 2
+    assert counts["outcomes"] == 2
     dump = ""
     with engine.connect() as conn:
+        assert conn.execute(text("SELECT customer_id, spend FROM outcome")).all() == [("c2", 50.0)]
         for table in ("feedback", "customer_contact", "followup_case", "case_event", "outbox_message",
-                      "quarantined_row"):
+                      "quarantined_row", "outcome"):
             dump += " ".join(str(r) for r in conn.execute(text(f"SELECT * FROM {table}")).all())
         assert conn.execute(text("SELECT count(*), sum(nps) FROM feedback")).one() == nps_before
     for trace in ("'c1'", "13812345678", "zs@example.com", "快递三天没到", "还是没到", "张三"):

@@ -3,6 +3,7 @@ on any date (its months are fixed unless `--last` moves them) and across seeds."
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def test_demo_runs_every_cycle_and_tells_the_story(prefect_harness: None, db_url
     months = sorted(p.name for p in (folder / "reports").iterdir())
     assert months == default_plan(last, months=3).periods
     assert all((folder / "reports" / m / "report.html").exists() for m in months)
+    # The survey's attribute ratings and the CRM's orders reach the last month's report.
+    html = (folder / "reports" / last / "report.html").read_text(encoding="utf-8")
+    assert 'id="drivers"' in html and 'data-driver="delivery_speed"' in html
+    assert 'id="outcomes"' in html and 'data-outcome="spend"' in html and 'data-outcome="churned"' in html
+    assert 'data-outcomes="too-few"' not in html and 'data-outcomes="complaints"' in html
+    assert "评分与客户后续行为" in html and "并不能证明" in html  # the demo company reads Chinese
+    assert not re.search(r"M\d{9}", html)  # member numbers are never shown
     engine = create_engine(db_url)
     with Session(engine) as session:
         opened = [(a.kpi, a.scope, a.scope_value) for a in session.exec(select(Action))]

@@ -4,7 +4,8 @@ forgetting it.
 Forgetting keeps the aggregates: a response keeps its scores, channel, department and comment
 analysis (so past KPIs recompute the same), but loses the customer id and the comment text; a case
 keeps its times and outcome (the follow-up KPIs) but loses the customer id and its notes; contact
-details are deleted; stored copies of notices that quoted the customer's cases are replaced by a
+details and the customer's outcome rows (orders, spend, visits from `[outcomes]`) are deleted;
+stored copies of notices that quoted the customer's cases are replaced by a
 line saying they were removed; quarantined raw rows naming the customer are deleted.
 """
 
@@ -22,6 +23,7 @@ from cxloop.models import (
     Feedback,
     FollowupCase,
     OutboxMessage,
+    Outcome,
     QuarantinedRow,
 )
 
@@ -52,8 +54,10 @@ def export_customer(engine: Engine, customer_id: str) -> dict[str, Any]:
         notices = [_plain(r) for r in conn.execute(
             select(om.c.id, om.c.period, om.c.recipient, om.c.kind, om.c.status, om.c.subject, om.c.body_text)
             .where(om.c.id.in_(select(cn.c.message_id).where(cn.c.case_id.in_(ids)))).order_by(om.c.id))]
+        outcomes = [_plain(r) for r in conn.execute(select(_t(Outcome)).where(
+            _t(Outcome).c.customer_id == customer_id).order_by(_t(Outcome).c.id))]
     return {"customer_id": customer_id, "responses": responses, "contacts": contacts, "cases": cases,
-            "case_events": events, "notices": notices}
+            "case_events": events, "notices": notices, "outcomes": outcomes}
 
 
 def forget_customer(engine: Engine, customer_id: str) -> dict[str, int]:
@@ -77,4 +81,6 @@ def forget_customer(engine: Engine, customer_id: str) -> dict[str, int]:
         stale = [r.id for r in conn.execute(select(qr.c.id, qr.c.raw))
                  if customer_id in (r.raw or {}).values()]
         counts["quarantined"] = conn.execute(delete(qr).where(qr.c.id.in_(stale))).rowcount or 0
+        out = _t(Outcome)
+        counts["outcomes"] = conn.execute(delete(out).where(out.c.customer_id == customer_id)).rowcount or 0
     return counts

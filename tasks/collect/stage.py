@@ -14,6 +14,7 @@ from cxloop.periods import parse_period
 from cxloop.tasks import readers
 from cxloop.tasks.collect import reuse
 from cxloop.tasks.collect.big import _collect_big, _is_big
+from cxloop.tasks.collect.outcomes import collect_outcomes
 from cxloop.tasks.collect.reuse import _fingerprint
 from cxloop.tasks.collect.sources import _label, read_file, source_files
 from cxloop.tasks.collect.store import _record_failure, _store
@@ -78,8 +79,11 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
 
 
 def collect_period(settings: Settings, engine: Engine, period: str) -> CollectSummary:
-    """Read every `[[sources]]` entry and load the responses submitted in `period`."""
+    """Read every `[[sources]]` entry and load the responses submitted in `period`; then the
+    `[outcomes]` files, when configured (not monthly: every file, unchanged ones skipped)."""
     summary = CollectSummary(parse_period(period))
     for source in settings.sources:
         summary.imports.extend(collect_source(settings, engine, source, summary.period))
+    if settings.outcomes is not None:
+        summary.outcomes = collect_outcomes(settings, engine)
     return summary

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from cxloop.tasks.collect.outcomes import OutcomesSummary
+
 
 @dataclass
 class ImportSummary:
@@ -60,6 +62,7 @@ COUNT_NAMES = ("rows_read", "loaded", "updated", "duplicates", "rejected", "out_
 class CollectSummary:
     period: str
     imports: list[ImportSummary] = field(default_factory=list)
+    outcomes: OutcomesSummary | None = None  # the `[outcomes]` files, when configured
 
     def total(self, name: str) -> int:
         return sum(int(getattr(i, name)) for i in self.imports)
@@ -67,13 +70,15 @@ class CollectSummary:
     @property
     def errors(self) -> list[str]:
         """One line per file that could not be read; each message names the file."""
-        return [f"source {i.source!r}: {i.error}" for i in self.imports if i.error]
+        return [f"source {i.source!r}: {i.error}" for i in self.imports if i.error] + (
+            self.outcomes.errors if self.outcomes else [])
 
     @property
     def warning_lines(self) -> list[str]:
         """One line per thing collect cleaned or noticed in a file that loaded (import warnings)."""
         return [f"source {i.source!r}: {i.file}: {warning_text(name, w)}"
-                for i in self.imports for name, w in (i.warnings or {}).items()]
+                for i in self.imports for name, w in (i.warnings or {}).items()] + (
+            self.outcomes.warning_lines if self.outcomes else [])
 
     @property
     def ok(self) -> bool:
@@ -87,4 +92,6 @@ class CollectSummary:
         out: dict[str, int | float | str] = {"files": len(self.imports)}
         out.update({name: self.total(name) for name in COUNT_NAMES})
         out["errors"] = len(self.errors)
+        if self.outcomes is not None:
+            out.update(self.outcomes.counts())
         return out

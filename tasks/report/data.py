@@ -127,6 +127,7 @@ class ReportData:
     quality: Quality
     kpi_labels: dict[str, str] = field(default_factory=dict)
     drivers: Any = None  # tasks.report.drivers.DriversSection, when drivers are configured and analysed
+    outcomes: Any = None  # tasks.report.outcomes.OutcomesSection: company page, when [outcomes] is configured
 
 
 class StoredKpi(Protocol):

@@ -48,7 +48,6 @@ class DriversSection:
     rows: list[DriverRow]
     chart: Markup
     excluded: list[str] = field(default_factory=list)
-    outcomes: object | None = None  # the outcomes part (tasks.report.outcomes), when configured
 
 
 def driver_label(driver: DriverConfig | None, name: str, lang: str) -> str:

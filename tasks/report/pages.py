@@ -29,6 +29,7 @@ from cxloop.tasks.report.feedback import (
 )
 from cxloop.tasks.report.formatting import HEADLINE_KPIS, label
 from cxloop.tasks.report.journey import _journey
+from cxloop.tasks.report.outcomes import outcomes_section
 from cxloop.tasks.report.quality import _quality
 from cxloop.tasks.report.scorecard import _dept_name, _headlines, _kpi_rows, _scorecard
 from cxloop.tasks.report.voices import _voices
@@ -97,7 +98,8 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
         actions=actions, voices=voices, voices_chart=voices_chart, complaints=complaints,
         responses=int(page.groups["count"].sum()), quality=quality,
         kpi_labels={k: kpi_label(k, lang) for k in KPIS},
-        drivers=drivers_section(settings, drivers, department, lang))
+        drivers=drivers_section(settings, drivers, department, lang),
+        outcomes=outcomes_section(settings, engine, period, lang) if department is None else None)
 
 
 def render_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
