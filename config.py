@@ -412,6 +412,11 @@ class WebConfig(Strict):
     secret_key: str | None = None  # signs sessions and links; default: a key file next to the config
     link_hours: float = Field(default=72.0, gt=0)  # a notice's sign-in link expires after this
     session_hours: float = Field(default=12.0, gt=0)
+    # password guessing: this many failures for one account (or from one client address) within
+    # the window, and password sign-in is refused until the window has passed (web/throttle.py)
+    login_attempts: int = Field(default=5, ge=1)
+    login_attempts_per_client: int = Field(default=20, ge=1)
+    login_window_minutes: float = Field(default=15.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
