@@ -25,6 +25,7 @@ from cxloop.tasks.notify.outbox import message_row
 from cxloop.tasks.notify.routes import (
     DATA_OWNERS,
     ESCALATION_RECIPIENT,
+    USER_PREFIX,
     Router,
     Target,
     describe_routes,
@@ -127,6 +128,8 @@ def _no_route_reason(settings: Settings, recipient: str) -> str:
         return "[actions] escalation_notify is empty"
     if recipient == DATA_OWNERS:
         return "no [quality] data_owners and no data_owners on any source"
+    if recipient.startswith(USER_PREFIX):
+        return "[web] link_mail is not set"
     if recipient not in settings.departments:
         return f"department {recipient!r} is not in the config (add [departments.{recipient}] with notify)"
     return f"[departments.{recipient}] notify is empty"
@@ -213,6 +216,22 @@ def _deliver_one(settings: Settings, engine: Engine, router: Router, msg: Outbox
         msg.last_error = scrub("; ".join(problems), secrets) or None
         summary.sent += 1
     _save(engine, msg)
+
+
+def deliver_message(settings: Settings, engine: Engine, message_id: int,
+                    now: datetime | None = None) -> DeliverySummary:
+    """Send one outbox message now (`cxloop users link`), with the usual claim, retries and record;
+    if it fails, `cxloop notify --retry` sends it later like any other."""
+    with Session(engine, expire_on_commit=False) as session:
+        msg = session.get(OutboxMessage, message_id)
+        if msg is None:
+            raise ValueError(f"no outbox message {message_id}")
+        session.expunge(msg)
+    summary = DeliverySummary()
+    _deliver_one(settings, engine, Router(settings), msg, now or utcnow(), summary,
+                 settings.notify.retry_delay_seconds)
+    summary.messages.append(message_row(msg))
+    return summary
 
 
 def _dry_run(router: Router, settings: Settings, engine: Engine, messages: list[OutboxMessage], out_dir: Path,
