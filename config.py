@@ -449,6 +449,14 @@ class WebConfig(Strict):
     secret_key: str | None = None  # signs sessions and links; default: a key file next to the config
     link_hours: float = Field(default=72.0, gt=0)  # a notice's sign-in link expires after this
     session_hours: float = Field(default=12.0, gt=0)
+    # password guessing: this many failures for one account (or from one client address) within
+    # the window, and password sign-in is refused until the window has passed (web/throttle.py)
+    login_attempts: int = Field(default=5, ge=1)
+    login_attempts_per_client: int = Field(default=20, ge=1)
+    login_window_minutes: float = Field(default=15.0, gt=0)
+    # `cxloop users link`: the Apprise e-mail URL a personal sign-in link is sent through, without
+    # a recipient (the account's name, an e-mail address, is added as `to=`)
+    link_mail: str | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -456,6 +464,17 @@ class WebConfig(Strict):
         """Every notice links to it: only an http(s) address, never `javascript:` or a quote."""
         if v is not None and (not _WEB_ADDRESS.match(v) or re.search(r"[\s<>\"'`]", v)):
             raise ValueError(f"must be an http:// or https:// address without spaces or quotes, not {v!r}")
+        return v
+
+    @field_validator("link_mail")
+    @classmethod
+    def _mail_url(cls, v: str | None) -> str | None:
+        """A personal sign-in link goes to one person's mailbox, never to a shared channel."""
+        if v is not None and not re.match(r"mailtos?://\S+$", v, re.IGNORECASE):
+            raise ValueError("must be an Apprise e-mail URL (mailto:// or mailtos://) without a recipient, "
+                             "e.g. \"mailtos://user:${SMTP_PASSWORD}@smtp.example.com?from=cx@example.com\"")
+        if v is not None and re.search(r"[?&]to=", v, re.IGNORECASE):
+            raise ValueError("must not name a recipient (to=): each link goes to its account's own address")
         return v
 
     @field_validator("secret_key")

@@ -393,6 +393,18 @@ class AuditEntry(SQLModel, table=True):
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
+class LoginAttempt(SQLModel, table=True):
+    """A failed password sign-in (web/throttle.py): counted per account and per client address in
+    the database, so the limit holds across worker processes and restarts."""
+
+    __tablename__ = "login_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    account: str = Field(index=True)  # the name typed, lower-cased: known or not, counted the same
+    client: str = Field(index=True)  # the client's address ("" when unknown)
+
+
 class CustomerContact(SQLModel, table=True):
     """How to reach the customer behind one response: only for consenting customers (issue 19),
     shown to the case's owner and admins only, purged after `[cases] retention_days`."""

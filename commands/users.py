@@ -1,8 +1,8 @@
-"""`cxloop users add|list|disable|reset`: accounts of the web workspace.
+"""`cxloop users add|list|disable|reset|link`: accounts of the web workspace.
 
 Passwords are read from a prompt or $CXLOOP_PASSWORD (never an argument: it would stay in the
 shell history and the process list) and stored only as an argon2 hash.
-Exit codes: 0 ok, 1 error (unknown user, name taken, bad role or department).
+Exit codes: 0 ok, 1 error (unknown user, name taken, bad role or department, a link not sent).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, load
 from cxloop.output import Format, emit
 
-users_app = typer.Typer(help="Web workspace accounts: add, list, disable, reset.", no_args_is_help=True)
+users_app = typer.Typer(help="Web workspace accounts: add, list, disable, reset, link.", no_args_is_help=True)
 NameArg = Annotated[str, typer.Argument(help="User name (the login, e.g. an e-mail address).",
                                         show_default=False)]
 PasswordOpt = Annotated[bool, typer.Option(
@@ -100,6 +100,30 @@ def reset_command(name: NameArg, password: PasswordOpt = False, config: ConfigOp
     except UserError as exc:
         raise CxError(str(exc)) from None
     typer.echo(f"user {name}: reset")
+
+
+@users_app.command("link")
+def link_command(
+    name: NameArg,
+    action: Annotated[int | None, typer.Option("--action", "-a", help="Open this action after signing in.",
+                                               show_default=False)] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """E-mail a single-use sign-in link to any active account (through the outbox, `[web] link_mail`)."""
+    from cxloop.tasks.notify import deliver_message
+    from cxloop.web.users import UserError, queue_link
+
+    settings, engine = load(config)
+    try:
+        msg = queue_link(settings, engine, name, action, _actor())
+    except UserError as exc:
+        raise CxError(str(exc)) from None
+    summary = deliver_message(settings, engine, msg.id or 0)
+    row = summary.messages[0]
+    if row["status"] != "sent":
+        raise CxError(f"user {name}: the link was not sent ({row['last_error'] or row['status']}); "
+                      "`cxloop notify --retry` tries again")
+    typer.echo(f"user {name}: sign-in link sent (outbox #{msg.id}, valid {settings.web.link_hours:g} hours)")
 
 
 def register(app: typer.Typer) -> None:

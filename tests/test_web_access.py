@@ -107,7 +107,10 @@ def test_cookies_are_secure_behind_tls_and_web_config_is_checked(tmp_path: Path)
         assert {"httponly", "samesite=lax"} <= flags and ("secure" in flags) is secure
     for bad, key in (({"base_url": "javascript:alert(1)"}, "web.base_url"),
                      ({"base_url": "https://x.example/\"><script>"}, "web.base_url"),
-                     ({"secret_key": "short"}, "web.secret_key"), ({"link_hours": 0}, "web.link_hours")):
+                     ({"secret_key": "short"}, "web.secret_key"), ({"link_hours": 0}, "web.link_hours"),
+                     ({"link_mail": "slack://team/channel"}, "web.link_mail"),
+                     ({"link_mail": "mailto://relay.example?to=all@example.com"}, "web.link_mail"),
+                     ({"login_attempts": 0}, "web.login_attempts")):
         with pytest.raises(ConfigError, match=re.escape(key)):
             settings_from_dict({"web": bad}, tmp_path, env={})
 

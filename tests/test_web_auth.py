@@ -103,6 +103,7 @@ def test_accounts_are_checked(ws: Workspace) -> None:
 
 
 def test_report_cache_rebuilds_only_when_the_period_changes(ws: Workspace) -> None:
+    from cxloop.tasks.actions import change_status
     from cxloop.web.views import ReportCache
     from tests.test_actions import add_result
 
@@ -117,3 +118,11 @@ def test_report_cache_rebuilds_only_when_the_period_changes(ws: Workspace) -> No
     add_result(ws.engine, "2026-10", "csat", "channel", "web")  # a stage rewrote the period
     assert cache.get(ws.engine, "2026-10", None, "en", build) == 3
     assert cache.get(ws.engine, "2026-09", None, "en", build) == 4
+    assert cache.get(ws.engine, "2026-10", None, "en", build, part="dashboard:full") == 5
+    assert cache.get(ws.engine, "2026-10", None, "en", build, part="dashboard:full") == 5
+    change_status(ws.settings, ws.engine, ws.logistics_action, "acknowledged", by="wang")  # an action moved
+    assert cache.get(ws.engine, "2026-10", None, "en", build, part="dashboard:full") == 6
+    slow = ReportCache(recheck=3600)  # between re-checks the entry is served without reading the stamp
+    assert slow.get(ws.engine, "2026-10", None, "en", build) == 7
+    add_result(ws.engine, "2026-10", "csat", "channel", "app")
+    assert slow.get(ws.engine, "2026-10", None, "en", build) == 7

@@ -3,7 +3,7 @@ executable), on SQLite and PostgreSQL: a head follows the link from a delivered 
 acknowledges, adds a note, marks the action done, and `cxloop actions show` then shows it; the
 head of another department gets 403; a reused, forged or expired link is refused; a POST without
 the CSRF token is refused; a `<script>` someone wrote is shown as text; the next notice carries
-the note."""
+the note. An admin readmits a corrected quarantined row on the quality page."""
 
 from __future__ import annotations
 
@@ -16,16 +16,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
 
-from cxloop.models import utcnow
+from cxloop.config import load_settings
+from cxloop.db import session_scope
+from cxloop.models import AuditEntry, Feedback, QuarantinedRow, utcnow
 from cxloop.tasks.notify import build_notices, deliver, queue_notices
 from cxloop.web.auth import mint_link, secret_key
-from cxloop.web.users import head_account
+from cxloop.web.users import add_user, head_account
 from tests.cli import cxloop
 from tests.receivers import SmtpReceiver
-from tests.web_setup import HOSTILE, PASSWORD, free_port, seed, serve
+from tests.test_quarantine_cli import _setup
+from tests.test_validate import PERIOD
+from tests.web_setup import HOSTILE, PASSWORD, csrf_of, free_port, seed, serve
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 # In CI a missing browser is a failure, not a skip: `.ci/run` installs Debian's chromium.
@@ -114,3 +120,46 @@ def test_a_head_acts_from_the_notice_link(browser: Any, engine: Engine, db_url: 
                 if d.recipient == "logistics"]
     assert "courier-routing" in digest.body_text and "&lt;script&gt;" in digest.body_html
     assert "<script>" not in digest.body_html and f"{base}/actions/{aid}" in digest.body_text
+
+
+def test_an_admin_readmits_a_corrected_row(browser: Any, engine: Engine, db_url: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data owner's path end to end: the row fixed at the source, "re-check and readmit" on the
+    quality page, and `cxloop quarantine` agrees; a non-admin gets 403 on the page and the form."""
+    config = _setup(engine, db_url, tmp_path)  # r7, r8 and a collect row quarantined in PERIOD
+    with config.open("a", encoding="utf-8") as fh:
+        fh.write('\n[web]\nsecret_key = "test-secret-key-that-is-long-enough-0123456789"\n')
+    settings = load_settings(config, env={})
+    add_user(settings, engine, "admin", "admin", password=PASSWORD)
+    add_user(settings, engine, "viewer", "viewer", password=PASSWORD)
+    with session_scope(engine) as s:  # r8 corrected at the source
+        s.execute(update(Feedback).where(col(Feedback.response_id) == "r8").values(csat=3))
+
+    with serve(settings, engine) as base:
+        page = browser.new_context().new_page()
+        page.goto(f"{base}/login?next=/quality%3Fperiod%3D{PERIOD}")
+        page.fill("#name", "admin")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/quality?period={PERIOD}")
+        assert "r8" in page.inner_text("#quarantine")
+        page.click("#readmit")
+        page.wait_for_url(f"{base}/quality?period={PERIOD}&readmitted=1")
+        rows = page.inner_text("#quarantine tbody")
+        assert "r8" not in rows and "r7" in rows and "web.csv:12" in rows
+
+        viewer = httpx.Client(base_url=base)
+        token = csrf_of(viewer.get("/login").text)
+        viewer.post("/login", data={"name": "viewer", "password": PASSWORD, "csrf": token})
+        assert viewer.get(f"/quality?period={PERIOD}").status_code == 403
+        token = csrf_of(viewer.get("/").text)
+        assert viewer.post("/quality/readmit", data={"period": PERIOD, "csrf": token}).status_code == 403
+
+    code, out, _ = cxloop(capsys, monkeypatch, config, "quarantine", "list", "--period", PERIOD,
+                          "--format", "json")
+    assert code == 0 and {r["row_key"] for r in json.loads(out)} == {"r7", "web.csv:12"}
+    with Session(engine) as s:
+        r8 = s.exec(select(QuarantinedRow).where(QuarantinedRow.row_key == "r8")).one()
+        [entry] = s.exec(select(AuditEntry).where(AuditEntry.verb == "readmit")).all()
+    assert r8.readmitted_at is not None and entry.actor == "admin" and "readmitted=1" in entry.detail

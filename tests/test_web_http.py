@@ -152,6 +152,13 @@ def test_customer_comments_are_text_and_lists_filter(site: tuple[Workspace, str]
     assert admin.get("/?period=2026-13").status_code == 400
     dashboard = admin.get("/?period=2026-10").text
     assert 'id="headline"' in dashboard and 'id="scorecard"' in dashboard
+    # the report sections are rendered once per kind of reader, never handed to another kind
+    for _ in range(2):
+        head = signed_in(base, "anna").get("/?period=2026-10").text
+        assert 'id="headline"' in head and 'id="scorecard"' not in head
+        assert 'href="/departments/service?period=2026-10"' in head and "/departments/logistics" not in head
+        again = admin.get("/?period=2026-10").text
+        assert 'id="scorecard"' in again and 'href="/departments/logistics?period=2026-10"' in again
 
 
 def test_data_owners_see_quarantine_with_reasons(site: tuple[Workspace, str]) -> None:

@@ -8,9 +8,10 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -79,14 +80,17 @@ def seed(engine: Engine, db_url: str, tmp_path: Path, base_url: str = "http://12
 
 
 @contextmanager
-def serve(settings: Settings, engine: Engine, port: int | None = None) -> Iterator[str]:
-    """The workspace on a real uvicorn server on loopback; yields its base URL."""
+def serve(settings: Settings, engine: Engine, port: int | None = None,
+          clock: Callable[[], datetime] | None = None) -> Iterator[str]:
+    """The workspace on a real uvicorn server on loopback; yields its base URL. `clock`: the
+    time the app counts sign-in attempts in."""
     import uvicorn
 
     from cxloop.web.app import create_app
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port,
+    app = create_app(settings, engine, clock=clock) if clock else create_app(settings, engine)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -9,7 +9,9 @@ so a `<script>` a customer or a user wrote can only ever be text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +22,7 @@ from sqlmodel import Session, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxloop.config import Settings
-from cxloop.models import KpiResult, WebUser
+from cxloop.models import KpiResult, WebUser, utcnow
 from cxloop.periods import parse_period
 from cxloop.tasks.rendering import render
 from cxloop.web.auth import (
@@ -61,12 +63,14 @@ class SignInNeeded(Exception):
 
 @dataclass
 class Web:
-    """What every route needs: the config, the database, the key, and the cookie policy."""
+    """What every route needs: the config, the database, the key, and the cookie policy; `clock`
+    is the time sign-in limits count in (a test sets it)."""
 
     settings: Settings
     engine: Engine
     key: bytes
     reports: ReportCache = field(default_factory=ReportCache)
+    clock: Callable[[], datetime] = utcnow
 
     @property
     def secure_cookies(self) -> bool:
@@ -142,11 +146,11 @@ class Web:
             return session.exec(select(func.max(KpiResult.period))).first()
 
 
-def create_app(settings: Settings, engine: Engine) -> FastAPI:
+def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The workspace for one config and one (migrated) database."""
     from cxloop.web import routes_actions, routes_auth, routes_pages
 
-    web = Web(settings, engine, secret_key(settings))
+    web = Web(settings, engine, secret_key(settings), clock=clock)
     app = FastAPI(title=f"{settings.project.name} workspace", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = web
 

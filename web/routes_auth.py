@@ -14,7 +14,7 @@ from cxloop.db import session_scope
 from cxloop.models import Action, WebUser
 from cxloop.tasks.actions import STATUS_WORDS, ActionError, change_status
 from cxloop.tasks.lifecycle import TransitionError
-from cxloop.web import access
+from cxloop.web import access, throttle
 from cxloop.web.app import Refused, Web
 from cxloop.web.auth import LinkRefused, consume_link, new_session, session_user
 from cxloop.web.users import audit, authenticate
@@ -33,6 +33,15 @@ def _signed_in(web: Web, user: WebUser, target: str) -> Response:
     return response
 
 
+def _too_many(web: Web, request: Request, limits: throttle.Limits, form: dict[str, str]) -> Response:
+    """The same answer whoever the name belongs to, or whether it belongs to anyone."""
+    response = web.page(request, "login.html", None, status=429, next=safe_next(form.get("next")),
+                        error="too many failed sign-ins; wait %(minutes)s minutes and try again",
+                        minutes=f"{limits.window.total_seconds() / 60:g}")
+    response.headers["Retry-After"] = str(int(limits.window.total_seconds()))
+    return response
+
+
 def register(app: FastAPI, web: Web) -> None:
     @app.get("/login")
     def login_page(request: Request) -> Response:
@@ -43,12 +52,24 @@ def register(app: FastAPI, web: Web) -> None:
     async def login(request: Request) -> Response:
         form = await web.form(request)
         name = form.get("name", "")
+        client = request.client.host if request.client else ""
+        limits, now = throttle.Limits.of(web.settings), web.clock()
+        if throttle.locked(web.engine, limits, name, client, now):
+            return _too_many(web, request, limits, form)
         user = authenticate(web.engine, name, form.get("password", ""))
         with session_scope(web.engine) as session:
             audit(session, name[:200] or "?", "sign_in" if user else "sign_in_failed", "password")
         if user is None:
+            lockout = throttle.record_failure(web.engine, limits, name, client, now)
+            if lockout:
+                with session_scope(web.engine) as session:
+                    audit(session, name[:200] or "?", "sign_in_locked", "password",
+                          f"{lockout} locked for {limits.window.total_seconds() / 60:g} minutes"
+                          + (f" (client {client})" if lockout == "client" else ""))
+                return _too_many(web, request, limits, form)
             return web.page(request, "login.html", None, status=401, next=safe_next(form.get("next")),
                             error="wrong user name or password")
+        throttle.clear_account(web.engine, name)
         return _signed_in(web, user, safe_next(form.get("next")))
 
     @app.post("/logout")

@@ -10,10 +10,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
 from sqlmodel import Session, col, select
 
 from cxloop.db import session_scope
 from cxloop.models import Cycle, QualityCheck, QuarantinedRow
+from cxloop.tasks.rendering import render
 from cxloop.tasks.report import build_report
 from cxloop.tasks.report.formatting import label
 from cxloop.vocabulary import KPI_STATUS_LABELS, kpi_status_label
@@ -36,15 +38,30 @@ def _report_context(r: Any, lang: str) -> dict[str, Any]:
             "tr": lambda text: label(str(text), lang)}
 
 
+def _dashboard_part(web: Web, period: str, lang: str, full: bool, department: str | None) -> Markup:
+    """The dashboard's report sections (tiles, scorecard, journey map), rendered once per data
+    stamp for each kind of reader (full view, or a department's) instead of on every request."""
+    own = None if full else department
+
+    def build() -> Markup:
+        return Markup(render("web/_dashboard_report.html", lang, full=full, own_department=own, period=period,
+                             departments=web.department_names(),
+                             **_report_context(_report(web, period, None, lang), lang)))
+
+    return web.reports.get(web.engine, period, None, lang, build,
+                           part=f"dashboard:{'full' if full else own or ''}")
+
+
 def register(app: FastAPI, web: Web) -> None:
     @app.get("/")
     def dashboard(request: Request) -> Response:
         user = web.user(request)
         period = web.period(request)
         lang = web.lang(user)
-        context: dict[str, Any] = {"period": period, "full": access.sees_everything(user)}
+        context: dict[str, Any] = {"period": period}
         if period is not None:
-            context.update(_report_context(_report(web, period, None, lang), lang))
+            context["report_part"] = _dashboard_part(web, period, lang, access.sees_everything(user),
+                                                     user.department)
         return web.page(request, "dashboard.html", user, **context)
 
     @app.get("/departments/{department}")

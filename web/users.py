@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+import re
+
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
 from cxloop.db import session_scope
-from cxloop.models import AuditEntry, WebUser
-from cxloop.web.access import DEPARTMENT_ROLES, ROLES
+from cxloop.models import Action, AuditEntry, OutboxMessage, WebUser, utcnow
+from cxloop.web.access import DEPARTMENT_ROLES, ROLES, can_see_action
 from cxloop.web.auth import hash_password, verify_password
 
 
@@ -100,3 +102,51 @@ def head_account(engine: Engine, department: str) -> WebUser | None:
         return session.exec(select(WebUser).where(WebUser.department == department, WebUser.role == "head",
                                                   col(WebUser.active).is_(True))
                             .order_by(col(WebUser.id))).first()
+
+
+LINK_KIND = "signin_link"
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def queue_link(settings: Settings, engine: Engine, name: str, action_id: int | None = None,
+               by: str = "cxloop") -> OutboxMessage:
+    """Put a personal sign-in link for any active account in the outbox (`cxloop users link`):
+    members and viewers sign in without a password as the heads do from their notices. Like the
+    notices' links it is minted only when sent (web/links.py), so the row holds no live token.
+    One message per request: `(day, user:NAME, signin_link:N)`."""
+    from cxloop.tasks.notify.routes import USER_PREFIX, describe_routes, routes_for
+    from cxloop.tasks.rendering import render, translate
+    from cxloop.web.links import placeholder_url
+
+    if not settings.web.base_url:
+        raise UserError("[web] base_url is not set: a sign-in link needs the workspace's address")
+    if not settings.web.link_mail:
+        raise UserError("[web] link_mail is not set: the Apprise e-mail URL personal links are sent through")
+    recipient = USER_PREFIX + name
+    with session_scope(engine) as session:
+        user = _named(session, name)
+        if not user.active:
+            raise UserError(f"user {name!r} is disabled (`cxloop users reset` enables it)")
+        if not _EMAIL.fullmatch(user.name):
+            raise UserError(f"user {name!r}: the name is not an e-mail address to send the link to")
+        action = session.get(Action, action_id) if action_id is not None else None
+        if action_id is not None and (action is None or not can_see_action(user, action)):
+            raise UserError(f"action {action_id}: no such action that {name!r} may see")
+        lang = settings.department_language(user.department) if user.department else settings.project.language
+        day = utcnow().astimezone(settings.tz).strftime("%Y-%m-%d")
+        sent = session.exec(select(func.count()).select_from(OutboxMessage)
+                            .where(OutboxMessage.period == day, OutboxMessage.recipient == recipient)).one()
+        subject = translate("[cxloop] Your sign-in link to the workspace", lang)
+        ctx = dict(subject=subject, user=user.display_name or user.name, project=settings.project.name,
+                   url=placeholder_url(settings, recipient, user.id or 0, action_id),
+                   action_id=action_id, hours=f"{settings.web.link_hours:g}")
+        msg = OutboxMessage(period=day, recipient=recipient, kind=f"{LINK_KIND}:{int(sent) + 1}",
+                            language=lang, subject=subject,
+                            body_html=render("signin_link.html", lang, **ctx),
+                            body_text=render("signin_link.md", lang, **ctx),
+                            route=describe_routes(routes_for(settings, recipient)))
+        session.add(msg)
+        audit(session, by, "user_link", f"user:{name}", f"action:{action_id}" if action_id else "")
+        session.flush()
+        session.expunge(msg)
+        return msg

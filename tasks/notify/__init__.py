@@ -18,6 +18,7 @@ from cxloop.tasks.notify.delivery import (
     NOTICE_HEADER,
     _claim,
     deliver,
+    deliver_message,
     notice_key,
     preview,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "action_item",
     "build_notices",
     "deliver",
+    "deliver_message",
     "describe_url",
     "notice_key",
     "outbox_rows",

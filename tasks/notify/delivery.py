@@ -25,6 +25,7 @@ from cxloop.tasks.notify.outbox import message_row
 from cxloop.tasks.notify.routes import (
     DATA_OWNERS,
     ESCALATION_RECIPIENT,
+    USER_PREFIX,
     Router,
     Target,
     describe_routes,
@@ -93,18 +94,30 @@ def _with_key(plugin: Any, key: str, asset: Any) -> Any:
     return keyed if keyed is not None else plugin
 
 
-def _send(target: Target, msg: OutboxMessage, asset: Any) -> tuple[bool | None, str]:
+def _bodies(settings: Settings, engine: Engine, msg: OutboxMessage, mint: bool = True) -> tuple[str, str]:
+    """The message's HTML and text as they go out: sign-in link placeholders become links minted
+    now (web/links.py), so the stored row never holds a live token; a dry run gets page addresses."""
+    bodies = (msg.body_html, msg.body_text)
+    if "/link/mint-" not in "".join(bodies):
+        return bodies
+    from cxloop.web.links import resolve_links  # the web package only when a notice links into it
+
+    html, text = resolve_links(settings, engine, msg.recipient, bodies, mint=mint)
+    return html, text
+
+
+def _send(target: Target, msg: OutboxMessage, asset: Any, bodies: tuple[str, str]) -> tuple[bool | None, str]:
     import apprise  # on use: about 0.4 s that `cxloop` start-up need not pay
 
     ap = apprise.Apprise(asset=asset)
     ap.add(_with_key(target.plugin, notice_key(msg), asset))
     with apprise.LogCapture(level=logging.WARNING) as captured:
         if target.html:
-            result = ap.notify(body=msg.body_html, title=msg.subject,
+            result = ap.notify(body=bodies[0], title=msg.subject,
                                body_format=apprise.NotifyFormat.HTML)
         else:
             # The subject carries config strings (department names): literal text in Markdown too.
-            result = ap.notify(body=msg.body_text, title=escape_markdown(msg.subject),
+            result = ap.notify(body=bodies[1], title=escape_markdown(msg.subject),
                                body_format=apprise.NotifyFormat.MARKDOWN)
         text = captured.getvalue() if hasattr(captured, "getvalue") else ""
     return result, " ".join(line.split(" - ", 2)[-1] for line in str(text).splitlines() if line.strip())
@@ -115,6 +128,8 @@ def _no_route_reason(settings: Settings, recipient: str) -> str:
         return "[actions] escalation_notify is empty"
     if recipient == DATA_OWNERS:
         return "no [quality] data_owners and no data_owners on any source"
+    if recipient.startswith(USER_PREFIX):
+        return "[web] link_mail is not set"
     if recipient not in settings.departments:
         return f"department {recipient!r} is not in the config (add [departments.{recipient}] with notify)"
     return f"[departments.{recipient}] notify is empty"
@@ -176,7 +191,8 @@ def _deliver_one(settings: Settings, engine: Engine, router: Router, msg: Outbox
             time.sleep(delay * 2 ** (attempt - 1))
         msg.attempts += 1
         for target in list(remaining):
-            result, why = _send(target, msg, router.asset)
+            # minted per send: a retry or a second receiver gets its own fresh link
+            result, why = _send(target, msg, router.asset, _bodies(settings, engine, msg))
             if result:
                 delivered.append(target.key)
                 remaining.remove(target)
@@ -202,7 +218,23 @@ def _deliver_one(settings: Settings, engine: Engine, router: Router, msg: Outbox
     _save(engine, msg)
 
 
-def _dry_run(router: Router, settings: Settings, messages: list[OutboxMessage], out_dir: Path,
+def deliver_message(settings: Settings, engine: Engine, message_id: int,
+                    now: datetime | None = None) -> DeliverySummary:
+    """Send one outbox message now (`cxloop users link`), with the usual claim, retries and record;
+    if it fails, `cxloop notify --retry` sends it later like any other."""
+    with Session(engine, expire_on_commit=False) as session:
+        msg = session.get(OutboxMessage, message_id)
+        if msg is None:
+            raise ValueError(f"no outbox message {message_id}")
+        session.expunge(msg)
+    summary = DeliverySummary()
+    _deliver_one(settings, engine, Router(settings), msg, now or utcnow(), summary,
+                 settings.notify.retry_delay_seconds)
+    summary.messages.append(message_row(msg))
+    return summary
+
+
+def _dry_run(router: Router, settings: Settings, engine: Engine, messages: list[OutboxMessage], out_dir: Path,
              summary: DeliverySummary) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for msg in messages:
@@ -210,7 +242,8 @@ def _dry_run(router: Router, settings: Settings, messages: list[OutboxMessage], 
         kinds = {"html" if t.html else "md" for t in targets} or {"md"}
         for ext in sorted(kinds):
             path = out_dir / f"{msg.period}-{msg.recipient}-{msg.kind}.{ext}"
-            body = msg.body_html if ext == "html" else f"# {msg.subject}\n\n{msg.body_text}"
+            html, text = _bodies(settings, engine, msg, mint=False)
+            body = html if ext == "html" else f"# {msg.subject}\n\n{text}"
             path.write_text(body, encoding="utf-8")
             summary.files.append(path)
         summary.dry_run += 1
@@ -251,7 +284,7 @@ def deliver(settings: Settings, engine: Engine, period: str | None = None, dry_r
             summary.waiting += 1
     router = Router(settings)
     if dry_run_dir is not None:
-        _dry_run(router, settings, due, Path(dry_run_dir), summary)
+        _dry_run(router, settings, engine, due, Path(dry_run_dir), summary)
         return summary
     for m in due:
         _deliver_one(settings, engine, router, m, now, summary, delay)
@@ -270,5 +303,5 @@ def preview(settings: Settings, engine: Engine, period: str, held: bool, out_dir
                 for d in build_notices(settings, engine, period, held, mint_links=False)
                 if (d.recipient, d.kind) not in done]
     summary = DeliverySummary()
-    _dry_run(Router(settings), settings, messages, out_dir, summary)
+    _dry_run(Router(settings), settings, engine, messages, out_dir, summary)
     return summary

@@ -8,7 +8,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from cxloop.config import Settings
 from cxloop.tasks.notify.secrets import _CONFIG_URL, _install_secret_filter, secret_fragments
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import apprise  # on use: about 0.4 s that `cxloop` start-up need not pay
 
 ESCALATION_RECIPIENT, DATA_OWNERS = "escalation", "data_owners"
+USER_PREFIX = "user:"  # a message to one account of the web workspace (`cxloop users link`)
 
 
 def routes_for(settings: Settings, recipient: str) -> list[str]:
@@ -26,6 +27,10 @@ def routes_for(settings: Settings, recipient: str) -> list[str]:
     elif recipient == DATA_OWNERS:
         routes = list(settings.quality.data_owners)
         routes += [r for s in settings.sources for r in s.data_owners]
+    elif recipient.startswith(USER_PREFIX):
+        mail = settings.web.link_mail
+        address = quote(recipient[len(USER_PREFIX):], safe="@")
+        routes = [f"{mail}{'&' if '?' in mail else '?'}to={address}"] if mail else []
     else:
         dept = settings.departments.get(recipient)
         routes = list(dept.notify) if dept else []
