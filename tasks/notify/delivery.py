@@ -120,7 +120,9 @@ def _send(target: Target, msg: OutboxMessage, asset: Any, bodies: tuple[str, str
             result = ap.notify(body=bodies[1], title=escape_markdown(msg.subject),
                                body_format=apprise.NotifyFormat.MARKDOWN)
         text = captured.getvalue() if hasattr(captured, "getvalue") else ""
-    return result, " ".join(line.split(" - ", 2)[-1] for line in str(text).splitlines() if line.strip())
+    # Apprise 2 answers with a result object: true only on success, NOMATCH when nothing matched.
+    sent = None if result.status == apprise.AppriseResultStatus.NOMATCH else bool(result)
+    return sent, " ".join(line.split(" - ", 2)[-1] for line in str(text).splitlines() if line.strip())
 
 
 def _no_route_reason(settings: Settings, recipient: str) -> str:
