@@ -7,6 +7,11 @@ stages that change rows (validate: `quarantined`; comments: `sentiment`, `sentim
 `themes`) write the database and then `patch` the kept frame, so it always equals the stored rows.
 Outside a cycle run (a CLI command on its own) nothing is kept: each call reads the database.
 
+A month too big to keep is read from its columnar copy (`tasks.columnar`) when the run was given
+one (`copies`): written from the database at the first read if missing or stale, then read by
+every later stage at a fraction of the database's cost, and kept in step by `patch`. Every other
+`patch` or `forget` marks the period's copy stale, so a copy never says what the rows do not.
+
 The frame's types are the same whichever database it came from: `id` int64, `quarantined` bool,
 datetimes `datetime64[us, UTC]` (NaT when empty), scores, `is_complaint` (1/0) and
 `sentiment_score` float64 (NaN when empty), text columns of pandas' `str` type (NaN when empty).
@@ -26,6 +31,7 @@ from sqlalchemy import Connection, Engine, String, func, select, type_coerce
 
 from cxloop.models import CANONICAL_FIELDS, Feedback
 from cxloop.periods import parse_period
+from cxloop.tasks import columnar
 
 FB = Feedback.__table__  # type: ignore[attr-defined]
 DATETIME_COLUMNS = tuple(c for c, kind in CANONICAL_FIELDS.items() if kind == "datetime")
@@ -49,15 +55,35 @@ class Month:
     change rows write the database and then `patch` this frame, so it always equals the stored
     rows. Not kept (the default: a CLI command or a test on its own): every call reads the database."""
 
-    def __init__(self, engine: Engine, period: str, *, keep: bool = False) -> None:
-        self.engine, self.period, self.keep = engine, parse_period(period), keep
+    def __init__(self, engine: Engine, period: str, *, keep: bool = False,
+                 copies: columnar.Copies | None = None) -> None:
+        self.engine, self.period, self.keep, self.copies = engine, parse_period(period), keep, copies
         self._frame: pd.DataFrame | None = None
         self._positions: pd.Index | None = None  # id -> row position, built when first patched
         self._large: bool | None = None  # more than KEEP_ROWS rows (None: not counted yet)
+        self._copy: bool | None = None  # the columnar copy equals the rows (None: not checked yet)
 
     def forget(self) -> None:
-        """The rows changed in ways `patch` does not describe (collect): read them again when asked."""
-        self._frame, self._positions, self._large = None, None, None
+        """The rows changed in ways `patch` does not describe: read them again when asked (and the
+        columnar copy is stale)."""
+        self._reset()
+        with self.engine.begin() as conn:
+            columnar.mark_stale(conn, self.period)
+
+    def _reset(self) -> None:
+        self._frame, self._positions, self._large, self._copy = None, None, None, None
+
+    def _copy_ready(self, build: bool = True) -> bool:
+        """Whether the rows can be read from the columnar copy: it is fresh, or (`build`) this run,
+        which holds the period, has just written it from the database. Checked once per run."""
+        if self.copies is None:
+            return False
+        if self._copy is None:
+            self._copy = self.copies.fresh(self.engine, self.period)
+        if not self._copy and build and self.keep:
+            self.copies.rebuild(self.engine, self.period)
+            self._copy = True
+        return self._copy
 
     def release(self) -> None:
         """After a stage of a month too big to keep: free its leftovers now. Its frames sit in
@@ -81,7 +107,7 @@ class Month:
         Returns whether the month is now kept."""
         if not self.keep:
             return False
-        self.forget()
+        self._reset()  # the copy's stamp tells whether collect changed the rows
         n = sum(len(f) for f in loaded)
         if not n:
             return False
@@ -108,6 +134,10 @@ class Month:
         """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
         (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
         frame = self._kept_frame()
+        if frame is None and self._copy_ready():
+            assert self.copies is not None
+            (frame,) = self.copies.parts(self.period, list(columns or COLUMNS), clean, None)
+            return frame
         if frame is None:  # nothing shared: read only what is asked for
             return read_month(self.engine, self.period, columns, clean=clean)
         keep = ~frame["quarantined"].to_numpy(dtype=bool) if clean else None
@@ -125,20 +155,37 @@ class Month:
         one empty part."""
         if self._kept_frame() is not None:
             yield self.rows(columns, clean=clean)
+        elif self._copy_ready():
+            assert self.copies is not None
+            yield from self.copies.parts(self.period, list(columns or COLUMNS), clean, rows or PART_ROWS)
         else:
             yield from _read(self.engine, self.period, columns, clean, rows or PART_ROWS)
 
     def patch(self, ids: Sequence[int] | np.ndarray, values: Mapping[str, Any]) -> None:
-        """Tell the kept frame that rows `ids` now hold `values` (a scalar or one value per id)."""
-        frame = self._frame
-        if frame is None or not len(ids):
+        """Tell the kept frame and the columnar copy that rows `ids` now hold `values` (a scalar
+        or one value per id), after they were written to the database. A copy this run reads is
+        kept in step; any other copy of the period is marked stale."""
+        if not len(ids):
             return
+        if self._patch_frame(ids, values):
+            if self.keep and self._copy and self.copies is not None:
+                self.copies.patch(self.engine, self.period, ids, values)
+            else:
+                with self.engine.begin() as conn:
+                    columnar.mark_stale(conn, self.period)
+                self._copy = None if self.keep else False
+
+    def _patch_frame(self, ids: Sequence[int] | np.ndarray, values: Mapping[str, Any]) -> bool:
+        """Patch the kept frame, if any; False when it cannot say what changed (then forgotten)."""
+        frame = self._frame
+        if frame is None:
+            return True
         if self._positions is None:
             self._positions = pd.Index(frame["id"].to_numpy())
         pos = self._positions.get_indexer(np.asarray(ids, dtype="int64"))
         if (pos < 0).any():  # a row of another period: the kept frame cannot say what changed
             self.forget()
-            return
+            return False
         for column, value in values.items():
             if isinstance(value, str | int | float | bool) or value is None:
                 value = [value] * len(pos)
@@ -150,6 +197,7 @@ class Month:
                 arr = frame[column].to_numpy(copy=True)
                 arr[pos] = np.asarray(list(value), dtype=arr.dtype)
                 frame[column] = arr
+        return True
 
     def _kept_frame(self) -> pd.DataFrame | None:
         """The shared month, read at the first call; None when not kept and for a month of more
@@ -161,7 +209,11 @@ class Month:
                 self._large = conn.execute(select(func.count()).where(
                     FB.c.period == self.period)).scalar_one() > KEEP_ROWS
         if not self._large:
-            self._frame = read_month(self.engine, self.period)
+            if self._copy_ready(build=False):  # a month kept in memory needs no copy, but reads one
+                assert self.copies is not None
+                (self._frame,) = self.copies.parts(self.period, COLUMNS, False, None)
+            else:
+                self._frame = read_month(self.engine, self.period)
         return self._frame
 
 

@@ -1,0 +1,196 @@
+"""The columnar copy of a period's feedback rows: one DuckDB file per period, read instead of the
+relational database by the stages of a month too big to keep in memory.
+
+Why: a 10M-row month read back from SQLite costs ~125 s, and validate, comments, KPIs, actions and
+the report each read it; the same columns from a DuckDB file come at ~1 s per million rows. The
+relational database stays the system of record: the copy holds nothing it does not, and
+`cxloop rebuild --period P` writes it again from there.
+
+A copy is used only while it is known to equal the rows. Its stamp (`period_stamp`: the period's
+row count and largest id, its imports, its quarantine entries and its comment-analysis marker) is
+stored in `columnar_copy` when the copy is written; a copy whose stamp differs from the rows' stamp
+now, whose row is gone or whose file is missing is stale and is not read. Writers keep it in step
+(`patch`, an UPDATE of the same rows, then a new stamp) or mark it stale (`mark_stale`), which
+`tasks.month.Month.patch` does for every change of rows it is told of.
+
+Why DuckDB and not Parquet through pyarrow: a patch is an UPDATE of a few columns instead of a
+rewrite of the file, and installing pyarrow switches pandas' `str` columns to Arrow storage for
+the whole program, which changes what every stage measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, delete, insert, select, text
+
+from cxloop.models import ColumnarCopy, utcnow
+from cxloop.periods import parse_period
+
+CC = ColumnarCopy.__table__  # type: ignore[attr-defined]
+TABLE = "rows"
+
+
+def period_stamp(conn: Connection, period: str) -> str:
+    """What changes whenever the period's rows do: their count and largest id (inserts, deletes),
+    the period's imports that loaded or updated rows (re-imports), its quarantine entries (every
+    change of a quarantine flag, readmissions) and its comment-analysis marker. Read from indexes
+    and small tables (the count: one scan of the period index, ~0.15 s per million rows)."""
+    p = {"p": parse_period(period)}
+    parts = [
+        list(conn.execute(text("SELECT count(*), max(id) FROM feedback WHERE period = :p"), p).one()),
+        list(conn.execute(text("SELECT count(*), max(id), sum(loaded), sum(updated) FROM import_record"
+                               " WHERE period = :p AND (loaded > 0 OR updated > 0)"), p).one()),
+        list(conn.execute(text("SELECT count(*), max(id), count(readmitted_at), max(readmitted_at)"
+                               " FROM quarantined_row WHERE period = :p"), p).one()),
+        [r[0] for r in conn.execute(text("SELECT fingerprint FROM comment_analysis WHERE period = :p"), p)],
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def mark_stale(conn: Connection, period: str) -> None:
+    """Forget the period's copy: its rows changed in a way the copy was not told of."""
+    conn.execute(delete(CC).where(CC.c.period == parse_period(period)))
+
+
+def _stamp(conn: Connection, period: str, rows: int, max_id: int) -> None:
+    mark_stale(conn, period)
+    conn.execute(insert(CC).values(period=parse_period(period), stamp=period_stamp(conn, period),
+                                   rows=rows, max_id=max_id, written_at=utcnow()))
+
+
+class Copies:
+    """The folder of the columnar copies, one `<period>.duckdb` file each (on storage every Dask
+    worker sees, in a cluster)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, period: str) -> Path:
+        return self.root / f"{parse_period(period)}.duckdb"
+
+    def fresh(self, engine: Engine, period: str) -> bool:
+        """Whether the period's copy exists and equals its rows (its stamp is the rows' stamp now)."""
+        if not self.path(period).is_file():
+            return False
+        with engine.connect() as conn:
+            stored = conn.execute(select(CC.c.stamp).where(CC.c.period == parse_period(period))).scalar()
+            return stored is not None and stored == period_stamp(conn, period)
+
+    def write(self, engine: Engine, period: str, parts: Iterable[pd.DataFrame]) -> int:
+        """Write the copy from `parts` (typed frames of every `tasks.month.COLUMNS` column, ordered
+        by id within and across parts) and stamp it; returns the row count. The file is written
+        beside and renamed into place, so a reader never meets half a copy."""
+        import duckdb
+
+        target = self.path(period)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with engine.begin() as conn:
+            mark_stale(conn, period)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        rows, max_id = 0, 0
+        types = _types()
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+            columns = ", ".join(f"CAST({_q(c)} AS {t})" for c, t in types.items())
+            for part in parts:
+                con.register("part", part)
+                con.execute(f"INSERT INTO {TABLE} SELECT {columns} FROM part")
+                con.unregister("part")
+                rows += len(part)
+                if len(part):
+                    max_id = max(max_id, int(part["id"].to_numpy()[-1]))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+        with engine.begin() as conn:
+            _stamp(conn, period, rows, max_id)
+        return rows
+
+    def parts(self, period: str, columns: Sequence[str], clean: bool, rows: int | None
+              ) -> Iterator[pd.DataFrame]:
+        """The copy's rows with `columns` (+ `id`), `rows` at a time (None: all in one frame),
+        typed as `tasks.month` types them, each ordered by id. A copy without rows is one empty part."""
+        import duckdb
+
+        from cxloop.tasks.month import typed
+
+        wanted = list(dict.fromkeys(["id", *columns]))
+        select_list = ", ".join(map(_q, wanted))
+        where = " AND NOT quarantined" if clean else ""
+        con = duckdb.connect(str(self.path(period)), read_only=True)
+        try:
+            total = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]  # type: ignore[index]
+            step = rows or max(total, 1)
+            for start in range(0, max(total, 1), step):
+                frame = con.execute(f"SELECT {select_list} FROM {TABLE} WHERE rowid >= {start}"
+                                    f" AND rowid < {start + step}{where}").df()
+                yield _ordered(typed(frame, wanted))[list(columns)]
+        finally:
+            con.close()
+
+    def patch(self, engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
+              values: Mapping[str, Any]) -> None:
+        """Rows `ids` now hold `values` (a scalar or one value per id) in the database: the same in
+        the copy, then a new stamp (the caller holds the period, so nobody wrote in between)."""
+        import duckdb
+
+        frame = pd.DataFrame({"id": np.asarray(ids, dtype="int64")})
+        for column, value in values.items():
+            frame[column] = (pd.Series([value] * len(frame), dtype=object)
+                             if isinstance(value, str | int | float | bool) or value is None
+                             else pd.Series(list(value), dtype=object))
+        sets = ", ".join(f"{_q(c)} = p.{_q(c)}" for c in values)
+        con = duckdb.connect(str(self.path(period)))
+        try:
+            con.register("p", frame)
+            con.execute(f"UPDATE {TABLE} SET {sets} FROM p WHERE {TABLE}.id = p.id")
+            rows, max_id = con.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {TABLE}").fetchone()  # type: ignore[misc]
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with engine.begin() as conn:
+            _stamp(conn, period, int(rows), int(max_id))
+
+    def rebuild(self, engine: Engine, period: str) -> int:
+        """Write the period's copy again from the database, part by part (`cxloop rebuild`)."""
+        from cxloop.tasks.month import COLUMNS, PART_ROWS, _read
+
+        return self.write(engine, period, _read(engine, period, list(COLUMNS), False, PART_ROWS))
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _types() -> dict[str, str]:
+    """The copy's column types, after the month frame's (`tasks.month`)."""
+    from cxloop.tasks.month import COLUMNS, DATETIME_COLUMNS, NUMBER_COLUMNS
+
+    def kind(c: str) -> str:
+        if c == "id":
+            return "BIGINT"
+        if c == "quarantined":
+            return "BOOLEAN"
+        if c in DATETIME_COLUMNS:
+            return "TIMESTAMPTZ"
+        return "DOUBLE" if c in NUMBER_COLUMNS else "VARCHAR"
+
+    return {c: kind(c) for c in COLUMNS}
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    ids = frame["id"].to_numpy()
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        frame = frame.iloc[np.argsort(ids, kind="stable")]
+    return frame.reset_index(drop=True)

@@ -1,0 +1,134 @@
+"""The columnar copy (issue 20): equal to the rows, kept in step by the cycle's writers, and never
+read once stale or missing (the relational database is the system of record)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, insert, update
+from sqlmodel import Session
+
+import cxloop.tasks.month as month
+from cxloop.models import CommentAnalysis, Feedback, ImportRecord, QuarantinedRow
+from cxloop.tasks.columnar import Copies
+
+PERIOD = "2026-10"
+FB = Feedback.__table__  # type: ignore[attr-defined]
+
+
+def _seed(engine: Engine, n: int = 5) -> list[int]:
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    with Session(engine) as s:
+        rows = [Feedback(source="survey", response_id=f"r{k}", period=PERIOD, submitted_at=t,
+                         channel=("app", "web")[k % 2], nps=k if k % 3 else None,
+                         comment="快递很快" if k % 2 else None, is_complaint=bool(k % 2),
+                         quarantined=k == 1, sentiment="positive" if k == 2 else None,
+                         sentiment_score=0.9 if k == 2 else None, content_hash=str(k)) for k in range(n)]
+        rows.append(Feedback(source="survey", response_id="other", period="2026-09", submitted_at=t,
+                             channel="web", content_hash="x"))
+        s.add_all(rows)
+        s.commit()
+        return [int(r.id) for r in rows[:n] if r.id is not None]
+
+
+def test_a_rebuilt_copy_reads_as_the_database_does(engine: Engine, tmp_path: Path) -> None:
+    _seed(engine)
+    copies = Copies(tmp_path / "columnar")
+    assert not copies.fresh(engine, PERIOD)
+    assert copies.rebuild(engine, PERIOD) == 5
+    assert copies.fresh(engine, PERIOD)
+    whole = month.read_month(engine, PERIOD)
+    (copied,) = copies.parts(PERIOD, month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(copied, whole)
+    parts = list(copies.parts(PERIOD, ["channel", "nps"], True, 2))
+    assert [len(p) for p in parts] == [1, 2, 1]  # rows 0-1 (1 quarantined), 2-3, 4
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
+                                  month.read_month(engine, PERIOD, ["channel", "nps"], clean=True))
+    assert copies.rebuild(engine, "2026-11") == 0 and copies.fresh(engine, "2026-11")
+    (empty,) = copies.parts("2026-11", month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(empty, month.read_month(engine, "2026-11"))
+
+
+def test_a_big_month_is_read_from_its_copy_built_once_and_kept_in_step(
+        engine: Engine, tmp_path: Path, month_reads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = _seed(engine)
+    monkeypatch.setattr(month, "KEEP_ROWS", 1)
+    copies = Copies(tmp_path / "columnar")
+    run = month.Month(engine, PERIOD, keep=True, copies=copies)
+    assert run.rows(["channel"])["channel"].tolist() == ["app", "web", "app", "web", "app"]
+    assert copies.fresh(engine, PERIOD)  # built at the first read, from the database
+    with engine.begin() as conn:  # the stage writes the database, then tells the month
+        conn.execute(update(FB).where(FB.c.id.in_(ids[:1])).values(quarantined=True, sentiment="negative"))
+        conn.execute(insert(QuarantinedRow.__table__).values(  # type: ignore[attr-defined]
+            period=PERIOD, source="survey", row_key="r0", stage="validate", raw={}, reasons=[],
+            created_at=datetime(2026, 11, 1, tzinfo=UTC)))
+    run.patch(ids[:1], {"quarantined": True, "sentiment": "negative"})
+    assert copies.fresh(engine, PERIOD)  # patched and stamped anew
+    got = list(run.parts(["id", "sentiment"], clean=True))
+    assert month_reads == []  # never read back from the database
+    assert pd.concat(got)["id"].tolist() == ids[2:]
+    pd.testing.assert_frame_equal(run.rows(), month.read_month(engine, PERIOD))
+    month_reads.clear()
+    outside = month.Month(engine, PERIOD, copies=copies)  # e.g. `cxloop comments` on its own
+    outside.patch(ids[2:3], {"sentiment": None})
+    assert not copies.fresh(engine, PERIOD)  # marked stale: it was not told what changed
+    outside.rows()
+    assert month_reads == [PERIOD]  # a stale copy is not read outside a run
+    run = month.Month(engine, PERIOD, keep=True, copies=copies)
+    run.rows(["id"])
+    assert copies.fresh(engine, PERIOD)  # a run holds the period: it writes the copy again
+
+
+@pytest.mark.parametrize("change", ["row", "import", "quarantine", "readmit", "marker", "file", "forget"])
+def test_a_change_the_copy_was_not_told_of_makes_it_stale(engine: Engine, tmp_path: Path,
+                                                          change: str) -> None:
+    _seed(engine)
+    copies = Copies(tmp_path / "columnar")
+    copies.rebuild(engine, PERIOD)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    qt = QuarantinedRow.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        if change == "row":
+            conn.execute(insert(FB).values(source="s", response_id="new", period=PERIOD, content_hash="n",
+                                           channel="web", submitted_at=now, quarantined=False))
+        elif change == "import":  # a re-import that updated rows in place
+            conn.execute(insert(ImportRecord.__table__).values(  # type: ignore[attr-defined]
+                source="survey", file="f.csv", content_hash="h", period=PERIOD, started_at=now,
+                rows_read=1, loaded=0, updated=1, duplicates=0, rejected=0, out_of_period=0))
+        elif change in ("quarantine", "readmit"):
+            conn.execute(insert(qt).values(period=PERIOD, source="survey", row_key="r0", stage="validate",
+                                           raw={}, reasons=[], created_at=now))
+    if change == "readmit":
+        copies.rebuild(engine, PERIOD)
+        with engine.begin() as conn:
+            conn.execute(update(qt).values(readmitted_at=now))
+    elif change == "marker":
+        with Session(engine) as s:
+            s.add(CommentAnalysis(period=PERIOD, fingerprint="f", model="m"))
+            s.commit()
+    elif change == "file":
+        copies.path(PERIOD).unlink()
+    elif change == "forget":
+        month.Month(engine, PERIOD, copies=copies).forget()
+    assert not copies.fresh(engine, PERIOD)
+    assert copies.fresh(engine, "2026-09") is False  # never written
+
+
+def test_cli_rebuild_writes_the_copy(tmp_path: Path, engine: Engine, db_url: str,
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli import cxloop
+
+    _seed(engine)
+    config = tmp_path / "cxloop.toml"
+    config.write_text('[engine]\ncolumnar_dir = "copies"\n', encoding="utf-8")
+    monkeypatch.setenv("CXLOOP_DATABASE_URL", db_url)
+    code, out, err = cxloop(capsys, monkeypatch, config, "rebuild", "--period", PERIOD)
+    assert code == 0, err
+    assert "5 row(s) of 2026-10 written to" in out
+    assert Copies(tmp_path / "copies").fresh(engine, PERIOD)
+    code, out, err = cxloop(capsys, monkeypatch, config, "rebuild", "--period", "2026-13")
+    assert code == 2 and "Traceback" not in err and "2026-13" in err
