@@ -121,23 +121,38 @@ class Copies:
               ) -> Iterator[pd.DataFrame]:
         """The copy's rows with `columns` (+ `id`), `rows` at a time (None: all in one frame),
         typed as `tasks.month` types them, each ordered by id. A copy without rows is one empty part."""
+        total = self.count(period)
+        step = rows or max(total, 1)
+        for start in range(0, max(total, 1), step):
+            yield self.part(period, columns, clean, start, start + step)
+
+    def count(self, period: str) -> int:
+        """Rows in the copy (quarantined ones too)."""
+        import duckdb
+
+        con = duckdb.connect(str(self.path(period)), read_only=True)
+        try:
+            return int(con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])  # type: ignore[index]
+        finally:
+            con.close()
+
+    def part(self, period: str, columns: Sequence[str], clean: bool, start: int, stop: int
+             ) -> pd.DataFrame:
+        """The copy's rows `start` to `stop` (in the copy's order; a partition of the work on another
+        process or machine), with `columns`, typed, ordered by id."""
         import duckdb
 
         from cxloop.tasks.month import typed
 
         wanted = list(dict.fromkeys(["id", *columns]))
-        select_list = ", ".join(map(_q, wanted))
         where = " AND NOT quarantined" if clean else ""
         con = duckdb.connect(str(self.path(period)), read_only=True)
         try:
-            total = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]  # type: ignore[index]
-            step = rows or max(total, 1)
-            for start in range(0, max(total, 1), step):
-                frame = con.execute(f"SELECT {select_list} FROM {TABLE} WHERE rowid >= {start}"
-                                    f" AND rowid < {start + step}{where}").df()
-                yield _ordered(typed(frame, wanted))[list(columns)]
+            frame = con.execute(f"SELECT {', '.join(map(_q, wanted))} FROM {TABLE}"
+                                f" WHERE rowid >= {int(start)} AND rowid < {int(stop)}{where}").df()
         finally:
             con.close()
+        return _ordered(typed(frame, wanted))[list(columns)]
 
     def patch(self, engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
               values: Mapping[str, Any]) -> None:

@@ -85,6 +85,11 @@ class Month:
             self._copy = True
         return self._copy
 
+    def columnar(self) -> bool:
+        """Whether the rows are read from a fresh columnar copy (written now if this run may):
+        the partitioned work can then go to Dask workers, which read the copy themselves."""
+        return self._kept_frame() is None and self._copy_ready()
+
     def release(self) -> None:
         """After a stage of a month too big to keep: free its leftovers now. Its frames sit in
         reference cycles (GX batches, pandas' caches) until Python's next full collection, and

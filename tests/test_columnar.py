@@ -132,3 +132,29 @@ def test_cli_rebuild_writes_the_copy(tmp_path: Path, engine: Engine, db_url: str
     assert Copies(tmp_path / "copies").fresh(engine, PERIOD)
     code, out, err = cxloop(capsys, monkeypatch, config, "rebuild", "--period", "2026-13")
     assert code == 2 and "Traceback" not in err and "2026-13" in err
+
+
+def test_kpis_counted_on_a_two_worker_dask_cluster_equal_the_local_run(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: a big month's KPI histograms, one Dask task per partition of its columnar copy on
+    a real LocalCluster of two worker processes, give the same KPI rows as counting here."""
+    from dataclasses import asdict
+
+    from distributed import LocalCluster
+
+    from cxloop.config import settings_from_dict
+    from cxloop.tasks.kpis.stage import compute_rows
+
+    _seed(engine, 40)
+    monkeypatch.setattr(month, "KEEP_ROWS", 1)
+    monkeypatch.setattr(month, "PART_ROWS", 7)  # six partitions
+    copies = Copies(tmp_path / "columnar")
+    local = settings_from_dict({}, tmp_path)
+    here = compute_rows(local, engine, PERIOD,
+                        month_rows=month.Month(engine, PERIOD, keep=True, copies=copies))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = settings_from_dict({"engine": {"dask_address": cluster.scheduler_address}}, tmp_path)
+        run = month.Month(engine, PERIOD, keep=True, copies=copies)
+        assert run.columnar()
+        there = compute_rows(remote, engine, PERIOD, month_rows=run)
+    assert [asdict(r) for r in there] == [asdict(r) for r in here] and here
