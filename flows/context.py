@@ -55,7 +55,11 @@ class CycleContext:
     @classmethod
     def for_run(cls, settings: Settings, engine: Engine, period: str) -> CycleContext:
         """The context of one cycle run, which holds the period's lock: its month is kept and
-        shared by the stages (see `tasks.month`), a month too big to keep through its columnar copy."""
+        shared by the stages (see `tasks.month`), a month too big to keep through its columnar copy.
+        With a Dask cluster (`[engine] dask_address`) no month is kept in memory: the cluster's
+        workers read the copy."""
         period = parse_period(period)
         copies = Copies(settings.resolve(settings.engine.columnar_dir))
-        return cls(settings, engine, period, Month(engine, period, keep=True, copies=copies))
+        keep_rows = 0 if settings.engine.dask_address else None
+        return cls(settings, engine, period, Month(engine, period, keep=True, copies=copies,
+                                                   keep_rows=keep_rows))

@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,7 +134,7 @@ class Copies:
 
         con = duckdb.connect(str(self.path(period)), read_only=True)
         try:
-            return int(con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])  # type: ignore[index]
+            return int(con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
         finally:
             con.close()
 
@@ -170,18 +172,134 @@ class Copies:
         try:
             con.register("p", frame)
             con.execute(f"UPDATE {TABLE} SET {sets} FROM p WHERE {TABLE}.id = p.id")
-            rows, max_id = con.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {TABLE}").fetchone()  # type: ignore[misc]
+            rows, max_id = con.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {TABLE}").fetchone()
             con.execute("CHECKPOINT")
         finally:
             con.close()
         with engine.begin() as conn:
             _stamp(conn, period, int(rows), int(max_id))
 
+    def write_new(self, engine: Engine, period: str, ids: np.ndarray,
+                  loaded: Sequence[pd.DataFrame | Spill]) -> int:
+        """Write the copy of a month collect has just inserted (`tasks.month.Month.seed`): `loaded`,
+        its rows in insertion order (frames and spilled rows, without ids), numbered `ids` (the
+        period's ids in order, which the caller checked belong to them). Nothing is read back from
+        the database. Returns the row count."""
+        import duckdb
+
+        target = self.path(period)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with engine.begin() as conn:
+            mark_stale(conn, period)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        types = _types()
+        columns = ", ".join(f"CAST({_q(c)} AS {t})" for c, t in types.items())
+        con = duckdb.connect(str(tmp))
+        start = 0
+        try:
+            con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+            for item in loaded:
+                numbers = pd.DataFrame({"id": np.asarray(ids[start:start + len(item)], dtype="int64")})
+                start += len(item)
+                if isinstance(item, Spill):
+                    item.close()
+                    con.execute(f"ATTACH '{item.path}' AS spill (READ_ONLY)")
+                    con.register("numbers", numbers)
+                    rest = ", ".join(f"s.{_q(c)}" for c in types if c != "id")
+                    con.execute(f"INSERT INTO {TABLE} SELECT numbers.id, {rest}"
+                                f" FROM spill.{TABLE} s POSITIONAL JOIN numbers")
+                    con.unregister("numbers")
+                    con.execute("DETACH spill")
+                    item.discard()
+                else:
+                    con.register("part", _month_frame(item, numbers["id"].to_numpy()))
+                    con.execute(f"INSERT INTO {TABLE} SELECT {columns} FROM part")
+                    con.unregister("part")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+        with engine.begin() as conn:
+            _stamp(conn, period, start, int(ids[-1]) if len(ids) else 0)
+        return start
+
     def rebuild(self, engine: Engine, period: str) -> int:
         """Write the period's copy again from the database, part by part (`cxloop rebuild`)."""
         from cxloop.tasks.month import COLUMNS, PART_ROWS, _read
 
         return self.write(engine, period, _read(engine, period, list(COLUMNS), False, PART_ROWS))
+
+
+class Spill:
+    """The rows one big import inserts past what collect hands over in memory (a month of more
+    than `tasks.month.KEEP_ROWS` rows), appended in insertion order to a DuckDB file in the copies'
+    folder, as month rows without ids yet: `Copies.write_new` numbers them into the copy, so a big
+    new month is never read back from the database. Removed once used, or when dropped unused (a
+    collect outside a cycle run, an import rolled back)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".spill-", suffix=".duckdb", dir=folder)
+        os.close(fd)
+        self.path = Path(name)
+        self.path.unlink()  # DuckDB makes the file itself
+        self.rows = 0
+        self._con: Any = None
+        self._gone = weakref.finalize(self, _remove, self.path)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Add inserted rows (canonical fields and `source`, as collect hands them over)."""
+        import duckdb
+
+        types = _types()
+        if self._con is None:
+            self._con = duckdb.connect(str(self.path))
+            self._con.execute(f"CREATE TABLE {TABLE} ("
+                              f"{', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+        self._con.register("part", _month_frame(frame, np.zeros(len(frame), dtype="int64")))
+        self._con.execute(f"INSERT INTO {TABLE} SELECT "
+                          f"{', '.join(f'CAST({_q(c)} AS {t})' for c, t in types.items())} FROM part")
+        self._con.unregister("part")
+        self.rows += len(frame)
+
+    def keys(self, positions: Sequence[int]) -> list[tuple[Any, Any]]:
+        """(source, response_id) of the rows at `positions` (insertion order)."""
+        import duckdb
+
+        con = self._con or duckdb.connect(str(self.path), read_only=True)
+        found = {int(r): (s, k) for r, s, k in con.execute(
+            f"SELECT rowid, source, response_id FROM {TABLE} WHERE rowid IN "
+            f"({', '.join(str(int(p)) for p in positions)})").fetchall()}
+        if con is not self._con:
+            con.close()
+        return [found.get(int(p), (None, None)) for p in positions]
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.execute("CHECKPOINT")
+            self._con.close()
+            self._con = None
+
+    def discard(self) -> None:
+        """Remove the file (done with, or not wanted)."""
+        self.close()
+        self._gone()
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+
+
+def _month_frame(frame: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Inserted rows typed as the month's frame: numbered `ids`, not quarantined."""
+    from cxloop.tasks.month import typed
+
+    return typed(frame.assign(id=ids, quarantined=False).reset_index(drop=True))
 
 
 def _q(name: str) -> str:

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, String, func, select, type_coerce
 from cxloop.models import CANONICAL_FIELDS, Feedback
 from cxloop.periods import parse_period
 from cxloop.tasks import columnar
+from cxloop.tasks.columnar import Spill
 
 FB = Feedback.__table__  # type: ignore[attr-defined]
 DATETIME_COLUMNS = tuple(c for c, kind in CANONICAL_FIELDS.items() if kind == "datetime")
@@ -56,8 +57,9 @@ class Month:
     rows. Not kept (the default: a CLI command or a test on its own): every call reads the database."""
 
     def __init__(self, engine: Engine, period: str, *, keep: bool = False,
-                 copies: columnar.Copies | None = None) -> None:
+                 copies: columnar.Copies | None = None, keep_rows: int | None = None) -> None:
         self.engine, self.period, self.keep, self.copies = engine, parse_period(period), keep, copies
+        self.keep_rows = keep_rows  # kept in memory up to this many rows (None: `KEEP_ROWS`)
         self._frame: pd.DataFrame | None = None
         self._positions: pd.Index | None = None  # id -> row position, built when first patched
         self._large: bool | None = None  # more than KEEP_ROWS rows (None: not counted yet)
@@ -100,40 +102,51 @@ class Month:
         with suppress(AttributeError, OSError):  # glibc only: elsewhere there is nothing to call
             ctypes.CDLL(None).malloc_trim(0)
 
-    def seed(self, loaded: Sequence[pd.DataFrame]) -> bool:
+    def seed(self, loaded: Sequence[pd.DataFrame | Spill]) -> bool:
         """Keep the rows collect has just inserted as the month, instead of reading them back,
         when they are all of it: a new month is collected once and then read by every later stage.
+        A month too big to keep (more than `keep_rows`) goes into its columnar copy instead, when
+        the run has one: written from these rows, so it too is never read back from the database.
 
-        `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted.
-        The database numbers rows in insertion order (SQLite's rowid, PostgreSQL's sequence), so the
-        period's ids in order belong to them one by one; this holds only if the period has no other
-        row, which is checked (count, and the keys of the first, middle and last row). New rows are
-        not quarantined and not analysed yet. A month of more than `KEEP_ROWS` rows is not kept.
-        Returns whether the month is now kept."""
+        `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted
+        (frames, and the rows a big import spilled to disk). The database numbers rows in insertion
+        order (SQLite's rowid, PostgreSQL's sequence), so the period's ids in order belong to them
+        one by one; this holds only if the period has no other row, which is checked (count, and
+        the keys of the first, middle and last row). New rows are not quarantined and not analysed
+        yet. Returns whether the month is now kept in memory."""
         if not self.keep:
             return False
         self._reset()  # the copy's stamp tells whether collect changed the rows
         n = sum(len(f) for f in loaded)
         if not n:
             return False
-        if n > KEEP_ROWS:
+        large = n > self._keep_rows() or any(isinstance(f, Spill) for f in loaded)
+        if large and self.copies is None:
             self._large = True
             return False
         with self.engine.connect() as conn:
             ids = _ids(conn, self.period)
             if len(ids) != n:
                 return False
-            frame = pd.concat(list(loaded), ignore_index=True) if len(loaded) > 1 else loaded[0]
             probe = sorted({0, n // 2, n - 1})
             probe_ids = [int(ids[p]) for p in probe]
             stored = {int(i): (s, r) for i, s, r in conn.execute(
                 select(FB.c.id, FB.c.source, FB.c.response_id).where(FB.c.id.in_(probe_ids)))}
-        rid, src = frame["response_id"].to_numpy(dtype=object), frame["source"].to_numpy(dtype=object)
-        if any(stored.get(int(ids[p])) != (src[p], rid[p]) for p in probe):
+        if any(stored.get(int(ids[p])) != key for p, key in zip(probe, _keys_at(loaded, probe), strict=True)):
             return False
+        if large:
+            assert self.copies is not None
+            self.copies.write_new(self.engine, self.period, ids, loaded)
+            self._large, self._copy = True, True
+            return False
+        frames = [f for f in loaded if isinstance(f, pd.DataFrame)]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         frame = frame.assign(id=ids, quarantined=False)
         self._frame = typed(frame.reset_index(drop=True))
         return True
+
+    def _keep_rows(self) -> int:
+        return KEEP_ROWS if self.keep_rows is None else self.keep_rows
 
     def rows(self, columns: Sequence[str] | None = None, *, clean: bool = False) -> pd.DataFrame:
         """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
@@ -212,7 +225,7 @@ class Month:
         if self._large is None:
             with self.engine.connect() as conn:
                 self._large = conn.execute(select(func.count()).where(
-                    FB.c.period == self.period)).scalar_one() > KEEP_ROWS
+                    FB.c.period == self.period)).scalar_one() > self._keep_rows()
         if not self._large:
             if self._copy_ready(build=False):  # a month kept in memory needs no copy, but reads one
                 assert self.copies is not None
@@ -220,6 +233,22 @@ class Month:
             else:
                 self._frame = read_month(self.engine, self.period)
         return self._frame
+
+
+def _keys_at(loaded: Sequence[pd.DataFrame | Spill], positions: Sequence[int]
+             ) -> list[tuple[Any, Any]]:
+    """(source, response_id) of the inserted rows at `positions` (insertion order, ascending)."""
+    keys: list[tuple[Any, Any]] = []
+    start = 0
+    for item in loaded:
+        here = [p - start for p in positions if start <= p < start + len(item)]
+        if here and isinstance(item, Spill):
+            keys.extend(item.keys(here))
+        elif here and isinstance(item, pd.DataFrame):
+            src, rid = item["source"].to_numpy(dtype=object), item["response_id"].to_numpy(dtype=object)
+            keys.extend((src[p], rid[p]) for p in here)
+        start += len(item)
+    return keys
 
 
 def of(engine: Engine, period: str, shared: Month | None) -> Month:

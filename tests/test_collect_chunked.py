@@ -171,7 +171,7 @@ def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path
     a, b = same_both_ways(tmp_path, twin, chunks=3)
     assert PIECES == [3] * 5 + [1]
     fa, fb = a.imports[0].inserted, b.imports[0].inserted
-    assert fa is not None and fb is not None
+    assert isinstance(fa, pd.DataFrame) and isinstance(fb, pd.DataFrame)
     pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
 
 

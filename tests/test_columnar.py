@@ -158,3 +158,51 @@ def test_kpis_counted_on_a_two_worker_dask_cluster_equal_the_local_run(
         assert run.columnar()
         there = compute_rows(remote, engine, PERIOD, month_rows=run)
     assert [asdict(r) for r in there] == [asdict(r) for r in here] and here
+
+
+@pytest.mark.parametrize("chunks", [4, None])
+def test_collect_writes_the_copy_of_a_big_new_month_without_reading_it_back(
+        engine: Engine, tmp_path: Path, month_reads: list[str], monkeypatch: pytest.MonkeyPatch,
+        chunks: int | None) -> None:
+    """Issue 20: the copy is written by collect. A big file read in chunks (`chunks`) hands the
+    rows past `KEEP_ROWS` over on disk (a spill) and the month's copy is made of them; a file read
+    whole (a month not kept because a Dask cluster works on it) from the frame collect hands over.
+    Neither reads the month back from the database, and the copy equals the stored rows."""
+    from tests.test_collect_chunked import collect, write
+
+    monkeypatch.setattr(month, "KEEP_ROWS", 5)
+    write(tmp_path / "export.csv", [f"R{k},2026-10-{1 + k % 28:02d} 09:00,线上,{k % 11},评价{k},否"
+                                    for k in range(23)])
+    summary = collect(tmp_path, engine, chunks)
+    assert summary.ok and summary.total("loaded") == 23
+    spilled = [i for i in summary.inserted() if not isinstance(i, pd.DataFrame)]
+    assert len(spilled) == (1 if chunks else 0)
+    monkeypatch.setattr(month, "_read", lambda *a, **k: pytest.fail("read back from the database"))
+    copies = Copies(tmp_path / "columnar")
+    run = month.Month(engine, PERIOD, keep=True, copies=copies, keep_rows=None if chunks else 0)
+    assert run.seed(summary.inserted()) is False  # not kept in memory: in its copy
+    assert copies.fresh(engine, PERIOD)
+    assert not list((tmp_path / "columnar").glob(".spill-*"))  # the spill is gone once used
+    assert run.columnar()
+    got = pd.concat(list(run.parts(["id", "response_id", "nps"], rows=10)), ignore_index=True)
+    assert month_reads == []
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(got, month.read_month(engine, PERIOD, ["id", "response_id", "nps"]))
+    (whole,) = copies.parts(PERIOD, month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(whole, month.read_month(engine, PERIOD))
+
+
+def test_a_spill_nobody_uses_is_removed(tmp_path: Path) -> None:
+    """A collect outside a cycle run hands its spill to nobody: the file goes with the object."""
+    import gc
+
+    from cxloop.tasks.columnar import Spill
+
+    spill = Spill(tmp_path)
+    spill.append(pd.DataFrame({"source": ["s"], "response_id": ["r"]}))
+    assert len(spill) == 1 and spill.keys([0]) == [("s", "r")]
+    path = spill.path
+    assert path.exists()
+    del spill
+    gc.collect()
+    assert not path.exists()
