@@ -374,7 +374,7 @@ def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_pa
     script = (f"import sys; sys.path.insert(0, {str(tmp_path / 'path')!r})\n"
               "from cxloop.tasks import workers\n"
               "workers.start_server()\n"
-              f"p = workers.Process(target=exec, args=({probe!r},))\n"
+              f"p = workers.context().Process(target=exec, args=({probe!r},))\n"
               "p.start(); p.join(); sys.exit(p.exitcode)\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": sysconfig.get_paths()["purelib"]}
     done = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env,

@@ -3,8 +3,10 @@ read once stale or missing (the relational database is the system of record)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -134,13 +136,20 @@ def test_cli_rebuild_writes_the_copy(tmp_path: Path, engine: Engine, db_url: str
     assert code == 2 and "Traceback" not in err and "2026-13" in err
 
 
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    """One real LocalCluster of two worker processes (one thread each) for this module's tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
 def test_kpis_counted_on_a_two_worker_dask_cluster_equal_the_local_run(
-        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dask_address: str) -> None:
     """Issue 20: a big month's KPI histograms, one Dask task per partition of its columnar copy on
     a real LocalCluster of two worker processes, give the same KPI rows as counting here."""
     from dataclasses import asdict
-
-    from distributed import LocalCluster
 
     from cxloop.config import settings_from_dict
     from cxloop.tasks.kpis.stage import compute_rows
@@ -152,12 +161,40 @@ def test_kpis_counted_on_a_two_worker_dask_cluster_equal_the_local_run(
     local = settings_from_dict({}, tmp_path)
     here = compute_rows(local, engine, PERIOD,
                         month_rows=month.Month(engine, PERIOD, keep=True, copies=copies))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        remote = settings_from_dict({"engine": {"dask_address": cluster.scheduler_address}}, tmp_path)
-        run = month.Month(engine, PERIOD, keep=True, copies=copies)
-        assert run.columnar()
-        there = compute_rows(remote, engine, PERIOD, month_rows=run)
+    remote = settings_from_dict({"engine": {"dask_address": dask_address}}, tmp_path)
+    run = month.Month(engine, PERIOD, keep=True, copies=copies)
+    assert run.columnar()
+    sent: list[int] = []
+    import cxloop.tasks.dask_work as dask_work
+
+    kpi_histograms = dask_work.kpi_histograms
+
+    def counted(*args: Any) -> pd.DataFrame:
+        sent.append(1)
+        return kpi_histograms(*args)
+
+    monkeypatch.setattr(dask_work, "kpi_histograms", counted)
+    there = compute_rows(remote, engine, PERIOD, month_rows=run)
+    assert sent == [1]  # counted on the cluster
     assert [asdict(r) for r in there] == [asdict(r) for r in here] and here
+
+
+def test_comments_analysed_on_the_dask_cluster_equal_the_local_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dask_address: str) -> None:
+    """Issue 20: with `[engine] dask_address`, many distinct comments are scored and tagged on the
+    cluster's workers, with the results of the local analysis, in the same order."""
+    import cxloop.tasks.comments as comments
+    from cxloop.config import settings_from_dict
+
+    texts = [f"{w}{k}" for k in range(60) for w in ("物流太慢了", "客服很好", "The app keeps crashing ")]
+    monkeypatch.setattr(comments, "PARALLEL_TEXTS", 10)
+    monkeypatch.setattr(comments, "_in_parallel", lambda *a: None)  # here: one process
+    here = comments.analyse_texts(texts, settings_from_dict({}, tmp_path))
+    monkeypatch.setattr(comments, "_in_parallel", lambda *a: pytest.fail("not on the cluster"))
+    there = comments.analyse_texts(texts, settings_from_dict({"engine": {"dask_address": dask_address}},
+                                                             tmp_path))
+    assert there == here and {r.sentiment for r in here} >= {"negative", "positive"}
+    assert any(r.themes for r in here)
 
 
 @pytest.mark.parametrize("chunks", [4, None])
