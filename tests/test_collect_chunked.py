@@ -245,12 +245,17 @@ def test_the_first_chunk_is_small(twin: tuple[Engine, Engine], tmp_path: Path,
 
 def test_a_month_too_big_to_keep_is_not_handed_over(twin: tuple[Engine, Engine], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past `month.KEEP_ROWS` inserted rows the chunks stop holding them (memory stays bounded)."""
+    """Past `month.KEEP_ROWS` inserted rows the chunks stop holding them (memory stays bounded):
+    they are handed over on disk instead, for the month's columnar copy (issue 20)."""
+    from cxloop.tasks.columnar import Spill
+
     rows = [r for k, r in enumerate(ROWS) if k not in (5, 8, 15)]
     write(tmp_path / "export.csv", rows)
     monkeypatch.setattr(tc.month, "KEEP_ROWS", 4)
     a, b = same_both_ways(tmp_path, twin, chunks=3)
-    assert a.imports[0].loaded > 4 and a.imports[0].inserted is None  # chunked
+    spill = a.imports[0].inserted
+    assert a.imports[0].loaded > 4 and isinstance(spill, Spill)  # chunked
+    assert len(spill) == a.imports[0].loaded and spill.keys([0]) == [("web", "R1")]
     assert b.imports[0].inserted is not None  # whole file: `month.seed` refuses it itself
 
 

@@ -193,7 +193,7 @@ def test_comments_analysed_on_the_dask_cluster_equal_the_local_run(
     monkeypatch.setattr(comments, "_in_parallel", lambda *a: pytest.fail("not on the cluster"))
     there = comments.analyse_texts(texts, settings_from_dict({"engine": {"dask_address": dask_address}},
                                                              tmp_path))
-    assert there == here and {r.sentiment for r in here} >= {"negative", "positive"}
+    assert there == here and len({r.sentiment for r in here}) >= 2
     assert any(r.themes for r in here)
 
 
