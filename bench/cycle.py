@@ -243,7 +243,8 @@ def main() -> None:
 
         t = time.perf_counter()
         cluster = schema.enter_context(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                                    dashboard_address=None))
+                                                    dashboard_address=None,
+                                                    silence_logs=logging.CRITICAL))
         engine_section = f'\n[engine]\ndask_address = "{cluster.scheduler_address}"\n'
         print(f"Dask LocalCluster, 2 workers x 1 thread, started in {time.perf_counter() - t:.1f} s")
     (work / "cxloop.toml").write_text(CONFIG.format(

@@ -134,7 +134,8 @@ class Copies:
 
         con = duckdb.connect(str(self.path(period)), read_only=True)
         try:
-            return int(con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
+            found = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+            return int(found[0]) if found else 0
         finally:
             con.close()
 
@@ -172,7 +173,8 @@ class Copies:
         try:
             con.register("p", frame)
             con.execute(f"UPDATE {TABLE} SET {sets} FROM p WHERE {TABLE}.id = p.id")
-            rows, max_id = con.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {TABLE}").fetchone()
+            found = con.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {TABLE}").fetchone()
+            rows, max_id = found if found else (0, 0)
             con.execute("CHECKPOINT")
         finally:
             con.close()
