@@ -16,6 +16,7 @@ from cxloop.commands import (
     actions,
     cases,
     collect,
+    columnar,
     comments,
     cycle,
     effects,
@@ -62,7 +63,8 @@ def version() -> None:
     typer.echo(f"cxloop {__version__}")
 
 
-for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments, users, web, cases):
+for module in (cycle, collect, quality, kpis, actions, notify, effects, report, comments, users, web, cases,
+               columnar):
     module.register(app)
 
 

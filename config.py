@@ -515,6 +515,15 @@ class CommentsConfig(Strict):
         return self
 
 
+class EngineConfig(Strict):
+    """Where big months are worked on: the folder of the columnar copies (`tasks.columnar`; storage
+    every Dask worker sees, in a cluster) and the Dask scheduler that runs the partitioned work
+    (empty: this machine alone)."""
+
+    columnar_dir: str = "columnar"
+    dask_address: str = ""
+
+
 class Settings(Strict):
     project: ProjectConfig = Field(default_factory=ProjectConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -535,6 +544,7 @@ class Settings(Strict):
     web: WebConfig = Field(default_factory=WebConfig)
     cases: CasesConfig = Field(default_factory=CasesConfig)
     outcomes: OutcomesConfig | None = None
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @model_validator(mode="after")

@@ -209,6 +209,20 @@ class CommentAnalysis(SQLModel, table=True):
     analysed_at: datetime = Field(default_factory=utcnow)
 
 
+class ColumnarCopy(SQLModel, table=True):
+    """The stamp of a period's columnar copy (`tasks.columnar`): what the period's rows looked like
+    when the copy was last written or kept in step. A copy whose stamp differs from the rows' stamp
+    now, or that has no row here, is stale and never read."""
+
+    __tablename__ = "columnar_copy"
+
+    period: str = Field(primary_key=True)
+    stamp: str
+    rows: int = 0
+    max_id: int = 0
+    written_at: datetime = Field(default_factory=utcnow)
+
+
 class QualityCheck(SQLModel, table=True):
     """One expectation's result in one cycle's gate."""
 

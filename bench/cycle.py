@@ -1,6 +1,7 @@
 """A whole monthly cycle on N generated responses, stage by stage, next to plain pandas.
 
     python bench/cycle.py [--rows 1000000] [--comment-share 0.2] [--distinct-comments 0] [--keep DIR]
+                          [--pg URL] [--dask]
 
 Writes one month of responses as a CSV (canonical columns, UTF-8), then in the same process:
 1. plain pandas: read the CSV + a groupby mean of the scores per department (the floor);
@@ -8,7 +9,10 @@ Writes one month of responses as a CSV (canonical columns, UTF-8), then in the s
 3. the libraries the stages use (GX, the sentiment model, jieba), loaded once per process: in
    `cxloop run` while Prefect's server starts, in `cxloop serve` once for every cycle after
    (reported separately; `--cold` leaves them to the cycle itself);
-4. the real flow `cx_monthly_cycle` on SQLite, with each stage's time from the cycle record;
+4. the real flow `cx_monthly_cycle` on SQLite, with each stage's time from the cycle record
+   (`--dask`: with `[engine] dask_address` set to a local Dask cluster of two worker processes,
+   one thread each, started before and reported separately; the month is then not kept in memory
+   but written to its columnar copy by collect, and the KPI histograms are counted on the workers);
 and prints peak memory during the cycle: this process's exact peak, and samples of it together
 with the processes it started (collect's parse worker and its fork server), per stage; Prefect's
 server process is left out, like its start time.
@@ -211,6 +215,8 @@ def main() -> None:
                          "on a thread while collect works, as a first cycle in a process does).")
     ap.add_argument("--pg", metavar="URL", default=None,
                     help="Run on PostgreSQL (postgresql+psycopg://...), in a new schema dropped after.")
+    ap.add_argument("--dask", action="store_true",
+                    help="Run the cycle with [engine] dask_address on a LocalCluster of 2 worker processes.")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="cxbench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -231,9 +237,19 @@ def main() -> None:
     schema = ExitStack()  # on PostgreSQL: a fresh schema, dropped at the end
     db_url = schema.enter_context(fresh_pg_schema(args.pg)) if args.pg else f"sqlite:///{work / 'cxloop.db'}"
     print(f"database: {'PostgreSQL' if args.pg else 'SQLite'}")
+    engine_section = ""
+    if args.dask:
+        from distributed import LocalCluster
+
+        t = time.perf_counter()
+        cluster = schema.enter_context(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                    dashboard_address=None,
+                                                    silence_logs=logging.CRITICAL))
+        engine_section = f'\n[engine]\ndask_address = "{cluster.scheduler_address}"\n'
+        print(f"Dask LocalCluster, 2 workers x 1 thread, started in {time.perf_counter() - t:.1f} s")
     (work / "cxloop.toml").write_text(CONFIG.format(
         db=db_url, channels=CHANNELS, stages=STAGES, touchpoints=TOUCHPOINTS,
-        model=args.model).replace("'", '"'), encoding="utf-8")
+        model=args.model).replace("'", '"') + engine_section, encoding="utf-8")
     if args.model == "trained":
         from cxloop.config import load_settings
         from cxloop.tasks.demo import write_training_set

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from cxloop.config import Settings
 from cxloop.flows.bookkeeping import FeedbackStamp
 from cxloop.periods import parse_period
+from cxloop.tasks.columnar import Copies
 from cxloop.tasks.month import Month
 
 if TYPE_CHECKING:
@@ -54,6 +55,11 @@ class CycleContext:
     @classmethod
     def for_run(cls, settings: Settings, engine: Engine, period: str) -> CycleContext:
         """The context of one cycle run, which holds the period's lock: its month is kept and
-        shared by the stages (see `tasks.month`)."""
+        shared by the stages (see `tasks.month`), a month too big to keep through its columnar copy.
+        With a Dask cluster (`[engine] dask_address`) no month is kept in memory: the cluster's
+        workers read the copy."""
         period = parse_period(period)
-        return cls(settings, engine, period, Month(engine, period, keep=True))
+        copies = Copies(settings.resolve(settings.engine.columnar_dir))
+        keep_rows = 0 if settings.engine.dask_address else None
+        return cls(settings, engine, period, Month(engine, period, keep=True, copies=copies,
+                                                   keep_rows=keep_rows))

@@ -273,7 +273,10 @@ def analyse_texts(texts: Sequence[str], settings: Settings, *, declared: Sequenc
             lang_of[key] = detect_language(*key)
     langs = [lang_of[key] for key in zip(texts, decl, strict=True)]
     scored = list(dict.fromkeys(zip(texts, langs, strict=True)))
-    analysed = _in_parallel(scored, model, tagger) if len(scored) >= PARALLEL_TEXTS else None
+    analysed = None
+    if len(scored) >= PARALLEL_TEXTS:
+        analysed = (_on_cluster(settings.engine.dask_address, scored, model, tagger)
+                    if settings.engine.dask_address else _in_parallel(scored, model, tagger))
     if analysed is not None:
         raw, tags = analysed
         themes_of = dict(zip((t for t, _ in scored), tags, strict=True))
@@ -335,6 +338,21 @@ def _in_parallel(pairs: list[tuple[str, str]], model: SentimentModel, tagger: Th
                     type(exc).__name__, exc)
         return None
     return np.concatenate([scores for scores, _ in done]), [t for _, tags in done for t in tags]
+
+
+def _on_cluster(address: str, pairs: list[tuple[str, str]], model: SentimentModel, tagger: ThemeTagger
+                ) -> tuple[np.ndarray, list[list[str]]]:
+    """`_in_parallel` on the Dask cluster at `address` (`[engine] dask_address`): the same parts,
+    the same results. A cluster that fails fails the stage (its retry runs it again)."""
+    from cxloop.tasks import dask_work
+
+    size = -(-len(pairs) // (_DASK_PARTS))
+    parts = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    done = dask_work.analyse_comments(address, parts, model, tagger.topics)
+    return np.concatenate([scores for scores, _ in done]), [t for _, tags in done for t in tags]
+
+
+_DASK_PARTS = 64  # parts of the distinct comments sent to a cluster: enough to keep ten workers busy
 
 
 @dataclass

@@ -7,6 +7,11 @@ stages that change rows (validate: `quarantined`; comments: `sentiment`, `sentim
 `themes`) write the database and then `patch` the kept frame, so it always equals the stored rows.
 Outside a cycle run (a CLI command on its own) nothing is kept: each call reads the database.
 
+A month too big to keep is read from its columnar copy (`tasks.columnar`) when the run was given
+one (`copies`): written from the database at the first read if missing or stale, then read by
+every later stage at a fraction of the database's cost, and kept in step by `patch`. Every other
+`patch` or `forget` marks the period's copy stale, so a copy never says what the rows do not.
+
 The frame's types are the same whichever database it came from: `id` int64, `quarantined` bool,
 datetimes `datetime64[us, UTC]` (NaT when empty), scores, `is_complaint` (1/0) and
 `sentiment_score` float64 (NaN when empty), text columns of pandas' `str` type (NaN when empty).
@@ -26,6 +31,8 @@ from sqlalchemy import Connection, Engine, String, func, select, type_coerce
 
 from cxloop.models import CANONICAL_FIELDS, Feedback
 from cxloop.periods import parse_period
+from cxloop.tasks import columnar
+from cxloop.tasks.columnar import Spill
 
 FB = Feedback.__table__  # type: ignore[attr-defined]
 DATETIME_COLUMNS = tuple(c for c, kind in CANONICAL_FIELDS.items() if kind == "datetime")
@@ -49,15 +56,41 @@ class Month:
     change rows write the database and then `patch` this frame, so it always equals the stored
     rows. Not kept (the default: a CLI command or a test on its own): every call reads the database."""
 
-    def __init__(self, engine: Engine, period: str, *, keep: bool = False) -> None:
-        self.engine, self.period, self.keep = engine, parse_period(period), keep
+    def __init__(self, engine: Engine, period: str, *, keep: bool = False,
+                 copies: columnar.Copies | None = None, keep_rows: int | None = None) -> None:
+        self.engine, self.period, self.keep, self.copies = engine, parse_period(period), keep, copies
+        self.keep_rows = keep_rows  # kept in memory up to this many rows (None: `KEEP_ROWS`)
         self._frame: pd.DataFrame | None = None
         self._positions: pd.Index | None = None  # id -> row position, built when first patched
         self._large: bool | None = None  # more than KEEP_ROWS rows (None: not counted yet)
+        self._copy: bool | None = None  # the columnar copy equals the rows (None: not checked yet)
 
     def forget(self) -> None:
-        """The rows changed in ways `patch` does not describe (collect): read them again when asked."""
-        self._frame, self._positions, self._large = None, None, None
+        """The rows changed in ways `patch` does not describe: read them again when asked (and the
+        columnar copy is stale)."""
+        self._reset()
+        with self.engine.begin() as conn:
+            columnar.mark_stale(conn, self.period)
+
+    def _reset(self) -> None:
+        self._frame, self._positions, self._large, self._copy = None, None, None, None
+
+    def _copy_ready(self, build: bool = True) -> bool:
+        """Whether the rows can be read from the columnar copy: it is fresh, or (`build`) this run,
+        which holds the period, has just written it from the database. Checked once per run."""
+        if self.copies is None:
+            return False
+        if self._copy is None:
+            self._copy = self.copies.fresh(self.engine, self.period)
+        if not self._copy and build and self.keep:
+            self.copies.rebuild(self.engine, self.period)
+            self._copy = True
+        return self._copy
+
+    def columnar(self) -> bool:
+        """Whether the rows are read from a fresh columnar copy (written now if this run may):
+        the partitioned work can then go to Dask workers, which read the copy themselves."""
+        return self._kept_frame() is None and self._copy_ready()
 
     def release(self) -> None:
         """After a stage of a month too big to keep: free its leftovers now. Its frames sit in
@@ -69,45 +102,60 @@ class Month:
         with suppress(AttributeError, OSError):  # glibc only: elsewhere there is nothing to call
             ctypes.CDLL(None).malloc_trim(0)
 
-    def seed(self, loaded: Sequence[pd.DataFrame]) -> bool:
+    def seed(self, loaded: Sequence[pd.DataFrame | Spill]) -> bool:
         """Keep the rows collect has just inserted as the month, instead of reading them back,
         when they are all of it: a new month is collected once and then read by every later stage.
+        A month too big to keep (more than `keep_rows`) goes into its columnar copy instead, when
+        the run has one: written from these rows, so it too is never read back from the database.
 
-        `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted.
-        The database numbers rows in insertion order (SQLite's rowid, PostgreSQL's sequence), so the
-        period's ids in order belong to them one by one; this holds only if the period has no other
-        row, which is checked (count, and the keys of the first, middle and last row). New rows are
-        not quarantined and not analysed yet. A month of more than `KEEP_ROWS` rows is not kept.
-        Returns whether the month is now kept."""
+        `loaded`: the inserted rows (canonical fields and `source`) in the order they were inserted
+        (frames, and the rows a big import spilled to disk). The database numbers rows in insertion
+        order (SQLite's rowid, PostgreSQL's sequence), so the period's ids in order belong to them
+        one by one; this holds only if the period has no other row, which is checked (count, and
+        the keys of the first, middle and last row). New rows are not quarantined and not analysed
+        yet. Returns whether the month is now kept in memory."""
         if not self.keep:
             return False
-        self.forget()
+        self._reset()  # the copy's stamp tells whether collect changed the rows
         n = sum(len(f) for f in loaded)
         if not n:
             return False
-        if n > KEEP_ROWS:
+        large = n > self._keep_rows() or any(isinstance(f, Spill) for f in loaded)
+        if large and self.copies is None:
             self._large = True
             return False
         with self.engine.connect() as conn:
             ids = _ids(conn, self.period)
             if len(ids) != n:
                 return False
-            frame = pd.concat(list(loaded), ignore_index=True) if len(loaded) > 1 else loaded[0]
             probe = sorted({0, n // 2, n - 1})
             probe_ids = [int(ids[p]) for p in probe]
             stored = {int(i): (s, r) for i, s, r in conn.execute(
                 select(FB.c.id, FB.c.source, FB.c.response_id).where(FB.c.id.in_(probe_ids)))}
-        rid, src = frame["response_id"].to_numpy(dtype=object), frame["source"].to_numpy(dtype=object)
-        if any(stored.get(int(ids[p])) != (src[p], rid[p]) for p in probe):
+        if any(stored.get(int(ids[p])) != key for p, key in zip(probe, _keys_at(loaded, probe), strict=True)):
             return False
+        if large:
+            assert self.copies is not None
+            self.copies.write_new(self.engine, self.period, ids, loaded)
+            self._large, self._copy = True, True
+            return False
+        frames = [f for f in loaded if isinstance(f, pd.DataFrame)]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         frame = frame.assign(id=ids, quarantined=False)
         self._frame = typed(frame.reset_index(drop=True))
         return True
+
+    def _keep_rows(self) -> int:
+        return KEEP_ROWS if self.keep_rows is None else self.keep_rows
 
     def rows(self, columns: Sequence[str] | None = None, *, clean: bool = False) -> pd.DataFrame:
         """The period's rows (`clean`: only those not quarantined), ordered by id, with `columns`
         (default all of `COLUMNS`). A new frame each call: changing it changes nothing kept."""
         frame = self._kept_frame()
+        if frame is None and self._copy_ready():
+            assert self.copies is not None
+            (frame,) = self.copies.parts(self.period, list(columns or COLUMNS), clean, None)
+            return frame
         if frame is None:  # nothing shared: read only what is asked for
             return read_month(self.engine, self.period, columns, clean=clean)
         keep = ~frame["quarantined"].to_numpy(dtype=bool) if clean else None
@@ -125,20 +173,37 @@ class Month:
         one empty part."""
         if self._kept_frame() is not None:
             yield self.rows(columns, clean=clean)
+        elif self._copy_ready():
+            assert self.copies is not None
+            yield from self.copies.parts(self.period, list(columns or COLUMNS), clean, rows or PART_ROWS)
         else:
             yield from _read(self.engine, self.period, columns, clean, rows or PART_ROWS)
 
     def patch(self, ids: Sequence[int] | np.ndarray, values: Mapping[str, Any]) -> None:
-        """Tell the kept frame that rows `ids` now hold `values` (a scalar or one value per id)."""
-        frame = self._frame
-        if frame is None or not len(ids):
+        """Tell the kept frame and the columnar copy that rows `ids` now hold `values` (a scalar
+        or one value per id), after they were written to the database. A copy this run reads is
+        kept in step; any other copy of the period is marked stale."""
+        if not len(ids):
             return
+        if self._patch_frame(ids, values):
+            if self.keep and self._copy and self.copies is not None:
+                self.copies.patch(self.engine, self.period, ids, values)
+            else:
+                with self.engine.begin() as conn:
+                    columnar.mark_stale(conn, self.period)
+                self._copy = None if self.keep else False
+
+    def _patch_frame(self, ids: Sequence[int] | np.ndarray, values: Mapping[str, Any]) -> bool:
+        """Patch the kept frame, if any; False when it cannot say what changed (then forgotten)."""
+        frame = self._frame
+        if frame is None:
+            return True
         if self._positions is None:
             self._positions = pd.Index(frame["id"].to_numpy())
         pos = self._positions.get_indexer(np.asarray(ids, dtype="int64"))
         if (pos < 0).any():  # a row of another period: the kept frame cannot say what changed
             self.forget()
-            return
+            return False
         for column, value in values.items():
             if isinstance(value, str | int | float | bool) or value is None:
                 value = [value] * len(pos)
@@ -150,6 +215,7 @@ class Month:
                 arr = frame[column].to_numpy(copy=True)
                 arr[pos] = np.asarray(list(value), dtype=arr.dtype)
                 frame[column] = arr
+        return True
 
     def _kept_frame(self) -> pd.DataFrame | None:
         """The shared month, read at the first call; None when not kept and for a month of more
@@ -159,10 +225,30 @@ class Month:
         if self._large is None:
             with self.engine.connect() as conn:
                 self._large = conn.execute(select(func.count()).where(
-                    FB.c.period == self.period)).scalar_one() > KEEP_ROWS
+                    FB.c.period == self.period)).scalar_one() > self._keep_rows()
         if not self._large:
-            self._frame = read_month(self.engine, self.period)
+            if self._copy_ready(build=False):  # a month kept in memory needs no copy, but reads one
+                assert self.copies is not None
+                (self._frame,) = self.copies.parts(self.period, COLUMNS, False, None)
+            else:
+                self._frame = read_month(self.engine, self.period)
         return self._frame
+
+
+def _keys_at(loaded: Sequence[pd.DataFrame | Spill], positions: Sequence[int]
+             ) -> list[tuple[Any, Any]]:
+    """(source, response_id) of the inserted rows at `positions` (insertion order, ascending)."""
+    keys: list[tuple[Any, Any]] = []
+    start = 0
+    for item in loaded:
+        here = [p - start for p in positions if start <= p < start + len(item)]
+        if here and isinstance(item, Spill):
+            keys.extend(item.keys(here))
+        elif here and isinstance(item, pd.DataFrame):
+            src, rid = item["source"].to_numpy(dtype=object), item["response_id"].to_numpy(dtype=object)
+            keys.extend((src[p], rid[p]) for p in here)
+        start += len(item)
+    return keys
 
 
 def of(engine: Engine, period: str, shared: Month | None) -> Month:

@@ -1,21 +1,25 @@
-"""Worker processes forked from a fork server that has the project's modules loaded.
+"""Worker processes from the standard library's fork server, which has the project's modules loaded.
 
 Collect's parse worker (`tasks.collect.chunked`) and the comment analysis of many distinct comments
 (`tasks.comments`) run in other processes: both are pure Python CPU work that threads cannot
 share. A plain `fork` is unsafe (the parent has threads: Prefect's, SQLite's checkpoints), and
-`spawn` costs every import again; a fork server imports pandas and the project once.
-`start_server()` starts it early (the flow's warm-up may), so that its imports (1-2 s) overlap
-other work; the first worker starts it otherwise.
+`spawn` costs every import again; the fork server imports pandas and the project once
+(`set_forkserver_preload`). `start_server()` starts it early (the flow's warm-up may), so that its
+imports (1-2 s) overlap other work; the first worker starts it otherwise.
+
+Everything here is the standard library's public `multiprocessing` (issue 20: cxloop no longer
+re-implements its private `Popen._launch`). So a worker imports the parent's `__main__` as
+`__mp_main__`, as every multiprocessing child does: a console script's is two lines, and a script
+that starts workers guards its own work with `if __name__ == "__main__"` (bench/ scripts do).
+Work that outgrows one machine goes to a Dask cluster instead (`tasks.dask_work`).
 """
 
 from __future__ import annotations
 
-import io
 import multiprocessing as mp
 import os
 import sys
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
-from multiprocessing.context import ForkServerContext, ForkServerProcess, set_spawning_popen
+from multiprocessing import forkserver
 from typing import Any
 
 _PRELOAD = ["cxloop.tasks.collect", "cxloop.tasks.comments"]
@@ -25,43 +29,6 @@ def _forkserver() -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     return ctx
-
-
-class _Popen(popen_forkserver.Popen):
-    """The standard library's, except that the worker does not import the parent's `__main__`
-    again: it needs only the project's modules, and a console script or bench script would cost
-    all its imports once more (or run again, if it lacks a `__main__` guard)."""
-
-    def _launch(self, process_obj: Any) -> None:
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        prep_data.pop("init_main_from_name", None)
-        prep_data.pop("init_main_from_path", None)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
-        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
-        _parent_w = os.dup(w)  # the child's sentinel of this process
-        self.finalizer = util.Finalize(self, util.close_fds,  # type: ignore[attr-defined]
-                                       (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
-
-
-class Process(ForkServerProcess):
-    """A worker process forked from the fork server."""
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        # `_launch` above follows CPython 3.11-3.13; a later one (3.14 authenticates the fork
-        # server) gets the standard library's own, which only costs the `__main__` imports.
-        if sys.version_info < (3, 14):
-            return _Popen(process_obj)
-        return popen_forkserver.Popen(process_obj)
 
 
 def start_server() -> None:
@@ -85,12 +52,8 @@ def start_server() -> None:
             os.environ["PYTHONPATH"] = before
 
 
-class _Context(ForkServerContext):
-    Process = Process
-
-
 def context() -> Any:
-    """The fork server's context (for a queue, or a `ProcessPoolExecutor`'s `mp_context`), with
-    the server started."""
+    """The fork server's context (for a `Process`, a queue, or a `ProcessPoolExecutor`'s
+    `mp_context`), with the server started."""
     start_server()
-    return _Context()
+    return _forkserver()

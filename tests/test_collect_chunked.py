@@ -171,7 +171,7 @@ def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path
     a, b = same_both_ways(tmp_path, twin, chunks=3)
     assert PIECES == [3] * 5 + [1]
     fa, fb = a.imports[0].inserted, b.imports[0].inserted
-    assert fa is not None and fb is not None
+    assert isinstance(fa, pd.DataFrame) and isinstance(fb, pd.DataFrame)
     pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
 
 
@@ -245,12 +245,17 @@ def test_the_first_chunk_is_small(twin: tuple[Engine, Engine], tmp_path: Path,
 
 def test_a_month_too_big_to_keep_is_not_handed_over(twin: tuple[Engine, Engine], tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past `month.KEEP_ROWS` inserted rows the chunks stop holding them (memory stays bounded)."""
+    """Past `month.KEEP_ROWS` inserted rows the chunks stop holding them (memory stays bounded):
+    they are handed over on disk instead, for the month's columnar copy (issue 20)."""
+    from cxloop.tasks.columnar import Spill
+
     rows = [r for k, r in enumerate(ROWS) if k not in (5, 8, 15)]
     write(tmp_path / "export.csv", rows)
     monkeypatch.setattr(tc.month, "KEEP_ROWS", 4)
     a, b = same_both_ways(tmp_path, twin, chunks=3)
-    assert a.imports[0].loaded > 4 and a.imports[0].inserted is None  # chunked
+    spill = a.imports[0].inserted
+    assert a.imports[0].loaded > 4 and isinstance(spill, Spill)  # chunked
+    assert len(spill) == a.imports[0].loaded and spill.keys([0]) == [("web", "R1")]
     assert b.imports[0].inserted is not None  # whole file: `month.seed` refuses it itself
 
 
@@ -374,7 +379,7 @@ def test_the_fork_server_preloads_the_project_found_only_through_sys_path(tmp_pa
     script = (f"import sys; sys.path.insert(0, {str(tmp_path / 'path')!r})\n"
               "from cxloop.tasks import workers\n"
               "workers.start_server()\n"
-              f"p = workers.Process(target=exec, args=({probe!r},))\n"
+              f"p = workers.context().Process(target=exec, args=({probe!r},))\n"
               "p.start(); p.join(); sys.exit(p.exitcode)\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": sysconfig.get_paths()["purelib"]}
     done = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env,

@@ -8,7 +8,6 @@ wrong without an error, so each test here fails instead, naming what to look at.
 from __future__ import annotations
 
 import inspect
-import sys
 from typing import Any
 
 import pytest
@@ -34,26 +33,6 @@ def test_gx_ephemeral_context_still_saves_its_config_through_the_method_cxloop_s
     assert "_save_project_config()" in source or any(
         "_save_project_config()" in inspect.getsource(klass) for klass in type(ctx).__mro__[1:]
         if klass.__module__.startswith("great_expectations")), "GX stopped calling it: drop the stub"
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.14+ uses the standard library's own _launch")
-def test_the_fork_server_launch_cxloop_mirrors_is_unchanged() -> None:
-    """`tasks/workers.py` re-implements `popen_forkserver.Popen._launch` minus the `__main__`
-    import; every step it copies must still be the standard library's."""
-    from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
-
-    theirs = inspect.getsource(popen_forkserver.Popen._launch)  # type: ignore[attr-defined]
-    for step in ("spawn.get_preparation_data(process_obj._name)", "reduction.dump(prep_data, buf)",
-                 "reduction.dump(process_obj, buf)", "forkserver.connect_to_new_process(self._fds)",
-                 "util.Finalize(self, util.close_fds", "forkserver.read_signed(self.sentinel)",
-                 "set_spawning_popen(self)", "set_spawning_popen(None)"):
-        assert step in theirs, f"CPython's fork-server _launch changed ({step}): update tasks/workers.py"
-    for module, name in ((spawn, "get_preparation_data"), (reduction, "dump"), (util, "Finalize"),
-                         (util, "close_fds"), (forkserver, "connect_to_new_process"),
-                         (forkserver, "read_signed"), (context, "set_spawning_popen")):
-        assert callable(getattr(module, name, None)), f"{module.__name__}.{name} is gone"
-    assert {"init_main_from_name", "init_main_from_path"} & set(inspect.getsource(spawn.get_preparation_data)
-                                                                .replace("'", '"').split('"'))
 
 
 def test_prefect_temporary_server_is_one_instance_per_process() -> None:

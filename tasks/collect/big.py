@@ -29,6 +29,7 @@ from cxloop.tasks.collect.ratings import store_file_ratings
 from cxloop.tasks.collect.store import _FB, _quarantine, _record_failure, _update_changed
 from cxloop.tasks.collect.summary import COUNT_NAMES, ImportSummary
 from cxloop.tasks.collect.values import _ANALYSIS, _db_value, _row_columns
+from cxloop.tasks.columnar import Spill
 from cxloop.tasks.comments import InsertAnalysis
 from cxloop.tasks.mapping import Rejection, merge_warnings
 from cxloop.tasks.readers import SourceError
@@ -73,7 +74,7 @@ class _ChunkedImport:
     - the quarantine is written at the end, from every chunk's rejections."""
 
     def __init__(self, conn: Connection, source: str, period: str, import_id: int, now: datetime,
-                 analysis: InsertAnalysis | None = None) -> None:
+                 analysis: InsertAnalysis | None = None, spill: Path | None = None) -> None:
         self.conn, self.source, self.period, self.import_id, self.now = conn, source, period, import_id, now
         self.analysis = analysis  # repeated comments get their analysis as they are inserted
         dialect = conn.dialect.name
@@ -87,6 +88,8 @@ class _ChunkedImport:
         self.frames: list[pd.DataFrame] = []
         self.rewritten = False
         self.hand_over = True  # keep the inserted rows for `month.seed`
+        self.spill_dir = spill  # where rows past `month.KEEP_ROWS` are handed over (None: not at all)
+        self.spill: Spill | None = None
         self.rejected: list[Rejection] = []
         self.fixed: set[str] = set()
         self.periods: dict[str, int] = {}
@@ -205,10 +208,25 @@ class _ChunkedImport:
         names, columns, _ = _row_columns(records, {}, self.conn.dialect.name, times)
         _bulk_insert(self.conn, _FB.name, names, columns, self.constants)
         self.counts["loaded"] += len(new)
-        if self.counts["loaded"] > month.KEEP_ROWS:  # a month too big to keep: not handed over
-            self.frames, self.hand_over = [], False
+        if self.counts["loaded"] > month.KEEP_ROWS and self.hand_over:  # a month too big to keep
+            self._spill()
         if self.hand_over:
-            self.frames.append(records.drop(columns="content_hash").assign(source=self.source))
+            frame = records.drop(columns="content_hash").assign(source=self.source)
+            if self.spill is not None:
+                self.spill.append(frame)
+            else:
+                self.frames.append(frame)
+
+    def _spill(self) -> None:
+        """Hand the inserted rows over on disk from now on (for the month's columnar copy), or not
+        at all without a place for them."""
+        if self.spill is None and self.spill_dir is not None:
+            self.spill = Spill(self.spill_dir)
+            for frame in self.frames:
+                self.spill.append(frame)
+        elif self.spill is None:
+            self.hand_over = False
+        self.frames = []
 
     def finish(self, imp: ImportSummary, file: str, fingerprint: str) -> None:
         """Quarantine, counts and the import record."""
@@ -222,7 +240,9 @@ class _ChunkedImport:
         imp.rows_read, imp.loaded, imp.updated = c["rows_read"], c["loaded"], c["updated"]
         imp.duplicates, imp.rejected = c["same"] + c["repeated"], len(self.rejected)
         imp.out_of_period = c["out_of_period"]
-        if self.frames and self.hand_over and not self.rewritten:
+        if self.spill is not None and self.hand_over and not self.rewritten:
+            imp.inserted = self.spill
+        elif self.frames and self.hand_over and not self.rewritten:
             imp.inserted = pd.concat(self.frames, ignore_index=True)
         periods = {"config": fingerprint, "rows": dict(sorted(self.periods.items())),
                    "undated": c["undated"], "reused": None}
@@ -281,7 +301,8 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
                     **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=None,
                 )).inserted_primary_key[0])  # type: ignore[index]
                 store = _ChunkedImport(conn, source.name, period, import_id, now,
-                                       InsertAnalysis.start(conn, settings, period))
+                                       InsertAnalysis.start(conn, settings, period),
+                                       settings.resolve(settings.engine.columnar_dir))
                 with _page_cache(conn):
                     for piece in feed:
                         store.add(piece)

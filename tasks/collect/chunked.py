@@ -8,8 +8,8 @@ import (`collect.big._ChunkedImport`) and inserts each chunk while the worker pr
 most `QUEUE_CHUNKS` chunks wait between them (each in a file, its name on a queue), so memory
 stays bounded whatever the file's size.
 
-The worker is forked from the fork server of `tasks.workers`, which has `tasks.collect` loaded
-already (a plain `fork` is unsafe: the parent has threads).
+The worker is a `Process` of the standard library's fork server (`tasks.workers`), which has
+`tasks.collect` loaded already (a plain `fork` is unsafe: the parent has threads).
 
 Whatever the chunked path would do differently from reading the whole file at once (an encoding
 that needs a guess, a byte that does not decode) makes it give way: the caller then reads the
@@ -251,7 +251,7 @@ class Feed:
         self.read = False  # whether a failure came after the file was read (while mapping it)
         self._queue = ctx.Queue(QUEUE_CHUNKS)
         self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
-        self._proc = workers.Process(target=_produce, name="cxloop-collect-reader", daemon=True,
+        self._proc = ctx.Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
                                        CHUNK_ROWS, min(CHUNK_ROWS, FIRST_CHUNK_ROWS), self._folder,
                                        self._queue))

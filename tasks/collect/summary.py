@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from cxloop.tasks.collect.outcomes import OutcomesSummary
+
+if TYPE_CHECKING:
+    from cxloop.tasks.columnar import Spill
 
 
 @dataclass
@@ -29,7 +32,8 @@ class ImportSummary:
     encoding: str | None = None
     warnings: dict[str, Any] = field(default_factory=dict)  # ImportRecord.warnings
     # The rows inserted, in insertion order (canonical fields and source): what a new month is.
-    inserted: pd.DataFrame | None = field(default=None, repr=False)
+    # A big import's are on disk (`columnar.Spill`), for the month's columnar copy.
+    inserted: pd.DataFrame | Spill | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
         return {"source": self.source, "file": self.file, "read": self.rows_read, "loaded": self.loaded,
@@ -84,7 +88,7 @@ class CollectSummary:
     def ok(self) -> bool:
         return not self.errors
 
-    def inserted(self) -> list[pd.DataFrame]:
+    def inserted(self) -> list[pd.DataFrame | Spill]:
         """The rows this collect inserted, file by file in the order they were inserted."""
         return [i.inserted for i in self.imports if i.inserted is not None]
 

@@ -20,16 +20,39 @@ from cxloop.tasks.month import Month
 def compute_rows(settings: Settings, engine: Engine, period: str, provisional: bool = False, *,
                  month_rows: Month | None = None) -> list[KpiRow]:
     """Every KPI row of the period with status, signals and decisions, without storing anything."""
-    parts = []  # one histogram per part: a month too large to keep is never held whole
-    for responses in response_parts(settings, engine, period, month_rows=month_rows):
-        parts.append(histograms(responses, settings))
-        del responses  # before the next part is read
-    hist = merge_histograms(parts)
+    hist = _on_cluster(settings, engine, period, month_rows)
+    if hist is None:
+        parts = []  # one histogram per part: a month too large to keep is never held whole
+        for responses in response_parts(settings, engine, period, month_rows=month_rows):
+            parts.append(histograms(responses, settings))
+            del responses  # before the next part is read
+        hist = merge_histograms(parts)
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
     judge_cycle(rows, load_previous(engine, period), settings,
                 lambda columns: response_parts(settings, engine, period, columns, month_rows=month_rows))
     return rows
+
+
+def _on_cluster(settings: Settings, engine: Engine, period: str, month_rows: Month | None
+                ) -> pd.DataFrame | None:
+    """The histogram counted on the Dask cluster (`[engine] dask_address`) from the month's
+    columnar copy; None without a cluster or a copy (then counted here, with the same result)."""
+    address = settings.engine.dask_address
+    if not address or month_rows is None or month_rows.period != period or not month_rows.columnar():
+        return None
+    from cxloop.tasks import dask_work
+    from cxloop.tasks.kpis.store import _response_columns
+    from cxloop.tasks.month import PART_ROWS
+
+    assert month_rows.copies is not None
+    cols, read = _response_columns(None)
+    client = dask_work.connect(address)
+    try:
+        return dask_work.kpi_histograms(client, month_rows.copies, period, read, cols,
+                                        engine.dialect.name == "sqlite", settings, PART_ROWS)
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 def judge_cycle(rows: Sequence[KpiRow], previous: dict[tuple[str, str, str], KpiRow],

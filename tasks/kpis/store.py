@@ -120,13 +120,19 @@ def _response_columns(columns: Sequence[str] | None) -> tuple[list[str], list[st
 
 def _responses(rows: pd.DataFrame, cols: list[str], engine: Engine) -> pd.DataFrame:
     """The asked columns of month rows, derived ones computed."""
+    return response_frame(rows, cols, engine.dialect.name == "sqlite")
+
+
+def response_frame(rows: pd.DataFrame, cols: list[str], sqlite: bool) -> pd.DataFrame:
+    """`_responses` without an engine (a Dask worker has none): `sqlite`, whether the rows came
+    from SQLite (its times are read as stored)."""
     out: dict[str, Any] = {}
     for col in cols:
         if col == "has_comment":
             out[col] = _has_text(rows["comment"])
         elif col in _SOURCES:
             start, end = _SOURCES[col]
-            out[col] = _span_hours(rows[start], rows[end], engine.dialect.name == "sqlite")
+            out[col] = _span_hours(rows[start], rows[end], sqlite)
         else:
             out[col] = rows[col]
     return pd.DataFrame(out, index=rows.index, copy=False)  # the month frame's columns, not copies

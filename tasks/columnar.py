@@ -1,0 +1,331 @@
+"""The columnar copy of a period's feedback rows: one DuckDB file per period, read instead of the
+relational database by the stages of a month too big to keep in memory.
+
+Why: a 10M-row month read back from SQLite costs ~125 s, and validate, comments, KPIs, actions and
+the report each read it; the same columns from a DuckDB file come at ~1 s per million rows. The
+relational database stays the system of record: the copy holds nothing it does not, and
+`cxloop rebuild --period P` writes it again from there.
+
+A copy is used only while it is known to equal the rows. Its stamp (`period_stamp`: the period's
+row count and largest id, its imports, its quarantine entries and its comment-analysis marker) is
+stored in `columnar_copy` when the copy is written; a copy whose stamp differs from the rows' stamp
+now, whose row is gone or whose file is missing is stale and is not read. Writers keep it in step
+(`patch`, an UPDATE of the same rows, then a new stamp) or mark it stale (`mark_stale`), which
+`tasks.month.Month.patch` does for every change of rows it is told of.
+
+Why DuckDB and not Parquet through pyarrow: a patch is an UPDATE of a few columns instead of a
+rewrite of the file, and installing pyarrow switches pandas' `str` columns to Arrow storage for
+the whole program, which changes what every stage measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, delete, insert, select, text
+
+from cxloop.models import ColumnarCopy, utcnow
+from cxloop.periods import parse_period
+
+CC = ColumnarCopy.__table__  # type: ignore[attr-defined]
+TABLE = "rows"
+
+
+def period_stamp(conn: Connection, period: str) -> str:
+    """What changes whenever the period's rows do: their count and largest id (inserts, deletes),
+    the period's imports that loaded or updated rows (re-imports), its quarantine entries (every
+    change of a quarantine flag, readmissions) and its comment-analysis marker. Read from indexes
+    and small tables (the count: one scan of the period index, ~0.15 s per million rows)."""
+    p = {"p": parse_period(period)}
+    parts = [
+        list(conn.execute(text("SELECT count(*), max(id) FROM feedback WHERE period = :p"), p).one()),
+        list(conn.execute(text("SELECT count(*), max(id), sum(loaded), sum(updated) FROM import_record"
+                               " WHERE period = :p AND (loaded > 0 OR updated > 0)"), p).one()),
+        list(conn.execute(text("SELECT count(*), max(id), count(readmitted_at), max(readmitted_at)"
+                               " FROM quarantined_row WHERE period = :p"), p).one()),
+        [r[0] for r in conn.execute(text("SELECT fingerprint FROM comment_analysis WHERE period = :p"), p)],
+    ]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def mark_stale(conn: Connection, period: str) -> None:
+    """Forget the period's copy: its rows changed in a way the copy was not told of."""
+    conn.execute(delete(CC).where(CC.c.period == parse_period(period)))
+
+
+def _stamp(conn: Connection, period: str, rows: int, max_id: int) -> None:
+    mark_stale(conn, period)
+    conn.execute(insert(CC).values(period=parse_period(period), stamp=period_stamp(conn, period),
+                                   rows=rows, max_id=max_id, written_at=utcnow()))
+
+
+class Copies:
+    """The folder of the columnar copies, one `<period>.duckdb` file each (on storage every Dask
+    worker sees, in a cluster)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, period: str) -> Path:
+        return self.root / f"{parse_period(period)}.duckdb"
+
+    def fresh(self, engine: Engine, period: str) -> bool:
+        """Whether the period's copy exists and equals its rows (its stamp is the rows' stamp now)."""
+        if not self.path(period).is_file():
+            return False
+        with engine.connect() as conn:
+            stored = conn.execute(select(CC.c.stamp).where(CC.c.period == parse_period(period))).scalar()
+            return stored is not None and stored == period_stamp(conn, period)
+
+    def write(self, engine: Engine, period: str, parts: Iterable[pd.DataFrame]) -> int:
+        """Write the copy from `parts` (typed frames of every `tasks.month.COLUMNS` column, ordered
+        by id within and across parts) and stamp it; returns the row count. The file is written
+        beside and renamed into place, so a reader never meets half a copy."""
+        import duckdb
+
+        target = self.path(period)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with engine.begin() as conn:
+            mark_stale(conn, period)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        rows, max_id = 0, 0
+        types = _types()
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+            columns = ", ".join(f"CAST({_q(c)} AS {t})" for c, t in types.items())
+            for part in parts:
+                con.register("part", part)
+                con.execute(f"INSERT INTO {TABLE} SELECT {columns} FROM part")
+                con.unregister("part")
+                rows += len(part)
+                if len(part):
+                    max_id = max(max_id, int(part["id"].to_numpy()[-1]))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+        with engine.begin() as conn:
+            _stamp(conn, period, rows, max_id)
+        return rows
+
+    def parts(self, period: str, columns: Sequence[str], clean: bool, rows: int | None
+              ) -> Iterator[pd.DataFrame]:
+        """The copy's rows with `columns` (+ `id`), `rows` at a time (None: all in one frame),
+        typed as `tasks.month` types them, each ordered by id. A copy without rows is one empty part."""
+        total = self.count(period)
+        step = rows or max(total, 1)
+        for start in range(0, max(total, 1), step):
+            yield self.part(period, columns, clean, start, start + step)
+
+    def count(self, period: str) -> int:
+        """Rows in the copy (quarantined ones too)."""
+        import duckdb
+
+        con = duckdb.connect(str(self.path(period)), read_only=True)
+        try:
+            found = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+            return int(found[0]) if found else 0
+        finally:
+            con.close()
+
+    def part(self, period: str, columns: Sequence[str], clean: bool, start: int, stop: int
+             ) -> pd.DataFrame:
+        """The copy's rows `start` to `stop` (in the copy's order; a partition of the work on another
+        process or machine), with `columns`, typed, ordered by id."""
+        import duckdb
+
+        from cxloop.tasks.month import typed
+
+        wanted = list(dict.fromkeys(["id", *columns]))
+        where = " AND NOT quarantined" if clean else ""
+        con = duckdb.connect(str(self.path(period)), read_only=True)
+        try:
+            frame = con.execute(f"SELECT {', '.join(map(_q, wanted))} FROM {TABLE}"
+                                f" WHERE rowid >= {int(start)} AND rowid < {int(stop)}{where}").df()
+        finally:
+            con.close()
+        return _ordered(typed(frame, wanted))[list(columns)]
+
+    def patch(self, engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
+              values: Mapping[str, Any]) -> None:
+        """Rows `ids` now hold `values` (a scalar or one value per id) in the database: the same in
+        the copy, then a new stamp (the caller holds the period, so nobody wrote in between)."""
+        import duckdb
+
+        frame = pd.DataFrame({"id": np.asarray(ids, dtype="int64")})
+        for column, value in values.items():
+            frame[column] = (pd.Series([value] * len(frame), dtype=object)
+                             if isinstance(value, str | int | float | bool) or value is None
+                             else pd.Series(list(value), dtype=object))
+        sets = ", ".join(f"{_q(c)} = p.{_q(c)}" for c in values)
+        con = duckdb.connect(str(self.path(period)))
+        try:
+            con.register("p", frame)
+            con.execute(f"UPDATE {TABLE} SET {sets} FROM p WHERE {TABLE}.id = p.id")
+            found = con.execute(f"SELECT count(*), coalesce(max(id), 0) FROM {TABLE}").fetchone()
+            rows, max_id = found if found else (0, 0)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        with engine.begin() as conn:
+            _stamp(conn, period, int(rows), int(max_id))
+
+    def write_new(self, engine: Engine, period: str, ids: np.ndarray,
+                  loaded: Sequence[pd.DataFrame | Spill]) -> int:
+        """Write the copy of a month collect has just inserted (`tasks.month.Month.seed`): `loaded`,
+        its rows in insertion order (frames and spilled rows, without ids), numbered `ids` (the
+        period's ids in order, which the caller checked belong to them). Nothing is read back from
+        the database. Returns the row count."""
+        import duckdb
+
+        target = self.path(period)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with engine.begin() as conn:
+            mark_stale(conn, period)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        types = _types()
+        columns = ", ".join(f"CAST({_q(c)} AS {t})" for c, t in types.items())
+        con = duckdb.connect(str(tmp))
+        start = 0
+        try:
+            con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+            for item in loaded:
+                numbers = pd.DataFrame({"id": np.asarray(ids[start:start + len(item)], dtype="int64")})
+                start += len(item)
+                if isinstance(item, Spill):
+                    item.close()
+                    con.execute(f"ATTACH '{item.path}' AS spill (READ_ONLY)")
+                    con.register("numbers", numbers)
+                    rest = ", ".join(f"s.{_q(c)}" for c in types if c != "id")
+                    con.execute(f"INSERT INTO {TABLE} SELECT numbers.id, {rest}"
+                                f" FROM spill.{TABLE} s POSITIONAL JOIN numbers")
+                    con.unregister("numbers")
+                    con.execute("DETACH spill")
+                    item.discard()
+                else:
+                    con.register("part", _month_frame(item, numbers["id"].to_numpy()))
+                    con.execute(f"INSERT INTO {TABLE} SELECT {columns} FROM part")
+                    con.unregister("part")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+        with engine.begin() as conn:
+            _stamp(conn, period, start, int(ids[-1]) if len(ids) else 0)
+        return start
+
+    def rebuild(self, engine: Engine, period: str) -> int:
+        """Write the period's copy again from the database, part by part (`cxloop rebuild`)."""
+        from cxloop.tasks.month import COLUMNS, PART_ROWS, _read
+
+        return self.write(engine, period, _read(engine, period, list(COLUMNS), False, PART_ROWS))
+
+
+class Spill:
+    """The rows one big import inserts past what collect hands over in memory (a month of more
+    than `tasks.month.KEEP_ROWS` rows), appended in insertion order to a DuckDB file in the copies'
+    folder, as month rows without ids yet: `Copies.write_new` numbers them into the copy, so a big
+    new month is never read back from the database. Removed once used, or when dropped unused (a
+    collect outside a cycle run, an import rolled back)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".spill-", suffix=".duckdb", dir=folder)
+        os.close(fd)
+        self.path = Path(name)
+        self.path.unlink()  # DuckDB makes the file itself
+        self.rows = 0
+        self._con: Any = None
+        self._gone = weakref.finalize(self, _remove, self.path)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Add inserted rows (canonical fields and `source`, as collect hands them over)."""
+        import duckdb
+
+        types = _types()
+        if self._con is None:
+            self._con = duckdb.connect(str(self.path))
+            self._con.execute(f"CREATE TABLE {TABLE} ("
+                              f"{', '.join(f'{_q(c)} {t}' for c, t in types.items())})")
+        self._con.register("part", _month_frame(frame, np.zeros(len(frame), dtype="int64")))
+        self._con.execute(f"INSERT INTO {TABLE} SELECT "
+                          f"{', '.join(f'CAST({_q(c)} AS {t})' for c, t in types.items())} FROM part")
+        self._con.unregister("part")
+        self.rows += len(frame)
+
+    def keys(self, positions: Sequence[int]) -> list[tuple[Any, Any]]:
+        """(source, response_id) of the rows at `positions` (insertion order)."""
+        import duckdb
+
+        con = self._con or duckdb.connect(str(self.path), read_only=True)
+        found = {int(r): (s, k) for r, s, k in con.execute(
+            f"SELECT rowid, source, response_id FROM {TABLE} WHERE rowid IN "
+            f"({', '.join(str(int(p)) for p in positions)})").fetchall()}
+        if con is not self._con:
+            con.close()
+        return [found.get(int(p), (None, None)) for p in positions]
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.execute("CHECKPOINT")
+            self._con.close()
+            self._con = None
+
+    def discard(self) -> None:
+        """Remove the file (done with, or not wanted)."""
+        self.close()
+        self._gone()
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+
+
+def _month_frame(frame: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Inserted rows typed as the month's frame: numbered `ids`, not quarantined."""
+    from cxloop.tasks.month import typed
+
+    return typed(frame.assign(id=ids, quarantined=False).reset_index(drop=True))
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _types() -> dict[str, str]:
+    """The copy's column types, after the month frame's (`tasks.month`)."""
+    from cxloop.tasks.month import COLUMNS, DATETIME_COLUMNS, NUMBER_COLUMNS
+
+    def kind(c: str) -> str:
+        if c == "id":
+            return "BIGINT"
+        if c == "quarantined":
+            return "BOOLEAN"
+        if c in DATETIME_COLUMNS:
+            return "TIMESTAMPTZ"
+        return "DOUBLE" if c in NUMBER_COLUMNS else "VARCHAR"
+
+    return {c: kind(c) for c in COLUMNS}
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    ids = frame["id"].to_numpy()
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        frame = frame.iloc[np.argsort(ids, kind="stable")]
+    return frame.reset_index(drop=True)

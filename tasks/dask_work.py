@@ -1,0 +1,70 @@
+"""The partitioned work of a big month on a Dask cluster (`[engine] dask_address`).
+
+KPI histograms: each partition is a range of rows of the period's columnar copy
+(`tasks.columnar`), which every worker reads from shared storage itself: only the partition's
+small result (a KPI histogram) crosses the network, and histograms merge exactly, so the result
+equals the local run's.
+Comment analysis: the distinct comments go in parts to the workers (the model is sent once to
+each), which score and tag them as this process would; the results come back in order.
+dask.distributed is imported only here, and only when a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxloop.config import Settings, TopicConfig
+from cxloop.tasks.columnar import Copies
+from cxloop.tasks.kpis.histograms import histograms, merge_histograms
+from cxloop.tasks.kpis.store import response_frame
+
+
+def _partition_histogram(root: str, period: str, read: list[str], cols: list[str], start: int, stop: int,
+                         sqlite: bool, settings: Settings) -> pd.DataFrame:
+    """On a worker: the KPI histogram of rows `start` to `stop` of the copy."""
+    rows = Copies(Path(root)).part(period, read, True, start, stop)
+    return histograms(response_frame(rows, cols, sqlite), settings)
+
+
+def kpi_histograms(client: object, copies: Copies, period: str, read: Sequence[str], cols: Sequence[str],
+                   sqlite: bool, settings: Settings, rows: int) -> pd.DataFrame:
+    """The period's KPI histogram, one Dask task per `rows` rows of its (fresh) copy, merged here."""
+    total = copies.count(period)
+    futures = [client.submit(_partition_histogram, str(copies.root), period, list(read),  # type: ignore[attr-defined]
+                             list(cols), start, start + rows, sqlite, settings, pure=False)
+               for start in range(0, max(total, 1), rows)]
+    return merge_histograms(client.gather(futures))  # type: ignore[attr-defined]
+
+
+def _analyse_part(model: Any, topics: list[TopicConfig], pairs: list[tuple[str, str]]
+                  ) -> tuple[np.ndarray, list[list[str]]]:
+    """On a worker: scores and themes of (text, language) pairs (`tasks.comments._analyse_part`)."""
+    from cxloop.tasks.comments import _tagger_of
+
+    tagger = _tagger_of(topics)  # built once per worker process and taxonomy
+    texts = [t for t, _ in pairs]
+    return model.score(texts, [lang for _, lang in pairs]), [tagger.tag(t) for t in texts]
+
+
+def analyse_comments(address: str, parts: Sequence[list[tuple[str, str]]], model: Any,
+                     topics: list[TopicConfig]) -> list[tuple[np.ndarray, list[list[str]]]]:
+    """Each part's scores and themes, analysed on the cluster at `address`, in the parts' order."""
+    client: Any = connect(address)
+    try:
+        [shared] = client.scatter([model], broadcast=True)
+        futures = [client.submit(_analyse_part, shared, list(topics), part, pure=False) for part in parts]
+        return list(client.gather(futures))
+    finally:
+        client.close()
+
+
+def connect(address: str) -> object:
+    """A client of the Dask scheduler at `address` (`[engine] dask_address`, `--dask`)."""
+    from distributed import Client
+
+    return Client(address)

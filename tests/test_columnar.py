@@ -1,0 +1,245 @@
+"""The columnar copy (issue 20): equal to the rows, kept in step by the cycle's writers, and never
+read once stale or missing (the relational database is the system of record)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, insert, update
+from sqlmodel import Session
+
+import cxloop.tasks.month as month
+from cxloop.models import CommentAnalysis, Feedback, ImportRecord, QuarantinedRow
+from cxloop.tasks.columnar import Copies
+
+PERIOD = "2026-10"
+FB = Feedback.__table__  # type: ignore[attr-defined]
+
+
+def _seed(engine: Engine, n: int = 5) -> list[int]:
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    with Session(engine) as s:
+        rows = [Feedback(source="survey", response_id=f"r{k}", period=PERIOD, submitted_at=t,
+                         channel=("app", "web")[k % 2], nps=k if k % 3 else None,
+                         comment="快递很快" if k % 2 else None, is_complaint=bool(k % 2),
+                         quarantined=k == 1, sentiment="positive" if k == 2 else None,
+                         sentiment_score=0.9 if k == 2 else None, content_hash=str(k)) for k in range(n)]
+        rows.append(Feedback(source="survey", response_id="other", period="2026-09", submitted_at=t,
+                             channel="web", content_hash="x"))
+        s.add_all(rows)
+        s.commit()
+        return [int(r.id) for r in rows[:n] if r.id is not None]
+
+
+def test_a_rebuilt_copy_reads_as_the_database_does(engine: Engine, tmp_path: Path) -> None:
+    _seed(engine)
+    copies = Copies(tmp_path / "columnar")
+    assert not copies.fresh(engine, PERIOD)
+    assert copies.rebuild(engine, PERIOD) == 5
+    assert copies.fresh(engine, PERIOD)
+    whole = month.read_month(engine, PERIOD)
+    (copied,) = copies.parts(PERIOD, month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(copied, whole)
+    parts = list(copies.parts(PERIOD, ["channel", "nps"], True, 2))
+    assert [len(p) for p in parts] == [1, 2, 1]  # rows 0-1 (1 quarantined), 2-3, 4
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True),
+                                  month.read_month(engine, PERIOD, ["channel", "nps"], clean=True))
+    assert copies.rebuild(engine, "2026-11") == 0 and copies.fresh(engine, "2026-11")
+    (empty,) = copies.parts("2026-11", month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(empty, month.read_month(engine, "2026-11"))
+
+
+def test_a_big_month_is_read_from_its_copy_built_once_and_kept_in_step(
+        engine: Engine, tmp_path: Path, month_reads: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = _seed(engine)
+    monkeypatch.setattr(month, "KEEP_ROWS", 1)
+    copies = Copies(tmp_path / "columnar")
+    run = month.Month(engine, PERIOD, keep=True, copies=copies)
+    assert run.rows(["channel"])["channel"].tolist() == ["app", "web", "app", "web", "app"]
+    assert copies.fresh(engine, PERIOD)  # built at the first read, from the database
+    with engine.begin() as conn:  # the stage writes the database, then tells the month
+        conn.execute(update(FB).where(FB.c.id.in_(ids[:1])).values(quarantined=True, sentiment="negative"))
+        conn.execute(insert(QuarantinedRow.__table__).values(  # type: ignore[attr-defined]
+            period=PERIOD, source="survey", row_key="r0", stage="validate", raw={}, reasons=[],
+            created_at=datetime(2026, 11, 1, tzinfo=UTC)))
+    run.patch(ids[:1], {"quarantined": True, "sentiment": "negative"})
+    assert copies.fresh(engine, PERIOD)  # patched and stamped anew
+    got = list(run.parts(["id", "sentiment"], clean=True))
+    assert month_reads == []  # never read back from the database
+    assert pd.concat(got)["id"].tolist() == ids[2:]
+    pd.testing.assert_frame_equal(run.rows(), month.read_month(engine, PERIOD))
+    month_reads.clear()
+    outside = month.Month(engine, PERIOD, copies=copies)  # e.g. `cxloop comments` on its own
+    outside.patch(ids[2:3], {"sentiment": None})
+    assert not copies.fresh(engine, PERIOD)  # marked stale: it was not told what changed
+    outside.rows()
+    assert month_reads == [PERIOD]  # a stale copy is not read outside a run
+    run = month.Month(engine, PERIOD, keep=True, copies=copies)
+    run.rows(["id"])
+    assert copies.fresh(engine, PERIOD)  # a run holds the period: it writes the copy again
+
+
+@pytest.mark.parametrize("change", ["row", "import", "quarantine", "readmit", "marker", "file", "forget"])
+def test_a_change_the_copy_was_not_told_of_makes_it_stale(engine: Engine, tmp_path: Path,
+                                                          change: str) -> None:
+    _seed(engine)
+    copies = Copies(tmp_path / "columnar")
+    copies.rebuild(engine, PERIOD)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    qt = QuarantinedRow.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        if change == "row":
+            conn.execute(insert(FB).values(source="s", response_id="new", period=PERIOD, content_hash="n",
+                                           channel="web", submitted_at=now, quarantined=False))
+        elif change == "import":  # a re-import that updated rows in place
+            conn.execute(insert(ImportRecord.__table__).values(  # type: ignore[attr-defined]
+                source="survey", file="f.csv", content_hash="h", period=PERIOD, started_at=now,
+                rows_read=1, loaded=0, updated=1, duplicates=0, rejected=0, out_of_period=0))
+        elif change in ("quarantine", "readmit"):
+            conn.execute(insert(qt).values(period=PERIOD, source="survey", row_key="r0", stage="validate",
+                                           raw={}, reasons=[], created_at=now))
+    if change == "readmit":
+        copies.rebuild(engine, PERIOD)
+        with engine.begin() as conn:
+            conn.execute(update(qt).values(readmitted_at=now))
+    elif change == "marker":
+        with Session(engine) as s:
+            s.add(CommentAnalysis(period=PERIOD, fingerprint="f", model="m"))
+            s.commit()
+    elif change == "file":
+        copies.path(PERIOD).unlink()
+    elif change == "forget":
+        month.Month(engine, PERIOD, copies=copies).forget()
+    assert not copies.fresh(engine, PERIOD)
+    assert copies.fresh(engine, "2026-09") is False  # never written
+
+
+def test_cli_rebuild_writes_the_copy(tmp_path: Path, engine: Engine, db_url: str,
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli import cxloop
+
+    _seed(engine)
+    config = tmp_path / "cxloop.toml"
+    config.write_text('[engine]\ncolumnar_dir = "copies"\n', encoding="utf-8")
+    monkeypatch.setenv("CXLOOP_DATABASE_URL", db_url)
+    code, out, err = cxloop(capsys, monkeypatch, config, "rebuild", "--period", PERIOD)
+    assert code == 0, err
+    assert "5 row(s) of 2026-10 written to" in out
+    assert Copies(tmp_path / "copies").fresh(engine, PERIOD)
+    code, out, err = cxloop(capsys, monkeypatch, config, "rebuild", "--period", "2026-13")
+    assert code == 2 and "Traceback" not in err and "2026-13" in err
+
+
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    """One real LocalCluster of two worker processes (one thread each) for this module's tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+def test_kpis_counted_on_a_two_worker_dask_cluster_equal_the_local_run(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dask_address: str) -> None:
+    """Issue 20: a big month's KPI histograms, one Dask task per partition of its columnar copy on
+    a real LocalCluster of two worker processes, give the same KPI rows as counting here."""
+    from dataclasses import asdict
+
+    from cxloop.config import settings_from_dict
+    from cxloop.tasks.kpis.stage import compute_rows
+
+    _seed(engine, 40)
+    monkeypatch.setattr(month, "KEEP_ROWS", 1)
+    monkeypatch.setattr(month, "PART_ROWS", 7)  # six partitions
+    copies = Copies(tmp_path / "columnar")
+    local = settings_from_dict({}, tmp_path)
+    here = compute_rows(local, engine, PERIOD,
+                        month_rows=month.Month(engine, PERIOD, keep=True, copies=copies))
+    remote = settings_from_dict({"engine": {"dask_address": dask_address}}, tmp_path)
+    run = month.Month(engine, PERIOD, keep=True, copies=copies)
+    assert run.columnar()
+    sent: list[int] = []
+    import cxloop.tasks.dask_work as dask_work
+
+    kpi_histograms = dask_work.kpi_histograms
+
+    def counted(*args: Any) -> pd.DataFrame:
+        sent.append(1)
+        return kpi_histograms(*args)
+
+    monkeypatch.setattr(dask_work, "kpi_histograms", counted)
+    there = compute_rows(remote, engine, PERIOD, month_rows=run)
+    assert sent == [1]  # counted on the cluster
+    assert [asdict(r) for r in there] == [asdict(r) for r in here] and here
+
+
+def test_comments_analysed_on_the_dask_cluster_equal_the_local_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dask_address: str) -> None:
+    """Issue 20: with `[engine] dask_address`, many distinct comments are scored and tagged on the
+    cluster's workers, with the results of the local analysis, in the same order."""
+    import cxloop.tasks.comments as comments
+    from cxloop.config import settings_from_dict
+
+    texts = [f"{w}{k}" for k in range(60) for w in ("物流太慢了", "客服很好", "The app keeps crashing ")]
+    monkeypatch.setattr(comments, "PARALLEL_TEXTS", 10)
+    monkeypatch.setattr(comments, "_in_parallel", lambda *a: None)  # here: one process
+    here = comments.analyse_texts(texts, settings_from_dict({}, tmp_path))
+    monkeypatch.setattr(comments, "_in_parallel", lambda *a: pytest.fail("not on the cluster"))
+    there = comments.analyse_texts(texts, settings_from_dict({"engine": {"dask_address": dask_address}},
+                                                             tmp_path))
+    assert there == here and len({r.sentiment for r in here}) >= 2
+    assert any(r.themes for r in here)
+
+
+@pytest.mark.parametrize("chunks", [4, None])
+def test_collect_writes_the_copy_of_a_big_new_month_without_reading_it_back(
+        engine: Engine, tmp_path: Path, month_reads: list[str], monkeypatch: pytest.MonkeyPatch,
+        chunks: int | None) -> None:
+    """Issue 20: the copy is written by collect. A big file read in chunks (`chunks`) hands the
+    rows past `KEEP_ROWS` over on disk (a spill) and the month's copy is made of them; a file read
+    whole (a month not kept because a Dask cluster works on it) from the frame collect hands over.
+    Neither reads the month back from the database, and the copy equals the stored rows."""
+    from tests.test_collect_chunked import collect, write
+
+    monkeypatch.setattr(month, "KEEP_ROWS", 5)
+    write(tmp_path / "export.csv", [f"R{k},2026-10-{1 + k % 28:02d} 09:00,线上,{k % 11},评价{k},否"
+                                    for k in range(23)])
+    summary = collect(tmp_path, engine, chunks)
+    assert summary.ok and summary.total("loaded") == 23
+    spilled = [i for i in summary.inserted() if not isinstance(i, pd.DataFrame)]
+    assert len(spilled) == (1 if chunks else 0)
+    monkeypatch.setattr(month, "_read", lambda *a, **k: pytest.fail("read back from the database"))
+    copies = Copies(tmp_path / "columnar")
+    run = month.Month(engine, PERIOD, keep=True, copies=copies, keep_rows=None if chunks else 0)
+    assert run.seed(summary.inserted()) is False  # not kept in memory: in its copy
+    assert copies.fresh(engine, PERIOD)
+    assert not list((tmp_path / "columnar").glob(".spill-*"))  # the spill is gone once used
+    assert run.columnar()
+    got = pd.concat(list(run.parts(["id", "response_id", "nps"], rows=10)), ignore_index=True)
+    assert month_reads == []
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(got, month.read_month(engine, PERIOD, ["id", "response_id", "nps"]))
+    (whole,) = copies.parts(PERIOD, month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(whole, month.read_month(engine, PERIOD))
+
+
+def test_a_spill_nobody_uses_is_removed(tmp_path: Path) -> None:
+    """A collect outside a cycle run hands its spill to nobody: the file goes with the object."""
+    import gc
+
+    from cxloop.tasks.columnar import Spill
+
+    spill = Spill(tmp_path)
+    spill.append(pd.DataFrame({"source": ["s"], "response_id": ["r"]}))
+    assert len(spill) == 1 and spill.keys([0]) == [("s", "r")]
+    path = spill.path
+    assert path.exists()
+    del spill
+    gc.collect()
+    assert not path.exists()
