@@ -24,12 +24,20 @@ def compute_rows(settings: Settings, engine: Engine, period: str, provisional: b
     for responses in response_parts(settings, engine, period, month_rows=month_rows):
         parts.append(histograms(responses, settings))
         del responses  # before the next part is read
-    hist = merge_histograms(parts)
+    hist = merge_histograms([*parts, _case_histograms(settings, engine, period)])
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
     judge_cycle(rows, load_previous(engine, period), settings,
                 lambda columns: response_parts(settings, engine, period, columns, month_rows=month_rows))
     return rows
+
+
+def _case_histograms(settings: Settings, engine: Engine, period: str) -> pd.DataFrame:
+    """The period's follow-up cases as histograms (issue 19): empty without cases. Imported here,
+    not at the top: `tasks.cases.kpis` reads this package's time bins."""
+    from cxloop.tasks.cases.kpis import case_histograms
+
+    return case_histograms(settings, engine, period)
 
 
 def judge_cycle(rows: Sequence[KpiRow], previous: dict[tuple[str, str, str], KpiRow],
