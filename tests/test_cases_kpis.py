@@ -170,3 +170,38 @@ def test_a_period_without_cases_shows_no_case_kpi(tmp_path: Path, engine: Engine
     assert rows and not [r for r in rows if r.kpi in CASE_KPIS]
     assert [r.kpi for r in rows if r.scope == "overall"][:1] == ["nps"]  # the headline stays
 
+
+def test_report_section_closes_the_loop_without_contact_details(tmp_path: Path, engine: Engine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxloop.tasks.cases.opening import open_cases
+    from cxloop.tasks.collect import collect_period
+    from cxloop.tasks.report import render_report
+    from tests.test_cases import NOW, ROWS, write_csv
+    from tests.test_cases import project as collecting_project
+
+    monkeypatch.setattr(case_kpis, "utcnow", lambda: AS_OF)
+    settings = collecting_project(tmp_path, engine)
+    write_csv(tmp_path / "data" / "oct.csv", ROWS)
+    collect_period(settings, engine, P)
+    opened = open_cases(settings, engine, NOW).opened
+    with session_scope(engine) as s:
+        first = s.get(FollowupCase, opened[0])
+        assert first is not None
+        first.escalated = ["contact"]  # as the daily run records a breach it escalated
+    compute_kpis(settings, engine, P)
+    contacts = ["13812345678", "13912345678", "13712345678", "13612345678", "zs@example.com", "张三",
+                "王五", "李四"]
+    for dept, lang, title in ((None, "zh", "客户闭环跟进"), (None, "en", "Closing the loop with customers"),
+                              ("logistics", "zh", "客户闭环跟进")):
+        html = render_report(settings, engine, P, dept, lang)
+        section = html.split('<section id="cases">', 1)[1].split("</section>", 1)[0]
+        assert title in section
+        assert 'data-kpi="followup_rate"' in section and 'data-case-status="new"' in section
+        assert 'data-cases="breached_contact">1<' in section and f'data-case="{opened[0]}"' in section
+        for secret in contacts:
+            assert secret not in html, (dept, lang, secret)
+    # The service page shows its own case; a period without cases has no section at all.
+    service = render_report(settings, engine, P, "service", "en")
+    assert 'data-cases="opened">1<' in service and 'data-cases="breached_contact">0<' in service
+    compute_kpis(settings, engine, "2026-09")
+    assert '<section id="cases">' not in render_report(settings, engine, "2026-09", None, "en")

@@ -127,6 +127,7 @@ class ReportData:
     quality: Quality
     kpi_labels: dict[str, str] = field(default_factory=dict)
     drivers: Any = None  # tasks.report.drivers.DriversSection, when drivers are configured and analysed
+    cases: Any = None  # tasks.report.cases.CasesSection, when the period has follow-up cases
 
 
 class StoredKpi(Protocol):
