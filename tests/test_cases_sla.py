@@ -22,12 +22,12 @@ def cal(tz: ZoneInfo, **cfg: Any) -> tuple[Calendar, CasesConfig]:
     return Calendar.of(c, tz), c
 
 
-def local(tz: ZoneInfo, *args: int) -> datetime:
-    return datetime(*args, tzinfo=tz)  # type: ignore[misc]
+def local(tz: ZoneInfo, y: int, m: int, d: int, hh: int, mm: int) -> datetime:
+    return datetime(y, m, d, hh, mm, tzinfo=tz)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(y: int, m: int, d: int, hh: int, mm: int) -> datetime:
+    return datetime(y, m, d, hh, mm, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("opened", "due"), [
