@@ -20,18 +20,24 @@ KPIS: tuple[str, ...] = (
     "nps", "csat", "ces", "ces_top", "cx_index", "cx_success", "cx_effort", "cx_emotion",
     "complaint_rate", "first_response_hours", "first_response_p90", "first_response_sla",
     "resolution_hours", "resolution_p90", "resolution_sla", "responses", "theme_share",
-    "theme_negative_share",
+    "theme_negative_share", "followup_rate", "first_contact_hours", "first_contact_p90",
+    "first_contact_sla", "recovery_rate",
 )
 
 # Lower is better: a shortfall is a value above target, a chart signal "low" is good news.
 LOWER_IS_BETTER: frozenset[str] = frozenset({
     "complaint_rate", "first_response_hours", "first_response_p90", "resolution_hours",
-    "resolution_p90", "theme_share", "theme_negative_share",
+    "resolution_p90", "theme_share", "theme_negative_share", "first_contact_hours", "first_contact_p90",
 })
 # A count has no better direction worth a control-chart signal.
 NO_SIGNAL: frozenset[str] = frozenset({"responses"})
 # Measured per comment topic only.
 TOPIC_ONLY: frozenset[str] = frozenset({"theme_share", "theme_negative_share"})
+# Measured from follow-up cases (issue 19), not from responses: only where a period has cases
+# (company and department), never shown as 0/0.
+CASE_KPIS: tuple[str, ...] = (
+    "followup_rate", "first_contact_hours", "first_contact_p90", "first_contact_sla", "recovery_rate",
+)
 
 # The range a KPI can take, for colour scales and bullet bars (percentages: 0-100, the default).
 DOMAINS: dict[str, tuple[float, float]] = {
@@ -58,6 +64,14 @@ KPI_LABELS: dict[str, dict[str, str]] = {
     "responses": {"en": "Responses", "zh": "反馈数"},
     "theme_share": {"en": "Topic share of comments (%)", "zh": "话题占评论比例（%）"},
     "theme_negative_share": {"en": "Negative topic share (%)", "zh": "话题负面评论比例（%）"},
+    "followup_rate": {"en": "Follow-up rate (% of cases contacted)", "zh": "跟进率（已联系案例占比，%）"},
+    "first_contact_hours": {"en": "Time to first contact (median working h)",
+                            "zh": "首次联系时长（中位数，工作小时）"},
+    "first_contact_p90": {"en": "Time to first contact (p90 working h)",
+                          "zh": "首次联系时长（P90，工作小时）"},
+    "first_contact_sla": {"en": "First contact within SLA (%)", "zh": "首次联系及时率（%）"},
+    "recovery_rate": {"en": "Recovery rate (% recovered at re-survey)",
+                      "zh": "客户挽回率（复访挽回占比，%）"},
 }
 
 
@@ -108,6 +122,22 @@ KPI_STATUS_LABELS: dict[str, dict[str, str]] = {
 
 def kpi_status_label(status: str, lang: str) -> str:
     return KPI_STATUS_LABELS.get(status, {}).get(lang) or status.replace("_", " ")
+
+
+# ------------------------------------------------------------------------------ follow-up cases
+
+CASE_STATUSES: tuple[str, ...] = ("new", "contacted", "resolved", "unreachable", "declined")
+CASE_STATUS_LABELS: dict[str, dict[str, str]] = {
+    "new": {"en": "new", "zh": "待联系"},
+    "contacted": {"en": "contacted", "zh": "已联系"},
+    "resolved": {"en": "resolved", "zh": "已解决"},
+    "unreachable": {"en": "unreachable", "zh": "联系不上"},
+    "declined": {"en": "declined", "zh": "客户拒绝"},
+}
+
+
+def case_status_label(status: str, lang: str) -> str:
+    return CASE_STATUS_LABELS.get(status, {}).get(lang) or status
 
 
 # ------------------------------------------------------------------------------------------ themes

@@ -100,8 +100,10 @@ def show_command(case_id: IdArg, config: ConfigOpt = None,
         for r in responses:
             c = s.exec(select(CustomerContact).where(CustomerContact.source == r.source)
                        .where(CustomerContact.response_id == r.response_id)).first()
-            if c is not None:
-                contact = {"name": c.name, "phone": c.phone, "email": c.email}
+            if c is not None:  # the latest response's details, earlier ones filling what it left out
+                given = {"name": c.name, "phone": c.phone, "email": c.email}
+                before: dict[str, str | None] = contact or {}
+                contact = {k: v or before.get(k) for k, v in given.items()}
         events = s.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)
                         .order_by(col(CaseEvent.id))).all()
         data = {"case": case.model_dump(mode="json"),

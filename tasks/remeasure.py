@@ -45,7 +45,7 @@ from cxloop.tasks import kpis, lifecycle
 from cxloop.tasks.effects import EffectEstimate, Kind, ScopeCells, estimate_effect, value_interval
 from cxloop.tasks.month import Month
 from cxloop.tasks.rendering import translate
-from cxloop.vocabulary import OVERALL, kpi_label, lower_is_better, scope_label, split_themes
+from cxloop.vocabulary import CASE_KPIS, OVERALL, kpi_label, lower_is_better, scope_label, split_themes
 
 SYSTEM = "cxloop"
 _KINDS: dict[str, Kind] = {"net": "net", "top": "proportion", "flag": "proportion", "mean": "mean",
@@ -125,6 +125,11 @@ def measure(settings: Settings, cache: ResponseCache, action: Action, period: st
     """The effect estimate of one action in one period, and its scores this period."""
     spec = kpis.SPECS.get(action.kpi)
     min_n = kpis.default_min_n(settings, action.kpi)
+    if action.kpi in CASE_KPIS:  # counted from cases, not from the responses the cache holds
+        est = EffectEstimate(value=None, n=0, n_pre=0, raw_baseline=action.baseline_value)
+        est.notes.append(f"The effect of an action on {action.kpi} (a follow-up case KPI) is not judged "
+                         "statistically; follow its value in the report's follow-up section.")
+        return est, None
     if spec is None or spec.kind not in _KINDS:
         value, n = (None, 0)
         if spec is not None:

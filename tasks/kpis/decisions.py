@@ -44,7 +44,7 @@ from cxloop.tasks.kpis.measures import HistItem, kpi_from_hist, measure_many, me
 from cxloop.tasks.kpis.responses import family_bins, scope_mask
 from cxloop.tasks.kpis.rows import KpiRow
 from cxloop.tasks.kpis.specs import SPECS
-from cxloop.vocabulary import LOWER_IS_BETTER, TOPIC_ONLY
+from cxloop.vocabulary import CASE_KPIS, LOWER_IS_BETTER, TOPIC_ONLY
 
 if TYPE_CHECKING:
     from cxloop.config import Settings
@@ -259,8 +259,9 @@ def acting(rows: Iterable[KpiRow]) -> list[KpiRow]:
 
 
 def needs_nesting(rows: Sequence[KpiRow]) -> bool:
-    """Whether two acting results share a KPI (only then can one explain the other)."""
-    kpis = [r.kpi for r in acting(rows)]
+    """Whether two acting results share a KPI (only then can one explain the other). Case KPIs are
+    not nested: they are counted from cases, not from the responses nesting reads."""
+    kpis = [r.kpi for r in acting(rows) if r.kpi not in CASE_KPIS]
     return len(kpis) != len(set(kpis))
 
 
@@ -288,7 +289,7 @@ def explain_nested(rows: Sequence[KpiRow], parts: Iterable[pd.DataFrame], settin
     its own action. `parts` are the cycle's responses (KPI columns), in one or more frames.
     """
 
-    act = [r for r in acting(rows) if r.kpi not in TOPIC_ONLY]
+    act = [r for r in acting(rows) if r.kpi not in TOPIC_ONLY and r.kpi not in CASE_KPIS]
     by_kpi: dict[str, list[KpiRow]] = {}
     for r in act:
         by_kpi.setdefault(r.kpi, []).append(r)

@@ -92,6 +92,14 @@ def measure_many(items: Sequence[HistItem], *, confidence: float = 0.95,
         for i, (lo_q, hi_q) in zip(sub, intervals, strict=True):
             out[i] = Measure(stats.hist_quantile(items[i].bins, items[i].counts, q), n_of(i), lo_q, hi_q,
                              "bootstrap_exact")
+    idx = by_kind.get("order_quantile", [])
+    for q in sorted({SPECS[items[i].kpi].q for i in idx}):
+        sub = [i for i in idx if SPECS[items[i].kpi].q == q]
+        intervals = stats.order_statistic_intervals([(items[i].bins, items[i].counts) for i in sub], q,
+                                                    confidence)
+        for i, (lo_q, hi_q) in zip(sub, intervals, strict=True):
+            out[i] = Measure(stats.hist_quantile(items[i].bins, items[i].counts, q), n_of(i), lo_q, hi_q,
+                             "order_statistic")
     idx = by_kind.get("index", [])
     if idx:
         joint = np.zeros((len(idx), 64))

@@ -17,6 +17,7 @@ from cxloop.tasks.kpis.prepare import scope_names
 from cxloop.tasks.kpis.specs import KPI_ORDER, SPECS, _kcfg
 from cxloop.tasks.kpis.targets import default_min_n, judge, target_for
 from cxloop.vocabulary import (
+    CASE_KPIS,
     OVERALL,
     OVERALL_VALUE,
     TOPIC,
@@ -86,8 +87,8 @@ def rows_from_histograms(hist: pd.DataFrame, settings: Settings | None = None, *
     """KPI rows with intervals, targets and status (no signals: those need the stored history).
 
     A KPI row exists for a scope value when the KPI has at least one answer there; the overall
-    scope always has every non-topic KPI (n = 0 when nothing was measured), so reports always have
-    a headline.
+    scope always has every non-topic KPI of the responses (n = 0 when nothing was measured), so
+    reports always have a headline; the case KPIs only when the period has cases.
     """
     kcfg = _kcfg(settings)
     groups = _groups(hist)
@@ -109,7 +110,7 @@ def rows_from_histograms(hist: pd.DataFrame, settings: Settings | None = None, *
                 bins, cnts = np.array([0.0, 1.0]), np.array([max(commented - hits, 0.0), hits])
             elif spec.family in fams:
                 bins, cnts = fams[spec.family]
-            elif scope == OVERALL:
+            elif scope == OVERALL and kpi not in CASE_KPIS:  # a period without cases: no 0/0
                 bins, cnts = np.zeros(0), np.zeros(0)
             else:
                 continue

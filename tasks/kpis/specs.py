@@ -15,7 +15,7 @@ from cxloop.vocabulary import (
 
 BASE_SCOPES: tuple[str, ...] = (OVERALL, *SCOPE_FIELDS, TOPIC)
 
-Kind = Literal["net", "top", "flag", "mean", "quantile", "index", "count"]
+Kind = Literal["net", "top", "flag", "mean", "quantile", "order_quantile", "index", "count"]
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,19 @@ SPECS: dict[str, KpiSpec] = {
     "responses": KpiSpec("count", "rows"),
     "theme_share": KpiSpec("flag", "share"),
     "theme_negative_share": KpiSpec("flag", "share"),
+    # Follow-up cases (tasks.cases.kpis builds these families from the period's cases).
+    "followup_rate": KpiSpec("flag", "case_contacted"),
+    "first_contact_hours": KpiSpec("order_quantile", "case_first_contact", q=0.5),
+    "first_contact_p90": KpiSpec("order_quantile", "case_first_contact", q=0.9),
+    "first_contact_sla": KpiSpec("flag", "case_contact_sla"),
+    "recovery_rate": KpiSpec("flag", "case_recovered"),
 }
 KPI_ORDER: tuple[str, ...] = KPIS
 assert tuple(SPECS) == KPIS, "every KPI of the vocabulary has a recipe, in its order"
 
 METHODS = {"net": "adjusted_wald", "top": "wilson", "flag": "wilson", "mean": "bootstrap_poisson",
-           "quantile": "bootstrap_exact", "index": "delta", "count": "count"}
+           "quantile": "bootstrap_exact", "order_quantile": "order_statistic", "index": "delta",
+           "count": "count"}
 
 # Columns a KPI computation reads. Derived ones are computed in `load_responses`.
 DERIVED_COLUMNS = ("first_response_hours", "resolution_hours", "has_comment")

@@ -27,6 +27,7 @@ def compute_rows(settings: Settings, engine: Engine, period: str, provisional: b
             parts.append(histograms(responses, settings))
             del responses  # before the next part is read
         hist = merge_histograms(parts)
+    hist = merge_histograms([hist, _case_histograms(settings, engine, period)])
     rows = rows_from_histograms(hist, settings, period=period, provisional=provisional)
     apply_signals(rows, load_history(settings, engine, period))
     judge_cycle(rows, load_previous(engine, period), settings,
@@ -53,6 +54,14 @@ def _on_cluster(settings: Settings, engine: Engine, period: str, month_rows: Mon
                                         engine.dialect.name == "sqlite", settings, PART_ROWS)
     finally:
         client.close()  # type: ignore[attr-defined]
+
+
+def _case_histograms(settings: Settings, engine: Engine, period: str) -> pd.DataFrame:
+    """The period's follow-up cases as histograms (issue 19): empty without cases. Imported here,
+    not at the top: `tasks.cases.kpis` reads this package's time bins."""
+    from cxloop.tasks.cases.kpis import case_histograms
+
+    return case_histograms(settings, engine, period)
 
 
 def judge_cycle(rows: Sequence[KpiRow], previous: dict[tuple[str, str, str], KpiRow],

@@ -128,6 +128,7 @@ class ReportData:
     kpi_labels: dict[str, str] = field(default_factory=dict)
     drivers: Any = None  # tasks.report.drivers.DriversSection, when drivers are configured and analysed
     outcomes: Any = None  # tasks.report.outcomes.OutcomesSection: company page, when [outcomes] is configured
+    cases: Any = None  # tasks.report.cases.CasesSection, when the period has follow-up cases
 
 
 class StoredKpi(Protocol):

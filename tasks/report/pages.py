@@ -19,6 +19,7 @@ from cxloop.tasks.month import Month
 from cxloop.tasks.ratings import month_drivers
 from cxloop.tasks.rendering import render, translate
 from cxloop.tasks.report.actions import _actions
+from cxloop.tasks.report.cases import cases_section
 from cxloop.tasks.report.data import ReportData
 from cxloop.tasks.report.drivers import Analyses, drivers_section
 from cxloop.tasks.report.feedback import (
@@ -74,6 +75,7 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
                                             col(KpiResult.provisional).is_(True))).first())
         counts, actions = _actions(session, settings, period, department, lang)
         quality = _quality(session, period, cycle, out_dir)
+        cases = cases_section(session, settings, period, department, lang)
     if isinstance(feedback, FeedbackSummary) and feedback.kpi == journey_kpi:
         company = feedback
     elif isinstance(feedback, pd.DataFrame):
@@ -98,7 +100,7 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
         actions=actions, voices=voices, voices_chart=voices_chart, complaints=complaints,
         responses=int(page.groups["count"].sum()), quality=quality,
         kpi_labels={k: kpi_label(k, lang) for k in KPIS},
-        drivers=drivers_section(settings, drivers, department, lang),
+        drivers=drivers_section(settings, drivers, department, lang), cases=cases,
         outcomes=outcomes_section(settings, engine, period, lang) if department is None else None)
 
 
