@@ -146,7 +146,7 @@ def test_customers_export_and_forget(cli_project: Path, engine: Engine, capsys: 
     assert code == 0 and "contacts: 2" in out and "responses: 2" in out and "cases: 1" in out
     code, out, _ = run("customers", "export", "--id", "c1")
     assert json.loads(out) == {"customer_id": "c1", "responses": [], "contacts": [], "cases": [],
-                               "case_events": [], "notices": []}
+                               "case_events": [], "notices": [], "outcomes": []}
     with Session(engine) as s:  # the aggregates stay: every response and case is still counted
         assert s.scalar(select(func.count()).select_from(Feedback)) == 5
         assert s.scalar(select(func.count()).select_from(FollowupCase)) == 2
