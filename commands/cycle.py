@@ -72,7 +72,7 @@ def run_cycles(config: Path, settings: Settings, periods: list[str], by: str, ac
 
 def _interrupted(config: Path, current: list[str], exc: BaseException) -> NoReturn:
     from cxloop.flows.bookkeeping import mark_interrupted
-    from cxloop.flows.process import exit_code_for, interruption
+    from cxloop.flows.process import exit_code_for, exit_now_if_held, interruption
 
     signame = interruption(exc) or "a signal"
     if current:  # the flow marks it itself; this covers a signal between its steps
@@ -82,6 +82,7 @@ def _interrupted(config: Path, current: list[str], exc: BaseException) -> NoRetu
     where = f"cycle {current[-1]} interrupted" if current else "interrupted before a cycle started"
     tail = f"; `cxloop run --period {current[-1]}` resumes it" if current else ""
     print_error("error", f"{where} by {signame}{tail}")
+    exit_now_if_held(exit_code_for(exc))
     raise typer.Exit(exit_code_for(exc))
 
 

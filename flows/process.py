@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -76,6 +77,25 @@ def exit_code_for(exc: BaseException) -> int:
     """The shell's convention for a process stopped by signal N: 128 + N (143 SIGTERM, 130 SIGINT)."""
     found = _signal_of(exc)
     return 128 + (found.signal if isinstance(found, TerminationSignal) else signal.SIGINT)
+
+
+def exit_now_if_held(code: int) -> None:
+    """End a stopped command with `code` here and now if a worker thread would hold its exit.
+
+    Apprise 2 sends on a pool thread even one message at a time, and Python joins such threads
+    before it exits: a stop that lands while a server takes its time to answer would wait for the
+    answer or the read timeout (which a URL can set to minutes). Nothing is lost by not waiting:
+    the notice in flight stays in the outbox for the next run, the cycle is already marked
+    interrupted, and the watchdog stops Prefect's temporary server once this process is gone.
+    With no such thread this returns and the command exits normally (Prefect's own hook stops the
+    server)."""
+    held = [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not held:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _raise_termination(signum: int, _frame: FrameType | None) -> None:

@@ -174,3 +174,38 @@ class HttpReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class HangingReceiver:
+    """A webhook endpoint on 127.0.0.1 that takes a request and never answers: a run sending to it
+    (with a long read timeout, `?rto=`) is certainly in its notify stage, and stays there, until
+    the test stops it. `arrived` is set by the first request."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed by stop()
+                return
+            self._held.append(conn)
+            self.arrived.set()
+
+    def url(self, path: str = "/hook", read_timeout: float = 600.0) -> str:
+        return f"json://127.0.0.1:{self._listener.getsockname()[1]}{path}?rto={read_timeout:g}"
+
+    def __enter__(self) -> HangingReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        for conn in self._held:
+            conn.close()

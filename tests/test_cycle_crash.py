@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,16 +26,24 @@ from cxloop.flows.process import stop_cleanly_on_sigterm
 from cxloop.models import Cycle, CycleStage
 from cxloop.tasks import claims
 from tests.cli import cxloop
+from tests.receivers import HangingReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 P = "2026-10"
 WAIT = 240.0  # seconds a busy machine may need to get a cycle going (never reached when all is well)
 
 
-def _project(tmp_path: Path) -> Path:
+def _project(tmp_path: Path, hold: HangingReceiver) -> Path:
+    """A project from `cxloop init` whose every department is told through `hold`, which never
+    answers: the run stays in its notify stage until the test has stopped it, however fast the
+    machine (the stop does not race the end of the cycle)."""
     subprocess.run([sys.executable, "-m", "cxloop", "init", str(tmp_path / "proj")], check=True,
                    env=_env(tmp_path), capture_output=True)
-    return tmp_path / "proj" / "cxloop.toml"
+    config = tmp_path / "proj" / "cxloop.toml"
+    text = re.sub(r"^notify = \[\]", f'notify = ["{hold.url()}"]', config.read_text(encoding="utf-8"),
+                  flags=re.MULTILINE)
+    config.write_text(text.replace("all_clear = false", "all_clear = true"), encoding="utf-8")
+    return config
 
 
 def _env(tmp_path: Path, db_url: str = "") -> dict[str, str]:
@@ -77,8 +86,10 @@ def _cycle(engine: Engine) -> Cycle | None:
         return s.exec(select(Cycle).where(Cycle.period == P)).first()
 
 
-def _start_run(tmp_path: Path, db_url: str, config: Path) -> tuple[subprocess.Popen[str], Engine, list[int]]:
-    """`cxloop run` in a subprocess, once its cycle is `running`; with its child processes."""
+def _start_run(tmp_path: Path, db_url: str, config: Path,
+               hold: HangingReceiver) -> tuple[subprocess.Popen[str], Engine, list[int]]:
+    """`cxloop run` in a subprocess, once its cycle is `running` and it waits on a notice to
+    `hold`; with its child processes."""
     args = [sys.executable, "-m", "cxloop", "run", "--period", P, "--config", str(config)]
     run = subprocess.Popen(args, env=_env(tmp_path, db_url), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -89,7 +100,7 @@ def _start_run(tmp_path: Path, db_url: str, config: Path) -> tuple[subprocess.Po
             cycle = _cycle(engine)
         except Exception:  # not migrated yet
             cycle = None
-        if cycle is not None and cycle.status == "running":
+        if cycle is not None and cycle.status == "running" and hold.arrived.is_set():
             return run, engine, _children(run.pid)
         time.sleep(0.2)
     run.kill()
@@ -103,11 +114,12 @@ def _server(children: list[int]) -> int:
 
 def test_sigterm_stops_the_run_cleanly(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    config = _project(tmp_path)
-    run, engine, children = _start_run(tmp_path, db_url, config)
-    server = _server(children)
-    run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=WAIT)
+    with HangingReceiver() as hold:
+        config = _project(tmp_path, hold)
+        run, engine, children = _start_run(tmp_path, db_url, config, hold)
+        server = _server(children)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=WAIT)
     assert run.returncode == 143, err
     assert "Traceback" not in err
     assert f"error cycle {P} interrupted by SIGTERM; `cxloop run --period {P}` resumes it" in err
@@ -126,12 +138,13 @@ def test_sigterm_stops_the_run_cleanly(db_url: str, tmp_path: Path, monkeypatch:
 
 def test_kill_9_leaves_no_server_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    config = _project(tmp_path)
-    db_url = f"sqlite:///{tmp_path / 'proj' / 'cxloop.db'}"
-    run, engine, children = _start_run(tmp_path, db_url, config)
-    server = _server(children)
-    run.send_signal(signal.SIGKILL)
-    run.communicate(timeout=WAIT)
+    with HangingReceiver() as hold:
+        config = _project(tmp_path, hold)
+        db_url = f"sqlite:///{tmp_path / 'proj' / 'cxloop.db'}"
+        run, engine, children = _start_run(tmp_path, db_url, config, hold)
+        server = _server(children)
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=WAIT)
     assert _gone(server, within=15), "Prefect's temporary server outlived a killed run"
     cycle = _cycle(engine)
     assert cycle is not None and cycle.status == "running" and claims.is_gone(cycle.runner)
