@@ -36,8 +36,9 @@ def test_every_shipped_file_is_package_data() -> None:
 
 
 def test_every_python_package_is_listed() -> None:
-    found = {_package_of(init.parent) for init in ROOT.rglob("__init__.py")
-             if not {"tests", "build", ".mypy-path"} & set(init.relative_to(ROOT).parts)}
+    found = {_package_of(init.parent) for init in ROOT.rglob("__init__.py")  # not .venv, .git, ...
+             if not any(part in ("tests", "build") or part.startswith(".")
+                        for part in init.relative_to(ROOT).parts)}
     assert found - set(SETUPTOOLS["packages"]) == set()
 
 
