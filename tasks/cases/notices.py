@@ -103,8 +103,8 @@ def _queue(settings: Settings, session: Session, period: str, recipient: str, ki
                         route=describe_routes(routes_for(settings, recipient)))
     session.add(msg)
     session.flush()
-    for case in cases:
-        session.add(CaseNotice(case_id=case.id or 0, message_id=msg.id or 0))
+    cn: Any = CaseNotice.__table__  # type: ignore[attr-defined]
+    session.connection().execute(cn.insert(), [{"case_id": c.id, "message_id": msg.id} for c in cases])
     return True
 
 

@@ -55,7 +55,6 @@ _COLUMNS = ("id", "source", "response_id", "period", "submitted_at", "department
             "touchpoint", "channel", "customer_id", "nps", "csat", "is_complaint", "contact_ok",
             "comment", "language", "sentiment", "themes")
 _IN = 1000
-_BATCH = 500  # rows per multi-row INSERT (SQLite allows 32,766 bound values; a case has 18 columns)
 
 
 @dataclass
@@ -188,16 +187,15 @@ def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: lis
             returning: tuple[Any, ...] = ()) -> list[Any]:
     """Multi-row INSERTs that skip rows whose `key` is already stored (the database decides, so a
     concurrent run cannot slip in between a check and the insert); the RETURNING rows of the new."""
+    if not rows:
+        return []
     insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    out: list[Any] = []
-    for start in range(0, len(rows), _BATCH):
-        stmt: Any = insert(table).values(rows[start:start + _BATCH])
-        stmt = stmt.on_conflict_do_nothing(index_elements=key)
-        if returning:
-            out.extend(conn.execute(stmt.returning(*returning)).all())
-        else:
-            conn.execute(stmt)
-    return out
+    stmt: Any = insert(table).on_conflict_do_nothing(index_elements=key)
+    if not returning:
+        conn.execute(stmt, rows)
+        return []
+    # One statement compiled once; SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues").
+    return list(conn.execute(stmt.returning(*returning), rows).all())
 
 
 def _update(conn: Connection, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -291,8 +289,8 @@ def _store(conn: Connection, opened: list[_Case], links: list[tuple[int, _Case]]
             ["feedback_id"])
     events = [{"case_id": c.id, "at": at, "by": "cxloop", "from_status": None, "to_status": "new",
                "note": f"opened by rule(s) {', '.join(c.opened_by)}"} for c in opened]
-    for start in range(0, len(events), _BATCH):
-        conn.execute(_CE.insert().values(events[start:start + _BATCH]))
+    if events:
+        conn.execute(_CE.insert(), events)
     _update(conn, [{"id": c.id, "responses": c.responses, "rules": c.rules} for c in stored if c.grown],
             ["responses", "rules"])
     _update(conn, [{"id": c.id, **c.resurvey} for c in stored if c.resurvey is not None],
