@@ -433,7 +433,7 @@ class CustomerContact(SQLModel, table=True):
     name: str | None = None
     phone: str | None = None
     email: str | None = None
-    submitted_at: datetime | None = None
+    submitted_at: datetime | None = Field(default=None, index=True)  # the daily purge's range
     stored_at: datetime = Field(default_factory=utcnow)
 
 

@@ -210,10 +210,15 @@ def test_migration_0012_watches_the_open_cases_and_goes_back(db_url: str) -> Non
                 "SELECT case_key, CASE WHEN sla_watch IS NULL THEN 'none' WHEN sla_watch = contact_due"
                 " THEN 'contact' WHEN sla_watch = close_due THEN 'close' END FROM followup_case")).all())
         assert rows == {"s:new": "contact", "s:contacted": "close", "s:resolved": "none"}
+        with eng.connect() as conn:
+            assert "ix_customer_contact_submitted_at" in {i["name"] for i in inspect(conn).get_indexes(
+                "customer_contact")}
         command.downgrade(alembic_config(eng), "0011")
         with eng.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("followup_case")}
             assert "sla_watch" not in columns
+            assert "ix_customer_contact_submitted_at" not in {i["name"] for i in inspect(conn).get_indexes(
+                "customer_contact")}
             assert conn.execute(text("SELECT count(*) FROM followup_case")).scalar() == 3
         command.upgrade(alembic_config(eng), "head")
     finally:

@@ -1,6 +1,7 @@
 """followup_case.sla_watch: the earliest deadline of a case still owed a reminder or escalation, and
 an index on (status, sla_watch), so the daily SLA scan reads only the cases whose deadline has come
-near instead of every open case (issue 19, item 8)
+near instead of every open case; an index on customer_contact.submitted_at, so the daily purge of
+contact details past retention reads only those (issue 19, item 8)
 
 Open cases get a watch the scan can only find too early, never too late: first contact (or closure,
 if earlier) for new cases, closure for contacted ones. A case already escalated is read once by the
@@ -27,9 +28,11 @@ def upgrade() -> None:
                " ELSE close_due END WHERE status = 'new'")
     op.execute("UPDATE followup_case SET sla_watch = close_due WHERE status = 'contacted'")
     op.create_index('ix_followup_case_sla_watch', 'followup_case', ['status', 'sla_watch'])
+    op.create_index('ix_customer_contact_submitted_at', 'customer_contact', ['submitted_at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_customer_contact_submitted_at', table_name='customer_contact')
     op.drop_index('ix_followup_case_sla_watch', table_name='followup_case')
     with op.batch_alter_table('followup_case', schema=None) as batch_op:
         batch_op.drop_column('sla_watch')

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    exists,
     false,
     func,
     or_,
@@ -115,10 +116,11 @@ def _may_matter(rules: Sequence[CaseRuleConfig]) -> ColumnElement[bool]:
     """The new responses that can open, join or answer a case: consenting ones a rule may match,
     and any response of a customer whose contacted case awaits its re-survey score."""
     may_open = and_(_FB.c.contact_ok.is_(True), or_(false(), *(_rule_clause(r) for r in rules)))
-    awaiting = core_select(_FC.c.customer_id).where(_FC.c.contacted_at.is_not(None),
-                                                     _FC.c.resurvey_score.is_(None),
-                                                     _FC.c.customer_id.is_not(None))
-    return or_(may_open, _FB.c.customer_id.in_(awaiting))
+    # Per new response through the index on the case's customer: the cost follows the day's
+    # responses, not the ever-growing number of contacted cases no re-survey has answered.
+    awaiting = exists().where(_FC.c.customer_id == _FB.c.customer_id, _FC.c.contacted_at.is_not(None),
+                              _FC.c.resurvey_score.is_(None))
+    return or_(may_open, awaiting)
 
 
 def _new_rows(conn: Connection, rules: Sequence[CaseRuleConfig], after: int, limit_id: int | None
