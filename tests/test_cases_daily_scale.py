@@ -223,3 +223,17 @@ def test_migration_0012_watches_the_open_cases_and_goes_back(db_url: str) -> Non
         command.upgrade(alembic_config(eng), "head")
     finally:
         eng.dispose()
+
+
+def test_per_case_notices_keep_one_message_per_case(tmp_path: Path, engine: Engine) -> None:
+    """`[cases] notify = "per_case"` (a receiver that makes a ticket of each message): escalations
+    and reminders stay one per case, each still once."""
+    settings = project(tmp_path, engine, notify="per_case")
+    write_rows(tmp_path / "data" / "oct.csv", [(f"a{i}", EARLY, "logistics", f"ca{i}") for i in range(3)])
+    collect_period(settings, engine, "2026-10")
+    open_cases(settings, engine, BREACHED)
+    for _ in range(2):
+        queue_sla_notices(settings, engine, BREACHED)
+    kinds = sorted(m.kind for m in outbox(engine))
+    assert kinds == [f"case_escalation_contact:logistics:{i}" for i in (1, 2, 3)]
+    assert {m.subject for m in outbox(engine)} == {f"回访个案 {i}：已超时" for i in (1, 2, 3)}

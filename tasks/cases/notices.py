@@ -171,7 +171,7 @@ def _sla_batch(settings: Settings, session: Session, day: str, what: str, sla: s
 
 def queue_sla_notices(settings: Settings, engine: Engine, now: datetime) -> dict[str, int]:
     """A reminder to the owner before a deadline, one escalation after it; each once per case, in
-    one notice per department, SLA and run.
+    one notice per department, SLA and run (one per case with `[cases] notify = "per_case"`).
 
     Only the open cases whose watched deadline (`sla_watch`: the earliest one still owed a notice)
     falls within the reminder window are read - the rest cannot need one, however long the backlog
@@ -182,27 +182,30 @@ def queue_sla_notices(settings: Settings, engine: Engine, now: datetime) -> dict
     # A second of slack: `state` decides exactly; the bound only has to include every candidate.
     bound = cal.reach(now, cfg.remind_before_hours) + timedelta(seconds=1)
     counts = {"reminders": 0, "escalations": 0}
-    batches: dict[tuple[str, str, str], list[FollowupCase]] = {}
+    # `[cases] notify = "per_case"` (a receiver that makes a ticket of each message): one case each.
+    per_case = cfg.notify == "per_case"
+    batches: dict[tuple[str, str, str, int], list[FollowupCase]] = {}
     with session_scope(engine) as session:
         due_cases = session.exec(select(FollowupCase).where(col(FollowupCase.status).in_(OPEN_STATUSES))
                                  .where(col(FollowupCase.sla_watch) <= bound)
                                  .order_by(col(FollowupCase.id))).all()
         for case in due_cases:
+            one = (case.id or 0) if per_case else 0
             for sla in SLAS:
                 if sla == "contact" and case.status != "new":
                     continue
                 due = case.contact_due if sla == "contact" else case.close_due
                 now_state = state(cal, _aware(due), now, cfg.remind_before_hours)
                 if now_state == "breached" and sla not in (case.escalated or []):
-                    batches.setdefault(("escalation", sla, case.department), []).append(case)
+                    batches.setdefault(("escalation", sla, case.department, one), []).append(case)
                     case.escalated = [*(case.escalated or []), sla]
                     counts["escalations"] += 1
                 elif now_state == "due_soon" and sla not in (case.reminded or []):
-                    batches.setdefault(("reminder", sla, case.department), []).append(case)
+                    batches.setdefault(("reminder", sla, case.department, one), []).append(case)
                     case.reminded = [*(case.reminded or []), sla]
                     counts["reminders"] += 1
             case.sla_watch = watch(case.status, case.contact_due, case.close_due, case.escalated)
             session.add(case)
-        for (what, sla, dept_id), group in sorted(batches.items()):
+        for (what, sla, dept_id, _), group in sorted(batches.items()):
             _sla_batch(settings, session, day, what, sla, dept_id, group)
     return counts
