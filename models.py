@@ -433,7 +433,7 @@ class CustomerContact(SQLModel, table=True):
     name: str | None = None
     phone: str | None = None
     email: str | None = None
-    submitted_at: datetime | None = None
+    submitted_at: datetime | None = Field(default=None, index=True)  # the daily purge's range
     stored_at: datetime = Field(default_factory=utcnow)
 
 
@@ -442,6 +442,8 @@ class FollowupCase(SQLModel, table=True):
     first response (`case_key`), so a re-run of a day opens nothing twice."""
 
     __tablename__ = "followup_case"
+    # The SLA scan reads only the open cases whose watched deadline has come near (tasks/cases/sla.py).
+    __table_args__ = (Index("ix_followup_case_sla_watch", "status", "sla_watch"),)
 
     id: int | None = Field(default=None, primary_key=True)
     case_key: str = Field(unique=True)  # "source:response_id" of the response that opened it
@@ -464,6 +466,7 @@ class FollowupCase(SQLModel, table=True):
     resurvey_at: datetime | None = None
     reminded: list[str] = _json(list)  # SLAs ("contact", "close") whose reminder is queued
     escalated: list[str] = _json(list)  # SLAs whose one escalation is queued
+    sla_watch: datetime | None = None  # earliest deadline still owed a reminder or escalation
 
 
 class CaseResponse(SQLModel, table=True):

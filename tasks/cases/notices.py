@@ -2,8 +2,10 @@
 SLA breach, one escalation after it.
 
 Each is queued in the same transaction that marks the case (`reminded`, `escalated`), and the
-outbox is unique per (period, recipient, kind) with the case id in the kind: a re-run, or a run
-killed before or after queuing, queues nothing twice. Delivery is `tasks.notify.deliver` (claims,
+outbox is unique per (period, recipient, kind) with a case id in the kind: a re-run, or a run
+killed before or after queuing, queues nothing twice. Reminders and escalations go out as one
+notice per department, SLA and run, listing its cases (a day of a big backlog breaches hundreds:
+one outbox message each cost ~25 ms to deliver). Delivery is `tasks.notify.deliver` (claims,
 retries, idempotency keys). The owner's notice carries the customer's contact details; a notice to
 anyone else (escalation) carries none, and every comment is masked.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,7 +25,7 @@ from cxloop.config import Settings
 from cxloop.db import session_scope
 from cxloop.models import CaseNotice, CaseResponse, CustomerContact, Feedback, FollowupCase, OutboxMessage
 from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
-from cxloop.tasks.cases.sla import Calendar, state
+from cxloop.tasks.cases.sla import Calendar, state, watch
 from cxloop.tasks.notify.routes import ESCALATION_RECIPIENT, describe_routes, routes_for
 from cxloop.tasks.rendering import render, translate
 
@@ -85,10 +87,6 @@ def _items(settings: Settings, session: Session, cases: Sequence[FollowupCase],
     return out
 
 
-def _item(settings: Settings, session: Session, case: FollowupCase, with_contact: bool) -> CaseItem:
-    return _items(settings, session, [case], with_contact)[0]
-
-
 def _queue(settings: Settings, session: Session, period: str, recipient: str, kind: str, lang: str,
            subject: str, intro: str, items: list[CaseItem], cases: Sequence[FollowupCase]) -> bool:
     """Add one message unless (period, recipient, kind) is already there; link it to its cases."""
@@ -105,8 +103,8 @@ def _queue(settings: Settings, session: Session, period: str, recipient: str, ki
                         route=describe_routes(routes_for(settings, recipient)))
     session.add(msg)
     session.flush()
-    for case in cases:
-        session.add(CaseNotice(case_id=case.id or 0, message_id=msg.id or 0))
+    cn: Any = CaseNotice.__table__  # type: ignore[attr-defined]
+    session.connection().execute(cn.insert(), [{"case_id": c.id, "message_id": msg.id} for c in cases])
     return True
 
 
@@ -135,42 +133,79 @@ def queue_new_case_notices(settings: Settings, engine: Engine, day: str, case_id
     return queued
 
 
+def _sla_batch(settings: Settings, session: Session, day: str, what: str, sla: str, dept_id: str,
+               group: list[FollowupCase]) -> bool:
+    """One reminder (to the owner, with contact details) or escalation (to `escalation`, without)
+    for a department's cases that reached the same SLA moment in this run. The kind carries the
+    lowest case id: a case is marked in the transaction that queues it, so it is in one batch
+    only, and two batches never share that id - a re-run, or a run after a kill, queues nothing
+    twice, and a later run's batch of other cases gets its own row."""
+    dept = settings.departments.get(dept_id)
+    dept_name = dept.name if dept else dept_id
+    first = min(c.id or 0 for c in group)
+    if what == "escalation":
+        lang: str = settings.project.language
+        recipient = ESCALATION_RECIPIENT
+        if len(group) == 1:
+            subject = translate("Follow-up case %(id)s: SLA breached", lang) % {"id": first}
+            intro = translate("The %(sla)s deadline of this case has passed: it is escalated once.", lang)
+        else:
+            subject = translate("%(n)s follow-up cases of %(dept)s: SLA breached", lang) % {
+                "n": len(group), "dept": dept_name}
+            intro = translate("The %(sla)s deadline of these cases has passed: each is escalated once.", lang)
+    else:
+        lang = settings.department_language(dept_id)
+        recipient = dept_id
+        if len(group) == 1:
+            subject = translate("Follow-up case %(id)s: due soon", lang) % {"id": first}
+            intro = translate("The %(sla)s deadline of this case is near.", lang)
+        else:
+            subject = translate("%(n)s follow-up cases of %(dept)s: due soon", lang) % {
+                "n": len(group), "dept": dept_name}
+            intro = translate("The %(sla)s deadline of these cases is near.", lang)
+    sla_name = translate("first contact" if sla == "contact" else "closure", lang)
+    items = _items(settings, session, group, with_contact=what == "reminder")
+    return _queue(settings, session, day, recipient, f"case_{what}_{sla}:{dept_id}:{first}", lang, subject,
+                  intro % {"sla": sla_name}, items, group)
+
+
 def queue_sla_notices(settings: Settings, engine: Engine, now: datetime) -> dict[str, int]:
-    """A reminder to the owner before a deadline, one escalation after it; each once per case."""
+    """A reminder to the owner before a deadline, one escalation after it; each once per case, in
+    one notice per department, SLA and run (one per case with `[cases] notify = "per_case"`).
+
+    Only the open cases whose watched deadline (`sla_watch`: the earliest one still owed a notice)
+    falls within the reminder window are read - the rest cannot need one, however long the backlog
+    (`Calendar.reach`). Each is then judged as before with `state`, and gets its next watch."""
     cfg = settings.cases
     cal = Calendar.of(cfg, settings.tz)
+    day = now.astimezone(settings.tz).date().isoformat()
+    # A second of slack: `state` decides exactly; the bound only has to include every candidate.
+    bound = cal.reach(now, cfg.remind_before_hours) + timedelta(seconds=1)
     counts = {"reminders": 0, "escalations": 0}
+    # `[cases] notify = "per_case"` (a receiver that makes a ticket of each message): one case each.
+    per_case = cfg.notify == "per_case"
+    batches: dict[tuple[str, str, str, int], list[FollowupCase]] = {}
     with session_scope(engine) as session:
-        open_cases = session.exec(select(FollowupCase).where(col(FollowupCase.status).in_(OPEN_STATUSES))
-                                  .order_by(col(FollowupCase.id))).all()
-        for case in open_cases:
+        due_cases = session.exec(select(FollowupCase).where(col(FollowupCase.status).in_(OPEN_STATUSES))
+                                 .where(col(FollowupCase.sla_watch) <= bound)
+                                 .order_by(col(FollowupCase.id))).all()
+        for case in due_cases:
+            one = (case.id or 0) if per_case else 0
             for sla in SLAS:
                 if sla == "contact" and case.status != "new":
                     continue
                 due = case.contact_due if sla == "contact" else case.close_due
                 now_state = state(cal, _aware(due), now, cfg.remind_before_hours)
-                sla_name = "first contact" if sla == "contact" else "closure"
                 if now_state == "breached" and sla not in (case.escalated or []):
-                    lang: str = settings.project.language
-                    subject = translate("Follow-up case %(id)s: SLA breached", lang) % {"id": case.id}
-                    intro = translate("The %(sla)s deadline of this case has passed: it is escalated once.",
-                                      lang) % {"sla": translate(sla_name, lang)}
-                    item = _item(settings, session, case, with_contact=False)
-                    _queue(settings, session, case.period, ESCALATION_RECIPIENT,
-                           f"case_escalation_{sla}:{case.id}", lang, subject, intro, [item], [case])
+                    batches.setdefault(("escalation", sla, case.department, one), []).append(case)
                     case.escalated = [*(case.escalated or []), sla]
                     counts["escalations"] += 1
                 elif now_state == "due_soon" and sla not in (case.reminded or []):
-                    lang = settings.department_language(case.department)
-                    subject = translate("Follow-up case %(id)s: due soon", lang) % {"id": case.id}
-                    intro = translate("The %(sla)s deadline of this case is near.", lang) % {
-                        "sla": translate(sla_name, lang)}
-                    item = _item(settings, session, case, with_contact=True)
-                    _queue(settings, session, case.period, case.department, f"case_reminder_{sla}:{case.id}",
-                           lang, subject, intro, [item], [case])
+                    batches.setdefault(("reminder", sla, case.department, one), []).append(case)
                     case.reminded = [*(case.reminded or []), sla]
                     counts["reminders"] += 1
-                else:
-                    continue
-                session.add(case)
+            case.sla_watch = watch(case.status, case.contact_due, case.close_due, case.escalated)
+            session.add(case)
+        for (what, sla, dept_id, _), group in sorted(batches.items()):
+            _sla_batch(settings, session, day, what, sla, dept_id, group)
     return counts

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from cxloop.config import CasesConfig
+from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
 
 _MAX_DAYS = 3660  # a calendar with no working day at all must not loop forever
 
@@ -70,6 +71,18 @@ class Calendar:
             left -= b - a
         raise AssertionError("unreachable")
 
+    def reach(self, start: datetime, hours: float) -> datetime:
+        """The latest moment with at most `hours` of working time after `start`: a deadline is
+        within `hours` of working time exactly when it is at or before this moment (working time
+        only grows with the deadline). One moment per run, so the SLA scan asks the database for
+        the cases due by then instead of asking `between` for every open case."""
+        left = timedelta(hours=hours)
+        for a, b in self._windows_from(start):
+            if b - a > left:  # equal: the next window's start still adds no working time
+                return a + left
+            left -= b - a
+        raise AssertionError("unreachable")
+
     def between(self, start: datetime, end: datetime) -> float:
         """Working hours from `start` to `end` (0 when `end` is not later)."""
         end = _aware(end)
@@ -99,6 +112,22 @@ def deadlines(cal: Calendar, cfg: CasesConfig, opened_at: datetime) -> Deadlines
     working days (each the length of the working day)."""
     return Deadlines(cal.add(opened_at, cfg.first_contact_hours),
                      cal.add(opened_at, cfg.close_days * cal.hours_per_day()))
+
+
+def watch(status: str, contact_due: datetime, close_due: datetime, escalated: list[str] | None
+          ) -> datetime | None:
+    """The earliest deadline whose reminder or escalation may still be owed (`followup_case.
+    sla_watch`), None when none is left: first contact only while the case is new, each SLA until
+    its one escalation. A case drops out of the SLA scan for good once both are escalated, and is
+    read again only when this deadline comes within the reminder window. A later change of status
+    only removes SLAs, so a stored watch is never later than the true one (a contacted case whose
+    watch was its first-contact deadline is read once more, and gets its closure deadline)."""
+    if status not in OPEN_STATUSES:
+        return None
+    done = escalated or []
+    dues = [due for sla, due in (("contact", contact_due), ("close", close_due))
+            if sla not in done and (sla != "contact" or status == "new")]
+    return min(dues, key=_aware) if dues else None
 
 
 def state(cal: Calendar, due: datetime, now: datetime, remind_before_hours: float) -> str:
