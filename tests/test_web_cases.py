@@ -186,3 +186,19 @@ def test_breached_deadlines_are_marked_and_filtered(engine: Engine, db_url: str,
             page = admin.get(f"/cases/{cases.logistics}").text
             assert ('id="contact-due" class="breached"' in page) is bool(breached)
             assert 'id="contact-due" class="breached"' not in admin.get(f"/cases/{cases.closed}").text
+
+
+def test_case_pages_speak_zh_and_en() -> None:
+    from types import SimpleNamespace
+
+    from cxloop.tasks.rendering import render
+    from cxloop.web.case_views import CaseFilters
+
+    user = SimpleNamespace(display_name="王丽", name="wang", role="head", department="logistics")
+    common: dict[str, object] = dict(user=user, csrf="x", project="p", departments={}, request_path="/cases",
+                                     filters=CaseFilters(), total=0, page_size=50, rows=[],
+                                     statuses=[("open", "Open (new or contacted)"), ("resolved", "Resolved")],
+                                     may_filter_departments=False, timezone="Asia/Shanghai")
+    zh, en = render("web/cases.html", "zh", **common), render("web/cases.html", "en", **common)
+    assert "客户回访个案" in zh and "未结案（新建或已联系）" in zh and "已解决" in zh and "仅看超时个案" in zh
+    assert "Follow-up cases" in en and "Open (new or contacted)" in en and "SLA breached only" in en
