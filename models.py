@@ -403,7 +403,8 @@ class AuditEntry(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True)
     actor: str
     verb: str  # sign_in(_failed) | ack | start | done | cancel | note | evidence | assign | readmit | user_*
-    target: str = ""  # "action:12", "user:wang", "quarantine:34"
+    # | contacted | resolved | unreachable | declined | root_cause (follow-up cases)
+    target: str = ""  # "action:12", "case:7", "user:wang", "quarantine:34"
     detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 

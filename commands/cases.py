@@ -87,32 +87,23 @@ def show_command(case_id: IdArg, config: ConfigOpt = None,
                      "to the case's department and admins only.")] = "",
                  fmt: FormatOpt = Format.json) -> None:
     """One case with its responses (comments masked), history, and contact details if allowed."""
-    from cxloop.models import CaseEvent, CaseResponse, CustomerContact, Feedback
     from cxloop.tasks.cases.contacts import may_see, shown
+    from cxloop.tasks.cases.detail import case_detail
     from cxloop.tasks.masking import mask_pii
 
     _, engine = load(config)
     with Session(engine) as s:
-        case = _case(s, case_id)
-        responses = s.exec(select(Feedback).join(CaseResponse, col(CaseResponse.feedback_id) == Feedback.id)
-                           .where(CaseResponse.case_id == case_id).order_by(col(Feedback.id))).all()
-        contact = None
-        for r in responses:
-            c = s.exec(select(CustomerContact).where(CustomerContact.source == r.source)
-                       .where(CustomerContact.response_id == r.response_id)).first()
-            if c is not None:  # the latest response's details, earlier ones filling what it left out
-                given = {"name": c.name, "phone": c.phone, "email": c.email}
-                before: dict[str, str | None] = contact or {}
-                contact = {k: v or before.get(k) for k, v in given.items()}
-        events = s.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)
-                        .order_by(col(CaseEvent.id))).all()
+        detail = case_detail(s, case_id)
+        if detail is None:
+            raise CxError(f"no case {case_id} (see `cxloop cases list`)")
+        case = detail.case
         data = {"case": case.model_dump(mode="json"),
-                "contact": shown(contact, may_see(viewer, case.department)),
+                "contact": shown(detail.contact, may_see(viewer, case.department)),
                 "responses": [{"response_id": r.response_id, "submitted_at": r.submitted_at.isoformat(),
                                "nps": r.nps, "csat": r.csat, "comment": mask_pii(r.comment)}
-                              for r in responses],
+                              for r in detail.responses],
                 "events": [{"at": e.at.isoformat(), "by": e.by, "from": e.from_status, "to": e.to_status,
-                            "note": mask_pii(e.note)} for e in events]}
+                            "note": mask_pii(e.note)} for e in detail.events]}
     if fmt == Format.json:
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:

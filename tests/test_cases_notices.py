@@ -146,3 +146,31 @@ def test_forget_removes_every_trace_and_keeps_the_counts(tmp_path: Path, engine:
         assert trace not in dump, trace
     with Session(engine) as s:
         assert len(s.exec(select(FollowupCase)).all()) == 2  # the case is counted still, anonymously
+
+
+def test_notices_link_each_case_to_its_page_when_the_workspace_has_an_address(tmp_path: Path,
+                                                                               engine: Engine) -> None:
+    from cxloop.tasks.collect import collect_period
+
+    write_csv(tmp_path / "data" / "oct.csv", ROWS)
+    data = project(tmp_path, engine).model_dump(mode="json", exclude={"base_dir"})
+    data["web"]["base_url"] = "https://cx.example.com/"
+    data["cases"]["escalation_notify"] = []
+    settings = settings_from_dict(data, base_dir=tmp_path, env={})
+    collect_period(settings, engine, "2026-10")
+    assert run_day(settings, engine, DAY1, collect=False, send=False)["notices"] == 2
+    run_day(settings, engine, BREACHED, collect=False, send=False)  # reminders and escalations
+    messages = outbox(engine)
+    assert {m.kind.split(":")[0] for m in messages} >= {"case_digest", "case_escalation_contact"}
+    for m in messages:
+        ids = [c.id for c in cases_of(engine) if f"#{c.id}" in m.body_text]
+        assert ids, m.body_text
+        for cid in ids:  # a plain page address: the page asks to sign in, nothing signs anyone in
+            assert f'<a href="https://cx.example.com/cases/{cid}">{cid}</a>' in m.body_html
+            assert f"https://cx.example.com/cases/{cid}" in m.body_text
+        assert "/link/" not in m.body_html + m.body_text
+
+
+def cases_of(engine: Engine) -> list[FollowupCase]:
+    with Session(engine) as s:
+        return list(s.exec(select(FollowupCase)).all())

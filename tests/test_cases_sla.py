@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cxloop.config import CasesConfig
-from cxloop.tasks.cases.sla import Calendar, deadlines, state
+from cxloop.tasks.cases.sla import Breaches, Calendar, breaches, deadlines, state
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -108,3 +108,19 @@ def test_between_is_zero_backwards_and_outside_hours() -> None:
     assert calendar.between(a, local(SHANGHAI, 2026, 10, 18, 23, 0)) == 0.0  # the whole weekend
     assert calendar.between(local(SHANGHAI, 2026, 10, 19, 12, 0), local(SHANGHAI, 2026, 10, 19, 11, 0)) == 0.0
     assert calendar.between(local(SHANGHAI, 2026, 10, 19, 18, 30), local(SHANGHAI, 2026, 10, 20, 9, 0)) == 0.0
+
+
+def test_missed_deadlines_by_the_kpis_rule() -> None:
+    """`breaches` (the case pages' marks) agrees with `case_contact_sla`: late, or passed without it."""
+    t = [datetime(2026, 10, d, 2, 0, tzinfo=UTC) for d in range(10, 16)]  # t[0] < t[1] < ...
+    contact_due, close_due = t[1], t[3]
+    assert breaches(contact_due, close_due, None, None, t[0]) == Breaches(False, False)
+    assert breaches(contact_due, close_due, None, None, t[1]) == Breaches(True, False)  # the minute itself
+    # called on time and never closed; called late and closed on time
+    assert breaches(contact_due, close_due, t[0], None, t[5]) == Breaches(False, True)
+    assert breaches(contact_due, close_due, t[2], t[3], t[5]) == Breaches(True, False)
+    # closed (unreachable) without a contact: the contact deadline counts up to the closure
+    assert breaches(contact_due, close_due, None, t[0], t[5]) == Breaches(False, False)
+    assert breaches(contact_due, close_due, None, t[4], t[5]) == Breaches(True, True)
+    naive = [x.replace(tzinfo=None) for x in (contact_due, close_due)]  # as SQLite gives them back
+    assert breaches(naive[0], naive[1], None, None, t[2]) == Breaches(True, False)

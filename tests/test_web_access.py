@@ -67,6 +67,33 @@ def test_notes_reassign_and_quality(user: U, note: bool, assign: bool, quality: 
     assert access.can_handle_quality(user) is quality
 
 
+def test_cases_follow_the_department_and_contacts_only_the_owner_and_admins() -> None:
+    mine, theirs = A("logistics", "new"), A("service", "new")
+    for user, see, work, contact in ((ADMIN, True, True, True), (HEAD, True, True, True),
+                                     (MEMBER, True, True, True), (OTHER, False, False, False),
+                                     (VIEWER, True, False, False), (U("head", None), False, False, False),
+                                     (U("member", "logistics"), True, True, True)):
+        assert access.can_see_case(user, mine) is see, user
+        assert access.can_work_on_case(user, mine) is work, user
+        assert access.can_see_contact(user, mine) is contact, user
+    assert not access.can_see_contact(HEAD, theirs) and not access.can_work_on_case(MEMBER, theirs)
+    assert access.can_see_contact(ADMIN, theirs) and not access.can_see_contact(VIEWER, theirs)
+    # asked of the role: the head of a department that happens to be called "admin" is no admin
+    assert not access.can_see_contact(U("head", "admin"), mine)
+    assert not access.can_see_contact(U("viewer", "logistics"), mine)  # a viewer with a stray department
+
+
+def test_case_moves_follow_role_and_case_lifecycle() -> None:
+    assert access.case_moves_for(HEAD, A("logistics", "new")) == ["contacted", "unreachable", "declined"]
+    assert access.case_moves_for(MEMBER, A("logistics", "contacted")) == [
+        "resolved", "unreachable", "declined"]
+    assert access.case_moves_for(ADMIN, A("service", "new")) == ["contacted", "unreachable", "declined"]
+    for closed in ("resolved", "unreachable", "declined"):
+        assert access.case_moves_for(ADMIN, A("logistics", closed)) == []
+    assert access.case_moves_for(VIEWER, A("logistics", "new")) == []
+    assert access.case_moves_for(OTHER, A("logistics", "new")) == []
+
+
 def test_session_cookie_round_trip_and_forgery() -> None:
     data = new_session(U("head", "logistics", id=7, session_version=3))  # type: ignore[arg-type]
     cookie = dump_session(KEY, data)

@@ -3,7 +3,9 @@ executable), on SQLite and PostgreSQL: a head follows the link from a delivered 
 acknowledges, adds a note, marks the action done, and `cxloop actions show` then shows it; the
 head of another department gets 403; a reused, forged or expired link is refused; a POST without
 the CSRF token is refused; a `<script>` someone wrote is shown as text; the next notice carries
-the note. An admin readmits a corrected quarantined row on the quality page."""
+the note. An admin readmits a corrected quarantined row on the quality page. A head works a
+follow-up case (issue 19): sees the customer's phone, marks the case contacted and resolves it;
+another head gets 403 and a viewer sees the phone masked."""
 
 from __future__ import annotations
 
@@ -31,7 +33,17 @@ from tests.cli import cxloop
 from tests.receivers import SmtpReceiver
 from tests.test_quarantine_cli import _setup
 from tests.test_validate import PERIOD
-from tests.web_setup import HOSTILE, PASSWORD, csrf_of, free_port, seed, serve
+from tests.web_setup import (
+    CASES_OPENED,
+    HOSTILE,
+    PASSWORD,
+    PHONE,
+    csrf_of,
+    free_port,
+    seed,
+    seed_cases,
+    serve,
+)
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 # In CI a missing browser is a failure, not a skip: `.ci/run` installs Debian's chromium.
@@ -163,3 +175,51 @@ def test_an_admin_readmits_a_corrected_row(browser: Any, engine: Engine, db_url:
         r8 = s.exec(select(QuarantinedRow).where(QuarantinedRow.row_key == "r8")).one()
         [entry] = s.exec(select(AuditEntry).where(AuditEntry.verb == "readmit")).all()
     assert r8.readmitted_at is not None and entry.actor == "admin" and "readmitted=1" in entry.detail
+
+
+def _sign_in(browser: Any, base: str, name: str, target: str) -> Any:
+    page = browser.new_context().new_page()
+    page.goto(f"{base}/login?next={target}")
+    page.fill("#name", name)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}{target}")
+    return page
+
+
+def test_a_head_works_a_follow_up_case(browser: Any, engine: Engine, db_url: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = seed(engine, db_url, tmp_path)
+    cid = seed_cases(ws).logistics
+    with serve(ws.settings, engine, clock=lambda: CASES_OPENED) as base:
+        page = _sign_in(browser, base, "wang", "/cases")  # head of logistics
+        page.click(f"#cases a[href='/cases/{cid}']")
+        page.wait_for_url(f"{base}/cases/{cid}")
+        assert page.inner_text("#contact-phone") == PHONE
+        page.fill("#note-contacted", "called, the parcel is at the depot")
+        page.click("#do-contacted")
+        page.wait_for_url(f"{base}/cases/{cid}?done=contacted")
+        assert page.get_attribute("#status", "data-status") == "contacted"
+        page.fill("#note-resolved", "re-delivered today, customer satisfied")
+        page.click("#do-resolved")
+        page.wait_for_url(f"{base}/cases/{cid}?done=resolved")
+        assert page.get_attribute("#status", "data-status") == "resolved"
+        # the customer's comment is text: no script ran, no element was made
+        assert "<script>document.title='pwned'</script>" in page.inner_text("#responses")
+        assert page.title() != "pwned" and page.locator("#responses img").count() == 0
+
+        other = _sign_in(browser, base, "anna", "/cases")  # head of service
+        assert other.goto(f"{base}/cases/{cid}").status == 403
+
+        viewer = _sign_in(browser, base, "viewer", "/cases")
+        assert viewer.goto(f"{base}/cases/{cid}").status == 200
+        assert viewer.inner_text("#contact-phone") == "[hidden]" and PHONE not in viewer.content()
+        assert viewer.locator("#act").count() == 0
+
+    code, out, _ = cxloop(capsys, monkeypatch, ws.config, "cases", "show", str(cid), "--as", "logistics")
+    shown = json.loads(out)
+    assert code == 0 and shown["case"]["status"] == "resolved"
+    assert [(e["by"], e["to"], e["note"]) for e in shown["events"] if e["by"] == "wang"] == [
+        ("wang", "contacted", "called, the parcel is at the depot"),
+        ("wang", "resolved", "re-delivered today, customer satisfied")]

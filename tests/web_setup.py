@@ -1,6 +1,6 @@
 """A seeded workspace for the web tests: a config with two departments, two open actions (NPS of
 delivery for logistics, CSAT of hotline for service), accounts for every role, and a real uvicorn
-server on loopback serving it."""
+server on loopback serving it. `seed_cases` adds follow-up cases opened by the real daily step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -110,3 +110,50 @@ def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, "no CSRF field on the page"
     return found.group(1)
+
+
+PHONE, OTHER_PHONE = "13812345678", "13912345678"
+CASES_OPENED = datetime(2026, 10, 9, 1, 0, tzinfo=UTC)  # the daily run's time; deadlines from 8 Oct
+
+
+@dataclass
+class Cases:
+    logistics: int  # customer c1: PHONE, a hostile comment
+    service: int  # customer c2: OTHER_PHONE
+    closed: int  # logistics, closed as unreachable
+
+
+def seed_cases(ws: Workspace) -> Cases:
+    """Three consenting detractors with contact details, opened into cases by the daily step
+    (`open_cases`, with a detractor rule); the third case closed as unreachable. Wang (head of
+    logistics) gets a password, and logistics a member, lee."""
+    from cxloop.config import CaseRuleConfig, CasesConfig
+    from cxloop.db import session_scope
+    from cxloop.models import CustomerContact, Feedback, FollowupCase
+    from cxloop.tasks.cases.lifecycle import transition
+    from cxloop.tasks.cases.opening import open_cases
+    from cxloop.web.users import reset_user
+
+    rows = [("c1", "logistics", 2, f"没送到 {HOSTILE}", "张三", PHONE, "zs@example.com"),
+            ("c2", "service", 3, "rude agent", "Ann", OTHER_PHONE, None),
+            ("c3", "logistics", 1, "late", "李四", "13712345678", None)]
+    with session_scope(ws.engine) as s:
+        for i, (cust, dept, nps, comment, name, phone, email) in enumerate(rows):
+            at = datetime(2026, 10, 8, 2 + i, 0, tzinfo=UTC)
+            s.add(Feedback(source="survey", response_id=f"case-{cust}", period="2026-10", submitted_at=at,
+                           channel="web", department=dept, customer_id=cust, nps=nps, comment=comment,
+                           contact_ok=True, content_hash=f"case-{cust}"))
+            s.add(CustomerContact(source="survey", response_id=f"case-{cust}", customer_id=cust, name=name,
+                                  phone=phone, email=email, submitted_at=at))
+    settings = ws.settings.model_copy(update={"cases": CasesConfig(
+        rules=[CaseRuleConfig(name="detractor", nps_max=6)])})
+    opened = open_cases(settings, ws.engine, CASES_OPENED).opened
+    assert len(opened) == 3, opened
+    with session_scope(ws.engine) as s:
+        third = s.get(FollowupCase, opened[2])
+        assert third is not None
+        transition(s, third, "unreachable", by="cxloop-test", note="no answer three times",
+                   at=CASES_OPENED)
+    reset_user(ws.engine, "wang", PASSWORD)
+    add_user(ws.settings, ws.engine, "lee", "member", "logistics", password=PASSWORD)
+    return Cases(*opened)

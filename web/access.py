@@ -5,6 +5,11 @@ of a user and an action, so every route asks the same question and the rules are
 - head / member of a department: that department's page, KPIs and actions, plus the company
   summary; acknowledge, start, finish and add notes on their department's actions;
 - viewer: reads the company and every department, changes nothing.
+
+Follow-up cases (issue 19) follow the same lines: a department's heads and members see and work
+their department's cases (contact, close, notes, root cause) and see the customer's contact
+details; admins see and work every case; viewers read every case with the contact details masked;
+anyone else's case is not theirs (403).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Protocol
 
 from cxloop.tasks import lifecycle
 from cxloop.tasks.actions import STATUS_WORDS
+from cxloop.tasks.cases import lifecycle as case_lifecycle
 
 ROLES = ("admin", "head", "member", "viewer")
 DEPARTMENT_ROLES = ("head", "member")
@@ -74,3 +80,32 @@ def can_assign(user: Person) -> bool:
 def can_handle_quality(user: Person) -> bool:
     """The gate's result, quarantined rows and readmit are for the data owners: the admins."""
     return user.role == "admin"
+
+
+# --------------------------------------------------------------------------- follow-up cases
+
+CASE_MOVES = ("contacted", "resolved", "unreachable", "declined")  # in the order a page offers them
+
+
+def can_see_case(user: Person, case: Owned) -> bool:
+    return can_see_department(user, case.department)
+
+
+def can_work_on_case(user: Person, case: Owned) -> bool:
+    """Moves, notes and the root cause: the admins and the case's own department."""
+    return can_work_on(user, case)
+
+
+def can_see_contact(user: Person, case: Owned) -> bool:
+    """The customer's name, phone and e-mail: the case's own department and admins only - the
+    rule of `cxloop cases show --as` (`contacts.may_see`), asked of the role, so a department
+    that happens to be called "admin" is no way round it."""
+    return user.role == "admin" or (user.role in DEPARTMENT_ROLES and user.department == case.department)
+
+
+def case_moves_for(user: Person, case: Owned) -> list[str]:
+    """The statuses this user may move this case to now (the lifecycle's, if the case is theirs)."""
+    if not can_work_on_case(user, case):
+        return []
+    allowed = case_lifecycle.ALLOWED.get(case.status, set())
+    return [m for m in CASE_MOVES if m in allowed]

@@ -148,7 +148,7 @@ class Web:
 
 def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The workspace for one config and one (migrated) database."""
-    from cxloop.web import routes_actions, routes_auth, routes_pages
+    from cxloop.web import routes_actions, routes_auth, routes_cases, routes_pages
 
     web = Web(settings, engine, secret_key(settings), clock=clock)
     app = FastAPI(title=f"{settings.project.name} workspace", docs_url=None, redoc_url=None, openapi_url=None)
@@ -182,4 +182,5 @@ def create_app(settings: Settings, engine: Engine, clock: Callable[[], datetime]
     routes_auth.register(app, web)
     routes_pages.register(app, web)
     routes_actions.register(app, web)
+    routes_cases.register(app, web)
     return app

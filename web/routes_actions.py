@@ -39,7 +39,7 @@ def _action_for(web: Web, user: WebUser, action_id: int) -> Action:
     return action
 
 
-def _int(value: str | None, name: str, default: int) -> int:
+def int_param(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
     try:
@@ -55,7 +55,7 @@ def register(app: FastAPI, web: Web) -> None:
         q = request.query_params
         filters = Filters(status=q.get("status", "active"), overdue=q.get("overdue") == "1",
                           department=q.get("department", ""), kpi=q.get("kpi", ""),
-                          page=_int(q.get("page"), "page", 1))
+                          page=int_param(q.get("page"), "page", 1))
         if filters.department and not access.can_see_department(user, filters.department):
             raise Refused(403, f"department {filters.department!r} is not yours")
         try:

@@ -7,6 +7,7 @@ new case.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlmodel import Session
@@ -59,5 +60,23 @@ def add_note(session: Session, case: FollowupCase, *, by: str, note: str) -> Cas
     if not note.strip():
         raise CaseTransitionError("a note cannot be empty")
     event = CaseEvent(case_id=case.id or 0, by=by, note=note)
+    session.add(event)
+    return event
+
+
+def set_root_cause(session: Session, case: FollowupCase, root_cause: str, *, by: str,
+                   known: Collection[str]) -> CaseEvent | None:
+    """Tag what caused the complaint, one of the comment topics (`known`), so cases count by the
+    same topics as the comments; a history entry says who changed it from what. A closed case may
+    be tagged too: the cause is often clear only after the call. The same tag again changes and
+    records nothing (a form sent twice)."""
+    if root_cause not in known:
+        raise CaseTransitionError(f"unknown root cause {root_cause!r}; known: {', '.join(sorted(known))}")
+    if root_cause == case.root_cause:
+        return None
+    event = CaseEvent(case_id=case.id or 0, by=by,
+                      note=f"root cause: {case.root_cause or '-'} -> {root_cause}")
+    case.root_cause = root_cause
+    session.add(case)
     session.add(event)
     return event

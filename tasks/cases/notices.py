@@ -7,7 +7,9 @@ killed before or after queuing, queues nothing twice. Reminders and escalations 
 notice per department, SLA and run, listing its cases (a day of a big backlog breaches hundreds:
 one outbox message each cost ~25 ms to deliver). Delivery is `tasks.notify.deliver` (claims,
 retries, idempotency keys). The owner's notice carries the customer's contact details; a notice to
-anyone else (escalation) carries none, and every comment is masked.
+anyone else (escalation) carries none, and every comment is masked. With `[web] base_url` each case
+links to its page in the workspace: a plain address (no sign-in token), which asks to sign in and
+shows the contact details only to the case's department and admins.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class CaseItem:
     responses: int
     comment: str
     contact: dict[str, str | None] | None
+    link: str = ""  # the case page, when `[web] base_url` is set
 
 
 def _aware(ts: datetime) -> datetime:
@@ -76,6 +79,7 @@ def _items(settings: Settings, session: Session, cases: Sequence[FollowupCase],
                 cc.c.response_id.in_(wanted))
             for c in conn.execute(query):
                 contacts[(c.source, c.response_id)] = {"name": c.name, "phone": c.phone, "email": c.email}
+    base = (settings.web.base_url or "").rstrip("/")
     out = []
     for case in cases:
         row = first.get(case.id or 0)
@@ -83,7 +87,8 @@ def _items(settings: Settings, session: Session, cases: Sequence[FollowupCase],
         dept = settings.departments.get(case.department)
         out.append(CaseItem(case.id or 0, dept.name if dept else case.department, case.queue,
                             _local(settings, case.contact_due), _local(settings, case.close_due),
-                            case.responses, (row.comment or "") if row is not None else "", contact))
+                            case.responses, (row.comment or "") if row is not None else "", contact,
+                            f"{base}/cases/{case.id}" if base else ""))
     return out
 
 

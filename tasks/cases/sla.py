@@ -137,3 +137,21 @@ def state(cal: Calendar, due: datetime, now: datetime, remind_before_hours: floa
     if cal.between(now, due) <= remind_before_hours:
         return "due_soon"
     return "ok"
+
+
+@dataclass(frozen=True)
+class Breaches:
+    contact: bool
+    close: bool
+
+
+def breaches(contact_due: datetime, close_due: datetime, contacted_at: datetime | None,
+             closed_at: datetime | None, now: datetime) -> Breaches:
+    """Which deadlines a case missed, by the follow-up KPIs' own rule (tasks/cases/kpis.py): the
+    first contact came after its deadline, or the deadline passed - by `now`, or by the case's
+    closure without a contact - with none; closure likewise."""
+    def missed(due: datetime, done: datetime | None, stop: datetime) -> bool:
+        return _aware(done) > _aware(due) if done is not None else _aware(due) <= _aware(stop)
+
+    until = now if closed_at is None else closed_at
+    return Breaches(missed(contact_due, contacted_at, until), missed(close_due, closed_at, now))
