@@ -155,7 +155,7 @@ def test_a_batch_of_escalations_is_one_notice_per_owner_and_exactly_once(tmp_pat
             run_day(settings, engine, datetime(2026, 10, 14, 2, 0, tzinfo=UTC), collect=False)
         boss = [m for m in smtp.messages if "boss@example.com" in m.recipients]
         assert len(boss) == 3 and boss[-1].message["Subject"] == "回访个案 6：已超时"
-    kinds = [m.kind for m in outbox(engine) if m.recipient == "escalation"]
+    kinds = [m.kind for m in outbox(engine) if m.recipient == "case_escalation"]
     assert kinds == ["case_escalation_contact:logistics:1", "case_escalation_contact:service:4",
                      "case_escalation_contact:logistics:6"]
     with Session(engine) as s:

@@ -72,6 +72,26 @@ def test_notices_reminders_and_one_escalation_through_smtp(tmp_path: Path, engin
         assert sum(k.startswith("case_reminder_contact") for k in kinds) == 0  # breached before reminded
 
 
+def test_case_escalations_go_to_their_own_route_when_one_is_set(tmp_path: Path, engine: Engine) -> None:
+    """`[cases] escalation_notify` (a customer-service lead) takes the cases' escalations; the
+    actions' escalation route hears of them only when the cases have none."""
+    write_csv(tmp_path / "data" / "oct.csv", ROWS)
+    with SmtpReceiver() as smtp:
+        base = with_routes(tmp_path, engine, smtp.url("log@example.com"), smtp.url("svc@example.com"),
+                           smtp.url("boss@example.com"))
+        data = base.model_dump(mode="json", exclude={"base_dir"})
+        data["cases"]["escalation_notify"] = [smtp.url("care-lead@example.com")]
+        settings = settings_from_dict(data, base_dir=tmp_path, env={})
+        from cxloop.tasks.collect import collect_period
+        collect_period(settings, engine, "2026-10")
+        for now in (DAY1, BREACHED):
+            run_day(settings, engine, now, collect=False)
+        lead = [m for m in smtp.messages if "care-lead@example.com" in m.recipients]
+        assert len(lead) == 2 and not [m for m in smtp.messages if "boss@example.com" in m.recipients]
+    escalated = {m.recipient for m in outbox(engine) if m.kind.startswith("case_escalation")}
+    assert escalated == {"case_escalation"}
+
+
 def test_escalation_exactly_once_after_a_kill_mid_send(tmp_path: Path, engine: Engine, db_url: str) -> None:
     write_csv(tmp_path / "data" / "oct.csv", ROWS[:1])
     hung = socket.socket()

@@ -28,7 +28,7 @@ from cxloop.db import session_scope
 from cxloop.models import CaseNotice, CaseResponse, CustomerContact, Feedback, FollowupCase, OutboxMessage
 from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
 from cxloop.tasks.cases.sla import Calendar, state, watch
-from cxloop.tasks.notify.routes import ESCALATION_RECIPIENT, describe_routes, routes_for
+from cxloop.tasks.notify.routes import CASE_ESCALATION, describe_routes, routes_for
 from cxloop.tasks.rendering import render, translate
 
 SLAS = ("contact", "close")
@@ -140,17 +140,17 @@ def queue_new_case_notices(settings: Settings, engine: Engine, day: str, case_id
 
 def _sla_batch(settings: Settings, session: Session, day: str, what: str, sla: str, dept_id: str,
                group: list[FollowupCase]) -> bool:
-    """One reminder (to the owner, with contact details) or escalation (to `escalation`, without)
-    for a department's cases that reached the same SLA moment in this run. The kind carries the
-    lowest case id: a case is marked in the transaction that queues it, so it is in one batch
-    only, and two batches never share that id - a re-run, or a run after a kill, queues nothing
-    twice, and a later run's batch of other cases gets its own row."""
+    """One reminder (to the owner, with contact details) or escalation (to `[cases]
+    escalation_notify`, without) for a department's cases that reached the same SLA moment in this
+    run. The kind carries the lowest case id: a case is marked in the transaction that queues it,
+    so it is in one batch only, and two batches never share that id - a re-run, or a run after a
+    kill, queues nothing twice, and a later run's batch of other cases gets its own row."""
     dept = settings.departments.get(dept_id)
     dept_name = dept.name if dept else dept_id
     first = min(c.id or 0 for c in group)
     if what == "escalation":
         lang: str = settings.project.language
-        recipient = ESCALATION_RECIPIENT
+        recipient = CASE_ESCALATION
         if len(group) == 1:
             subject = translate("Follow-up case %(id)s: SLA breached", lang) % {"id": first}
             intro = translate("The %(sla)s deadline of this case has passed: it is escalated once.", lang)

@@ -23,6 +23,7 @@ from cxloop.tasks import claims
 from cxloop.tasks.notify.notices import build_notices
 from cxloop.tasks.notify.outbox import message_row
 from cxloop.tasks.notify.routes import (
+    CASE_ESCALATION,
     DATA_OWNERS,
     ESCALATION_RECIPIENT,
     USER_PREFIX,
@@ -128,6 +129,8 @@ def _send(target: Target, msg: OutboxMessage, asset: Any, bodies: tuple[str, str
 def _no_route_reason(settings: Settings, recipient: str) -> str:
     if recipient == ESCALATION_RECIPIENT:
         return "[actions] escalation_notify is empty"
+    if recipient == CASE_ESCALATION:
+        return "[cases] escalation_notify and [actions] escalation_notify are empty"
     if recipient == DATA_OWNERS:
         return "no [quality] data_owners and no data_owners on any source"
     if recipient.startswith(USER_PREFIX):

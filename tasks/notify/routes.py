@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import apprise  # on use: about 0.4 s that `cxloop` start-up need not pay
 
 ESCALATION_RECIPIENT, DATA_OWNERS = "escalation", "data_owners"
+CASE_ESCALATION = "case_escalation"  # follow-up cases past a deadline: `[cases] escalation_notify`
 USER_PREFIX = "user:"  # a message to one account of the web workspace (`cxloop users link`)
 
 
@@ -24,6 +25,8 @@ def routes_for(settings: Settings, recipient: str) -> list[str]:
     """The `notify` entries (Apprise URLs or tags) configured for a recipient."""
     if recipient == ESCALATION_RECIPIENT:
         routes = list(settings.actions.escalation_notify)
+    elif recipient == CASE_ESCALATION:  # a customer-service lead, say; else whoever hears of actions
+        routes = list(settings.cases.escalation_notify or settings.actions.escalation_notify)
     elif recipient == DATA_OWNERS:
         routes = list(settings.quality.data_owners)
         routes += [r for s in settings.sources for r in s.data_owners]
