@@ -12,7 +12,8 @@ Writes one month of responses as a CSV (canonical columns, UTF-8), then in the s
 4. the real flow `cx_monthly_cycle` on SQLite, with each stage's time from the cycle record
    (`--dask`: with `[engine] dask_address` set to a local Dask cluster of two worker processes,
    one thread each, started before and reported separately; the month is then not kept in memory
-   but written to its columnar copy by collect, and the KPI histograms are counted on the workers);
+   but written to its columnar copy by collect, and validate's row checks and the KPI histograms
+   run on the workers);
 and prints peak memory during the cycle: this process's exact peak, and samples of it together
 with the processes it started (collect's parse worker and its fork server), per stage; Prefect's
 server process is left out, like its start time.

@@ -87,9 +87,16 @@ class Copies:
             return stored is not None and stored == period_stamp(conn, period)
 
     def write(self, engine: Engine, period: str, parts: Iterable[pd.DataFrame]) -> int:
-        """Write the copy from `parts` (typed frames of every `tasks.month.COLUMNS` column, ordered
-        by id within and across parts) and stamp it; returns the row count. The file is written
-        beside and renamed into place, so a reader never meets half a copy."""
+        """Write the copy from `parts` (typed frames of every `tasks.month.COLUMNS` column, each
+        ordered by id) and stamp it; returns the row count. The file is written beside and renamed
+        into place, so a reader never meets half a copy.
+
+        The copy's rows are in id order, so that a range of rows (`part`, a partition on a Dask
+        worker) is a range of the month as every stage orders it: validate's partitions list
+        their failing rows in the month's order (`tasks.validate.partitions`). Parts read from the
+        database come in its physical order, which on PostgreSQL is not the ids' once rows were
+        updated (`tasks.month._read` has no ORDER BY); a copy whose parts came out of order is
+        written again sorted, once, by DuckDB."""
         import duckdb
 
         target = self.path(period)
@@ -98,7 +105,7 @@ class Copies:
             mark_stale(conn, period)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
-        rows, max_id = 0, 0
+        rows, max_id, in_order = 0, 0, True
         types = _types()
         con = duckdb.connect(str(tmp))
         try:
@@ -110,10 +117,20 @@ class Copies:
                 con.unregister("part")
                 rows += len(part)
                 if len(part):
-                    max_id = max(max_id, int(part["id"].to_numpy()[-1]))
+                    ids = part["id"].to_numpy()
+                    in_order = in_order and int(ids[0]) > max_id
+                    max_id = max(max_id, int(ids[-1]))
+            if not in_order:  # into a file of its own: a dropped table's space stays in the file
+                ordered = tmp.with_name(f"{tmp.name}.by-id")
+                ordered.unlink(missing_ok=True)
+                con.execute(f"ATTACH '{ordered}' AS by_id")
+                con.execute(f"CREATE TABLE by_id.{TABLE} AS SELECT * FROM {TABLE} ORDER BY id")
+                con.execute("DETACH by_id")
             con.execute("CHECKPOINT")
         finally:
             con.close()
+        if not in_order:
+            os.replace(ordered, tmp)
         os.replace(tmp, target)
         with engine.begin() as conn:
             _stamp(conn, period, rows, max_id)

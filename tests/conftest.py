@@ -174,3 +174,14 @@ def month_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(month, "read_month", counted)
     return reads
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """One real LocalCluster of two worker processes (one thread each) for the session's Dask tests
+    (the KPI histograms, comment analysis and validate's row checks on the cluster)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+

@@ -3,7 +3,6 @@ read once stale or missing (the relational database is the system of record)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,27 @@ def test_a_rebuilt_copy_reads_as_the_database_does(engine: Engine, tmp_path: Pat
     assert copies.rebuild(engine, "2026-11") == 0 and copies.fresh(engine, "2026-11")
     (empty,) = copies.parts("2026-11", month.COLUMNS, False, None)
     pd.testing.assert_frame_equal(empty, month.read_month(engine, "2026-11"))
+
+
+def test_a_rebuilt_copy_holds_the_rows_in_id_order_whatever_order_they_are_read_in(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A range of the copy's rows is a range of the month in id order (validate's partitions list
+    failing rows in that order), also when PostgreSQL yields updated rows last: the parts read
+    from the database come out of order, and the copy is sorted once."""
+    ids = _seed(engine)
+    with engine.begin() as conn:  # PostgreSQL writes updated rows anew, after the others
+        conn.execute(update(FB).where(FB.c.id.in_(ids[:2])).values(nps=7))
+    monkeypatch.setattr(month, "PART_ROWS", 2)
+    read = [p["id"].tolist() for p in month._read(engine, PERIOD, ["id"], False, 2)]
+    copies = Copies(tmp_path / "columnar")
+    assert copies.rebuild(engine, PERIOD) == 5 and copies.fresh(engine, PERIOD)
+    assert [copies.part(PERIOD, ["id"], False, s, s + 2)["id"].tolist() for s in (0, 2, 4)] == [
+        ids[:2], ids[2:4], ids[4:]]
+    (whole,) = copies.parts(PERIOD, month.COLUMNS, False, None)
+    pd.testing.assert_frame_equal(whole, month.read_month(engine, PERIOD))
+    if engine.dialect.name == "postgresql":
+        assert sorted(x for p in read for x in p) == ids and read[0] != ids[:2]  # read out of order
+    assert not list(tmp_path.joinpath("columnar").glob(".*"))  # nothing left beside the copy
 
 
 def test_a_big_month_is_read_from_its_copy_built_once_and_kept_in_step(
@@ -134,15 +154,6 @@ def test_cli_rebuild_writes_the_copy(tmp_path: Path, engine: Engine, db_url: str
     assert Copies(tmp_path / "copies").fresh(engine, PERIOD)
     code, out, err = cxloop(capsys, monkeypatch, config, "rebuild", "--period", "2026-13")
     assert code == 2 and "Traceback" not in err and "2026-13" in err
-
-
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    """One real LocalCluster of two worker processes (one thread each) for this module's tests."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
 
 
 def test_kpis_counted_on_a_two_worker_dask_cluster_equal_the_local_run(

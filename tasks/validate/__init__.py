@@ -29,8 +29,8 @@ from cxloop.tasks.validate.gx import (
 )
 from cxloop.tasks.validate.messages import _check
 from cxloop.tasks.validate.results import CheckResult
-from cxloop.tasks.validate.rows import _row_frame, check_rows, row_frame
-from cxloop.tasks.validate.stage import _keys_by_equality, _needed_columns, readmit, validate_period
+from cxloop.tasks.validate.rows import _keys_by_equality, _needed_columns, _row_frame, check_rows, row_frame
+from cxloop.tasks.validate.stage import readmit, validate_period
 from cxloop.tasks.validate.suites import (
     Expectation,
     SuiteError,

@@ -13,13 +13,47 @@ from cxloop.models import (
     SCORE_FIELDS,
 )
 from cxloop.tasks.codes import factorize
-from cxloop.tasks.validate.gx import run_expectations
+from cxloop.tasks.validate.gx import _columns_used, _named_columns, run_expectations
 from cxloop.tasks.validate.keys import RowKeys
 from cxloop.tasks.validate.messages import _check, describe, json_safe
 from cxloop.tasks.validate.results import CheckResult
 from cxloop.tasks.validate.suites import ROW_FRAME, Expectation
 
 DATETIME_FIELDS = tuple(k for k, v in CANONICAL_FIELDS.items() if v == "datetime")
+
+
+# Expectations whose outcome on a column depends only on which values are equal (or missing), and
+# table expectations that read only the table's shape: `row_key` may go to them as numbers.
+_BY_EQUALITY = frozenset({"expect_column_values_to_be_unique", "expect_column_values_to_not_be_null",
+                          "expect_column_values_to_be_null"})
+_SHAPE_ONLY = frozenset({"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal",
+                         "expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
+                         "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between"})
+
+
+def _keys_by_equality(exps: list[Expectation]) -> bool:
+    """Do the row expectations only compare `row_key`s (the shipped uniqueness check)? Then the
+    keys go to GX as numbers, and their text is made only for failing rows (`RowKeys`)."""
+    for exp in exps:
+        named = _named_columns(exp)
+        if named is None:
+            if exp.type not in _SHAPE_ONLY or "row_condition" in exp.kwargs:
+                return False
+        elif "row_key" in named and (exp.type not in _BY_EQUALITY or "row_condition" in exp.kwargs):
+            return False
+    return True
+
+
+def _needed_columns(exps: list[Expectation]) -> list[str] | None:
+    """Canonical columns the suites read (None = all, for table-level expectations)."""
+    probe = pd.DataFrame(columns=[*CANONICAL_FIELDS, "row_key", "source"])
+    used: set[str] = {"response_id", "channel", *SCORE_FIELDS}  # row keys and batch frames
+    for frame in {e.frame for e in exps}:
+        cols = _columns_used([e for e in exps if e.frame == frame], probe, "row_key")
+        if len(cols) == len(probe.columns) and frame == ROW_FRAME:
+            return None
+        used.update(cols)
+    return [c for c in CANONICAL_FIELDS if c in used]
 
 
 def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -72,9 +106,17 @@ def check_rows(expectations: list[Expectation], df: pd.DataFrame, keys: RowKeys 
 
     Only `critical` row expectations produce reasons (= quarantine); `warning` ones are reported.
     """
+    return checks_and_reasons(run_expectations(expectations, df, ROW_FRAME, keys))
+
+
+def checks_and_reasons(outcomes: list[tuple[Expectation, dict[str, Any]]]) -> tuple[
+        list[CheckResult], dict[str, list[dict[str, Any]]]]:
+    """The checks and every reason per row_key from the row expectations' outcomes
+    (`run_expectations`' result, or one merged from partitions by `tasks.validate.partitions`), in
+    the expectations' order: a row's reasons are listed in that order."""
     checks: list[CheckResult] = []
     reasons: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for exp, outcome in run_expectations(expectations, df, ROW_FRAME, keys):
+    for exp, outcome in outcomes:
         checks.append(_check(exp, outcome, "row_key"))
         if outcome["success"] or outcome["error"] or exp.severity != "critical":
             continue

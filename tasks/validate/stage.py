@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,18 +19,18 @@ from cxloop.config import Settings
 from cxloop.db import session_scope
 from cxloop.models import (
     CANONICAL_FIELDS,
-    SCORE_FIELDS,
     QualityCheck,
     QuarantinedRow,
     utcnow,
 )
 from cxloop.tasks import month
 from cxloop.tasks.validate.batch import batch_frames, check_batch
-from cxloop.tasks.validate.gx import _columns_used, _named_columns, build_gx
+from cxloop.tasks.validate.gx import build_gx, run_expectations
 from cxloop.tasks.validate.messages import json_safe
+from cxloop.tasks.validate.partitions import in_order, merge_outcomes, partitionable
 from cxloop.tasks.validate.report import write_report
 from cxloop.tasks.validate.results import GateResult
-from cxloop.tasks.validate.rows import _row_frame, check_rows
+from cxloop.tasks.validate.rows import _keys_by_equality, _needed_columns, _row_frame, checks_and_reasons
 from cxloop.tasks.validate.suites import (
     ROW_FRAME,
     STAGE,
@@ -67,38 +69,28 @@ def _raw_values(engine: Engine, ids: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
-# Expectations whose outcome on a column depends only on which values are equal (or missing), and
-# table expectations that read only the table's shape: `row_key` may go to them as numbers.
-_BY_EQUALITY = frozenset({"expect_column_values_to_be_unique", "expect_column_values_to_not_be_null",
-                          "expect_column_values_to_be_null"})
-_SHAPE_ONLY = frozenset({"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal",
-                         "expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
-                         "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between"})
+@contextmanager
+def _on_cluster(settings: Settings, period: str, month_rows: month.Month, row_exps: list[Expectation]
+                ) -> Iterator[Callable[[], list[tuple[Expectation, dict[str, Any]]]] | None]:
+    """With `[engine] dask_address` and the month read from its columnar copy (a cycle run keeps no
+    month in memory then, `flows.context`): the partitionable row expectations submitted to the
+    cluster, one task per `month.PART_ROWS` rows of the copy, and a call that waits for them and
+    gives their merged outcomes (`tasks.validate.partitions`), equal to the local run's. None
+    otherwise: everything runs here, as without a cluster."""
+    parted = [e for e in row_exps if partitionable(e)]
+    address = settings.engine.dask_address
+    if not address or not parted or month_rows.period != period or not month_rows.columnar():
+        yield None
+        return
+    from cxloop.tasks import dask_work
 
-
-def _keys_by_equality(exps: list[Expectation]) -> bool:
-    """Do the row expectations only compare `row_key`s (the shipped uniqueness check)? Then the
-    keys go to GX as numbers, and their text is made only for failing rows (`RowKeys`)."""
-    for exp in exps:
-        named = _named_columns(exp)
-        if named is None:
-            if exp.type not in _SHAPE_ONLY or "row_condition" in exp.kwargs:
-                return False
-        elif "row_key" in named and (exp.type not in _BY_EQUALITY or "row_condition" in exp.kwargs):
-            return False
-    return True
-
-
-def _needed_columns(exps: list[Expectation]) -> list[str] | None:
-    """Canonical columns the suites read (None = all, for table-level expectations)."""
-    probe = pd.DataFrame(columns=[*CANONICAL_FIELDS, "row_key", "source"])
-    used: set[str] = {"response_id", "channel", *SCORE_FIELDS}  # row keys and batch frames
-    for frame in {e.frame for e in exps}:
-        cols = _columns_used([e for e in exps if e.frame == frame], probe, "row_key")
-        if len(cols) == len(probe.columns) and frame == ROW_FRAME:
-            return None
-        used.update(cols)
-    return [c for c in CANONICAL_FIELDS if c in used]
+    assert month_rows.copies is not None
+    client = dask_work.connect(address)
+    try:
+        futures = dask_work.submit_row_checks(client, month_rows.copies, period, parted, month.PART_ROWS)
+        yield lambda: merge_outcomes(parted, dask_work.gather(client, futures))
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 def validate_period(settings: Settings, engine: Engine, period: str, now: datetime | None = None,
@@ -113,12 +105,20 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     row_exps = [e for e in exps if e.level == "row"]
     batch_exps = [e for e in exps if e.level == "batch"]
 
-    needed = _needed_columns(row_exps)
-    raw_df = load_period_rows(month_rows, needed)
-    df, row_keys = _row_frame(raw_df, numbers=_keys_by_equality(row_exps), every_field=needed is None,
-                              stored=True)
-    del raw_df
-    row_checks, reasons = check_rows(row_exps, df, row_keys)
+    with _on_cluster(settings, period, month_rows, row_exps) as cluster:
+        # Without a cluster every row expectation runs here on the whole month, as always; with
+        # one, those that test each row on its own run on the workers meanwhile, and only the
+        # dataset-level ones (uniqueness across the month, table-level) here.
+        whole = [e for e in row_exps if cluster is None or not partitionable(e)]
+        needed = _needed_columns(whole)
+        raw_df = load_period_rows(month_rows, needed)
+        df, row_keys = _row_frame(raw_df, numbers=_keys_by_equality(whole), every_field=needed is None,
+                                  stored=True)
+        del raw_df
+        outcomes = run_expectations(whole, df, ROW_FRAME, row_keys)
+        if cluster is not None:
+            outcomes = in_order(row_exps, outcomes, cluster())
+    row_checks, reasons = checks_and_reasons(outcomes)
     if len(df) > month.KEEP_ROWS:  # GX's batch objects hold the columns in reference cycles: free
         gc.collect()  # a large month's now, not at Python's next full collection (~1 s at 10M rows)
     bad_keys = set(reasons)
