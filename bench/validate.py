@@ -102,7 +102,7 @@ def main() -> None:
     exps = [e for s in v.load_suites(settings) for e in v.expectations_of(s, settings, params)]
     row_exps = [e for e in exps if e.level == "row"]
     typed = month.typed(df.assign(id=np.arange(1, len(df) + 1), quarantined=False))
-    needed = v._needed_columns(row_exps)
+    needed = v.needed_columns(row_exps)
     picked = typed[["id", "source", "quarantined",
                     *[c for c in CANONICAL_FIELDS if needed is None or c in needed]]]
     frame = timed("row_frame (row keys)", v.row_frame, picked)

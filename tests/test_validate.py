@@ -137,7 +137,7 @@ def test_row_keys_as_numbers_give_the_same_checks_and_reasons(tmp_path: Path, gx
     settings = make_settings(tmp_path)
     exps = [e for s in v.load_suites(settings) if s.level == "row"
             for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
-    assert v._keys_by_equality(exps)
+    assert v.keys_by_equality(exps)
     rows = [good_row(i) for i in range(30)]
     rows += [good_row(100 + n, **{"response_id": f"bad-{name}", **over})
              for n, (name, over) in enumerate(BAD.items())]
@@ -147,7 +147,7 @@ def test_row_keys_as_numbers_give_the_same_checks_and_reasons(tmp_path: Path, gx
                        good_row(302, source="web|x", response_id="z", csat=0)]):
         frame = pd.DataFrame(rows + extra, index=range(len(rows) + len(extra)))
         text = v.row_frame(frame)
-        numbers, keys = v._row_frame(frame, numbers=True)
+        numbers, keys = v.keyed_row_frame(frame, numbers=True)
         assert numbers["row_key"].dtype == "float64" and numbers["row_key"].isna().sum() == 2
         assert keys.text(range(len(frame))).tolist() == text["row_key"].astype(object).tolist()
         checks, reasons = v.check_rows(exps, numbers, keys)
@@ -164,8 +164,8 @@ def test_stored_rows_skip_the_search_for_repeated_keys() -> None:
     """Rows of the database have distinct (source, response_id) keys: numbering them by position
     gives what the search for repeated keys gives."""
     frame = pd.DataFrame([good_row(i) for i in range(20)] + [good_row(20, source=None)])
-    searched, keys = v._row_frame(frame, numbers=True)
-    stored, _ = v._row_frame(frame, numbers=True, stored=True)
+    searched, keys = v.keyed_row_frame(frame, numbers=True)
+    stored, _ = v.keyed_row_frame(frame, numbers=True, stored=True)
     assert stored["row_key"].equals(searched["row_key"]) and stored["row_key"].isna().sum() == 1
     assert keys.numbers(distinct=True).tolist()[:20] == list(range(20))
 
@@ -370,7 +370,7 @@ def test_the_gate_quarantines_the_same_with_row_keys_as_text(engine: Engine, tmp
     text = outcome(settings)
     exps = [e for s in v.load_suites(settings) if s.level == "row"
             for e in v.expectations_of(s, settings, v.placeholder_values(settings, PERIOD, NOW))]
-    assert not v._keys_by_equality(exps)
+    assert not v.keys_by_equality(exps)
     pattern = text[3].pop("key_pattern")
     assert pattern.unexpected_count == 2 and {x["key"] for x in pattern.sample} == {"web|r10", "web|r11"}
     assert (text[0].pop("failed"), text[0].pop("warnings")) == (numbers[0].pop("failed") + 1, 1)
@@ -432,14 +432,14 @@ def _complete_in_one_pass(exps: list[v.Expectation], df: pd.DataFrame) -> dict[s
     suite = ctx.suites.add(gx.ExpectationSuite(name="all", expectations=v.build_gx(exps)))
     batch = (ctx.data_sources.add_pandas("p").add_dataframe_asset("rows")
              .add_batch_definition_whole_dataframe("w")
-             .get_batch(batch_parameters={"dataframe": df[v._columns_used(exps, df, "row_key")]}))
+             .get_batch(batch_parameters={"dataframe": df[v.columns_used(exps, df, "row_key")]}))
     out = {}
     for r in batch.validate(suite, result_format=v._COMPLETE).results:
         exp = exps[int(r.expectation_config.meta["cx_index"])]
         result = dict(r.result or {})
         result["unexpected_index_list"] = v._failing(df, "row_key", exp, result.get("unexpected_index_list"))
-        out[exp.name] = v._check(exp, {"success": bool(r.success), "result": result, "error": v._errors(r)},
-                                 "row_key")
+        outcome = {"success": bool(r.success), "result": result, "error": v._errors(r)}
+        out[exp.name] = v.check_result(exp, outcome, "row_key")
     return out
 
 

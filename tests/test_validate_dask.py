@@ -99,7 +99,7 @@ def test_the_partitions_merge_into_the_whole_months_checks_and_reasons(tmp_path:
     frame = month.typed(pd.DataFrame([_row(i, **BROKEN.get(i, {})) for i in range(N)])
                         .assign(id=range(1, N + 1), quarantined=False))
     rows = frame[parts.columns_read(parted)]
-    whole_df, keys = v._row_frame(frame, numbers=True, stored=True)
+    whole_df, keys = v.keyed_row_frame(frame, numbers=True, stored=True)
     whole = v.run_expectations(parted, whole_df, "rows", keys)
     merged = parts.merge_outcomes(parted, [parts.partition_outcomes(rows.iloc[s:s + PART], s, parted)
                                            for s in range(0, N, PART)])

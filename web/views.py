@@ -18,7 +18,13 @@ from cxloop.config import Settings
 from cxloop.models import Action, ActionEvent, CommentAnalysis, CycleStage, Feedback, ImportRecord, KpiResult
 from cxloop.tasks import lifecycle
 from cxloop.tasks.actions import is_overdue, parse_statuses
-from cxloop.tasks.notify.items import SEVERITY_LABELS, STATUS_LABELS, VERDICT_LABELS, _t, scope_label
+from cxloop.tasks.notify.items import (
+    SEVERITY_LABELS,
+    STATUS_LABELS,
+    VERDICT_LABELS,
+    scope_value_label,
+    translated,
+)
 from cxloop.vocabulary import kpi_label
 
 PAGE_SIZE = 50
@@ -65,9 +71,9 @@ def labels(settings: Settings, action: Action, lang: str, today: date) -> dict[s
     last = (action.evidence or [{}])[-1]
     return {
         "kpi": kpi_label(action.kpi, lang),
-        "where": scope_label(settings, action.scope, action.scope_value, lang),
-        "status": _t(STATUS_LABELS.get(action.status, action.status), lang),
-        "severity": _t(SEVERITY_LABELS.get(action.severity, action.severity), lang),
+        "where": scope_value_label(settings, action.scope, action.scope_value, lang),
+        "status": translated(STATUS_LABELS.get(action.status, action.status), lang),
+        "severity": translated(SEVERITY_LABELS.get(action.severity, action.severity), lang),
         "overdue": is_overdue(action, today),
         "last_value": last.get("value"),
         "last_period": last.get("period"),
@@ -75,7 +81,7 @@ def labels(settings: Settings, action: Action, lang: str, today: date) -> dict[s
 
 
 def verdict_label(verdict: str, lang: str) -> str:
-    return _t(VERDICT_LABELS.get(verdict, verdict), lang)
+    return translated(VERDICT_LABELS.get(verdict, verdict), lang)
 
 
 class ReportCache:

@@ -103,12 +103,12 @@ class Draft:
                              body_text=self.body_text, route=route)
 
 
-def _t(text: str, lang: str, **values: Any) -> str:
+def translated(text: str, lang: str, **values: Any) -> str:
     out = translate(text, lang)
     return out % values if values else out
 
 
-def scope_label(settings: Settings, scope: str, value: str, lang: str) -> str:
+def scope_value_label(settings: Settings, scope: str, value: str, lang: str) -> str:
     """A scope value as people call it: topic names in the reader's language, department names."""
     if scope == "topic" and settings.topics:
         for topic in settings.topics:
@@ -117,7 +117,7 @@ def scope_label(settings: Settings, scope: str, value: str, lang: str) -> str:
     if scope == "department" and value in settings.departments:
         return settings.departments[value].name
     if scope == "overall":
-        return _t("the company", lang)
+        return translated("the company", lang)
     return translate(value, lang)  # journey stages, channels, touchpoints have catalog names
 
 
@@ -136,20 +136,20 @@ def verdict_sentence(settings: Settings, action: Action, m: Measurement, lang: s
     """Plain words for a verdict, e.g. "NPS of delivery rose 9.5 points (95% CI 4.1 to 14.8) more
     than in comparable stages"; a before/after fallback says that it is one."""
     kpi = kpi_label(action.kpi, lang)
-    scope = scope_label(settings, action.scope, action.scope_value, lang)
+    scope = scope_value_label(settings, action.scope, action.scope_value, lang)
     effect, low, high = _effect(m)
     did = m.method == "did" and m.effect is not None
     if effect is None:
-        return _t("Too few responses to judge %(kpi)s of %(scope)s this cycle (n = %(n)s).", lang,
+        return translated("Too few responses to judge %(kpi)s of %(scope)s this cycle (n = %(n)s).", lang,
                   kpi=kpi, scope=scope, n=m.n)
     rose = effect >= 0
     lo, hi = (low, high) if rose else ((-high if high is not None else None),
                                       (-low if low is not None else None))
     values = {
         "kpi": kpi, "scope": scope, "amount": _fmt(abs(effect)),
-        "unit": _t("hours" if action.kpi in HOUR_KPIS else "points", lang),
+        "unit": translated("hours" if action.kpi in HOUR_KPIS else "points", lang),
         "conf": f"{settings.kpis.confidence * 100:.0f}", "low": _fmt(lo), "high": _fmt(hi),
-        "dims": _t(SCOPE_PLURALS.get(action.scope, "scopes"), lang), "since": action.opened_period,
+        "dims": translated(SCOPE_PLURALS.get(action.scope, "scopes"), lang), "since": action.opened_period,
     }
     if did:
         text = ("%(kpi)s of %(scope)s rose %(amount)s %(unit)s (%(conf)s%% CI %(low)s to %(high)s) "
@@ -161,9 +161,9 @@ def verdict_sentence(settings: Settings, action: Action, m: Measurement, lang: s
                 "to %(high)s); no comparable %(dims)s, so this is a before/after change only." if rose
                 else "%(kpi)s of %(scope)s fell %(amount)s %(unit)s since %(since)s (%(conf)s%% CI "
                 "%(low)s to %(high)s); no comparable %(dims)s, so this is a before/after change only.")
-    sentence = _t(text, lang, **values)
+    sentence = translated(text, lang, **values)
     if m.verdict == "insufficient":
-        sentence += " " + _t("Too few responses for a verdict (n = %(n)s).", lang, n=m.n)
+        sentence += " " + translated("Too few responses for a verdict (n = %(n)s).", lang, n=m.n)
     return sentence
 
 
@@ -199,10 +199,10 @@ def action_item(settings: Settings, action: Action, period: str, lang: str, note
     overdue = is_overdue(action, period_end_date(period))  # one definition with `cxloop actions`
     return ActionItem(
         id=action.id or 0, kpi=action.kpi, kpi_label=kpi_label(action.kpi, lang), scope=action.scope,
-        scope_value=scope_label(settings, action.scope, action.scope_value, lang),
-        status=action.status, status_label=_t(STATUS_LABELS.get(action.status, action.status), lang),
+        scope_value=scope_value_label(settings, action.scope, action.scope_value, lang),
+        status=action.status, status_label=translated(STATUS_LABELS.get(action.status, action.status), lang),
         severity=action.severity,
-        severity_label=_t(SEVERITY_LABELS.get(action.severity, action.severity), lang),
+        severity_label=translated(SEVERITY_LABELS.get(action.severity, action.severity), lang),
         due=action.due, overdue=overdue, opened_period=action.opened_period, value=value,
         ci_low=_num_or_none(ev.get("ci_low")), ci_high=_num_or_none(ev.get("ci_high")),
         n=int(n) if isinstance(n, int | float) else None, target=target, gap=gap,
@@ -219,29 +219,30 @@ def driver_line(d: dict[str, Any], lang: str) -> str:
     rank = f"={d.get('rank')}" if d.get("tied") else str(d.get("rank"))
     scale = d.get("scale") or []
     of = f" / {scale[0]:g}–{scale[1]:g}" if len(scale) == 2 else ""
-    return (f"{name} ({_t('rank', lang)} {rank}, {_t('importance', lang)} {d.get('share', 0):.0f}% "
-            f"[{d.get('share_low', 0):.0f}–{d.get('share_high', 0):.0f}%], {_t('mean', lang)} "
+    return (f"{name} ({translated('rank', lang)} {rank}, "
+            f"{translated('importance', lang)} {d.get('share', 0):.0f}% "
+            f"[{d.get('share_low', 0):.0f}–{d.get('share_high', 0):.0f}%], {translated('mean', lang)} "
             f"{d.get('mean', 0):.2f}{of})")
 
 
 def _context_line(settings: Settings, c: dict[str, Any], lang: str) -> str:
     """"Journey stage delivery: NPS 18.5 (target 30, n=5,869)" for a result this action explains."""
     value, target = _num_or_none(c.get("value")), _num_or_none(c.get("target"))
-    where = scope_label(settings, c["scope"], c["scope_value"], lang)
+    where = scope_value_label(settings, c["scope"], c["scope_value"], lang)
     text = f"{where}: {kpi_label(c['kpi'], lang)} {'–' if value is None else f'{value:.1f}'}"
     if target is not None:
-        text += f" ({_t('target', lang)} {target:g}, n={c.get('n')})"
+        text += f" ({translated('target', lang)} {target:g}, n={c.get('n')})"
     return text
 
 
-def _verdict_item(settings: Settings, action: Action, m: Measurement, lang: str) -> VerdictItem:
+def verdict_item(settings: Settings, action: Action, m: Measurement, lang: str) -> VerdictItem:
     effect, low, high = _effect(m)
     return VerdictItem(
         action_id=action.id or 0, kpi_label=kpi_label(action.kpi, lang),
-        scope_value=scope_label(settings, action.scope, action.scope_value, lang), verdict=m.verdict,
-        verdict_label=_t(VERDICT_LABELS.get(m.verdict, m.verdict), lang),
+        scope_value=scope_value_label(settings, action.scope, action.scope_value, lang), verdict=m.verdict,
+        verdict_label=translated(VERDICT_LABELS.get(m.verdict, m.verdict), lang),
         baseline=m.baseline if m.baseline is not None else action.baseline_value, value=m.value, n=m.n,
         effect=effect, ci_low=low, ci_high=high,
         method=m.method, sentence=verdict_sentence(settings, action, m, lang),
-        status_label=_t(STATUS_LABELS.get(action.status, action.status), lang),
+        status_label=translated(STATUS_LABELS.get(action.status, action.status), lang),
     )

@@ -17,7 +17,7 @@ from cxloop.models import Action, ActionEvent, Measurement, OutboxMessage, Quali
 from cxloop.tasks.actions import is_person_note
 from cxloop.tasks.lifecycle import OPEN_STATUSES
 from cxloop.tasks.masking import mask_pii
-from cxloop.tasks.notify.items import SEVERITY_ORDER, ActionItem, Draft, _t, _verdict_item, action_item
+from cxloop.tasks.notify.items import SEVERITY_ORDER, ActionItem, Draft, action_item, translated, verdict_item
 from cxloop.tasks.notify.routes import DATA_OWNERS, ESCALATION_RECIPIENT, describe_routes, routes_for
 from cxloop.tasks.rendering import render
 
@@ -67,7 +67,7 @@ def _digest(settings: Settings, session: Session, period: str, dept_id: str,
     rows = session.exec(select(Measurement, Action).join(Action, col(Measurement.action_id) == Action.id)
                         .where(Measurement.period == period).where(Action.department == dept_id)
                         .order_by(col(Action.id))).all()
-    verdicts = [_verdict_item(settings, a, m, lang) for m, a in rows]
+    verdicts = [verdict_item(settings, a, m, lang) for m, a in rows]
     if not (new or overdue or still_open or verdicts) and not settings.notify.all_clear:
         return None
     items = [*new, *overdue, *still_open]
@@ -82,11 +82,11 @@ def _digest(settings: Settings, session: Session, period: str, dept_id: str,
         item.link, item.latest_note = urls.get(item.id, ""), notes.get(item.id, "")
     open_count = len(overdue) + len(still_open)
     if new or open_count or verdicts:
-        subject = _t("[cxloop] %(period)s %(dept)s: %(new)s new, %(open)s open, %(overdue)s overdue "
+        subject = translated("[cxloop] %(period)s %(dept)s: %(new)s new, %(open)s open, %(overdue)s overdue "
                      "actions", lang, period=period, dept=dept.name, new=len(new), open=open_count,
                      overdue=len(overdue))
     else:
-        subject = _t("[cxloop] %(period)s %(dept)s: nothing to act on", lang, period=period,
+        subject = translated("[cxloop] %(period)s %(dept)s: nothing to act on", lang, period=period,
                      dept=dept.name)
     ctx = dict(period=period, department=dept.name, head=dept.head, new=new, overdue=overdue,
                still_open=still_open, verdicts=verdicts, subject=subject,
@@ -114,8 +114,8 @@ def _escalations(settings: Settings, session: Session, period: str) -> Draft | N
         dept = settings.departments.get(action.department)
         items.append({"action": item, "department": dept.name if dept else action.department,
                       "head": (dept.head if dept else "") or action.head,
-                      "verdict": _verdict_item(settings, action, m, lang) if m else None})
-    subject = _t("[cxloop] %(period)s: %(n)s actions escalated", lang, period=period, n=len(items))
+                      "verdict": verdict_item(settings, action, m, lang) if m else None})
+    subject = translated("[cxloop] %(period)s: %(n)s actions escalated", lang, period=period, n=len(items))
     html, text = _render_pair("escalation", lang, period=period, items=items, subject=subject,
                               report_url=_report_url(settings, period, None),
                               project=settings.project.name)
@@ -142,7 +142,7 @@ def _data_quality(settings: Settings, session: Session, period: str) -> Draft:
               "observed": _short((c.observed or {}).get("message") or c.observed) if c.observed else "",
               "sample": _short(c.sample[:5]) if c.sample else ""} for c in checks]
     critical = sum(1 for c in checks if gating(c))
-    subject = _t("[cxloop] %(period)s: cycle held by the data-quality gate (%(n)s checks failed)",
+    subject = translated("[cxloop] %(period)s: cycle held by the data-quality gate (%(n)s checks failed)",
                  lang, period=period, n=len(items))
     html, text = _render_pair("data_quality", lang, period=period, checks=items, critical=critical,
                               subject=subject, project=settings.project.name,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from cxloop.config import Settings
-from cxloop.tasks.notify.secrets import _CONFIG_URL, _install_secret_filter, secret_fragments
+from cxloop.tasks.notify.secrets import CONFIG_URL, install_secret_filter, secret_fragments
 
 if TYPE_CHECKING:
     import apprise  # on use: about 0.4 s that `cxloop` start-up need not pay
@@ -50,7 +50,7 @@ def describe_url(url: str) -> str:
 
     import cxloop.tasks.sinks  # noqa: F401  (registers cxfile://)
 
-    _install_secret_filter().add(secret_fragments(url))  # Apprise logs a rejected token verbatim
+    install_secret_filter().add(secret_fragments(url))  # Apprise logs a rejected token verbatim
     plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
     if plugin is None:
         scheme = url.split("://", 1)[0]
@@ -99,7 +99,7 @@ class Router:
         import cxloop.tasks.sinks  # noqa: F401  (registers cxfile://)
 
         self.settings = settings
-        self.log_filter = _install_secret_filter()
+        self.log_filter = install_secret_filter()
         self.asset = apprise.AppriseAsset(app_id=settings.project.name or "cxloop",
                                           app_desc="cxloop notices", storage_mode="memory")
         self._config: apprise.Apprise | None = None
@@ -119,7 +119,7 @@ class Router:
                 if not path.is_file():
                     self._config_error = f"Apprise config {path} not found"
                 else:
-                    for url in _CONFIG_URL.findall(path.read_text(encoding="utf-8", errors="replace")):
+                    for url in CONFIG_URL.findall(path.read_text(encoding="utf-8", errors="replace")):
                         self.log_filter.add(secret_fragments(url.rstrip(":")))
                     cfg = apprise.AppriseConfig(asset=self.asset)
                     if not cfg.add(str(path)):

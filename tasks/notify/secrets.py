@@ -69,10 +69,10 @@ class SecretFilter(logging.Filter):
 
 
 _SECRET_FILTER = SecretFilter()
-_CONFIG_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+CONFIG_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 
 
-def _install_secret_filter() -> SecretFilter:
+def install_secret_filter() -> SecretFilter:
     for name in SecretFilter.LOGGERS:
         logger = logging.getLogger(name)
         if _SECRET_FILTER not in logger.filters:

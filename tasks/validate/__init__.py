@@ -19,17 +19,23 @@ Every run validates ALL rows of the period again (clean and quarantined), so fix
 from cxloop.tasks.validate.batch import check_batch
 from cxloop.tasks.validate.gx import (
     _COMPLETE,
-    _columns_used,
     _context,
     _errors,
     _failing,
     _gx,
     build_gx,
+    columns_used,
     run_expectations,
 )
-from cxloop.tasks.validate.messages import _check
+from cxloop.tasks.validate.messages import check_result
 from cxloop.tasks.validate.results import CheckResult
-from cxloop.tasks.validate.rows import _keys_by_equality, _needed_columns, _row_frame, check_rows, row_frame
+from cxloop.tasks.validate.rows import (
+    check_rows,
+    keyed_row_frame,
+    keys_by_equality,
+    needed_columns,
+    row_frame,
+)
 from cxloop.tasks.validate.stage import readmit, validate_period
 from cxloop.tasks.validate.suites import (
     Expectation,
@@ -48,15 +54,15 @@ __all__ = [
     "QR",
     "SuiteError",
     "_COMPLETE",
-    "_check",
-    "_columns_used",
+    "check_result",
+    "columns_used",
     "_context",
     "_errors",
     "_failing",
     "_gx",
-    "_keys_by_equality",
-    "_needed_columns",
-    "_row_frame",
+    "keys_by_equality",
+    "needed_columns",
+    "keyed_row_frame",
     "build_gx",
     "check_batch",
     "check_rows",

@@ -19,7 +19,7 @@ from cxloop.models import (
 from cxloop.periods import shift_period
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.validate.gx import run_expectations
-from cxloop.tasks.validate.messages import _check, describe, json_safe
+from cxloop.tasks.validate.messages import check_result, describe, json_safe
 from cxloop.tasks.validate.results import CheckResult
 from cxloop.tasks.validate.suites import BATCH_FRAMES, Expectation
 from cxloop.tasks.validate.tables import FB
@@ -104,7 +104,7 @@ def check_batch(expectations: list[Expectation], frames: dict[str, pd.DataFrame]
     for frame in BATCH_FRAMES:
         exps = [e for e in expectations if e.frame == frame]
         for exp, outcome in run_expectations(exps, frames[frame], frame):
-            check = _check(exp, outcome, "subject")
+            check = check_result(exp, outcome, "subject")
             check.observed.setdefault("table", json_safe(frames[frame].to_dict("records")))
             if not check.success and check.sample:
                 check.message = "; ".join(f"{s['key']}: {describe(exp, s['value'])}" for s in check.sample)

@@ -69,7 +69,7 @@ def build_gx(expectations: list[Expectation]) -> list[Any]:
     return out
 
 
-def _named_columns(exp: Expectation) -> set[str] | None:
+def named_columns(exp: Expectation) -> set[str] | None:
     """The columns an expectation reads (None: it may read any, e.g. table-level expectations)."""
     if exp.type.startswith("expect_table"):  # table-level: row count, column set, ...
         return None
@@ -86,11 +86,11 @@ def _named_columns(exp: Expectation) -> set[str] | None:
     return words
 
 
-def _columns_used(expectations: list[Expectation], df: pd.DataFrame, key: str) -> list[str]:
+def columns_used(expectations: list[Expectation], df: pd.DataFrame, key: str) -> list[str]:
     """Only the columns the expectations name, and the key column (in the frame's order)."""
     words: set[str] = {key}
     for exp in expectations:
-        named = _named_columns(exp)
+        named = named_columns(exp)
         if named is None:
             return list(df.columns)
         words.update(named)
@@ -107,7 +107,7 @@ def _batches(expectations: list[Expectation], df: pd.DataFrame) -> list[tuple[li
     """
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, exp in enumerate(expectations):
-        named = _named_columns(exp)
+        named = named_columns(exp)
         cols = tuple(df.columns) if named is None else tuple(c for c in df.columns if c in named)
         groups.setdefault(cols, []).append(i)
     return [(list(cols), members) for cols, members in groups.items()]

@@ -87,7 +87,7 @@ def describe(exp: Expectation, value: Any, other: Any = None) -> str:
             return f"{col} = {v} fails {exp.type}"
 
 
-def _check(exp: Expectation, outcome: dict[str, Any], key_col: str) -> CheckResult:
+def check_result(exp: Expectation, outcome: dict[str, Any], key_col: str) -> CheckResult:
     res = outcome["result"]
     observed: dict[str, Any] = {}
     if outcome["error"]:

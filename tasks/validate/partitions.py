@@ -28,7 +28,7 @@ import pandas as pd
 
 from cxloop.models import CANONICAL_FIELDS
 from cxloop.tasks.validate.gx import run_expectations
-from cxloop.tasks.validate.rows import _keys_by_equality, _needed_columns, _row_frame
+from cxloop.tasks.validate.rows import keyed_row_frame, keys_by_equality, needed_columns
 from cxloop.tasks.validate.suites import ROW_FRAME, Expectation
 
 # GX's row-by-row map expectations: the outcome of a row depends on that row's values only (with a
@@ -60,7 +60,7 @@ def partitionable(exp: Expectation) -> bool:
 
 def columns_read(exps: Sequence[Expectation]) -> list[str]:
     """The copy's columns a partition reads for `exps`: those they name, and the row keys'."""
-    needed = _needed_columns(list(exps))
+    needed = needed_columns(list(exps))
     return ["source", *(CANONICAL_FIELDS if needed is None else needed)]
 
 
@@ -70,9 +70,9 @@ def partition_outcomes(rows: pd.DataFrame, start: int, exps: Sequence[Expectatio
     rows `start` onwards in the month's order (by id), with `columns_read(exps)`. The failing rows
     are named by their `row_key` text, as the whole month's run names them (a row without a
     response id by its position in the month, hence `start`)."""
-    needed = _needed_columns(list(exps))
+    needed = needed_columns(list(exps))
     frame = rows.set_axis(pd.RangeIndex(start, start + len(rows)))
-    df, keys = _row_frame(frame, numbers=_keys_by_equality(list(exps)), every_field=needed is None,
+    df, keys = keyed_row_frame(frame, numbers=keys_by_equality(list(exps)), every_field=needed is None,
                           stored=True)
     out = []
     for _exp, outcome in run_expectations(list(exps), df, ROW_FRAME, keys):

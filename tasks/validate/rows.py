@@ -13,9 +13,9 @@ from cxloop.models import (
     SCORE_FIELDS,
 )
 from cxloop.tasks.codes import factorize
-from cxloop.tasks.validate.gx import _columns_used, _named_columns, run_expectations
+from cxloop.tasks.validate.gx import columns_used, named_columns, run_expectations
 from cxloop.tasks.validate.keys import RowKeys
-from cxloop.tasks.validate.messages import _check, describe, json_safe
+from cxloop.tasks.validate.messages import check_result, describe, json_safe
 from cxloop.tasks.validate.results import CheckResult
 from cxloop.tasks.validate.suites import ROW_FRAME, Expectation
 
@@ -31,11 +31,11 @@ _SHAPE_ONLY = frozenset({"expect_table_row_count_to_be_between", "expect_table_r
                          "expect_table_column_count_to_equal", "expect_table_column_count_to_be_between"})
 
 
-def _keys_by_equality(exps: list[Expectation]) -> bool:
+def keys_by_equality(exps: list[Expectation]) -> bool:
     """Do the row expectations only compare `row_key`s (the shipped uniqueness check)? Then the
     keys go to GX as numbers, and their text is made only for failing rows (`RowKeys`)."""
     for exp in exps:
-        named = _named_columns(exp)
+        named = named_columns(exp)
         if named is None:
             if exp.type not in _SHAPE_ONLY or "row_condition" in exp.kwargs:
                 return False
@@ -44,12 +44,12 @@ def _keys_by_equality(exps: list[Expectation]) -> bool:
     return True
 
 
-def _needed_columns(exps: list[Expectation]) -> list[str] | None:
+def needed_columns(exps: list[Expectation]) -> list[str] | None:
     """Canonical columns the suites read (None = all, for table-level expectations)."""
     probe = pd.DataFrame(columns=[*CANONICAL_FIELDS, "row_key", "source"])
     used: set[str] = {"response_id", "channel", *SCORE_FIELDS}  # row keys and batch frames
     for frame in {e.frame for e in exps}:
-        cols = _columns_used([e for e in exps if e.frame == frame], probe, "row_key")
+        cols = columns_used([e for e in exps if e.frame == frame], probe, "row_key")
         if len(cols) == len(probe.columns) and frame == ROW_FRAME:
             return None
         used.update(cols)
@@ -58,13 +58,13 @@ def _needed_columns(exps: list[Expectation]) -> list[str] | None:
 
 def row_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Typed frame for the row suite: UTC datetimes, float scores, `row_key` = "source|response_id"."""
-    return _row_frame(rows, numbers=False)[0]
+    return keyed_row_frame(rows, numbers=False)[0]
 
 
-def _row_frame(rows: pd.DataFrame, numbers: bool, every_field: bool = True, stored: bool = False
+def keyed_row_frame(rows: pd.DataFrame, numbers: bool, every_field: bool = True, stored: bool = False
                ) -> tuple[pd.DataFrame, RowKeys]:
     """`row_frame` and its keys; `numbers`: `row_key` holds `RowKeys.numbers` instead of text,
-    for row expectations that only compare keys for equality (`_keys_by_equality`); `stored`: the
+    for row expectations that only compare keys for equality (`keys_by_equality`); `stored`: the
     rows are the database's (their keys differ: `RowKeys.numbers(distinct=True)`); not
     `every_field`: a canonical field missing from `rows` stays missing (none of the expectations
     reads it: an empty column costs 80 MB per 10M rows)."""
@@ -117,7 +117,7 @@ def checks_and_reasons(outcomes: list[tuple[Expectation, dict[str, Any]]]) -> tu
     checks: list[CheckResult] = []
     reasons: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for exp, outcome in outcomes:
-        checks.append(_check(exp, outcome, "row_key"))
+        checks.append(check_result(exp, outcome, "row_key"))
         if outcome["success"] or outcome["error"] or exp.severity != "critical":
             continue
         column, other_col = exp.column, exp.kwargs.get("column_B")

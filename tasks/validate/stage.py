@@ -30,7 +30,7 @@ from cxloop.tasks.validate.messages import json_safe
 from cxloop.tasks.validate.partitions import in_order, merge_outcomes, partitionable
 from cxloop.tasks.validate.report import write_report
 from cxloop.tasks.validate.results import GateResult
-from cxloop.tasks.validate.rows import _keys_by_equality, _needed_columns, _row_frame, checks_and_reasons
+from cxloop.tasks.validate.rows import checks_and_reasons, keyed_row_frame, keys_by_equality, needed_columns
 from cxloop.tasks.validate.suites import (
     ROW_FRAME,
     STAGE,
@@ -110,9 +110,9 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
         # one, those that test each row on its own run on the workers meanwhile, and only the
         # dataset-level ones (uniqueness across the month, table-level) here.
         whole = [e for e in row_exps if cluster is None or not partitionable(e)]
-        needed = _needed_columns(whole)
+        needed = needed_columns(whole)
         raw_df = load_period_rows(month_rows, needed)
-        df, row_keys = _row_frame(raw_df, numbers=_keys_by_equality(whole), every_field=needed is None,
+        df, row_keys = keyed_row_frame(raw_df, numbers=keys_by_equality(whole), every_field=needed is None,
                                   stored=True)
         del raw_df
         outcomes = run_expectations(whole, df, ROW_FRAME, row_keys)
