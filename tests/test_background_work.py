@@ -61,8 +61,13 @@ def test_warm_up_reads_the_migration_scripts_the_first_open_checks() -> None:
     warmup._migrations()  # the warm-up thread would swallow its error
 
 
-def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path: Path) -> None:
-    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
+def test_a_cycle_run_from_the_command_line_leaves_no_sqlite_log_behind(tmp_path: Path, prefect_harness: None
+                                                                       ) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    # The session's Prefect server, as a lasting server is used in production: no temporary one to
+    # start (tests/test_cycle_crash.py runs `cxloop run` with its own).
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR", "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     env.pop("CXLOOP_DATABASE__URL", None)
     for args in (["init", str(tmp_path)], ["run", "--period", "2026-10"]):
         subprocess.run([sys.executable, "-m", "cxloop", *args], cwd=tmp_path,
