@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
+from rich.console import Console
 from sqlmodel import Session, col, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, load
-from cxloop.output import Format, emit
+from cxloop.output import EXIT_USAGE, Format, emit, print_error
 
 followup_app = typer.Typer(help="The daily follow-up run: new cases, reminders, escalations.",
                            no_args_is_help=True)
@@ -49,26 +52,40 @@ def run_command(config: ConfigOpt = None,
          title="follow-up run")
 
 
-def _row(case: Any) -> dict[str, Any]:
-    return {c: getattr(case, c) for c in LIST_COLUMNS}
+def _row(case: Any, tz: ZoneInfo) -> dict[str, Any]:
+    """A case's list row, its times in the project's zone with the offset shown."""
+    row = {c: getattr(case, c) for c in LIST_COLUMNS}
+    for c, v in row.items():
+        if isinstance(v, datetime):
+            local = (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(tz)
+            row[c] = local.isoformat(sep=" ", timespec="minutes")
+    return row
 
 
 @cases_app.command("list")
 def list_command(config: ConfigOpt = None,
-                 status: Annotated[str | None, typer.Option("--status", "-s", help="A status.")] = None,
+                 status: Annotated[str | None, typer.Option(
+                     "--status", "-s", help="new, contacted, resolved, unreachable, declined, or open "
+                     "(new or contacted).")] = None,
                  department: Annotated[str | None, typer.Option("--department", "-d")] = None,
                  fmt: FormatOpt = Format.table) -> None:
-    """List cases (contact details are never listed)."""
+    """List cases, times in the project's time zone (contact details are never listed)."""
     from cxloop.models import FollowupCase
+    from cxloop.tasks.cases.lifecycle import ALLOWED, OPEN_STATUSES
 
-    _, engine = load(config)
+    settings, engine = load(config)
+    statuses = list(OPEN_STATUSES) if status == "open" else [status] if status else None
+    if status and status != "open" and status not in ALLOWED:
+        print_error("error", f"--status: unknown status {status!r}; known: open, {', '.join(ALLOWED)}",
+                    Console(stderr=True))
+        raise typer.Exit(EXIT_USAGE)
     with Session(engine) as s:
         query = select(FollowupCase).order_by(col(FollowupCase.id))
-        if status:
-            query = query.where(FollowupCase.status == status)
+        if statuses:
+            query = query.where(col(FollowupCase.status).in_(statuses))
         if department:
             query = query.where(FollowupCase.department == department)
-        emit([_row(c) for c in s.exec(query).all()], fmt, LIST_COLUMNS, title="cases")
+        emit([_row(c, settings.tz) for c in s.exec(query).all()], fmt, LIST_COLUMNS, title="cases")
 
 
 def _case(s: Session, case_id: int) -> Any:
@@ -91,7 +108,7 @@ def show_command(case_id: IdArg, config: ConfigOpt = None,
     from cxloop.tasks.cases.detail import case_detail
     from cxloop.tasks.masking import mask_pii
 
-    _, engine = load(config)
+    settings, engine = load(config)
     with Session(engine) as s:
         detail = case_detail(s, case_id)
         if detail is None:
@@ -107,7 +124,7 @@ def show_command(case_id: IdArg, config: ConfigOpt = None,
     if fmt == Format.json:
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        emit([_row(case)], fmt, LIST_COLUMNS, title=f"case {case_id}")
+        emit([_row(case, settings.tz)], fmt, LIST_COLUMNS, title=f"case {case_id}")
 
 
 def _move(config: Path | None, case_id: int, to: str, note: str, by: str | None,

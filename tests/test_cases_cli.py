@@ -6,6 +6,7 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,6 +93,13 @@ def test_followup_run_and_case_commands(cli_project: Path, capsys: pytest.Captur
     assert code == 0 and [(c["id"], c["department"], c["status"]) for c in listed] == [
         (1, "logistics", "new"), (2, "service", "new")]
     assert not any(p in out for p in PHONES) and "zs@example.com" not in out
+    code, out, _ = run("cases", "list", "--status", "open", "--format", "json")
+    listed = json.loads(out)
+    assert code == 0 and [c["id"] for c in listed] == [1, 2]
+    # times in the project's zone, with the offset shown
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d\+08:00", c["contact_due"]) for c in listed), listed
+    code, _, err = run("cases", "list", "--status", "opn")
+    assert code == 2 and "known: open, new" in err and len(err.strip().splitlines()) == 1
 
     # Contact details: the owner and admins see them, anyone else sees them hidden.
     for viewer, visible in (("logistics", True), ("admin", True), ("service", False), ("", False)):
@@ -121,6 +129,7 @@ def test_followup_run_and_case_commands(cli_project: Path, capsys: pytest.Captur
     assert run("cases", "note", "1", "--note", "call back 13812345678 tomorrow", "--by", "ann")[0] == 0
     assert run("cases", "resolve", "1", "--note", "redelivered", "--root-cause", "delivery")[0] == 0
     assert run("cases", "unreachable", "2", "--note", "three calls, no answer")[0] == 0
+    assert json.loads(run("cases", "list", "--status", "open", "--format", "json")[1]) == []
     code, out, _ = run("cases", "list", "--status", "resolved", "--format", "json")
     assert [(c["id"], c["root_cause"]) for c in json.loads(out)] == [(1, "delivery")]
     code, out, _ = run("cases", "show", "1", "--as", "service")

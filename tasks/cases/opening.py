@@ -43,7 +43,7 @@ from sqlmodel import Session
 
 from cxloop.config import CaseRuleConfig, Settings
 from cxloop.db import session_scope
-from cxloop.models import CaseEvent, CaseResponse, Feedback, FollowupCase, FollowupRun, utcnow
+from cxloop.models import CaseEvent, CaseResponse, Feedback, FollowupCase, FollowupRun
 from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
 from cxloop.tasks.cases.rules import matching_rules, still_unhappy
 from cxloop.tasks.cases.sla import Calendar, deadlines, watch
@@ -267,7 +267,7 @@ def open_cases(settings: Settings, engine: Engine, now: datetime, *, up_to_id: i
             links.append((row["id"], case))
             if row["customer_id"]:
                 by_customer.setdefault(row["customer_id"], []).insert(0, case)
-        _store(conn, opened, links, [c for cs in by_customer.values() for c in cs if c.id is not None])
+        _store(conn, opened, links, [c for cs in by_customer.values() for c in cs if c.id is not None], now)
         summary.opened = sorted(c.id for c in opened if c.id is not None)
         conn.execute(FollowupRun.__table__.insert().values(  # type: ignore[attr-defined]
             day=now.astimezone(settings.tz).date().isoformat(), finished_at=now,
@@ -276,11 +276,11 @@ def open_cases(settings: Settings, engine: Engine, now: datetime, *, up_to_id: i
     return summary
 
 
-def _store(conn: Connection, opened: list[_Case], links: list[tuple[int, _Case]], stored: list[_Case]
-           ) -> None:
-    """Write the run's decisions set by set. A case key already stored (a run racing this one)
-    is skipped with its responses and event: that run records them."""
-    at = utcnow()
+def _store(conn: Connection, opened: list[_Case], links: list[tuple[int, _Case]], stored: list[_Case],
+           at: datetime) -> None:
+    """Write the run's decisions set by set, stamped with the run's moment (`at`: a replayed or
+    back-dated run records when it ran, not the wall clock). A case key already stored (a run
+    racing this one) is skipped with its responses and event: that run records them."""
     new = {c.key: c for c in opened}
     rows = [{"case_key": c.key, "responses": c.responses, "rules": c.rules, "created_at": at,
              **(c.values or {})} for c in opened]
