@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from cxloop.config import Settings
 from cxloop.output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
 from cxloop.periods import parse_period, period_range
 from cxloop.tasks.cycles import stage_records, stored_cycles
+
+if TYPE_CHECKING:
+    from cxloop.tasks.demo_followup import FollowupStory
 
 console = Console(stderr=True)
 
@@ -252,12 +255,15 @@ def deploy(
     config: ConfigOpt = None,
     name: Annotated[str, typer.Option(help="Deployment name.")] = "cxloop-monthly",
 ) -> None:
-    """Register the monthly deployment on a Prefect server (PREFECT_API_URL)."""
+    """Register the monthly deployment (and the daily follow-up one, with [[cases.rules]]) on a
+    Prefect server (PREFECT_API_URL)."""
     from cxloop.flows.schedule import deploy as deploy_flow
 
-    deployment_id = deploy_flow(_config_path(config), pool, name)
-    Console().print(f"deployment {name} registered ({deployment_id}); start a worker with "
-                    f"`prefect worker start --pool {pool}`")
+    registered = deploy_flow(_config_path(config), pool, name)
+    out = Console()
+    for deployment, deployment_id in registered.items():
+        out.print(f"deployment {escape(deployment)} registered ({deployment_id})", highlight=False)
+    out.print(f"start a worker with `prefect worker start --pool {escape(pool)}`", highlight=False)
 
 
 def demo(
@@ -284,10 +290,25 @@ def demo(
     cfg, settings, engine = _checked(cfg)
     _train_demo_model(settings, directory, out)
     outcomes = []
+    followup = None
     for period in plan.periods:
+        if period == plan.periods[-1]:  # the month the survey asked for consent: its follow-up runs first
+            followup = _replay_followup(settings, engine, period, seed, out)
         outcomes.extend(run_cycles(cfg, settings, [period], "demo"))
         out.print(f"  cycle {period}: {outcomes[-1]['status']}")
-    tell_story(settings, engine, plan, directory, out)
+    tell_story(settings, engine, plan, directory, out, followup)
+
+
+def _replay_followup(settings: Settings, engine: Engine, period: str, seed: int, out: Console
+                     ) -> FollowupStory:
+    """Collect the month, then replay its daily follow-up runs, so its report counts the cases."""
+    from cxloop.tasks.collect import collect_period
+    from cxloop.tasks.demo_followup import replay_followup
+
+    collect_period(settings, engine, period)
+    story = replay_followup(settings, engine, period, seed)
+    out.print(f"  follow-up {period}: {story.runs} daily runs, {story.opened} cases opened")
+    return story
 
 
 def _train_demo_model(settings: Settings, directory: Path, out: Console) -> None:

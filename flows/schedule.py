@@ -53,15 +53,27 @@ def serve(config: Path) -> None:
     serve_all(monthly, followup)
 
 
-def deploy(config: Path, pool: str, name: str = DEPLOYMENT) -> Any:
-    """Register a deployment on a Prefect server; workers of `pool` (type process) run it.
+def deploy(config: Path, pool: str, name: str = DEPLOYMENT) -> dict[str, Any]:
+    """Register the deployments on a Prefect server - the monthly cycle, and the daily follow-up
+    run when `[cases]` has rules, as `serve` runs them - that workers of `pool` (type process) run.
+    Returns each deployment's id by name.
 
     `to_deployment(...).apply()` rather than `flow.deploy()`: with Prefect 3.8 and fastapi<0.155,
     deploy()'s look-up of online workers is refused by the server (HTTP 422), and a deployment
     needs no online worker to be registered."""
     settings = load_settings(config)
-    source: Any = cx_scheduled_cycle.from_source(source=str(ROOT),
-                                                 entrypoint="flows/schedule.py:cx_scheduled_cycle")
-    deployment = source.to_deployment(name=name, work_pool_name=pool, schedules=[schedule_of(settings)],
-                                      parameters={"config": str(config.resolve())})
-    return deployment.apply()
+    params = {"config": str(config.resolve())}
+    monthly = (name, "flows/schedule.py:cx_scheduled_cycle", schedule_of(settings))
+    flows: list[tuple[str, str, Any]] = [monthly]
+    daily = followup_schedule_of(settings)
+    if daily is not None:
+        from cxloop.flows.followup import DAILY_DEPLOYMENT
+
+        flows.append((DAILY_DEPLOYMENT, "flows/followup.py:cx_daily_followup", daily))
+    registered: dict[str, Any] = {}
+    for deployment_name, entrypoint, schedule in flows:
+        source: Any = cx_scheduled_cycle.from_source(source=str(ROOT), entrypoint=entrypoint)
+        deployment = source.to_deployment(name=deployment_name, work_pool_name=pool, schedules=[schedule],
+                                          parameters=params)
+        registered[deployment_name] = deployment.apply()
+    return registered
