@@ -34,6 +34,22 @@ def test_example_config_is_valid_and_documents_every_section() -> None:
         assert section in text, section
 
 
+def test_example_cases_block_uncommented_is_valid_and_states_the_defaults(tmp_path: Path) -> None:
+    """The init config's commented `[cases]` block is what a user uncomments: it must load, and the
+    values it shows must be the defaults it claims to be."""
+    from cxloop.config import CasesConfig
+
+    text = (TEMPLATES / "init" / "cxloop.toml").read_text(encoding="utf-8")
+    block = text[text.index("# [cases]"):]
+    lines = [line[2:] if line.startswith("# ") else "" for line in block.splitlines()]
+    settings = load_settings(write(tmp_path, SOURCE + "\n".join(lines) + "\n"), env={})
+    cases = settings.cases
+    assert [r.name for r in cases.rules] == ["detractor", "complaint", "negative_delivery"]
+    assert cases.rules[1].queue == "complaints" and cases.rules[2].topics == ["delivery"]
+    assert cases.model_dump(exclude={"rules"}) == CasesConfig().model_dump(exclude={"rules"})
+    assert "contact_ok" in text and "contact_phone" in text
+
+
 def test_default_sqlite_url_is_next_to_the_config(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, SOURCE), env={})
     assert settings.database_url == f"sqlite:///{tmp_path.resolve() / 'cxloop.db'}"
