@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from cxloop.config import Settings
 from cxloop.tasks.demo import DemoPlan
+from cxloop.tasks.demo_followup import FollowupStory
 from cxloop.tasks.demo_outcome import demo_outcome
 
 
@@ -16,7 +17,8 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
 
-def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path, out: Console) -> None:
+def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path, out: Console,
+               followup: FollowupStory | None = None) -> None:
     facts = demo_outcome(settings, engine)
     cycles, actions, measures = facts.cycles, facts.actions, facts.measures
     marketing, held_checks = facts.marketing, facts.held_checks
@@ -59,6 +61,8 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
                   f"({_fmt(k.ci_low)} to {_fmt(k.ci_high)}, "
                   f"n={k.n}) reaches the target: status {k.status}, no action opened.")
     last = plan.periods[-1]
+    if followup is not None and followup.opened:
+        _tell_followup(followup, last, out)
     reports = settings.resolve("reports") / last
     out.print()
     out.print("[bold]Where to look next[/]")
@@ -73,9 +77,24 @@ def tell_story(settings: Settings, engine: Engine, plan: DemoPlan, folder: Path,
     out.print(f"                 cxloop actions list --config {folder / 'cxloop.toml'}")
     out.print(f"                 cxloop effects --config {folder / 'cxloop.toml'}")
     out.print(f"                 cxloop status --config {folder / 'cxloop.toml'}")
+    if followup is not None and followup.opened:
+        out.print(f"                 cxloop cases list --status open --config {folder / 'cxloop.toml'}")
     cfg = folder / "cxloop.toml"
     out.print("[bold]The web workspace[/] (dashboards, departments, acting on actions)")
     out.print(f"  first admin:   CXLOOP_PASSWORD='choose-a-password' cxloop users add admin --role admin "
               f"--password --config {cfg}")
     out.print(f"  serve it:      cxloop web --config {cfg}   then open http://127.0.0.1:8000/")
 
+
+def _tell_followup(f: FollowupStory, period: str, out: Console) -> None:
+    closed = {k: f.by_status.get(k, 0) for k in ("resolved", "unreachable", "declined")}
+    still = f.by_status.get("new", 0) + f.by_status.get("contacted", 0)
+    merged = f" ({f.merged} repeat answers merged into them)" if f.merged else ""
+    out.print(f"[bold]Calling back unhappy customers[/] ({period}, when the survey began asking whether "
+              f"it may call back): the daily follow-up run ({f.runs} mornings at 07:00) opened {f.opened} "
+              f"cases for detractors and delivery complaints who agreed{merged} and sent each department "
+              f"its new cases; {closed['resolved']} resolved, "
+              f"{closed['unreachable']} unreachable, {still} still open. {f.reminders} reminders went out "
+              f"before a deadline and {f.escalations} escalations after one (each once per case and "
+              f"deadline). The report's \"Closing the loop with customers\" section has the follow-up "
+              f"KPIs.")

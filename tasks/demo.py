@@ -11,8 +11,10 @@ labels), the hotline's ticket export (GBK, as Chinese Excel saves it) and the ap
 The survey also asks five attribute ratings (key drivers, each owned by a department; delivery speed
 matters most and performs worst) and carries the member number, and the CRM's order export
 (`data/crm/orders.csv`, GBK) says what each member did in the months after answering: promoters
-order more and churn less. These are drawn from their own random stream, so the story above - every
-draw it makes - is the same with or without them.
+order more and churn less. In the last month the survey also asks whether the company may call back
+(and on which number): the demo replays that month's daily follow-up runs (`tasks/demo_followup.py`).
+These are drawn from their own random streams, so the story above - every draw it makes - is the
+same with or without them.
 """
 
 from __future__ import annotations
@@ -188,14 +190,18 @@ class Answer:
 
 
 def _write_survey(folder: Path, rng: random.Random, plan: DemoPlan, period: str, n: int,
-                  extra: random.Random | None = None) -> list[Answer]:
+                  extra: random.Random | None = None, consent: random.Random | None = None) -> list[Answer]:
     """The survey export; with `extra` (the demo's second stream) also the attribute ratings and the
-    member number of each answer, returned for the CRM export."""
+    member number of each answer, returned for the CRM export. The consent question (may we call
+    you back, and on which number) has columns in every month and answers only with `consent` (its
+    own stream): the month the survey started asking. That month's rows are in time order, as the
+    survey tool exports them, so the demo can replay the daily follow-up run over it."""
     header = ["编号", "提交时间", "渠道", "旅程阶段", "触点", "地区", "客户类型", "推荐意愿", "满意度",
               "办理容易程度", "解决问题", "省心程度", "心理感受", "评论"]
     if extra is not None:
-        header += ["会员号", *(column for column, *_ in DRIVERS.values())]
+        header += ["会员号", *(column for column, *_ in DRIVERS.values()), "同意回访", "联系电话"]
     answers: list[Answer] = []
+    rows: list[tuple[datetime, list[str | int]]] = []
     path = folder / f"survey_{period}.csv"
     with path.open("w", encoding="utf-8-sig", newline="") as fh:
         w = csv.writer(fh)
@@ -220,11 +226,23 @@ def _write_survey(folder: Path, rng: random.Random, plan: DemoPlan, period: str,
                    comment]
             if extra is not None:
                 member = f"M{period.replace('-', '')[2:]}{i:05d}" if extra.random() < 0.9 else ""
-                row += [member, *_ratings(extra, nps)]
+                row += [member, *_ratings(extra, nps), *_consent(consent)]
                 if member:
                     answers.append(Answer(member, at, nps))
-            w.writerow(row)
+            rows.append((at, row))
+        if consent is not None:
+            rows.sort(key=lambda r: r[0])
+        w.writerows(row for _, row in rows)
     return answers
+
+
+def _consent(consent: random.Random | None) -> list[str]:
+    """Whether the customer agreed to a call back (60% do) and the number they gave."""
+    if consent is None:
+        return ["", ""]
+    if consent.random() < 0.6:
+        return ["是", f"1{consent.choice('3589')}{consent.randrange(10**9):09d}"]
+    return ["否", ""]
 
 
 def _write_orders(path: Path, extra: random.Random, answers: list[Answer]) -> None:
@@ -339,6 +357,8 @@ cx_effort = "省心程度"
 cx_emotion = "心理感受"
 comment = "评论"
 customer_id = "会员号"
+contact_ok = "同意回访"
+contact_phone = "联系电话"
 [sources.drivers]
 delivery_speed = "配送速度"
 product_quality = "产品质量"
@@ -374,6 +394,9 @@ app_ease = "APP易用性"
 "新客" = "new"
 "老客" = "returning"
 "会员" = "vip"
+[sources.values.contact_ok]
+"是" = true
+"否" = false
 [sources.values.csat]
 "非常不满意" = 1
 "不满意" = 2
@@ -561,6 +584,24 @@ escalation_notify = ["cxfile://localhost/{notices}/escalations"]
 [quality]
 data_owners = ["cxfile://localhost/{notices}/data-owners"]
 
+# Follow-up cases (`cxloop followup run`, daily): an unhappy customer who agreed to a call back is
+# called by the department that owns what went wrong, within one working day
+[cases]
+first_contact_hours = 9         # working hours (one working day of 09:00-18:00)
+close_days = 5                  # working days
+remind_before_hours = 3
+holidays = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04", "2026-10-05", "2026-10-06",
+            "2026-10-07"]       # the National Day week; weekend days worked go in extra_workdays
+escalation_notify = ["cxfile://localhost/{notices}/escalations"]
+
+[[cases.rules]]
+name = "detractor"
+nps_max = 6
+
+[[cases.rules]]
+name = "delivery_complaint"     # a negative comment about delivery, whatever the score
+topics = ["delivery"]
+
 [comments]
 model = "auto"
 model_path = "sentiment/model.joblib"
@@ -571,6 +612,7 @@ def write_demo(folder: Path, plan: DemoPlan) -> Path:
     """Write the demo's config, source files and training set; return the config path."""
     rng = random.Random(plan.seed)
     extra = random.Random(f"{plan.seed}:drivers-and-outcomes")  # its own stream: `rng`'s draws stay the same
+    consent = random.Random(f"{plan.seed}:consent")  # and one for the consent question
     answers: list[Answer] = []
     folder = folder.resolve()
     dirs = {k: folder / "data" / k for k in ("survey", "hotline", "app")}
@@ -579,7 +621,9 @@ def write_demo(folder: Path, plan: DemoPlan) -> Path:
     notices = folder / "notices"
     notices.mkdir(exist_ok=True)
     for period in plan.periods:
-        answers += _write_survey(dirs["survey"], rng, plan, period, int(plan.rows_per_month * 0.6), extra)
+        asks = consent if period == plan.periods[-1] else None
+        answers += _write_survey(dirs["survey"], rng, plan, period, int(plan.rows_per_month * 0.6), extra,
+                                 asks)
         _write_hotline(dirs["hotline"], rng, plan, period, int(plan.rows_per_month * 0.15))
         _write_app(dirs["app"], rng, plan, period, int(plan.rows_per_month * 0.25))
     _write_orders(folder / "data" / "crm" / "orders.csv", extra, answers)

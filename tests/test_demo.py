@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,17 @@ from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
 from cxloop.cli import main
-from cxloop.models import Action
-from cxloop.tasks.demo import DEMO_LAST_PERIOD, default_plan
+from cxloop.models import Action, FollowupCase
+from cxloop.tasks.demo import DEMO_LAST_PERIOD, TZ, default_plan
+
+
+def _days(period: str) -> list[date]:
+    first = date.fromisoformat(f"{period}-01")
+    return [d for d in (first + timedelta(days=i) for i in range(31)) if d.month == first.month]
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def test_the_demo_months_do_not_depend_on_today() -> None:
@@ -52,9 +62,25 @@ def test_demo_runs_every_cycle_and_tells_the_story(prefect_harness: None, db_url
     assert 'data-outcomes="too-few"' not in html and 'data-outcomes="complaints"' in html
     assert "评分与客户后续行为" in html and "并不能证明" in html  # the demo company reads Chinese
     assert not re.search(r"M\d{9}", html)  # member numbers are never shown
+    # The last month asked for consent: its daily follow-up runs opened cases, and the report counts them.
+    story = re.search(r"the daily follow-up run \((\d+) mornings at 07:00\) opened (\d+) cases", out.out)
+    assert story, out.out
+    assert int(story[1]) == len(_days(last)) and int(story[2]) > 20
+    assert 'id="cases"' in html and "客户闭环跟进" in html
+    assert not re.search(r"1[3589]\d{9}", html)  # nor a customer's phone number
+    assert f"cxloop cases list --status open --config {folder / 'cxloop.toml'}" in " ".join(out.out.split())
     engine = create_engine(db_url)
     with Session(engine) as session:
         opened = [(a.kpi, a.scope, a.scope_value) for a in session.exec(select(Action))]
+        cases = session.exec(select(FollowupCase)).all()
     engine.dispose()
+    # Cases only from the month that asked, each opened by the run on the morning after its answer
+    assert {c.period for c in cases} == {last}
+    runs = {c.id: _aware(c.created_at) for c in cases}
+    for c in cases:
+        answered = _aware(c.opened_at).astimezone(TZ)
+        assert runs[c.id] == datetime.combine(answered.date() + timedelta(days=1), time(7), tzinfo=TZ)
+    statuses = {c.status for c in cases}
+    assert {"resolved", "unreachable"} <= statuses and statuses & {"new", "contacted"}
     # the only planted shortfall in these months; marketing's stages sit at their target
     assert opened == [("nps", "journey_stage", "delivery")]
