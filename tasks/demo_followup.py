@@ -91,13 +91,13 @@ def replay_followup(settings: Settings, engine: Engine, period: str, seed: int) 
     morning = datetime.combine(start.astimezone(settings.tz).date() + timedelta(days=1), time(7),
                                tzinfo=settings.tz)
     with Session(engine) as s:
-        consenting = s.exec(select(Feedback.id, Feedback.submitted_at)  # type: ignore[call-overload]
+        consenting = s.exec(select(Feedback.id, Feedback.submitted_at)
                             .where(col(Feedback.period) == period, col(Feedback.contact_ok).is_(True))
                             .order_by(col(Feedback.id))).all()
     while morning <= end + timedelta(days=1):
         now = morning.astimezone(UTC)
         _work_cases(engine, now, seed, heads)
-        before = [fid for fid, at in consenting if _aware(at) < now]
+        before = [fid for fid, at in consenting if fid is not None and _aware(at) < now]
         out = run_day(settings, engine, now, collect=False, up_to_id=max(before, default=0))
         story.runs += 1
         story.opened += out["opened"]
@@ -107,7 +107,7 @@ def replay_followup(settings: Settings, engine: Engine, period: str, seed: int) 
         story.escalations += out.get("escalations", 0)
         morning += timedelta(days=1)
     with Session(engine) as s:
-        story.by_status = dict(s.exec(select(FollowupCase.status, func.count())  # type: ignore[call-overload]
+        story.by_status = dict(s.exec(select(FollowupCase.status, func.count())
                                       .where(col(FollowupCase.period) == period)
                                       .group_by(col(FollowupCase.status))).all())
     return story
