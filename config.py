@@ -562,12 +562,13 @@ class Settings(Strict):
             if unknown_drivers:
                 raise ValueError(f"sources[{i}].drivers: undeclared driver(s) {unknown_drivers}; declare "
                                  "each under [[drivers]] with its name, labels and scale")
-        topic_ids = {t.id for t in self.topics} if self.topics is not None else None
-        for i, rule in enumerate(self.cases.rules):
-            bad = sorted(set(rule.topics) - topic_ids) if topic_ids is not None else []
-            if bad:
-                raise ValueError(f"cases.rules[{i}].topics: unknown topic(s) {bad}; known: "
-                                 f"{', '.join(sorted(topic_ids or ()))}")
+        if any(rule.topics for rule in self.cases.rules):
+            topic_ids = {t.id for t in self.topics} if self.topics is not None else _shipped_topic_ids()
+            for i, rule in enumerate(self.cases.rules):
+                bad = sorted(set(rule.topics) - topic_ids)
+                if bad:
+                    raise ValueError(f"cases.rules[{i}] ({rule.name}).topics: unknown topic(s) {bad}; "
+                                     f"known: {', '.join(sorted(topic_ids))}")
         unknown = sorted(set(self.quality.severity) - _check_ids(self.base_dir))
         if unknown:
             raise ValueError(f"quality.severity: unknown check id(s) {unknown}; see the expectations of "
@@ -605,6 +606,14 @@ class Settings(Strict):
             if value in dept.owns.get(field, []):
                 return dept_id
         return None
+
+
+def _shipped_topic_ids() -> set[str]:
+    """The topic ids of the shipped taxonomy, which applies when the config has no [[topics]]."""
+    from cxloop.paths import shipped
+
+    with shipped("templates/topics.default.toml").open("rb") as fh:
+        return {str(t["id"]) for t in tomllib.load(fh).get("topics", [])}
 
 
 def _check_ids(base_dir: Path) -> set[str]:

@@ -155,7 +155,7 @@ def test_lifecycle_rules_and_history(tmp_path: Path, engine: Engine) -> None:
 @pytest.mark.parametrize(("rules", "message"), [
     ([{"name": "empty"}], "cases.rules.0: Value error, rule 'empty' has no condition"),
     ([{"name": "x", "nps_max": 11}], "cases.rules[0].nps_max"),
-    ([{"name": "x", "topics": ["nope"]}], "cases.rules[0].topics: unknown topic(s) ['nope']"),
+    ([{"name": "x", "topics": ["nope"]}], "cases.rules[0] (x).topics: unknown topic(s) ['nope']"),
     ([{"name": "x", "complaint": True}, {"name": "x", "nps_max": 3}], "duplicate rule name(s) ['x']"),
 ])
 def test_invalid_rules_name_the_key(tmp_path: Path, rules: list[dict[str, Any]], message: str) -> None:
@@ -164,6 +164,15 @@ def test_invalid_rules_name_the_key(tmp_path: Path, rules: list[dict[str, Any]],
     with pytest.raises(ConfigError) as exc:
         settings_from_dict(data, base_dir=tmp_path, env={})
     assert message.replace("cases.rules.0: Value error, ", "") in str(exc.value)
+
+
+def test_a_rule_topic_is_checked_against_the_shipped_taxonomy_without_topics(tmp_path: Path) -> None:
+    """Without [[topics]] the shipped taxonomy applies: a typo must not load as a rule that never matches."""
+    rules = [{"name": "late", "topics": ["delivery"]}, {"name": "typo", "topics": ["delivry"]}]
+    with pytest.raises(ConfigError) as exc:
+        settings_from_dict({"cases": {"rules": rules}}, base_dir=tmp_path, env={})
+    assert "cases.rules[1] (typo).topics: unknown topic(s) ['delivry']" in str(exc.value)
+    settings_from_dict({"cases": {"rules": rules[:1]}}, base_dir=tmp_path, env={})
 
 
 def test_calendar_keys_are_checked(tmp_path: Path) -> None:
