@@ -26,8 +26,11 @@ def run_day(settings: Settings, engine: Engine, now: datetime, *, collect: bool 
     if collect:
         from cxloop.tasks.collect import collect_period
 
-        collected = collect_period(settings, engine, current_period(settings.tz, now))
-        out["collected"] = collected.total("loaded")
+        # The month of yesterday too: the morning after a month ends, its last evening's answers
+        # are new, and the import keeps only the rows of the month it is asked for.
+        periods = sorted({current_period(settings.tz, now - timedelta(days=1)),
+                          current_period(settings.tz, now)})
+        out["collected"] = sum(collect_period(settings, engine, p).total("loaded") for p in periods)
     opened = open_cases(settings, engine, now, up_to_id=up_to_id)
     out.update(opened.counts())
     out["contacts_purged"] = purge_contacts(engine, now - timedelta(days=settings.cases.retention_days))

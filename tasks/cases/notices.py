@@ -127,9 +127,10 @@ def queue_new_case_notices(settings: Settings, engine: Engine, day: str, case_id
         for dept_id, group in by_dept.items():
             lang = settings.department_language(dept_id)
             batches = ([(f"case_new:{c.id}", [c]) for c in group] if settings.cases.notify == "per_case"
-                       else [("case_digest", group)])
+                       else [(f"case_digest:{group[0].id}", group)])  # a second run that day: its own
             for kind, batch in batches:
-                subject = (translate("New follow-up cases", lang) if len(batch) > 1 or kind == "case_digest"
+                digest = len(batch) > 1 or kind.startswith("case_digest")
+                subject = (translate("New follow-up cases", lang) if digest
                            else translate("Follow-up case %(id)s: new", lang) % {"id": batch[0].id})
                 intro = translate("%(n)s unhappy customers agreed to be called back. Please contact them "
                                   "before the due time.", lang) % {"n": len(batch)}
