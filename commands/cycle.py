@@ -253,7 +253,8 @@ def serve(config: ConfigOpt = None) -> None:
 def deploy(
     pool: Annotated[str, typer.Option(help="Prefect work pool (type process) whose workers run it.")],
     config: ConfigOpt = None,
-    name: Annotated[str, typer.Option(help="Deployment name.")] = "cxloop-monthly",
+    name: Annotated[str, typer.Option(help="Deployment name (the daily follow-up one: NAME-daily-followup).")
+                    ] = "cxloop-monthly",
 ) -> None:
     """Register the monthly deployment (and the daily follow-up one, with [[cases.rules]]) on a
     Prefect server (PREFECT_API_URL)."""

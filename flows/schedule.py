@@ -69,7 +69,9 @@ def deploy(config: Path, pool: str, name: str = DEPLOYMENT) -> dict[str, Any]:
     if daily is not None:
         from cxloop.flows.followup import DAILY_DEPLOYMENT
 
-        flows.append((DAILY_DEPLOYMENT, "flows/followup.py:cx_daily_followup", daily))
+        # named after the monthly one when that is named: two projects on one server keep theirs
+        daily_name = DAILY_DEPLOYMENT if name == DEPLOYMENT else f"{name}-daily-followup"
+        flows.append((daily_name, "flows/followup.py:cx_daily_followup", daily))
     registered: dict[str, Any] = {}
     for deployment_name, entrypoint, schedule in flows:
         source: Any = cx_scheduled_cycle.from_source(source=str(ROOT), entrypoint=entrypoint)
