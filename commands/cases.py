@@ -20,7 +20,7 @@ followup_app = typer.Typer(help="The daily follow-up run: new cases, reminders, 
                            no_args_is_help=True)
 cases_app = typer.Typer(help="Follow-up cases: list, show, contact, resolve, unreachable, decline, note.",
                         no_args_is_help=True)
-customers_app = typer.Typer(help="Access and deletion requests: export, forget; purge old contacts.",
+customers_app = typer.Typer(help="Access and deletion requests: export, forget.",
                             no_args_is_help=True)
 
 IdArg = Annotated[int, typer.Argument(help="Case id (see `cxloop cases list`).", show_default=False)]
@@ -52,14 +52,15 @@ def run_command(config: ConfigOpt = None,
          title="follow-up run")
 
 
+def _local(v: datetime, tz: ZoneInfo) -> str:
+    """A stored time (UTC; naive from SQLite) in the project's zone, with the offset shown."""
+    return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(tz).isoformat(sep=" ", timespec="minutes")
+
+
 def _row(case: Any, tz: ZoneInfo) -> dict[str, Any]:
-    """A case's list row, its times in the project's zone with the offset shown."""
+    """A case's list row, its times in the project's zone."""
     row = {c: getattr(case, c) for c in LIST_COLUMNS}
-    for c, v in row.items():
-        if isinstance(v, datetime):
-            local = (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(tz)
-            row[c] = local.isoformat(sep=" ", timespec="minutes")
-    return row
+    return {c: _local(v, tz) if isinstance(v, datetime) else v for c, v in row.items()}
 
 
 @cases_app.command("list")
@@ -114,12 +115,15 @@ def show_command(case_id: IdArg, config: ConfigOpt = None,
         if detail is None:
             raise CxError(f"no case {case_id} (see `cxloop cases list`)")
         case = detail.case
-        data = {"case": case.model_dump(mode="json"),
+        tz = settings.tz
+        record = case.model_dump(mode="json")
+        record.update({k: _local(v, tz) for k, v in case.model_dump().items() if isinstance(v, datetime)})
+        data = {"case": record,
                 "contact": shown(detail.contact, may_see(viewer, case.department)),
-                "responses": [{"response_id": r.response_id, "submitted_at": r.submitted_at.isoformat(),
+                "responses": [{"response_id": r.response_id, "submitted_at": _local(r.submitted_at, tz),
                                "nps": r.nps, "csat": r.csat, "comment": mask_pii(r.comment)}
                               for r in detail.responses],
-                "events": [{"at": e.at.isoformat(), "by": e.by, "from": e.from_status, "to": e.to_status,
+                "events": [{"at": _local(e.at, tz), "by": e.by, "from": e.from_status, "to": e.to_status,
                             "note": mask_pii(e.note)} for e in detail.events]}
     if fmt == Format.json:
         typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
@@ -197,9 +201,10 @@ def export_command(customer: CustomerOpt, config: ConfigOpt = None) -> None:
 def forget_command(customer: CustomerOpt, config: ConfigOpt = None) -> None:
     """Remove every trace of one customer; aggregates stay intact (a deletion request)."""
     from cxloop.tasks.cases.customers import forget_customer
+    from cxloop.tasks.columnar import Copies
 
-    _, engine = load(config)
-    counts = forget_customer(engine, customer)
+    settings, engine = load(config)
+    counts = forget_customer(engine, customer, Copies(settings.resolve(settings.engine.columnar_dir)))
     typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 

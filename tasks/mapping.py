@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxloop.config import Settings, SourceConfig
-from cxloop.models import CANONICAL_FIELDS, MAPPED_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
+from cxloop.models import CANONICAL_FIELDS, CONTACT_FIELDS, MAPPED_FIELDS, REQUIRED_FIELDS, SCORE_FIELDS
 from cxloop.periods import period_bounds
 from cxloop.tasks.ratings import Ratings, ratings_from_frame
 from cxloop.tasks.readers import RawTable, SourceError
@@ -470,7 +470,12 @@ def prepare(settings: Settings, source: SourceConfig, raw: RawTable, period: str
 
     canon: dict[str, pd.Series] = {}
     origin: dict[str, str] = {}
-    for name, kind in MAPPED_FIELDS.items():  # contact details too: collect moves them out
+    # Contact details too (collect moves them out), but only for a project with case rules: only
+    # the daily follow-up run uses them, and only it purges them after the retention period.
+    keep_contacts = bool(settings.cases.rules)
+    for name, kind in MAPPED_FIELDS.items():
+        if name in CONTACT_FIELDS and not keep_contacts:
+            continue
         s, column = _source_series(source, frame, name, n)
         if s is None:
             continue

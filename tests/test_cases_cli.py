@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from cxloop.models import CustomerContact, Feedback, FollowupCase
+from cxloop.models import ColumnarCopy, CustomerContact, Feedback, FollowupCase
 from cxloop.tasks.cases.daily import run_day
 from cxloop.tasks.collect import collect_period
 from cxloop.tasks.kpis import compute_kpis
@@ -151,8 +151,15 @@ def test_customers_export_and_forget(cli_project: Path, engine: Engine, capsys: 
     data = json.loads(out)
     assert code == 0 and [r["response_id"] for r in data["responses"]] == ["r1", "r5"]
     assert {c["phone"] for c in data["contacts"]} == {"13812345678"} and len(data["cases"]) == 1
+    assert run("rebuild", "--period", "2026-10")[0] == 0  # a columnar copy holding the comments
+    copy = cli_project.parent / "columnar"
+    assert [p.name for p in copy.iterdir() if p.suffix == ".duckdb"]
     code, out, _ = run("customers", "forget", "--id", "c1")
     assert code == 0 and "contacts: 2" in out and "responses: 2" in out and "cases: 1" in out
+    # the copy is gone (and its stamp with it): the next cycle writes it from the database
+    assert not [p for p in copy.iterdir() if p.suffix == ".duckdb"]
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(ColumnarCopy)) == 0
     code, out, _ = run("customers", "export", "--id", "c1")
     assert json.loads(out) == {"customer_id": "c1", "responses": [], "contacts": [], "cases": [],
                                "case_events": [], "notices": [], "outcomes": []}

@@ -26,6 +26,7 @@ from cxloop.models import (
     Outcome,
     QuarantinedRow,
 )
+from cxloop.tasks.columnar import Copies, mark_stale
 
 REMOVED = "[removed at the customer's request / 应客户要求已删除]"
 
@@ -60,8 +61,12 @@ def export_customer(engine: Engine, customer_id: str) -> dict[str, Any]:
             "case_events": events, "notices": notices, "outcomes": outcomes}
 
 
-def forget_customer(engine: Engine, customer_id: str) -> dict[str, int]:
-    """Remove every trace of the customer in one transaction, leaving the aggregates intact."""
+def forget_customer(engine: Engine, customer_id: str, copies: Copies | None = None) -> dict[str, int]:
+    """Remove every trace of the customer in one transaction, leaving the aggregates intact.
+
+    The columnar copies of the months that held the customer's responses are marked stale (their
+    freshness stamp does not cover this change) and, with `copies`, deleted, so their text is gone
+    too; the next cycle or `cxloop rebuild` writes them again from the database."""
     fb, cc, fc, ce, cn, om, qr = (_t(m) for m in (Feedback, CustomerContact, FollowupCase, CaseEvent,
                                                    CaseNotice, OutboxMessage, QuarantinedRow))
     counts: dict[str, int] = {}
@@ -76,11 +81,18 @@ def forget_customer(engine: Engine, customer_id: str) -> dict[str, int]:
         counts["cases"] = conn.execute(update(fc).where(fc.c.id.in_(case_ids)).values(
             customer_id=None)).rowcount or 0
         counts["contacts"] = conn.execute(delete(cc).where(cc.c.customer_id == customer_id)).rowcount or 0
+        periods = sorted({r[0] for r in conn.execute(select(fb.c.period).distinct()
+                                                       .where(fb.c.customer_id == customer_id))})
         counts["responses"] = conn.execute(update(fb).where(fb.c.customer_id == customer_id).values(
             customer_id=None, comment=None, contact_ok=None)).rowcount or 0
+        for period in periods:
+            mark_stale(conn, period)
         stale = [r.id for r in conn.execute(select(qr.c.id, qr.c.raw))
                  if customer_id in (r.raw or {}).values()]
         counts["quarantined"] = conn.execute(delete(qr).where(qr.c.id.in_(stale))).rowcount or 0
         out = _t(Outcome)
         counts["outcomes"] = conn.execute(delete(out).where(out.c.customer_id == customer_id)).rowcount or 0
+    if copies is not None:
+        for period in periods:
+            copies.path(period).unlink(missing_ok=True)
     return counts
