@@ -1,5 +1,6 @@
 """The demo's follow-up month: the daily run replayed at 07:00 each morning of the month the survey
-started asking for consent, with the departments working their cases between runs.
+started asking for consent (and on, until every case's deadlines have passed), with the departments
+working their cases between runs.
 
 The runs' moments are fixed (07:00 in the project's zone on each day after a day of answers), and
 what each department does with a case - called within hours, called late, or not reached - is
@@ -82,6 +83,15 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
+def _deadline_ahead(engine: Engine, period: str, now: datetime) -> bool:
+    """Whether an open case of `period` still has its closure deadline (its last) after `now`."""
+    with Session(engine) as s:
+        dues = s.exec(select(FollowupCase.close_due).where(col(FollowupCase.period) == period,
+                                                          col(FollowupCase.status).in_(["new", "contacted"]))
+                      ).all()
+    return any(_aware(d) > now for d in dues)
+
+
 def replay_followup(settings: Settings, engine: Engine, period: str, seed: int) -> FollowupStory:
     """Run the daily follow-up at 07:00 on each morning after a day of `period` (its answers already
     collected), each run seeing only the answers given before it, as the schedule would have."""
@@ -94,7 +104,10 @@ def replay_followup(settings: Settings, engine: Engine, period: str, seed: int) 
         consenting = s.exec(select(Feedback.id, Feedback.submitted_at)
                             .where(col(Feedback.period) == period, col(Feedback.contact_ok).is_(True))
                             .order_by(col(Feedback.id))).all()
-    while morning <= end + timedelta(days=1):
+    # Every morning of the month, then on until no open case has a deadline ahead (at most three
+    # weeks): the month's follow-up KPIs are then decided, whatever today's date when they are read.
+    while morning <= end + timedelta(days=1) or (
+            morning <= end + timedelta(days=21) and _deadline_ahead(engine, period, morning.astimezone(UTC))):
         now = morning.astimezone(UTC)
         _work_cases(engine, now, seed, heads)
         before = [fid for fid, at in consenting if fid is not None and _aware(at) < now]
