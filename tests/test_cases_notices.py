@@ -194,3 +194,24 @@ def test_notices_link_each_case_to_its_page_when_the_workspace_has_an_address(tm
 def cases_of(engine: Engine) -> list[FollowupCase]:
     with Session(engine) as s:
         return list(s.exec(select(FollowupCase)).all())
+
+
+def test_a_second_run_the_same_day_tells_the_department_of_its_own_new_cases(tmp_path: Path,
+                                                                            engine: Engine) -> None:
+    """A manual `cxloop followup run` after the scheduled one that day: its new cases get a digest
+    of their own (the day's first digest must not swallow it)."""
+    from cxloop.tasks.collect import collect_period
+
+    write_csv(tmp_path / "data" / "oct.csv", ROWS)
+    settings = project(tmp_path, engine)
+    collect_period(settings, engine, "2026-10")
+    assert run_day(settings, engine, DAY1, collect=False, send=False)["notices"] == 2
+    write_csv(tmp_path / "data" / "oct-late.csv",
+              ["r6,2026-10-08 16:00,,delivery,c6,1,,no,yes,赵六,13512345678,,还没发货"])
+    collect_period(settings, engine, "2026-10")
+    later = run_day(settings, engine, DAY1 + timedelta(hours=2), collect=False, send=False)
+    assert (later["opened"], later["notices"]) == (1, 1)
+    digests = [m for m in outbox(engine) if m.kind.startswith("case_digest")]
+    assert [(m.recipient, m.period) for m in digests] == [
+        ("logistics", "2026-10-08"), ("service", "2026-10-08"), ("logistics", "2026-10-08")]
+    assert "13512345678" in digests[-1].body_text and "13512345678" not in digests[0].body_text
