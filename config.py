@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from datetime import date, time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -608,12 +609,18 @@ class Settings(Strict):
         return None
 
 
-def _shipped_topic_ids() -> set[str]:
-    """The topic ids of the shipped taxonomy, which applies when the config has no [[topics]]."""
+@lru_cache(maxsize=1)
+def shipped_topic_tables() -> tuple[dict[str, Any], ...]:
+    """The shipped taxonomy's `[[topics]]` tables as read (`templates/topics.default.toml`), which
+    apply when the config has none: one reading for the config's checks and the comments stage."""
     from cxloop.paths import shipped
 
     with shipped("templates/topics.default.toml").open("rb") as fh:
-        return {str(t["id"]) for t in tomllib.load(fh).get("topics", [])}
+        return tuple(tomllib.load(fh).get("topics", []))
+
+
+def _shipped_topic_ids() -> set[str]:
+    return {str(t["id"]) for t in shipped_topic_tables()}
 
 
 def _check_ids(base_dir: Path) -> set[str]:

@@ -8,7 +8,7 @@ a month by an indexed string, not by time-zone arithmetic.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -54,6 +54,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     """A stored time as an aware UTC time: SQLite gives back the naive UTC time it was given."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

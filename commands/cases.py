@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -14,6 +14,7 @@ from rich.console import Console
 from sqlmodel import Session, col, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, load
+from cxloop.models import as_utc
 from cxloop.output import EXIT_USAGE, Format, emit, print_error
 
 followup_app = typer.Typer(help="The daily follow-up run: new cases, reminders, escalations.",
@@ -54,7 +55,7 @@ def run_command(config: ConfigOpt = None,
 
 def _local(v: datetime, tz: ZoneInfo) -> str:
     """A stored time (UTC; naive from SQLite) in the project's zone, with the offset shown."""
-    return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(tz).isoformat(sep=" ", timespec="minutes")
+    return as_utc(v).astimezone(tz).isoformat(sep=" ", timespec="minutes")
 
 
 def _row(case: Any, tz: ZoneInfo) -> dict[str, Any]:

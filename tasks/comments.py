@@ -19,7 +19,6 @@ import os
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -30,9 +29,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
-from cxloop.config import ConfigError, Settings, TopicConfig
+from cxloop.config import ConfigError, Settings, TopicConfig, shipped_topic_tables
 from cxloop.models import CommentAnalysis, Feedback, utcnow
-from cxloop.paths import TEMPLATES, shipped
+from cxloop.paths import TEMPLATES
 from cxloop.tasks import month, workers
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.masking import mask_pii
@@ -64,10 +63,8 @@ def default_topics() -> list[TopicConfig]:
 
 @lru_cache(maxsize=1)
 def _default_topics() -> list[TopicConfig]:
-    with shipped("templates/topics.default.toml").open("rb") as fh:
-        data = tomllib.load(fh)
     try:
-        return [TopicConfig(**t) for t in data["topics"]]
+        return [TopicConfig(**t) for t in shipped_topic_tables()]
     except Exception as exc:
         raise ConfigError(f"{DEFAULT_TAXONOMY}: invalid default taxonomy: {exc}") from None
 

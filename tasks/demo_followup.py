@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
 from cxloop.db import session_scope
-from cxloop.models import Feedback, FollowupCase
+from cxloop.models import Feedback, FollowupCase, as_utc
 from cxloop.periods import period_bounds
 from cxloop.tasks.cases.daily import run_day
 from cxloop.tasks.cases.lifecycle import transition
@@ -61,7 +61,7 @@ def _work_cases(engine: Engine, now: datetime, seed: int, heads: dict[str, str])
                        .order_by(col(FollowupCase.id))).all()
         for case in cases:
             fate, call_after, close_after = _plan(seed, case.case_key)
-            announced = _aware(case.created_at)
+            announced = as_utc(case.created_at)
             by = heads.get(case.department, case.department)
             if case.status == "new" and fate == "unreachable":
                 at = announced + timedelta(hours=call_after)
@@ -73,14 +73,10 @@ def _work_cases(engine: Engine, now: datetime, seed: int, heads: dict[str, str])
                 if at <= now:
                     transition(s, case, "contacted", by=by, note=NOTES["contacted"], at=at)
             if case.status == "contacted" and case.contacted_at is not None:
-                at = _aware(case.contacted_at) + timedelta(days=close_after)
+                at = as_utc(case.contacted_at) + timedelta(days=close_after)
                 if at <= now:
                     transition(s, case, "resolved", by=by, note=NOTES["resolved"], at=at)
 
-
-def _aware(ts: datetime) -> datetime:
-    """SQLite hands back naive UTC times."""
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def _deadline_ahead(engine: Engine, period: str, now: datetime) -> bool:
@@ -89,7 +85,7 @@ def _deadline_ahead(engine: Engine, period: str, now: datetime) -> bool:
         dues = s.exec(select(FollowupCase.close_due).where(col(FollowupCase.period) == period,
                                                           col(FollowupCase.status).in_(["new", "contacted"]))
                       ).all()
-    return any(_aware(d) > now for d in dues)
+    return any(as_utc(d) > now for d in dues)
 
 
 def replay_followup(settings: Settings, engine: Engine, period: str, seed: int) -> FollowupStory:
@@ -110,7 +106,7 @@ def replay_followup(settings: Settings, engine: Engine, period: str, seed: int) 
             morning <= end + timedelta(days=21) and _deadline_ahead(engine, period, morning.astimezone(UTC))):
         now = morning.astimezone(UTC)
         _work_cases(engine, now, seed, heads)
-        before = [fid for fid, at in consenting if fid is not None and _aware(at) < now]
+        before = [fid for fid, at in consenting if fid is not None and as_utc(at) < now]
         out = run_day(settings, engine, now, collect=False, up_to_id=max(before, default=0))
         story.runs += 1
         story.opened += out["opened"]

@@ -13,7 +13,7 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
 from cxloop.db import session_scope
-from cxloop.models import WebLink, WebUser, utcnow
+from cxloop.models import WebLink, WebUser, as_utc, utcnow
 
 KEY_FILE = ".cxloop-web.key"
 SESSION_COOKIE = "cxloop_session"
@@ -102,7 +102,7 @@ def consume_link(engine: Engine, key: bytes, token: str, now: datetime | None = 
             raise LinkRefused("this sign-in link is not valid")
         if link.used_at is not None:
             raise LinkRefused("this sign-in link was already used; sign in again or ask for a new one")
-        if _aware(link.expires_at) <= now:
+        if as_utc(link.expires_at) <= now:
             raise LinkRefused("this sign-in link has expired; the next notice carries a new one")
         user = session.get(WebUser, link.user_id)
         if user is None or not user.active:
@@ -116,9 +116,6 @@ def consume_link(engine: Engine, key: bytes, token: str, now: datetime | None = 
         session.expunge(user)
         return user, link.action_id
 
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- sessions and CSRF

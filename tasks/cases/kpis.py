@@ -27,8 +27,8 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from cxloop.config import Settings
-from cxloop.models import FollowupCase, utcnow
-from cxloop.tasks.cases.sla import Calendar, _aware
+from cxloop.models import FollowupCase, as_utc, utcnow
+from cxloop.tasks.cases.sla import Calendar
 from cxloop.tasks.kpis.prepare import scope_names, time_codes, time_labels
 from cxloop.vocabulary import OVERALL, OVERALL_VALUE
 
@@ -44,16 +44,16 @@ def case_facts(settings: Settings, engine: Engine, period: str,
         recs = conn.execute(select(_FC.c.department, _FC.c.opened_at, _FC.c.contacted_at,
                                    _FC.c.contact_due, _FC.c.closed_at, _FC.c.outcome)
                             .where(_FC.c.period == period)).all()
-    now = _aware(as_of or utcnow())
+    now = as_utc(as_of or utcnow())
     cal = Calendar.of(settings.cases, settings.tz)
     rows: list[dict[str, Any]] = []
     for dept, opened, contacted, due, closed, outcome in recs:
         if contacted is not None:
             hours = cal.between(opened, contacted)
-            sla = int(_aware(contacted) <= _aware(due))
+            sla = int(as_utc(contacted) <= as_utc(due))
         else:  # breached once the deadline passed while the case was open without a contact
             hours = float("nan")
-            sla = 0 if _aware(due) <= (now if closed is None else _aware(closed)) else -1
+            sla = 0 if as_utc(due) <= (now if closed is None else as_utc(closed)) else -1
         recovered = -1 if outcome is None else int(outcome == "recovered")
         rows.append({"department": dept, "contacted": int(contacted is not None), "hours": hours,
                      "sla": sla, "recovered": recovered})

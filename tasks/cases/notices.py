@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -25,7 +25,15 @@ from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
 from cxloop.db import session_scope
-from cxloop.models import CaseNotice, CaseResponse, CustomerContact, Feedback, FollowupCase, OutboxMessage
+from cxloop.models import (
+    CaseNotice,
+    CaseResponse,
+    CustomerContact,
+    Feedback,
+    FollowupCase,
+    OutboxMessage,
+    as_utc,
+)
 from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
 from cxloop.tasks.cases.sla import Calendar, state, watch
 from cxloop.tasks.notify.routes import CASE_ESCALATION, describe_routes, routes_for
@@ -48,12 +56,9 @@ class CaseItem:
     link: str = ""  # the case page, when `[web] base_url` is set
 
 
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
 
 def _local(settings: Settings, ts: datetime) -> str:
-    return _aware(ts).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+    return as_utc(ts).astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
 
 
 def _items(settings: Settings, session: Session, cases: Sequence[FollowupCase],
@@ -201,7 +206,7 @@ def queue_sla_notices(settings: Settings, engine: Engine, now: datetime) -> dict
                 if sla == "contact" and case.status != "new":
                     continue
                 due = case.contact_due if sla == "contact" else case.close_due
-                now_state = state(cal, _aware(due), now, cfg.remind_before_hours)
+                now_state = state(cal, as_utc(due), now, cfg.remind_before_hours)
                 if now_state == "breached" and sla not in (case.escalated or []):
                     batches.setdefault(("escalation", sla, case.department, one), []).append(case)
                     case.escalated = [*(case.escalated or []), sla]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -43,7 +43,7 @@ from sqlmodel import Session
 
 from cxloop.config import CaseRuleConfig, Settings
 from cxloop.db import session_scope
-from cxloop.models import CaseEvent, CaseResponse, Feedback, FollowupCase, FollowupRun
+from cxloop.models import CaseEvent, CaseResponse, Feedback, FollowupCase, FollowupRun, as_utc
 from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
 from cxloop.tasks.cases.rules import matching_rules, still_unhappy
 from cxloop.tasks.cases.sla import Calendar, deadlines, watch
@@ -70,9 +70,6 @@ class OpeningSummary:
         return {"considered": self.considered, "opened": len(self.opened), "merged": self.merged,
                 "resurveyed": self.resurveyed}
 
-
-def _aware(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 def route(settings: Settings, row: dict[str, Any], rules: Sequence[CaseRuleConfig]) -> tuple[str, str | None]:
@@ -229,11 +226,11 @@ def open_cases(settings: Settings, engine: Engine, now: datetime, *, up_to_id: i
         links: list[tuple[int, _Case]] = []
         opened: list[_Case] = []
         for row in rows:
-            submitted = _aware(row["submitted_at"])
+            submitted = as_utc(row["submitted_at"])
             known = by_customer.get(row["customer_id"] or "", []) if row["customer_id"] else []
             for case in known:  # a re-survey: the first answer after the customer was contacted
                 if (case.contacted_at is not None and case.resurvey is None
-                        and _aware(case.contacted_at) < submitted):
+                        and as_utc(case.contacted_at) < submitted):
                     score = row["nps"] if row["nps"] is not None else row["csat"]
                     if score is not None:
                         outcome = "not_recovered" if still_unhappy(cfg.rules, row) else "recovered"
@@ -245,7 +242,7 @@ def open_cases(settings: Settings, engine: Engine, now: datetime, *, up_to_id: i
                 continue
             names = [r.name for r in matched]
             into = next((c for c in known if c.status in OPEN_STATUSES
-                         and submitted - _aware(c.opened_at) <= window), None)
+                         and submitted - as_utc(c.opened_at) <= window), None)
             if into is not None:
                 links.append((row["id"], into))
                 into.responses += 1

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from cxloop.config import CasesConfig
+from cxloop.models import as_utc
 from cxloop.tasks.cases.lifecycle import OPEN_STATUSES
 
 _MAX_DAYS = 3660  # a calendar with no working day at all must not loop forever
@@ -52,7 +53,7 @@ class Calendar:
 
     def _windows_from(self, moment: datetime) -> Iterator[tuple[datetime, datetime]]:
         """Working windows (UTC) from the one holding or following `moment`, clipped to it."""
-        moment = _aware(moment)
+        moment = as_utc(moment)
         day = moment.astimezone(self.tz).date()
         for _ in range(_MAX_DAYS):
             if self.is_working_day(day):
@@ -85,9 +86,9 @@ class Calendar:
 
     def between(self, start: datetime, end: datetime) -> float:
         """Working hours from `start` to `end` (0 when `end` is not later)."""
-        end = _aware(end)
+        end = as_utc(end)
         total = timedelta()
-        if end <= _aware(start):
+        if end <= as_utc(start):
             return 0.0
         for a, b in self._windows_from(start):
             if a >= end:
@@ -95,10 +96,6 @@ class Calendar:
             total += min(b, end) - a
         return total.total_seconds() / 3600
 
-
-def _aware(ts: datetime) -> datetime:
-    """Stored times come back naive from SQLite: they are UTC."""
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -127,12 +124,12 @@ def watch(status: str, contact_due: datetime, close_due: datetime, escalated: li
     done = escalated or []
     dues = [due for sla, due in (("contact", contact_due), ("close", close_due))
             if sla not in done and (sla != "contact" or status == "new")]
-    return min(dues, key=_aware) if dues else None
+    return min(dues, key=as_utc) if dues else None
 
 
 def state(cal: Calendar, due: datetime, now: datetime, remind_before_hours: float) -> str:
     """"ok", "due_soon" (within the reminder's working hours before the deadline) or "breached"."""
-    if _aware(now) >= _aware(due):
+    if as_utc(now) >= as_utc(due):
         return "breached"
     if cal.between(now, due) <= remind_before_hours:
         return "due_soon"
@@ -151,7 +148,7 @@ def breaches(contact_due: datetime, close_due: datetime, contacted_at: datetime 
     first contact came after its deadline, or the deadline passed - by `now`, or by the case's
     closure without a contact - with none; closure likewise."""
     def missed(due: datetime, done: datetime | None, stop: datetime) -> bool:
-        return _aware(done) > _aware(due) if done is not None else _aware(due) <= _aware(stop)
+        return as_utc(done) > as_utc(due) if done is not None else as_utc(due) <= as_utc(stop)
 
     until = now if closed_at is None else closed_at
     return Breaches(missed(contact_due, contacted_at, until), missed(close_due, closed_at, now))
