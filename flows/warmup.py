@@ -41,9 +41,9 @@ def _stats() -> None:
 
 
 def _dictionary() -> None:
-    from cxloop.tasks.comments import _jieba
+    from cxloop.tasks.segmentation import initialize
 
-    _jieba().initialize()
+    initialize()
 
 
 def _stages() -> None:

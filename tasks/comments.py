@@ -17,11 +17,10 @@ import hashlib
 import logging
 import os
 import re
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -35,6 +34,8 @@ from cxloop.paths import TEMPLATES
 from cxloop.tasks import month, workers
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.masking import mask_pii
+from cxloop.tasks.ngram_scorer import portable
+from cxloop.tasks.segmentation import CJK, add_words, segment, taught, teach
 from cxloop.tasks.sentiment import (
     NEGATIVE,
     NEUTRAL,
@@ -49,7 +50,6 @@ from cxloop.vocabulary import split_themes
 
 DEFAULT_TAXONOMY = TEMPLATES / "topics.default.toml"
 FEEDBACK: Table = Feedback.__table__  # type: ignore[attr-defined]
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _EN_WORD = re.compile(r"[a-z0-9]+")
 log = logging.getLogger(__name__)
 
@@ -93,60 +93,7 @@ def topic_name(topic: TopicConfig, lang: str) -> str:
     return topic.name_zh if lang == "zh" else topic.name_en
 
 
-# --- segmentation -------------------------------------------------------------------------------
-
-_jieba_lock = threading.Lock()
-_jieba_words: set[str] = set()
-_jieba_module: Any = None
-
-
-def _jieba() -> Any:
-    """The jieba module, imported and silenced once (this is called once per comment)."""
-    global _jieba_module
-    if _jieba_module is None:
-        import jieba  # on use: ~0.5 s, for Chinese comments only
-
-        jieba.setLogLevel(60)  # silence "Building prefix dict ..." on stderr
-        _jieba_module = jieba
-    return _jieba_module
-
-
-def add_words(words: Iterable[str]) -> None:
-    """Teach jieba the taxonomy's Chinese keywords so that each is cut as one word."""
-    jieba = _jieba()
-    with _jieba_lock:
-        for w in words:
-            if w and _CJK.search(w) and w not in _jieba_words:
-                jieba.add_word(w)
-                _jieba_words.add(w)
-
-
-def segment(text: str) -> list[str]:
-    """jieba words of `text`, lower-cased, plus the dictionary sub-words of 4+ character phrases.
-
-    jieba's dictionary holds phrases such as 价格便宜 / 服务周到; their 2-3 character dictionary
-    words (价格, 服务) are added, so a keyword inside a phrase still counts. Words of 2-3
-    characters are kept whole: 服务器 (server) does not yield 服务 (service).
-    """
-    jieba = _jieba()
-    tokens: list[str] = []
-    freq = jieba.dt.FREQ if jieba.dt.initialized else None
-    # HMM off: it only guesses words missing from the dictionary, and every keyword is in it;
-    # without it jieba is ~1.7x faster.
-    for tok in jieba.lcut(text, HMM=False):
-        tok = tok.strip().lower()
-        if not tok:
-            continue
-        tokens.append(tok)
-        if len(tok) >= 4 and _CJK.search(tok):
-            if freq is None:
-                freq = jieba.dt.FREQ
-            for n in (2, 3):
-                for i in range(len(tok) - n + 1):
-                    sub = tok[i:i + n]
-                    if freq.get(sub):
-                        tokens.append(sub)
-    return tokens
+# --- tagging ---------------------------------------------------------------------------------
 
 
 def _singular(word: str) -> str:
@@ -188,7 +135,7 @@ class ThemeTagger:
             for kw in t.keywords.get("zh", []):
                 kw = kw.strip().lower()
                 if kw:
-                    words.add(kw if _CJK.search(kw) else _phrase(kw))
+                    words.add(kw if CJK.search(kw) else _phrase(kw))
                     zh_words.append(kw)
             for kw in t.keywords.get("en", []):
                 ph = _phrase(kw)
@@ -200,6 +147,11 @@ class ThemeTagger:
             matchers.append(_Matcher(t.id, frozenset(words), pats))
         self._matchers = matchers
         self._phrases = frozenset(w for m in matchers for w in m.words if " " in w)
+        self._bits: dict[str, int] = {}  # keyword -> the topics holding it, one bit per topic
+        for k, m in enumerate(matchers):
+            for w in m.words:
+                self._bits[w] = self._bits.get(w, 0) | 1 << k
+        self._patterned = [(1 << k, m.patterns) for k, m in enumerate(matchers) if m.patterns]
         add_words(zh_words)
 
     def tokens(self, text: str) -> set[str]:
@@ -214,16 +166,21 @@ class ThemeTagger:
                     units.add(unit)
                     i += n
                     break
-        if _CJK.search(text):
+        if CJK.search(text):
             units.update(segment(text))
         return units
 
     def tag(self, text: str | None) -> list[str]:
         if not text or not text.strip():
             return []
-        units = self.tokens(text)
-        return [m.id for m in self._matchers
-                if not m.words.isdisjoint(units) or any(p.search(text) for p in m.patterns)]
+        bits = self._bits
+        hit = 0
+        for unit in self.tokens(text):
+            hit |= bits.get(unit, 0)
+        for bit, patterns in self._patterned:
+            if not hit & bit and any(p.search(text) for p in patterns):
+                hit |= bit
+        return [m.id for k, m in enumerate(self._matchers) if hit >> k & 1] if hit else []
 
 
 @lru_cache(maxsize=8)
@@ -261,35 +218,48 @@ def analyse_texts(texts: Sequence[str], settings: Settings, *, declared: Sequenc
     Each distinct text is analysed once: real exports repeat short comments ("很好", "ok") many
     times, and the result depends only on the text (and its language for the score).
     """
+    decl = declared if declared is not None else [None] * len(texts)
+    pairs = list(dict.fromkeys(zip(texts, decl, strict=True)))
+    langs, scores, tags = analyse_pairs(pairs, settings, model, tagger)
+    cfg = settings.comments
+    result_of = {key: CommentResult(label_of(float(v), cfg), round(float(v), 6), tag, lang)
+                 for key, lang, v, tag in zip(pairs, langs, scores, tags, strict=True)}
+    return [replace(result_of[key], themes=list(result_of[key].themes))
+            for key in zip(texts, decl, strict=True)]
+
+
+Analysis = tuple[list[str], np.ndarray, list[list[str]]]  # per text: language, P(positive), topics
+
+
+def analyse_pairs(pairs: list[tuple[str, str | None]], settings: Settings,
+                  model: SentimentModel | None = None, tagger: ThemeTagger | None = None) -> Analysis:
+    """Language, score and topics of distinct (comment, declared language) pairs: here, in worker
+    processes (many pairs) or on the Dask cluster (`[engine] dask_address`), with the same
+    results."""
     model = model or load_model(settings)
     tagger = tagger or tagger_for(settings)
-    decl = declared if declared is not None else [None] * len(texts)
-    lang_of: dict[tuple[str, str | None], str] = {}
-    for key in zip(texts, decl, strict=True):
-        if key not in lang_of:
-            lang_of[key] = detect_language(*key)
-    langs = [lang_of[key] for key in zip(texts, decl, strict=True)]
-    scored = list(dict.fromkeys(zip(texts, langs, strict=True)))
     analysed = None
-    if len(scored) >= PARALLEL_TEXTS:
-        analysed = (_on_cluster(settings.engine.dask_address, scored, model, tagger)
-                    if settings.engine.dask_address else _in_parallel(scored, model, tagger))
-    if analysed is not None:
-        raw, tags = analysed
-        themes_of = dict(zip((t for t, _ in scored), tags, strict=True))
-    else:
-        raw = model.score([t for t, _ in scored], [lang for _, lang in scored]) if scored else np.zeros(0)
-        themes_of = {t: tagger.tag(t) for t in dict.fromkeys(texts)}
-    cfg = settings.comments
-    result_of = {key: (label_of(float(v), cfg), round(float(v), 6))
-                 for key, v in zip(scored, raw, strict=True)}
-    return [CommentResult(*result_of[(t, lang)], themes=list(themes_of[t]), language=lang)
-            for t, lang in zip(texts, langs, strict=True)]
+    if len(pairs) >= PARALLEL_TEXTS:
+        analysed = (_on_cluster(settings.engine.dask_address, pairs, model, tagger)
+                    if settings.engine.dask_address else _in_parallel(pairs, model, tagger))
+    return analysed if analysed is not None else analyse_part(pairs, model, tagger)
 
 
-# Distinct comments from which the analysis is shared among worker processes: about 230 us per
-# comment (jieba's segmentation two thirds, the model the rest), against ~1.5 s to start a worker
-# (jieba's dictionary, the model): below this many, one process is as fast on two cores.
+def analyse_part(pairs: Sequence[tuple[str, str | None]], model: SentimentModel, tagger: ThemeTagger
+                 ) -> Analysis:
+    """`analyse_pairs` in this process (a worker's part). A comment's topics do not depend on its
+    language: a text declared in two languages is tagged once."""
+    langs = [detect_language(t, d) for t, d in pairs]
+    scores = model.score([t for t, _ in pairs], langs) if pairs else np.zeros(0)
+    tags_of: dict[str, list[str]] = {}
+    tags = [tags_of[t] if t in tags_of else tags_of.setdefault(t, tagger.tag(t)) for t, _ in pairs]
+    return langs, scores, tags
+
+
+# Distinct comments from which the analysis is shared among worker processes: about 40 us per
+# 50-character comment (the words cut in Rust, `tasks/segmentation.py`; the model's n-grams as
+# arrays, `tasks/ngram_scorer.py`), against ~0.3 s to start a worker and to move the texts and
+# results: below this many, one process is about as fast on two cores.
 PARALLEL_TEXTS = 50_000
 _PARTS_PER_WORKER = 4  # parts of unequal cost even out
 _worker_state: tuple[SentimentModel, ThemeTagger] | None = None
@@ -303,22 +273,27 @@ def _worker_count() -> int:
     return min(cores, 8)
 
 
-def _start_worker(model: SentimentModel, topics: list[TopicConfig]) -> None:
+def _start_worker(model: SentimentModel, topics: list[TopicConfig], words: dict[str, tuple[int, int]]
+                  ) -> None:
     global _worker_state
+    teach(words)  # the parent's dictionary words: no jieba to load here
     _worker_state = (model, _tagger_of(topics))
 
 
-def _analyse_part(pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[list[str]]]:
-    """Scores and themes of (text, language) pairs, in a worker process."""
+def _analyse_part(pairs: list[tuple[str, str | None]]) -> Analysis:
+    """`analyse_part` in a worker process."""
     assert _worker_state is not None
-    model, tagger = _worker_state
-    texts = [t for t, _ in pairs]
-    return model.score(texts, [lang for _, lang in pairs]), [tagger.tag(t) for t in texts]
+    return analyse_part(pairs, *_worker_state)
 
 
-def _in_parallel(pairs: list[tuple[str, str]], model: SentimentModel, tagger: ThemeTagger
-                 ) -> tuple[np.ndarray, list[list[str]]] | None:
-    """Scores and themes of many distinct comments, shared among worker processes (the analysis
+def _joined(done: list[Analysis]) -> Analysis:
+    return ([lang for langs, _, _ in done for lang in langs], np.concatenate([s for _, s, _ in done]),
+            [tag for _, _, tags in done for tag in tags])
+
+
+def _in_parallel(pairs: list[tuple[str, str | None]], model: SentimentModel, tagger: ThemeTagger
+                 ) -> Analysis | None:
+    """`analyse_part` of many distinct comments, shared among worker processes (the analysis
     is pure Python: threads cannot share it). None where there is one core or no worker can
     start: the caller then analyses them itself, with the same results."""
     count = _worker_count()
@@ -328,25 +303,24 @@ def _in_parallel(pairs: list[tuple[str, str]], model: SentimentModel, tagger: Th
     parts = [pairs[i:i + size] for i in range(0, len(pairs), size)]
     try:
         with ProcessPoolExecutor(count, mp_context=workers.context(), initializer=_start_worker,
-                                 initargs=(model, tagger.topics)) as pool:
+                                 initargs=(portable(model), tagger.topics, taught())) as pool:
             done = list(pool.map(_analyse_part, parts))
     except Exception as exc:  # no worker process here, or a model that cannot be sent to one
         log.warning("comment analysis in worker processes failed (%s: %s); analysing here",
                     type(exc).__name__, exc)
         return None
-    return np.concatenate([scores for scores, _ in done]), [t for _, tags in done for t in tags]
+    return _joined(done)
 
 
-def _on_cluster(address: str, pairs: list[tuple[str, str]], model: SentimentModel, tagger: ThemeTagger
-                ) -> tuple[np.ndarray, list[list[str]]]:
+def _on_cluster(address: str, pairs: list[tuple[str, str | None]], model: SentimentModel,
+                tagger: ThemeTagger) -> Analysis:
     """`_in_parallel` on the Dask cluster at `address` (`[engine] dask_address`): the same parts,
     the same results. A cluster that fails fails the stage (its retry runs it again)."""
     from cxloop.tasks import dask_work
 
     size = -(-len(pairs) // (_DASK_PARTS))
     parts = [pairs[i:i + size] for i in range(0, len(pairs), size)]
-    done = dask_work.analyse_comments(address, parts, model, tagger.topics)
-    return np.concatenate([scores for scores, _ in done]), [t for _, tags in done for t in tags]
+    return _joined(dask_work.analyse_comments(address, parts, portable(model), tagger.topics, taught()))
 
 
 _DASK_PARTS = 64  # parts of the distinct comments sent to a cluster: enough to keep ten workers busy
@@ -582,14 +556,17 @@ def _analyse_rows(rows: pd.DataFrame, texts: np.ndarray, text_code: np.ndarray, 
     width = len(langs)
     code, pairs = pd.factorize(text_code * width + lang_code)
     declared = [None if pd.isna(lang) else str(lang) for lang in langs[pairs % width]]
-    results = analyse_texts(list(texts[pairs // width]), settings, declared=declared, model=model)
-    n = np.bincount(code, minlength=len(results))
-    for res, k in zip(results, n.tolist(), strict=True):
-        setattr(summary, res.sentiment, getattr(summary, res.sentiment) + k)
-        summary.with_themes += k if res.themes else 0
-    new = {"sentiment": np.array([r.sentiment for r in results], dtype=object),
-           "sentiment_score": np.array([r.score for r in results], dtype="float64"),
-           "themes": np.array([",".join(r.themes) for r in results], dtype=object)}
+    _, scores, tags = analyse_pairs(list(zip(texts[pairs // width].tolist(), declared, strict=True)),
+                                    settings, model)
+    cfg = settings.comments
+    labels = np.array([label_of(v, cfg) for v in scores.tolist()], dtype=object)
+    themes = np.array([",".join(t) for t in tags], dtype=object)
+    n = np.bincount(code, minlength=len(labels))
+    for label in (NEGATIVE, NEUTRAL, POSITIVE):
+        setattr(summary, label, getattr(summary, label) + int(n[labels == label].sum()))
+    summary.with_themes += int(n[themes != ""].sum())
+    new = {"sentiment": labels, "sentiment_score": np.array([round(v, 6) for v in scores.tolist()]),
+           "themes": themes}
     return {c: v[code] for c, v in new.items()}, len(np.unique(text_code))
 
 

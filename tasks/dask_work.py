@@ -73,23 +73,26 @@ def gather(client: object, futures: list[Any]) -> list[Any]:
     return list(client.gather(futures))  # type: ignore[attr-defined]
 
 
-def _analyse_part(model: Any, topics: list[TopicConfig], pairs: list[tuple[str, str]]
-                  ) -> tuple[np.ndarray, list[list[str]]]:
-    """On a worker: scores and themes of (text, language) pairs (`tasks.comments._analyse_part`)."""
-    from cxloop.tasks.comments import _tagger_of
+def _analyse_part(model: Any, topics: list[TopicConfig], words: dict[str, tuple[int, int]],
+                  pairs: list[tuple[str, str | None]]) -> tuple[list[str], np.ndarray, list[list[str]]]:
+    """On a worker: `tasks.comments.analyse_part` of (text, declared language) pairs."""
+    from cxloop.tasks.comments import _tagger_of, analyse_part
+    from cxloop.tasks.segmentation import teach
 
-    tagger = _tagger_of(topics)  # built once per worker process and taxonomy
-    texts = [t for t, _ in pairs]
-    return model.score(texts, [lang for _, lang in pairs]), [tagger.tag(t) for t in texts]
+    teach(words)  # the client's dictionary words (`tasks.segmentation.taught`)
+    return analyse_part(pairs, model, _tagger_of(topics))  # the tagger: once per worker and taxonomy
 
 
-def analyse_comments(address: str, parts: Sequence[list[tuple[str, str]]], model: Any,
-                     topics: list[TopicConfig]) -> list[tuple[np.ndarray, list[list[str]]]]:
-    """Each part's scores and themes, analysed on the cluster at `address`, in the parts' order."""
+def analyse_comments(address: str, parts: Sequence[list[tuple[str, str | None]]], model: Any,
+                     topics: list[TopicConfig], words: dict[str, tuple[int, int]]
+                     ) -> list[tuple[list[str], np.ndarray, list[list[str]]]]:
+    """Each part's languages, scores and themes, analysed on the cluster at `address`, in the
+    parts' order."""
     client: Any = connect(address)
     try:
         [shared] = client.scatter([model], broadcast=True)
-        futures = [client.submit(_analyse_part, shared, list(topics), part, pure=False) for part in parts]
+        futures = [client.submit(_analyse_part, shared, list(topics), words, part, pure=False)
+                   for part in parts]
         return list(client.gather(futures))
     finally:
         client.close()

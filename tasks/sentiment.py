@@ -193,7 +193,12 @@ class TrainedModel:
         known = [i for i, lang in enumerate(languages) if lang in self.languages]
         other = [i for i, lang in enumerate(languages) if lang not in self.languages]
         if known:
-            out[known] = self.pipeline.predict_proba([texts[i] for i in known])[:, 1]
+            from cxloop.tasks.ngram_scorer import for_pipeline
+
+            scorer = for_pipeline(self.pipeline)  # the same probabilities, several times faster
+            chosen = [texts[i] for i in known]
+            out[known] = (scorer.score(chosen) if scorer is not None
+                          else self.pipeline.predict_proba(chosen)[:, 1])
         if other:
             out[other] = DefaultModel().score([texts[i] for i in other], [languages[i] for i in other])
         return out

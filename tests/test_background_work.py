@@ -14,8 +14,8 @@ from sqlalchemy import Engine, text
 from cxloop.config import settings_from_dict
 from cxloop.db import background_checkpoints, checkpoint_soon
 from cxloop.flows.warmup import warm_up
-from cxloop.tasks.comments import _jieba
 from cxloop.tasks.rendering import environment
+from cxloop.tasks.segmentation import jieba_module
 
 
 def _autocheckpoint(engine: Engine) -> int:
@@ -49,7 +49,7 @@ def test_warm_up_loads_the_libraries_and_ignores_what_it_cannot_load(tmp_path: P
     thread.join(120)
     assert not thread.is_alive()
     assert "great_expectations" in sys.modules and "statsmodels.stats.proportion" in sys.modules
-    assert _jieba().dt.initialized  # loaded after the step that failed
+    assert jieba_module().dt.initialized  # loaded after the step that failed
     assert "apprise" in sys.modules and "cxloop.tasks.report" in sys.modules
     compiled = {name for _, name in environment("zh").cache or ()}
     assert {"report.html", "notice.md", "playbooks/nps.zh.md.j2"} <= compiled

@@ -24,10 +24,10 @@ from cxloop.tasks.comments import (
     analyse_texts,
     default_topics,
     load_taxonomy,
-    segment,
     tagger_for,
     theme_overview,
 )
+from cxloop.tasks.segmentation import cut, jieba_module, segment
 from cxloop.tasks.sentiment import (
     DefaultModel,
     ModelError,
@@ -62,6 +62,25 @@ def test_multichar_keyword_is_one_token_and_substrings_inside_other_words_do_not
     assert "staff_attitude" not in tagger.tag("服务器又崩了")
     # ... while a keyword inside a dictionary phrase (价格便宜 = "price is cheap") still counts.
     assert tagger.tag("价格便宜量又足") == ["price"]
+
+
+# Real review sentences (online shopping, take-away, hotel) where a taxonomy keyword added to the
+# dictionary decides the cut (等了, 速度快 next to 速度, 太差), each cut as jieba cuts it.
+_SENTENCES = [
+    "等了两个礼拜，竟然通知说缺货，缺货就不要摆出来。", "总算到货了,等了五天啊,不容易啊!包装不错",
+    "物流速度快，产品满意，一次满意的购物！", "屏大，电量足，声音好，速度快。照相比其他高端机略有不足。",
+    "质量太差了，客服也不理人", "服务员态度太差，房间隔音不好", "送餐速度太慢了，等了一个多小时",
+    "这家店评价格外好", "服务器又崩了", "价格便宜量又足", "退款一直没到账，APP老是闪退",
+    "快递小哥很热情，送货上门", "酒店前台办理入住很慢 check-in took 40 min",
+]
+
+
+def test_the_rust_cutter_cuts_as_jieba_does_with_the_taxonomy_words_added(tmp_path: Path) -> None:
+    tagger_for(make_settings(tmp_path))  # adds the shipped taxonomy's words to the dictionary
+    jieba = jieba_module()
+    for text in _SENTENCES:
+        assert cut(text) == jieba.lcut(text, HMM=False), text
+    assert "等了" in cut(_SENTENCES[0]) and "速度快" in cut(_SENTENCES[2])  # as jieba cuts them
 
 
 def test_config_keyword_unknown_to_jieba_is_added_to_its_dictionary(tmp_path: Path) -> None:
