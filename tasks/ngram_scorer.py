@@ -5,7 +5,7 @@ boundaries, then a logistic regression. scikit-learn builds each comment's n-gra
 loop, ~45 us for a 50-character comment: with jieba gone to Rust (`tasks/segmentation.py`), the
 larger part of what a distinct comment costs. Here the n-grams of a whole batch are computed as
 arrays: each character is its code point (below 2**21), so a 1-, 2- or 3-gram is exactly one
-64-bit integer; the model's vocabulary is a sorted array of the same integers; what follows -
+64-bit integer; the model's vocabulary is a hash table of the same integers; what follows -
 counts, sublinear tf, idf, L2 norm, the dot product with the coefficients - is the arithmetic
 scikit-learn does, on a sparse matrix. The probabilities are scikit-learn's to rounding
 (tests/test_ngram_scorer.py compares them).
@@ -22,12 +22,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 from scipy.special import expit
 
 _BITS = 21  # a code point fits in 21 bits
 _BATCH = 20_000  # comments per batch: bounded memory (~60 MB for 50-character comments)
-_SLOTS = 22  # log2 of the slots of the filter that spares most n-grams the binary search
 
 
 class NgramScorer:
@@ -40,17 +40,12 @@ class NgramScorer:
         self.lowercase, self.sublinear, self.l2 = lowercase, sublinear, l2
         self.idf, self.coef, self.intercept = idf, coef, intercept
         self.width = len(coef)
-        self.keys: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # n -> (sorted keys, columns)
-        # Most of a comment's n-grams are not in the vocabulary: a table of which hash slots hold
-        # a term answers "not there" for most of them at the cost of one look-up.
-        self.slots = np.zeros(1 << _SLOTS, dtype=bool)
+        self.keys: dict[int, tuple[pd.Index, np.ndarray]] = {}  # n -> (keys, their columns)
         for n in range(self.lo, self.hi + 1):
-            terms = [(t, c) for t, c in vocabulary.items() if len(t) == n]
-            keys = np.array([_key(t) for t, _ in terms], dtype=np.int64)
-            cols = np.array([c for _, c in terms], dtype=np.int64)
-            order = np.argsort(keys)
-            self.keys[n] = keys[order], cols[order]
-            self.slots[_slot(keys)] = True
+            terms = [t for t in vocabulary if len(t) == n]
+            # pandas' hash table answers a look-up ~9x faster than a binary search in 500,000 keys
+            self.keys[n] = (pd.Index(_keys(terms, n)),
+                            np.fromiter((vocabulary[t] for t in terms), dtype=np.int64, count=len(terms)))
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         out = np.empty(len(texts))
@@ -79,14 +74,10 @@ class NgramScorer:
             for k in range(1, n):
                 key = (key << _BITS) | points[k:k + count]
                 whole &= ~(space[k - 1:k - 1 + count] & space[k:k + count])
-            sorted_keys, columns = self.keys[n]
-            if not len(sorted_keys):
-                continue
-            maybe = np.flatnonzero(whole & self.slots[_slot(key)])
-            key = key[maybe]
-            at = np.minimum(np.searchsorted(sorted_keys, key), len(sorted_keys) - 1)
-            hit = sorted_keys[at] == key
-            rows.append(doc_of[maybe[hit]])
+            keys, columns = self.keys[n]
+            at = keys.get_indexer(key)
+            hit = np.flatnonzero(whole & (at >= 0))
+            rows.append(doc_of[hit])
             cols.append(columns[at[hit]])
         row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
         col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
@@ -104,17 +95,14 @@ class NgramScorer:
         return expit(x @ self.coef + self.intercept)
 
 
-def _slot(keys: np.ndarray) -> np.ndarray:
-    """Fibonacci hashing of the keys onto the filter's slots."""
-    mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    return (mixed >> np.uint64(64 - _SLOTS)).astype(np.int64)
-
-
-def _key(term: str) -> int:
-    key = 0
-    for ch in term:
-        key = (key << _BITS) | ord(ch)
-    return key
+def _keys(terms: list[str], n: int) -> np.ndarray:
+    """The key of each n-character term (a vocabulary of 500,000 terms in ~0.1 s)."""
+    points = np.frombuffer("".join(terms).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    points = points.reshape(len(terms), n)
+    keys = points[:, 0].copy()
+    for k in range(1, n):
+        keys = (keys << _BITS) | points[:, k]
+    return keys
 
 
 @lru_cache(maxsize=8)
