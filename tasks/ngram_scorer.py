@@ -60,7 +60,7 @@ class NgramScorer:
         docs = [(" " + "  ".join(words) + " ") if (words := (t.lower() if self.lowercase else t).split())
                 else "" for t in texts]
         lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
-        points = np.frombuffer("".join(docs).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        points = _points("".join(docs))
         doc_of = np.repeat(np.arange(len(docs)), lengths)
         space = points == 32
         rows: list[np.ndarray] = []
@@ -88,17 +88,23 @@ class NgramScorer:
             x.data += 1
         if self.idf is not None:
             x.data *= self.idf[x.indices]
-        if self.l2:
-            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        if self.l2:  # as scikit-learn's row normalisation: each row's squares summed in order, divided
+            per_row = np.diff(x.indptr)
+            norms = np.sqrt(np.bincount(np.repeat(np.arange(x.shape[0]), per_row),
+                                        weights=x.data * x.data, minlength=x.shape[0]))
             norms[norms == 0] = 1.0
-            x = sparse.csr_matrix(sparse.diags(1 / norms) @ x)
+            x.data /= np.repeat(norms, per_row)
         return expit(x @ self.coef + self.intercept)
+
+
+def _points(text: str) -> np.ndarray:
+    """The code points of `text` (a lone surrogate too, as scikit-learn reads it)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
 
 
 def _keys(terms: list[str], n: int) -> np.ndarray:
     """The key of each n-character term (a vocabulary of 500,000 terms in ~0.1 s)."""
-    points = np.frombuffer("".join(terms).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-    points = points.reshape(len(terms), n)
+    points = _points("".join(terms)).reshape(len(terms), n)
     keys = points[:, 0].copy()
     for k in range(1, n):
         keys = (keys << _BITS) | points[:, k]
@@ -124,7 +130,9 @@ def for_pipeline(pipeline: Any) -> NgramScorer | None:
     shaped = (vec.analyzer == "char_wb" and 1 <= lo <= hi <= 3 and vec.input == "content"
               and vec.preprocessor is None and vec.strip_accents is None and not vec.binary
               and vec.norm in ("l2", None) and np.dtype(vec.dtype) == np.float64
-              and len(getattr(clf, "classes_", ())) == 2 and hasattr(vec, "vocabulary_"))
+              and len(getattr(clf, "classes_", ())) == 2 and hasattr(vec, "vocabulary_")
+              # before scikit-learn 1.8, multinomial on two classes gives expit(2 d), not expit(d)
+              and getattr(clf, "multi_class", "auto") in ("auto", "ovr", "warn", "deprecated"))
     if not shaped:
         return None
     idf = np.asarray(vec.idf_, dtype=np.float64) if vec.use_idf else None

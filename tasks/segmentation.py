@@ -56,22 +56,22 @@ def initialize() -> None:
 
 
 def _rjieba() -> Any:
-    """The cutter, with every word taught so far."""
+    """The cutter, with every word taught so far. Taught words give a new cutter, swapped in whole:
+    rjieba lets other threads run while it cuts, and a word added to a cutter in use fails."""
     global _cutter
     if _cutter is None or _pending:
         with _lock:
-            if _cutter is None:
+            if _cutter is None or _pending:
                 import rjieba  # its dictionary: ~0.2 s
 
-                _cutter = rjieba.Jieba()
-            extra = 0
-            for word in _pending:
-                freq, before = _taught[word]
-                _cutter.add_word(word, freq, None)
-                extra += before
-            if extra:  # a word of its own each time: re-adding one would take its old count off
-                _cutter.add_word(f"{_TOTAL_WORD}{len(_taught)}", extra, None)
-            _pending.clear()
+                cutter = rjieba.Jieba()
+                for word, (freq, _) in _taught.items():
+                    cutter.add_word(word, freq, None)
+                extra = sum(before for _, before in _taught.values())
+                if extra:  # what jieba's total counts and rjieba's does not
+                    cutter.add_word(_TOTAL_WORD, extra, None)
+                _pending.clear()
+                _cutter = cutter
     return _cutter
 
 
@@ -119,7 +119,7 @@ def segment(text: str) -> list[str]:
     words (价格, 服务) are added, so a keyword inside a phrase still counts. Words of 2-3
     characters are kept whole: 服务器 (server) does not yield 服务 (service).
     """
-    cutter = _rjieba()
+    cutter = _rjieba()  # one cutter for both calls, whatever another thread teaches meanwhile
     words = list(filter(None, map(str.lower, map(str.strip, cutter.cut(text, False)))))
     subs = [tok[i:i + n] for tok in words if len(tok) >= 4 and CJK.search(tok)
             for n in (2, 3) for i in range(len(tok) - n + 1)]

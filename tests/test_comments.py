@@ -422,3 +422,37 @@ def test_in_a_cycle_run_the_month_is_read_once_and_only_changed_rows_are_written
     assert written == ["4 rows written", "0 rows written", "2 rows written"]
     assert stored(engine) == {"a": ("negative", "speed"), "b": ("negative", "speed"), "c": ("neutral", ""),
                               "d": (None, None), "e": (None, None)}
+
+
+def test_words_taught_while_other_threads_cut_break_no_cut(tmp_path: Path) -> None:
+    """rjieba lets other threads run while it cuts: a word added to a cutter in use would fail
+    ('Already borrowed'), so taught words give a new cutter, swapped in whole."""
+    import threading
+
+    from cxloop.tasks.segmentation import add_words
+
+    tagger_for(make_settings(tmp_path))
+    text = "物流太慢了，客服态度很好，等了五天才到货。" * 200
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def cutting() -> None:
+        try:
+            while not stop.is_set():
+                cut(text)
+        except BaseException as exc:  # noqa: BLE001 - any failure is the test's finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cutting) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(8):
+            add_words([f"测试新词{chr(0x4e00 + k)}"])
+            cut("测试")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert "测试新词一" in cut("这是测试新词一吗")

@@ -15,7 +15,8 @@ from cxloop.tasks.sentiment import TrainedModel, build_pipeline, read_labelled
 # Whitespace of every kind, upper case whose lower case is longer (İ), letters beyond the BMP,
 # one-character words, empty and blank comments, both languages.
 EDGES = ["", "   ", "\n\n", "x", "A  b\tc\u3000d\x1fe", "ÉCOLE İstanbul", "😀😀 ok 𠀀", "Delivery was LATE!!",
-         "物流太慢了，客服态度很好", " 退款 一直 没到账 ", "APP老是闪退 crash again", "a" * 500, "好" * 300]
+         "物流太慢了，客服态度很好", "lone \ud800 surrogate", " 退款 一直 没到账 ", "APP老是闪退 crash again",
+         "a" * 500, "好" * 300]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_the_batch_scorer_gives_the_pipelines_probabilities(labelled: tuple[list
     expected = pipeline.predict_proba(sample)[:, 1]
     got = scorer.score(sample)
     assert np.abs(got - expected).max() < 1e-12
+    assert (got == expected).mean() > 0.99  # the same arithmetic, mostly to the last bit
     assert len(np.unique(np.round(got, 3))) > 20  # the sample is scored, not a constant
 
 
