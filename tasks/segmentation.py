@@ -33,7 +33,6 @@ _TOTAL_WORD = "\ue000\ue000"  # carries rjieba's share of the total that jieba c
 _lock = threading.Lock()
 # Taxonomy words taught so far -> (the frequency jieba gave each, its frequency before: 0 if new).
 _taught: dict[str, tuple[int, int]] = {}
-_pending: list[str] = []  # of those, the ones the cutter has not been given yet
 _jieba_module: Any = None
 _cutter: Any = None
 
@@ -59,9 +58,9 @@ def _rjieba() -> Any:
     """The cutter, with every word taught so far. Taught words give a new cutter, swapped in whole:
     rjieba lets other threads run while it cuts, and a word added to a cutter in use fails."""
     global _cutter
-    if _cutter is None or _pending:
+    if _cutter is None:
         with _lock:
-            if _cutter is None or _pending:
+            if _cutter is None:
                 import rjieba  # its dictionary: ~0.2 s
 
                 cutter = rjieba.Jieba()
@@ -70,7 +69,6 @@ def _rjieba() -> Any:
                 extra = sum(before for _, before in _taught.values())
                 if extra:  # what jieba's total counts and rjieba's does not
                     cutter.add_word(_TOTAL_WORD, extra, None)
-                _pending.clear()
                 _cutter = cutter
     return _cutter
 
@@ -80,6 +78,7 @@ def add_words(words: Iterable[str]) -> None:
     new = [w for w in dict.fromkeys(words) if w and CJK.search(w) and w not in _taught]
     if not new:
         return
+    global _cutter
     jieba = jieba_module()
     jieba.initialize()
     with _lock:
@@ -88,7 +87,7 @@ def add_words(words: Iterable[str]) -> None:
                 before = jieba.dt.FREQ.get(w, 0)
                 jieba.add_word(w)
                 _taught[w] = (jieba.dt.FREQ[w], before)
-                _pending.append(w)
+                _cutter = None  # the next cut builds a cutter with it
 
 
 def taught() -> dict[str, tuple[int, int]]:
@@ -99,11 +98,12 @@ def taught() -> dict[str, tuple[int, int]]:
 def teach(words: dict[str, tuple[int, int]]) -> None:
     """Give this process's cutter words another process taught (`taught`): a worker process
     cuts as its parent does without loading jieba's dictionary (~0.7 s a worker)."""
+    global _cutter
     with _lock:
         for w, value in words.items():
             if w not in _taught:
                 _taught[w] = value
-                _pending.append(w)
+                _cutter = None
 
 
 def cut(text: str) -> list[str]:

@@ -31,10 +31,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from cxloop.config import CommentsConfig, Settings
+from cxloop.tasks.segmentation import CJK
 
 POSITIVE, NEUTRAL, NEGATIVE = "positive", "neutral", "negative"
 MODEL_FORMAT = 1
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
 
@@ -54,7 +54,7 @@ def detect_language(text: str, declared: str | None = None) -> str:
             return "zh"
         if d.startswith("en") or d == "english":
             return "en"
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK.findall(text))
     latin = len(_LATIN.findall(text))
     if cjk == 0:
         return "en" if latin else "zh"
