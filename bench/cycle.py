@@ -22,9 +22,11 @@ server process is left out, like its start time.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import threading
@@ -223,10 +225,19 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     csv = work / "responses.csv"
     t = time.perf_counter()
-    generate(csv, args.rows, args.comment_share, args.distinct_comments)
-    print(f"generated {args.rows:,} responses ({csv.stat().st_size / 2**20:.0f} MiB) in "
-          f"{time.perf_counter() - t:.1f} s; comment share {args.comment_share:.0%}, "
-          f"{args.distinct_comments:.0%} of them distinct")
+    made = {"rows": args.rows, "comment_share": args.comment_share, "distinct": args.distinct_comments}
+    recipe = work / "responses.json"  # a --keep folder's file is used again if made the same way
+    if csv.is_file() and recipe.is_file() and json.loads(recipe.read_text()) == made:
+        print(f"using {csv} again ({args.rows:,} responses, made with the same settings)")
+    else:
+        generate(csv, args.rows, args.comment_share, args.distinct_comments)
+        recipe.write_text(json.dumps(made))
+        print(f"generated {args.rows:,} responses ({csv.stat().st_size / 2**20:.0f} MiB) in "
+              f"{time.perf_counter() - t:.1f} s; comment share {args.comment_share:.0%}, "
+              f"{args.distinct_comments:.0%} of them distinct")
+    for old in ("cxloop.db", "cxloop.db-wal", "cxloop.db-shm"):  # a kept folder's last run
+        (work / old).unlink(missing_ok=True)
+    shutil.rmtree(work / "columnar", ignore_errors=True)
 
     t = time.perf_counter()
     df = pd.read_csv(csv)

@@ -35,17 +35,35 @@ def factorize(values: pd.Series) -> Factorized:
     if hit is not None and hit[0]() is array:
         return hit[1]
     result = _factorize(values)
+    _keep(array, result)
+    return result
+
+
+def remember(values: pd.Series, codes: np.ndarray, uniques: np.ndarray) -> None:
+    """Take `(codes, uniques)` - exactly what `factorize(values)` would give - as the factorisation
+    of `values`' text array, for a reader that has it already (`tasks.columnar` reads repeated
+    texts as codes)."""
+    array = np.asarray(values.array)
+    if array.dtype == object:
+        _keep(array, _small(codes, uniques))
+
+
+def _keep(array: np.ndarray[Any, Any], result: Factorized) -> None:
+    key = id(array)
 
     def forget(ref: weakref.ref[np.ndarray[Any, Any]], key: int = key) -> None:
         if key in _remembered and _remembered[key][0] is ref:
             del _remembered[key]
 
     _remembered[key] = (weakref.ref(array, forget), result)
-    return result
 
 
 def _factorize(values: pd.Series) -> Factorized:
     codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    return _small(codes, uniques)
+
+
+def _small(codes: np.ndarray, uniques: Any) -> Factorized:
     # room for one code more than there are values (callers give missing values that one)
     small = codes.astype(np.min_scalar_type(-(len(uniques) + 1)), copy=False)
     uniques = np.asarray(uniques, dtype=object)

@@ -20,12 +20,15 @@ the whole program, which changes what every stage measured.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,44 +143,23 @@ class Copies:
               ) -> Iterator[pd.DataFrame]:
         """The copy's rows with `columns` (+ `id`), `rows` at a time (None: all in one frame),
         typed as `tasks.month` types them, each ordered by id. A copy without rows is one empty part."""
-        total = self.count(period)
-        step = rows or max(total, 1)
-        for start in range(0, max(total, 1), step):
-            # The whole month at once shares its repeated texts (`_fetch_shared`); a part of
-            # `rows` is bounded already, and sharing would cost its reader ~0.1 s per column
-            # and million rows.
-            yield self.part(period, columns, clean, start, start + step, share=rows is None)
+        with _Reader(self.path(period), columns) as reader:
+            total = reader.count()
+            step = rows or max(total, 1)
+            for start in range(0, max(total, 1), step):
+                yield reader.rows(clean, start, start + step, batched=rows is None)
 
     def count(self, period: str) -> int:
         """Rows in the copy (quarantined ones too)."""
-        import duckdb
+        with _Reader(self.path(period), []) as reader:
+            return reader.count()
 
-        con = duckdb.connect(str(self.path(period)), read_only=True)
-        try:
-            found = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-            return int(found[0]) if found else 0
-        finally:
-            con.close()
-
-    def part(self, period: str, columns: Sequence[str], clean: bool, start: int, stop: int, *,
-             share: bool = False) -> pd.DataFrame:
+    def part(self, period: str, columns: Sequence[str], clean: bool, start: int, stop: int
+             ) -> pd.DataFrame:
         """The copy's rows `start` to `stop` (in the copy's order; a partition of the work on another
-        process or machine), with `columns`, typed, ordered by id; `share`: repeated text values
-        as one object each (`_fetch_shared`), for a frame of the whole month."""
-        import duckdb
-
-        from cxloop.tasks.month import typed
-
-        wanted = list(dict.fromkeys(["id", *columns]))
-        where = " AND NOT quarantined" if clean else ""
-        con = duckdb.connect(str(self.path(period)), read_only=True)
-        try:
-            con.execute(f"SELECT {', '.join(map(_q, wanted))} FROM {TABLE}"
-                        f" WHERE rowid >= {int(start)} AND rowid < {int(stop)}{where}")
-            frame = _fetch_shared(con) if share else con.df()
-        finally:
-            con.close()
-        return _ordered(typed(frame, wanted))[list(columns)]
+        process or machine), with `columns`, typed, ordered by id."""
+        with _Reader(self.path(period), columns) as reader:
+            return reader.rows(clean, start, stop)
 
     def patch(self, engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
               values: Mapping[str, Any]) -> None:
@@ -260,7 +242,14 @@ class Spill:
     than `tasks.month.KEEP_ROWS` rows), appended in insertion order to a DuckDB file in the copies'
     folder, as month rows without ids yet: `Copies.write_new` numbers them into the copy, so a big
     new month is never read back from the database. Removed once used, or when dropped unused (a
-    collect outside a cycle run, an import rolled back)."""
+    collect outside a cycle run, an import rolled back).
+
+    Appends are written on a thread of their own, in order: the main process of a big load is
+    SQLite's one writer, and typing and writing the rows cost it ~20% of a 10M-row collect. DuckDB
+    and SQLite both let other threads run while they work. At most `_AHEAD` frames wait, so memory
+    stays bounded; the thread's failure is raised by the next call."""
+
+    _AHEAD = 2
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -270,6 +259,8 @@ class Spill:
         self.path.unlink()  # DuckDB makes the file itself
         self.rows = 0
         self._con: Any = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="cxloop-spill")
+        self._pending: deque[Future[None]] = deque()
         self._gone = weakref.finalize(self, _remove, self.path)
 
     def __len__(self) -> int:
@@ -277,6 +268,12 @@ class Spill:
 
     def append(self, frame: pd.DataFrame) -> None:
         """Add inserted rows (canonical fields and `source`, as collect hands them over)."""
+        while len(self._pending) >= self._AHEAD:
+            self._pending.popleft().result()
+        self._pending.append(self._writer.submit(self._write, frame))
+        self.rows += len(frame)
+
+    def _write(self, frame: pd.DataFrame) -> None:
         import duckdb
 
         types = _types()
@@ -288,12 +285,17 @@ class Spill:
         self._con.execute(f"INSERT INTO {TABLE} SELECT "
                           f"{', '.join(f'CAST({_q(c)} AS {t})' for c, t in types.items())} FROM part")
         self._con.unregister("part")
-        self.rows += len(frame)
+
+    def _written(self) -> None:
+        """Wait for the appends; raise the first failure."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def keys(self, positions: Sequence[int]) -> list[tuple[Any, Any]]:
         """(source, response_id) of the rows at `positions` (insertion order)."""
         import duckdb
 
+        self._written()
         con = self._con or duckdb.connect(str(self.path), read_only=True)
         found = {int(r): (s, k) for r, s, k in con.execute(
             f"SELECT rowid, source, response_id FROM {TABLE} WHERE rowid IN "
@@ -303,14 +305,21 @@ class Spill:
         return [found.get(int(p), (None, None)) for p in positions]
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.execute("CHECKPOINT")
-            self._con.close()
-            self._con = None
+        try:
+            self._written()
+        finally:
+            if self._con is not None:
+                self._con.execute("CHECKPOINT")
+                self._con.close()
+                self._con = None
 
     def discard(self) -> None:
         """Remove the file (done with, or not wanted)."""
-        self.close()
+        for pending in self._pending:
+            pending.cancel()
+        with contextlib.suppress(Exception):  # unwanted rows: a failure to write them changes nothing
+            self.close()
+        self._writer.shutdown()
         self._gone()
 
 
@@ -319,41 +328,110 @@ def _remove(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-_FETCH_VECTORS = 64  # DuckDB vectors (2,048 rows each) per fetched batch: ~130k rows
-_DISTINCT = frozenset({"response_id", "comment", "customer_id", "content_hash"})  # a value a row
+_FETCH_VECTORS = 64  # DuckDB vectors (2,048 rows each) per fetched batch of a whole month: ~130k rows
+_DISTINCT = frozenset({"response_id", "comment", "customer_id", "content_hash"})  # a value a row: not coded
 
 
-def _fetch_shared(con: Any) -> pd.DataFrame:
-    """The executed query's rows, fetched a batch at a time, with the repeated values of each text
-    column shared: one Python object per distinct value, not per row.
+class _Reader:
+    """Reads ranges of one copy, its repeated texts coded by DuckDB.
 
-    Why: DuckDB makes an object per text value, ~60 bytes each, so a 10M-row month's eight
-    low-cardinality columns (source, channel, stage, ...) cost ~5 GB as read - validate peaked at
-    6 GiB. Shared, they cost a pointer a row, as the database path's frames do (`tasks.month`);
-    each batch's own objects are freed before the next batch is fetched. Columns whose values are
-    mostly distinct (ids, comments: `_DISTINCT`, or found so in the first batch) are kept as read."""
-    batches: list[pd.DataFrame] = []
-    shared: dict[str, dict[Any, Any]] = {}
-    skip = set(_DISTINCT)
-    while True:
-        batch = con.fetch_df_chunk(_FETCH_VECTORS)
-        if not len(batch):
-            if not batches:
+    Why: DuckDB makes a Python object per text value it returns, and the stages then factorise
+    each text column again (`tasks.codes`): for a 10M-row month read in parts that cost the KPI
+    stage ~12 s of its ~28. Here each text column whose values repeat (channel, stage, department,
+    themes, ...: every text column but `_DISTINCT`) is cast to an ENUM of the copy's values, which
+    DuckDB returns as codes. The column is then one object per distinct value, shared by its rows
+    (a 10M-row month's eight such columns cost a pointer a row, not ~5 GB of strings), and its
+    factorisation is handed to `tasks.codes` as it is read."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        import duckdb
+
+        from cxloop.tasks.month import DATETIME_COLUMNS, NUMBER_COLUMNS
+
+        self.wanted = list(dict.fromkeys(["id", *columns]))
+        self.columns = list(columns)
+        self.con = duckdb.connect()
+        self.con.execute(f"ATTACH '{_sql_text(str(path))}' AS copy (READ_ONLY)")
+        plain = {"id", "quarantined", *DATETIME_COLUMNS, *NUMBER_COLUMNS, *_DISTINCT}
+        self.coded: list[str] = []
+        select = []
+        for c in self.wanted:
+            if c not in plain and self._enum(c):
+                self.coded.append(c)
+                select.append(f"CAST({_q(c)} AS {_q('enum ' + c)}) AS {_q(c)}")
+            else:
+                select.append(_q(c))
+        self.select = ", ".join(select)
+
+    def _enum(self, column: str) -> bool:
+        """An ENUM type of the column's values in the whole copy; False when it has none."""
+        found = self.con.execute(f"SELECT count(DISTINCT {_q(column)}) FROM copy.{TABLE}").fetchone()
+        if not found or not found[0]:
+            return False
+        self.con.execute(f"CREATE TYPE {_q('enum ' + column)} AS ENUM (SELECT DISTINCT {_q(column)}"
+                         f" FROM copy.{TABLE} WHERE {_q(column)} IS NOT NULL)")
+        return True
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.con.close()
+
+    def count(self) -> int:
+        found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE}").fetchone()
+        return int(found[0]) if found else 0
+
+    def rows(self, clean: bool, start: int, stop: int, *, batched: bool = False) -> pd.DataFrame:
+        """Rows `start` to `stop` of the copy's order (`clean`: those not quarantined). `batched`:
+        fetched ~130k rows at a time, for a read of a whole big month: DuckDB's result and its
+        pandas copy are then never both held whole (a 10M-row validate peaked 0.4 GiB higher)."""
+        from cxloop.tasks import codes
+        from cxloop.tasks.month import typed
+
+        where = " AND NOT quarantined" if clean else ""
+        self.con.execute(f"SELECT {self.select} FROM copy.{TABLE}"
+                         f" WHERE rowid >= {int(start)} AND rowid < {int(stop)}{where}")
+        if batched:
+            batches: list[pd.DataFrame] = []
+            while len(batch := self.con.fetch_df_chunk(_FETCH_VECTORS)) or not batches:
                 batches.append(batch)
-            break
-        for c in batch.columns:
-            kind = batch[c].dtype
-            if c in skip or kind.kind in "iufbM" or isinstance(kind, pd.DatetimeTZDtype):
-                continue
-            codes, uniques = pd.factorize(batch[c].to_numpy(dtype=object))
-            if len(uniques) * 2 > len(codes):
-                skip.add(c)  # mostly distinct: nothing to share
-                continue
-            one = shared.setdefault(c, {})
-            objects = np.array([one.setdefault(u, u) for u in uniques] + [None], dtype=object)
-            batch[c] = pd.Series(objects.take(codes), dtype=kind, index=batch.index)  # -1 -> None
-        batches.append(batch)
-    return batches[0] if len(batches) == 1 else pd.concat(batches, ignore_index=True)
+            frame = batches[0] if len(batches) == 1 else pd.concat(batches, ignore_index=True)
+            del batches
+        else:
+            frame = self.con.df()
+        frame = _ordered(frame)
+        coded = {c: _decoded(frame[c]) for c in self.coded}
+        for c, (values, _) in coded.items():
+            frame[c] = values
+        out = typed(frame, self.wanted)[self.columns]
+        for c, (_, factorized) in coded.items():
+            if c in out:
+                codes.remember(out[c], *factorized)
+        return out
+
+
+def _decoded(column: pd.Series) -> tuple[pd.Series, tuple[np.ndarray, np.ndarray]]:
+    """A column DuckDB returned as codes: as the month frame's text column (each distinct value one
+    object), and its factorisation as `pd.factorize` gives it (codes in order of first appearance,
+    -1 for missing)."""
+    cat = column.array
+    assert isinstance(cat, pd.Categorical)
+    labels = np.asarray(cat.categories, dtype=object)
+    raw = np.asarray(cat.codes)
+    values = np.append(labels, np.nan).take(raw)  # -1: the appended NaN
+    seen, first = pd.factorize(raw)  # distinct codes in order of first appearance
+    missing = np.flatnonzero(first < 0)
+    if len(missing):
+        k = int(missing[0])
+        seen = np.where(seen == k, -1, seen - (seen > k))
+        first = np.delete(first, k)
+    text = pd.arrays.StringArray(values, dtype=pd.StringDtype(na_value=np.nan))  # not re-checked per value
+    return pd.Series(text, index=column.index, copy=False), (seen, labels.take(first))
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
 
 
 def _month_frame(frame: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:

@@ -254,3 +254,59 @@ def test_a_spill_nobody_uses_is_removed(tmp_path: Path) -> None:
     del spill
     gc.collect()
     assert not path.exists()
+
+
+def test_repeated_texts_read_from_a_copy_come_with_their_codes(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy hands repeated text columns over coded (one object per distinct value): each
+    frame's codes are those `pd.factorize` gives its column - order of first appearance in that
+    frame, -1 for missing, blanks and spaced variants values of their own - and the stages' next
+    factorisation of the column is not computed again."""
+    from cxloop.tasks import codes
+
+    t = datetime(2026, 10, 3, 6, 5, tzinfo=UTC)
+    stages = ["buy", None, "use", " buy", "", "use", None, "buy", "售后", "use"]
+    with Session(engine) as s:
+        s.add_all([Feedback(source="survey", response_id=f"r{k}", period=PERIOD, submitted_at=t,
+                            channel="web", journey_stage=c, department="客服" if k > 3 else None,
+                            quarantined=k in (0, 8), content_hash=str(k)) for k, c in enumerate(stages)])
+        s.commit()
+    copies = Copies(tmp_path / "columnar")
+    assert copies.rebuild(engine, PERIOD) == len(stages)
+    frames = [copies.part(PERIOD, ["journey_stage", "department", "segment"], clean, 3, 9)
+              for clean in (False, True)]
+    frames += list(copies.parts(PERIOD, ["journey_stage", "department", "segment"], True, 4))
+    frames += list(copies.parts(PERIOD, ["journey_stage", "department", "segment"], False, None))
+
+    def computed(values: pd.Series) -> Any:
+        raise AssertionError("factorised again")
+
+    monkeypatch.setattr(codes, "_factorize", computed)
+    for frame in frames:
+        for column in ("journey_stage", "department"):
+            expected = pd.factorize(frame[column].to_numpy(dtype=object), use_na_sentinel=True)
+            got = codes.factorize(frame[column])
+            assert got[0].tolist() == expected[0].tolist() and list(got[1]) == list(expected[1])
+            assert frame[column].dtype == "str"
+        assert frame["segment"].isna().all()  # a column without values in the copy: read as text
+    pd.testing.assert_frame_equal(frames[-1], month.read_month(engine, PERIOD, ["journey_stage", "department",
+                                                                             "segment"]))
+
+
+def test_a_spill_write_that_fails_is_raised_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spill writes on a thread of its own: its failure reaches the import (which then rolls
+    back), at the next append or at the latest when the spill is closed for the copy."""
+    from cxloop.tasks.columnar import Spill
+
+    spill = Spill(tmp_path)
+    spill.append(pd.DataFrame({"source": ["s"], "response_id": ["r"]}))
+
+    def broken(frame: pd.DataFrame) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(spill, "_write", broken)
+    spill.append(pd.DataFrame({"source": ["s"], "response_id": ["q"]}))
+    with pytest.raises(OSError, match="disk full"):
+        spill.close()
+    spill.discard()
+    assert not spill.path.exists()
