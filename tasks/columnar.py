@@ -383,51 +383,97 @@ class _Reader:
         return int(found[0]) if found else 0
 
     def rows(self, clean: bool, start: int, stop: int, *, batched: bool = False) -> pd.DataFrame:
-        """Rows `start` to `stop` of the copy's order (`clean`: those not quarantined). `batched`:
-        fetched ~130k rows at a time, for a read of a whole big month: DuckDB's result and its
-        pandas copy are then never both held whole (a 10M-row validate peaked 0.4 GiB higher)."""
+        """Rows `start` to `stop` of the copy's order (`clean`: those not quarantined), typed as
+        `tasks.month` types them. `batched`: for a read of a whole big month, fetched ~130k rows at
+        a time into the frame's own arrays, so that DuckDB's batches and the frame are never both
+        held whole (read at once, a 10M-row validate peaked ~0.8 GiB higher)."""
         from cxloop.tasks import codes
         from cxloop.tasks.month import typed
 
-        where = " AND NOT quarantined" if clean else ""
-        self.con.execute(f"SELECT {self.select} FROM copy.{TABLE}"
-                         f" WHERE rowid >= {int(start)} AND rowid < {int(stop)}{where}")
+        where = f"rowid >= {int(start)} AND rowid < {int(stop)}" + (" AND NOT quarantined" if clean else "")
         if batched:
-            batches: list[pd.DataFrame] = []
-            while len(batch := self.con.fetch_df_chunk(_FETCH_VECTORS)) or not batches:
-                batches.append(batch)
-            frame = batches[0] if len(batches) == 1 else pd.concat(batches, ignore_index=True)
-            del batches
+            found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE} WHERE {where}").fetchone()
+            n = int(found[0]) if found else 0
+        self.con.execute(f"SELECT {self.select} FROM copy.{TABLE} WHERE {where}")
+        if batched and n:
+            raw, labels, out = self._fill(n)
         else:
-            frame = self.con.df()
-        frame = _ordered(frame)
-        coded = {c: _decoded(frame[c]) for c in self.coded}
-        for c, (values, _) in coded.items():
-            frame[c] = values
-        out = typed(frame, self.wanted)[self.columns]
-        for c, (_, factorized) in coded.items():
+            frame = _ordered(self.con.df())
+            raw = {c: np.asarray(frame[c].array.codes) for c in self.coded}
+            labels = {c: np.asarray(frame[c].array.categories, dtype=object) for c in self.coded}
+            frame = frame.drop(columns=self.coded)
+            out = typed(frame.assign(**{c: _text(labels[c], raw[c]) for c in self.coded}), self.wanted)
+        out = out[self.columns]
+        for c in self.coded:
             if c in out:
-                codes.remember(out[c], *factorized)
+                codes.remember(out[c], *_first_seen(raw[c], labels[c]))
         return out
 
+    def _fill(self, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], pd.DataFrame]:
+        """The executed query's `n` rows, batch by batch into whole-month arrays: (codes and labels
+        of the coded columns, the typed frame)."""
+        from cxloop.tasks.month import typed
 
-def _decoded(column: pd.Series) -> tuple[pd.Series, tuple[np.ndarray, np.ndarray]]:
-    """A column DuckDB returned as codes: as the month frame's text column (each distinct value one
-    object), and its factorisation as `pd.factorize` gives it (codes in order of first appearance,
-    -1 for missing)."""
-    cat = column.array
-    assert isinstance(cat, pd.Categorical)
-    labels = np.asarray(cat.categories, dtype=object)
-    raw = np.asarray(cat.codes)
+        arrays: dict[str, np.ndarray] = {}
+        labels: dict[str, np.ndarray] = {}
+        raw: dict[str, np.ndarray] = {}
+
+        def put(into: dict[str, np.ndarray], name: str, values: np.ndarray) -> None:
+            if name not in into:
+                into[name] = np.empty(n, dtype=values.dtype)
+            into[name][at:at + len(values)] = values
+
+        at = 0
+        while len(batch := self.con.fetch_df_chunk(_FETCH_VECTORS)):
+            for c in self.coded:
+                labels.setdefault(c, np.asarray(batch[c].array.categories, dtype=object))
+                put(raw, c, np.asarray(batch[c].array.codes))
+                batch[c] = _text(labels[c], raw[c][at:at + len(batch)])
+            part = typed(batch, self.wanted)
+            for c in self.wanted:
+                put(arrays, c, _plain(part[c]))
+            at += len(batch)
+        ids = arrays["id"]
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # as `_ordered`
+            order = np.argsort(ids, kind="stable")
+            arrays = {c: v[order] for c, v in arrays.items()}
+            raw = {c: v[order] for c, v in raw.items()}
+        return raw, labels, pd.DataFrame({c: _typed_array(v) for c, v in arrays.items()}, copy=False)
+
+
+def _plain(column: pd.Series) -> np.ndarray:
+    """A typed month column's values as one numpy array (datetimes as naive UTC)."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        return column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+    return np.asarray(column.array)
+
+
+def _typed_array(values: np.ndarray) -> Any:
+    """`_plain` back: the month frame's column."""
+    if values.dtype.kind == "M":
+        return pd.Series(values).dt.tz_localize("UTC")
+    if values.dtype == object:
+        return pd.arrays.StringArray(values, dtype=pd.StringDtype(na_value=np.nan))
+    return values
+
+
+def _text(labels: np.ndarray, raw: np.ndarray) -> pd.Series:
+    """A coded column as the month frame's text column: each distinct value one object, shared
+    by its rows (-1: missing)."""
     values = np.append(labels, np.nan).take(raw)  # -1: the appended NaN
+    return pd.Series(pd.arrays.StringArray(values, dtype=pd.StringDtype(na_value=np.nan)), copy=False)
+
+
+def _first_seen(raw: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The factorisation `pd.factorize` gives a coded column: codes in order of first appearance,
+    -1 for missing, and the values in that order."""
     seen, first = pd.factorize(raw)  # distinct codes in order of first appearance
     missing = np.flatnonzero(first < 0)
     if len(missing):
         k = int(missing[0])
         seen = np.where(seen == k, -1, seen - (seen > k))
         first = np.delete(first, k)
-    text = pd.arrays.StringArray(values, dtype=pd.StringDtype(na_value=np.nan))  # not re-checked per value
-    return pd.Series(text, index=column.index, copy=False), (seen, labels.take(first))
+    return seen, labels.take(first)
 
 
 def _sql_text(value: str) -> str:

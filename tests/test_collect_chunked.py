@@ -216,6 +216,35 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
             assert conn.execute(select(MARK.c.fingerprint).where(MARK.c.period == P)).scalar_one()
 
 
+def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engine, Engine], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a trained model the chunks' reading process analyses each chunk's comments, written
+    with its rows (here every chunk: in a real load only while the main process has a chunk
+    waiting). The stage then has only the rewritten row left, and both ways end with the same
+    rows as the whole file analysed by the stage."""
+    from cxloop.tasks.comments import analyse_comments
+    from cxloop.tasks.demo import write_training_set
+    from cxloop.tasks.sentiment import read_labelled, save_model, train
+
+    write_training_set(tmp_path / "labelled.csv")
+    settings = settings_for(tmp_path)
+    save_model(train(*read_labelled(tmp_path / "labelled.csv"), source="test").model,
+               settings.resolve(settings.comments.model_path))
+    monkeypatch.setattr(chunked, "SPARE_ONLY", False)
+    write(tmp_path / "export.csv", SAID)
+    same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
+    assert summary(same[0]) == summary(same[1])
+    rows = feedback_rows(twin[0])
+    analysed = {k for k, (_, sentiment, _, _) in rows.items() if sentiment is not None}
+    commented = {k for k, (comment, _, _, _) in rows.items() if comment and comment.strip()}
+    assert analysed == commented - {"R0"}  # R0's later copy rewrote it: its analysis cleared
+    stage = [analyse_comments(settings, e, P) for e in twin]
+    assert (stage[0].analysed, stage[1].analysed) == (len(commented), len(commented))
+    assert feedback_rows(twin[0]) == feedback_rows(twin[1])
+    assert {k: v for k, v in feedback_rows(twin[0]).items() if k in analysed} == {
+        k: v for k, v in rows.items() if k in analysed}  # what collect wrote, left as it was
+
+
 def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(
         twin: tuple[Engine, Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stage will analyse such a period again, all of it: collect leaves its marker alone."""

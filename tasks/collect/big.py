@@ -121,7 +121,7 @@ class _ChunkedImport:
         rewrite: list[tuple[int, int]] = []
         if self.stored or earlier:
             new, changed, rewrite = self._sort(keys, records["content_hash"].tolist(), earlier)
-        self._insert(records, piece.times, new)
+        self._insert(records, piece.times, new, piece.analysis)
         self.seen.add(hashes[new])
         _update_changed(self.conn, records, changed, {
             "period": self.period, "import_id": self.import_id, "updated_at": self.now,
@@ -195,13 +195,20 @@ class _ChunkedImport:
         candidates = [keys[i] for i in maybe.tolist() if keys[i] not in self.stored]
         return _existing(self.conn, _FB, self.source, candidates)
 
-    def _insert(self, records: pd.DataFrame, times: dict[str, np.ndarray], new: list[int]) -> None:
+    def _insert(self, records: pd.DataFrame, times: dict[str, np.ndarray], new: list[int],
+                analysed: dict[str, np.ndarray] | None) -> None:
+        """Insert rows `new` of `records`; `analysed`: the reading process's analysis of the
+        records' comments (`chunked.Piece.analysis`), else the repeated ones are analysed here."""
         if not new:
             return
         if len(new) < len(records):
             records = records.iloc[new]
             times = {name: text[new] for name, text in times.items()}
-        analysed = self.analysis.columns(records) if self.analysis else None
+            analysed = {name: values[new] for name, values in analysed.items()} if analysed else None
+        if analysed is not None and self.analysis is not None:
+            self.analysis.written = True
+        elif self.analysis is not None:
+            analysed = self.analysis.columns(records)
         if analysed:  # as object columns: pandas would make text ones `str`, with NaN for None
             records = records.assign(**{k: pd.Series(v, index=records.index, dtype=v.dtype)
                                         for k, v in analysed.items()})
@@ -280,9 +287,12 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
     (the transaction is then rolled back)."""
 
     imp = ImportSummary(source.name, label)
+    with engine.connect() as conn:
+        analysis = InsertAnalysis.start(conn, settings, period)
     try:
         feed = chunked.Feed(settings, source, path, label, period, engine.dialect.name,
-                            _open_quarantine(engine, source.name, period))
+                            _open_quarantine(engine, source.name, period),
+                            analysis if analysis is not None and analysis.in_reader() else None)
     except OSError:  # no second process here (the fork server cannot start): read it whole
         return None
     with feed:
@@ -300,8 +310,7 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
                     source=source.name, file=label, content_hash=digest, period=period, started_at=now,
                     **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=None,
                 )).inserted_primary_key[0])  # type: ignore[index]
-                store = _ChunkedImport(conn, source.name, period, import_id, now,
-                                       InsertAnalysis.start(conn, settings, period),
+                store = _ChunkedImport(conn, source.name, period, import_id, now, analysis,
                                        settings.resolve(settings.engine.columnar_dir))
                 with _page_cache(conn):
                     for piece in feed:

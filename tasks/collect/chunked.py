@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -41,12 +41,16 @@ from cxloop.tasks.collect.values import db_times
 from cxloop.tasks.mapping import prepare
 from cxloop.tasks.readers import RawTable, SourceError
 
+if TYPE_CHECKING:
+    from cxloop.tasks.comments import InsertAnalysis
+
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
 FIRST_CHUNK_ROWS = 10_000  # the first chunk is small: the main process waits for it doing nothing
 QUEUE_CHUNKS = 4  # chunks prepared ahead of the main process at most (~25 MB each)
 _ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312"})  # "\n" is one byte
 _POLL = 1.0  # seconds between liveness checks of the other process
+SPARE_ONLY = True  # the reader analyses a chunk's comments only with time to spare (False: always)
 
 
 class GiveWay(Exception):
@@ -71,6 +75,7 @@ class Piece:
     times: dict[str, np.ndarray] = field(default_factory=dict)  # datetimes as `collect.db_times`
     warnings: dict[str, Any] = field(default_factory=dict)  # mapping.Prepared.warnings
     ratings: Any = None  # mapping.Prepared.ratings
+    analysis: dict[str, np.ndarray] | None = None  # comments.InsertAnalysis.columns of `records`
 
 
 def wanted(source: SourceConfig, path: Path) -> bool:
@@ -208,9 +213,19 @@ def _send_piece(q: Any, piece: Piece, folder: Path, number: int) -> None:
     _send(q, ("chunk", str(path)), folder)
 
 
+def _spare_time(q: Any) -> bool:
+    """Whether the main process has a chunk waiting already: it is busy inserting, and this
+    process has time to analyse the next chunk's comments (`comments.InsertAnalysis`). When it
+    waits for this process instead, the comments are left to the stage."""
+    try:
+        return bool(q.qsize() >= 1)
+    except NotImplementedError:  # macOS: no queue size; the analysis then never waits on it
+        return False
+
+
 def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-             dialect: str, open_keys: frozenset[str], rows: int, first: int, folder: Path, q: Any
-             ) -> None:
+             dialect: str, open_keys: frozenset[str], rows: int, first: int, folder: Path, q: Any,
+             analysis: InsertAnalysis | None = None, spare_only: bool = True) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it)."""
 
@@ -226,6 +241,8 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             mapping = True
             piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
             mapping = False
+            if analysis is not None and (not spare_only or _spare_time(q)):
+                piece.analysis = analysis.columns(piece.records, every=True)
             _send_piece(q, piece, folder, number)
         _send(q, ("done",) if read else ("give way",), folder)
     except (GiveWay, UnicodeError):
@@ -244,7 +261,7 @@ class Feed:
     context manager: leaving it (normally or by an error) ends the worker."""
 
     def __init__(self, settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
-                 dialect: str, open_keys: frozenset[str]) -> None:
+                 dialect: str, open_keys: frozenset[str], analysis: InsertAnalysis | None = None) -> None:
         ctx = workers.context()
         self.label = label
         self.encoding: str | None = None
@@ -254,7 +271,7 @@ class Feed:
         self._proc = ctx.Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
                                        CHUNK_ROWS, min(CHUNK_ROWS, FIRST_CHUNK_ROWS), self._folder,
-                                       self._queue))
+                                       self._queue, analysis, SPARE_ONLY))
         self._proc.start()
 
     def __enter__(self) -> Feed:
