@@ -356,21 +356,18 @@ class _Reader:
         self.coded: list[str] = []
         select = []
         for c in self.wanted:
-            if c not in plain and self._enum(c):
+            if c not in plain:
+                self._enum(c)
                 self.coded.append(c)
                 select.append(f"CAST({_q(c)} AS {_q('enum ' + c)}) AS {_q(c)}")
             else:
                 select.append(_q(c))
         self.select = ", ".join(select)
 
-    def _enum(self, column: str) -> bool:
-        """An ENUM type of the column's values in the whole copy; False when it has none."""
-        found = self.con.execute(f"SELECT count(DISTINCT {_q(column)}) FROM copy.{TABLE}").fetchone()
-        if not found or not found[0]:
-            return False
+    def _enum(self, column: str) -> None:
+        """An ENUM type of the column's values in the whole copy (none at all: an empty ENUM)."""
         self.con.execute(f"CREATE TYPE {_q('enum ' + column)} AS ENUM (SELECT DISTINCT {_q(column)}"
                          f" FROM copy.{TABLE} WHERE {_q(column)} IS NOT NULL)")
-        return True
 
     def __enter__(self) -> _Reader:
         return self
