@@ -1,7 +1,7 @@
 """A whole monthly cycle on N generated responses, stage by stage, next to plain pandas.
 
     python bench/cycle.py [--rows 1000000] [--comment-share 0.2] [--distinct-comments 0.9] [--keep DIR]
-                          [--pg URL] [--dask]
+                          [--random-ids] [--pg URL] [--dask]
 
 Writes one month of responses as a CSV (canonical columns, UTF-8), then in the same process:
 1. plain pandas: read the CSV + a groupby mean of the scores per department (the floor);
@@ -118,10 +118,18 @@ class MemoryWatch:
         return (max(m for m, _ in inside), max(t for _, t in inside)) if inside else (0, 0)
 
 
-def generate(path: Path, rows: int, comment_share: float, distinct: float = 0.0, seed: int = 1) -> None:
+def generate(path: Path, rows: int, comment_share: float, distinct: float = 0.0, seed: int = 1,
+             random_ids: bool = False) -> None:
     """`distinct`: the share of comments written once (two phrases and an order number); the
-    others repeat one of the phrase set's 38 phrases, which the comments stage analyses once."""
+    others repeat one of the phrase set's 38 phrases, which the comments stage analyses once.
+    `random_ids`: response ids as 32 random hex digits (a UUID's), not numbered in file order."""
     rng = np.random.default_rng(seed)
+    if random_ids:
+        high, low = rng.integers(0, 2**63, rows), rng.integers(0, 2**63, rows)
+        ids = np.char.add(np.char.zfill(np.char.mod("%x", high), 16),
+                          np.char.zfill(np.char.mod("%x", low), 16))
+    else:
+        ids = np.char.add("R", np.arange(rows).astype(str))
 
     def pick(values: list[str]) -> np.ndarray:
         return np.asarray(values, dtype=object)[rng.integers(0, len(values), rows)]
@@ -137,7 +145,7 @@ def generate(path: Path, rows: int, comment_share: float, distinct: float = 0.0,
     opened = rng.random(rows) < 0.2
     first = submitted + pd.to_timedelta(rng.exponential(8 * 3600, rows).astype("int64"), unit="s")
     frame = pd.DataFrame({
-        "response_id": np.char.add("R", np.arange(rows).astype(str)),
+        "response_id": ids,
         "submitted_at": submitted.strftime("%Y-%m-%d %H:%M:%S"),
         "channel": pick(CHANNELS), "journey_stage": pick(STAGES), "touchpoint": pick(TOUCHPOINTS),
         "region": pick(REGIONS), "segment": pick(SEGMENTS),
@@ -210,6 +218,8 @@ def main() -> None:
                     help="Share of comments written once, not drawn from the phrase set (default "
                          "0.9: real comment sets are 78-99.9%% distinct texts; 0 makes every comment "
                          "repeat one of 38 phrases, which the analysis then meets once each).")
+    ap.add_argument("--random-ids", action="store_true",
+                    help="Response ids as random hex (a UUID's 32 digits), not R0, R1, ... in file order.")
     ap.add_argument("--keep", type=Path, default=None, help="Work in this folder and keep it.")
     ap.add_argument("--model", choices=["trained", "snownlp"], default="trained",
                     help="Sentiment model: a company model trained first (default) or snownlp (~200/s).")
@@ -225,12 +235,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     csv = work / "responses.csv"
     t = time.perf_counter()
-    made = {"rows": args.rows, "comment_share": args.comment_share, "distinct": args.distinct_comments}
+    made = {"rows": args.rows, "comment_share": args.comment_share, "distinct": args.distinct_comments,
+            **({"random_ids": True} if args.random_ids else {})}
     recipe = work / "responses.json"  # a --keep folder's file is used again if made the same way
     if csv.is_file() and recipe.is_file() and json.loads(recipe.read_text()) == made:
         print(f"using {csv} again ({args.rows:,} responses, made with the same settings)")
     else:
-        generate(csv, args.rows, args.comment_share, args.distinct_comments)
+        recipe.unlink(missing_ok=True)  # until the new file is whole
+        generate(csv, args.rows, args.comment_share, args.distinct_comments, random_ids=args.random_ids)
         recipe.write_text(json.dumps(made))
         print(f"generated {args.rows:,} responses ({csv.stat().st_size / 2**20:.0f} MiB) in "
               f"{time.perf_counter() - t:.1f} s; comment share {args.comment_share:.0%}, "

@@ -44,6 +44,8 @@ def remember(values: pd.Series, codes: np.ndarray, uniques: np.ndarray) -> None:
     of `values`' text array, for a reader that has it already (`tasks.columnar` reads repeated
     texts as codes)."""
     array = np.asarray(values.array)
+    if len(codes) != len(array):
+        raise ValueError(f"{len(codes)} codes for {len(array)} values")
     if array.dtype == object:
         _keep(array, _small(codes, uniques))
 

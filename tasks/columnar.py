@@ -28,7 +28,7 @@ import tempfile
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +247,7 @@ class Spill:
     Appends are written on a thread of their own, in order: the main process of a big load is
     SQLite's one writer, and typing and writing the rows cost it ~20% of a 10M-row collect. DuckDB
     and SQLite both let other threads run while they work. At most `_AHEAD` frames wait, so memory
-    stays bounded; the thread's failure is raised by the next call."""
+    stays bounded; the thread's failure is raised by the next call (collect's last is `flush`)."""
 
     _AHEAD = 2
 
@@ -268,8 +268,8 @@ class Spill:
 
     def append(self, frame: pd.DataFrame) -> None:
         """Add inserted rows (canonical fields and `source`, as collect hands them over)."""
-        while len(self._pending) >= self._AHEAD:
-            self._pending.popleft().result()
+        if len(self._pending) >= self._AHEAD:
+            self.flush()
         self._pending.append(self._writer.submit(self._write, frame))
         self.rows += len(frame)
 
@@ -286,16 +286,20 @@ class Spill:
                           f"{', '.join(f'CAST({_q(c)} AS {t})' for c, t in types.items())} FROM part")
         self._con.unregister("part")
 
-    def _written(self) -> None:
-        """Wait for the appends; raise the first failure."""
-        while self._pending:
-            self._pending.popleft().result()
+    def flush(self) -> None:
+        """Wait for every append (none is then running on the thread); raise the first failure.
+        Collect calls it before its import commits: rows the copy would lack fail the import."""
+        pending = list(self._pending)
+        self._pending.clear()
+        wait(pending)
+        for done in pending:
+            done.result()
 
     def keys(self, positions: Sequence[int]) -> list[tuple[Any, Any]]:
         """(source, response_id) of the rows at `positions` (insertion order)."""
         import duckdb
 
-        self._written()
+        self.flush()
         con = self._con or duckdb.connect(str(self.path), read_only=True)
         found = {int(r): (s, k) for r, s, k in con.execute(
             f"SELECT rowid, source, response_id FROM {TABLE} WHERE rowid IN "
@@ -306,7 +310,7 @@ class Spill:
 
     def close(self) -> None:
         try:
-            self._written()
+            self.flush()
         finally:
             if self._con is not None:
                 self._con.execute("CHECKPOINT")
@@ -329,7 +333,12 @@ def _remove(path: Path) -> None:
 
 
 _FETCH_VECTORS = 64  # DuckDB vectors (2,048 rows each) per fetched batch of a whole month: ~130k rows
-_DISTINCT = frozenset({"response_id", "comment", "customer_id", "content_hash"})  # a value a row: not coded
+_DISTINCT = frozenset({"response_id", "comment", "customer_id"})  # a value a row: never coded
+# More distinct values than this (DuckDB's estimate over the copy), and a column is read as plain
+# text: each part read rebuilds the column's categories, which cost more than they save past a few
+# tens of thousands (measured: 500k distinct values, 10 parts of 200k rows 7.6 s against 0.36 s).
+_CODED_VALUES = 20_000
+_STR = pd.StringDtype(storage="python", na_value=np.nan)  # the month frame's text type
 
 
 class _Reader:
@@ -338,36 +347,46 @@ class _Reader:
     Why: DuckDB makes a Python object per text value it returns, and the stages then factorise
     each text column again (`tasks.codes`): for a 10M-row month read in parts that cost the KPI
     stage ~12 s of its ~28. Here each text column whose values repeat (channel, stage, department,
-    themes, ...: every text column but `_DISTINCT`) is cast to an ENUM of the copy's values, which
-    DuckDB returns as codes. The column is then one object per distinct value, shared by its rows
-    (a 10M-row month's eight such columns cost a pointer a row, not ~5 GB of strings), and its
-    factorisation is handed to `tasks.codes` as it is read."""
+    themes, ...: text columns but `_DISTINCT`, with at most `_CODED_VALUES` values) is cast to an
+    ENUM of the copy's values, which DuckDB returns as codes. The column is then one object per
+    distinct value, shared by its rows, and its factorisation is handed to `tasks.codes` as it is
+    read. The file is attached only while a range is read: a later write to the copy in this
+    process (`Copies.patch`) would otherwise meet it held by a reader left unfinished."""
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
         import duckdb
 
-        from cxloop.tasks.month import DATETIME_COLUMNS, NUMBER_COLUMNS
+        from cxloop.tasks.month import TEXT_COLUMNS
 
+        self.path = path
         self.wanted = list(dict.fromkeys(["id", *columns]))
         self.columns = list(columns)
-        self.con = duckdb.connect()
-        self.con.execute(f"ATTACH '{_sql_text(str(path))}' AS copy (READ_ONLY)")
-        plain = {"id", "quarantined", *DATETIME_COLUMNS, *NUMBER_COLUMNS, *_DISTINCT}
         self.coded: list[str] = []
-        select = []
-        for c in self.wanted:
-            if c not in plain:
-                self._enum(c)
-                self.coded.append(c)
-                select.append(f"CAST({_q(c)} AS {_q('enum ' + c)}) AS {_q(c)}")
-            else:
-                select.append(_q(c))
-        self.select = ", ".join(select)
+        self.con = duckdb.connect()
+        try:
+            with self._attached():
+                candidates = [c for c in self.wanted if c in TEXT_COLUMNS and c not in _DISTINCT]
+                if candidates:
+                    counts = ", ".join(f"approx_count_distinct({_q(c)})" for c in candidates)
+                    found = self.con.execute(f"SELECT {counts} FROM copy.{TABLE}").fetchone()
+                    for c, k in zip(candidates, found or (), strict=True):
+                        if k <= _CODED_VALUES:
+                            self.con.execute(f"CREATE TYPE {_q('enum ' + c)} AS ENUM (SELECT DISTINCT {_q(c)}"
+                                             f" FROM copy.{TABLE} WHERE {_q(c)} IS NOT NULL)")
+                            self.coded.append(c)
+        except BaseException:
+            self.con.close()
+            raise
+        self.select = ", ".join(f"CAST({_q(c)} AS {_q('enum ' + c)}) AS {_q(c)}" if c in self.coded
+                                else _q(c) for c in self.wanted)
 
-    def _enum(self, column: str) -> None:
-        """An ENUM type of the column's values in the whole copy (none at all: an empty ENUM)."""
-        self.con.execute(f"CREATE TYPE {_q('enum ' + column)} AS ENUM (SELECT DISTINCT {_q(column)}"
-                         f" FROM copy.{TABLE} WHERE {_q(column)} IS NOT NULL)")
+    @contextlib.contextmanager
+    def _attached(self) -> Iterator[None]:
+        self.con.execute(f"ATTACH '{_sql_text(str(self.path))}' AS copy (READ_ONLY)")
+        try:
+            yield
+        finally:
+            self.con.execute("DETACH copy")
 
     def __enter__(self) -> _Reader:
         return self
@@ -376,7 +395,8 @@ class _Reader:
         self.con.close()
 
     def count(self) -> int:
-        found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE}").fetchone()
+        with self._attached():
+            found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE}").fetchone()
         return int(found[0]) if found else 0
 
     def rows(self, clean: bool, start: int, stop: int, *, batched: bool = False) -> pd.DataFrame:
@@ -388,21 +408,23 @@ class _Reader:
         from cxloop.tasks.month import typed
 
         where = f"rowid >= {int(start)} AND rowid < {int(stop)}" + (" AND NOT quarantined" if clean else "")
-        if batched:
-            found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE} WHERE {where}").fetchone()
-            n = int(found[0]) if found else 0
-        self.con.execute(f"SELECT {self.select} FROM copy.{TABLE} WHERE {where}")
-        if batched and n:
-            raw, labels, out = self._fill(n)
-        else:
-            frame = _ordered(self.con.df())
-            raw = {c: np.asarray(frame[c].array.codes) for c in self.coded}
-            labels = {c: np.asarray(frame[c].array.categories, dtype=object) for c in self.coded}
-            frame = frame.drop(columns=self.coded)
-            out = typed(frame.assign(**{c: _text(labels[c], raw[c]) for c in self.coded}), self.wanted)
+        with self._attached():
+            n = 0
+            if batched:
+                found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE} WHERE {where}").fetchone()
+                n = int(found[0]) if found else 0
+            self.con.execute(f"SELECT {self.select} FROM copy.{TABLE} WHERE {where}")
+            if n:
+                raw, labels, out = self._fill(n)
+            else:
+                frame = _ordered(self.con.df())
+                raw = {c: np.asarray(frame[c].array.codes) for c in self.coded}
+                labels = {c: np.asarray(frame[c].array.categories, dtype=object) for c in self.coded}
+                frame = frame.drop(columns=self.coded)
+                out = typed(frame.assign(**{c: _text(labels[c], raw[c]) for c in self.coded}), self.wanted)
         out = out[self.columns]
         for c in self.coded:
-            if c in out:
+            if c in self.columns:
                 codes.remember(out[c], *_first_seen(raw[c], labels[c]))
         return out
 
@@ -423,7 +445,8 @@ class _Reader:
         at = 0
         while len(batch := self.con.fetch_df_chunk(_FETCH_VECTORS)):
             for c in self.coded:
-                labels.setdefault(c, np.asarray(batch[c].array.categories, dtype=object))
+                if c not in labels:  # the ENUM's values: the same in every batch
+                    labels[c] = np.asarray(batch[c].array.categories, dtype=object)
                 put(raw, c, np.asarray(batch[c].array.codes))
                 batch[c] = _text(labels[c], raw[c][at:at + len(batch)])
             part = typed(batch, self.wanted)
@@ -450,7 +473,7 @@ def _typed_array(values: np.ndarray) -> Any:
     if values.dtype.kind == "M":
         return pd.Series(values).dt.tz_localize("UTC")
     if values.dtype == object:
-        return pd.arrays.StringArray(values, dtype=pd.StringDtype(na_value=np.nan))
+        return pd.arrays.StringArray(values, dtype=_STR)
     return values
 
 
@@ -458,7 +481,7 @@ def _text(labels: np.ndarray, raw: np.ndarray) -> pd.Series:
     """A coded column as the month frame's text column: each distinct value one object, shared
     by its rows (-1: missing)."""
     values = np.append(labels, np.nan).take(raw)  # -1: the appended NaN
-    return pd.Series(pd.arrays.StringArray(values, dtype=pd.StringDtype(na_value=np.nan)), copy=False)
+    return pd.Series(pd.arrays.StringArray(values, dtype=_STR), copy=False)
 
 
 def _first_seen(raw: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

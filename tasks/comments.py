@@ -554,11 +554,14 @@ class InsertAnalysis:
         return out
 
     def _analyse(self, keys: list[_Key]) -> dict[_Key, _Result]:
+        """The distinct `keys` analysed in this process, as `analyse_texts` would (never in worker
+        processes or on a cluster: the chunks' reading process may not start any)."""
         if not keys:
             return {}
-        results = analyse_texts([t for t, _ in keys], self.settings, declared=[lang for _, lang in keys],
-                                model=self.model, tagger=self.tagger)
-        return {key: (r.sentiment, r.score, ",".join(r.themes)) for key, r in zip(keys, results, strict=True)}
+        _, scores, tags = analyse_part(keys, self.model, self.tagger)
+        cfg = self.settings.comments
+        return {key: (label_of(float(v), cfg), round(float(v), 6), ",".join(t))
+                for key, v, t in zip(keys, scores, tags, strict=True)}
 
     def finish(self, conn: Connection, period: str) -> None:
         """Set the period's marker if it had none and a row got an analysis."""

@@ -165,14 +165,23 @@ def test_chunks_store_what_the_whole_file_stores(twin: tuple[Engine, Engine], tm
 
 
 def test_inserted_frame_is_the_whole_files(twin: tuple[Engine, Engine], tmp_path: Path) -> None:
-    """Without repeats across chunks, the rows handed to `month.seed` are the whole file's."""
+    """Without repeats across chunks, the rows handed to `month.seed` are the whole file's, each
+    way in the order the database numbered them: a chunk's rows are inserted in key order (its
+    unique index is then written page after page), the whole file's in file order."""
     rows = [r for k, r in enumerate(ROWS) if k not in (5, 8, 15)]  # the later copies of R1, R5, R9
     write(tmp_path / "export.csv", rows)
     a, b = same_both_ways(tmp_path, twin, chunks=3)
     assert PIECES == [3] * 5 + [1]
     fa, fb = a.imports[0].inserted, b.imports[0].inserted
     assert isinstance(fa, pd.DataFrame) and isinstance(fb, pd.DataFrame)
-    pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
+    pd.testing.assert_frame_equal(fa.sort_values("response_id").reset_index(drop=True),
+                                  fb.sort_values("response_id").reset_index(drop=True))
+    for engine, frame in zip(twin, (fa, fb), strict=True):
+        with engine.connect() as conn:
+            t = Feedback.__table__  # type: ignore[attr-defined]
+            numbered = conn.execute(select(t.c.response_id).order_by(t.c.id)).scalars().all()
+        assert frame["response_id"].tolist() == numbered
+    assert fa["response_id"].tolist() != fb["response_id"].tolist()  # "R10" before "R9" in its chunk
 
 
 SAID = [f"R{k},2026-10-{1 + k % 28:02d} 09:00,线上,{k % 11},{c},否" for k, c in enumerate(

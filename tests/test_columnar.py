@@ -307,6 +307,44 @@ def test_a_spill_write_that_fails_is_raised_not_lost(tmp_path: Path, monkeypatch
     monkeypatch.setattr(spill, "_write", broken)
     spill.append(pd.DataFrame({"source": ["s"], "response_id": ["q"]}))
     with pytest.raises(OSError, match="disk full"):
+        spill.flush()  # collect's last call before its import commits
+    spill.append(pd.DataFrame({"source": ["s"], "response_id": ["p"]}))
+    with pytest.raises(OSError, match="disk full"):
         spill.close()
     spill.discard()
     assert not spill.path.exists()
+
+
+def test_a_text_column_of_many_values_is_read_as_text_and_a_reader_left_open_blocks_no_write(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column with more values than `_CODED_VALUES` is read as plain text (rebuilding its
+    categories for every part would cost more than it saves), with the same frames; a parts
+    reader the caller has not finished holds no file, so the copy can still be patched."""
+    import cxloop.tasks.columnar as columnar
+    from cxloop.tasks import codes
+
+    ids = _seed(engine, 6)
+    copies = Copies(tmp_path / "columnar")
+    copies.rebuild(engine, PERIOD)
+    coded = list(copies.parts(PERIOD, ["channel", "comment"], False, None))
+    monkeypatch.setattr(columnar, "_CODED_VALUES", 1)  # channel has two values
+    plain = list(copies.parts(PERIOD, ["channel", "comment"], False, None))
+    pd.testing.assert_frame_equal(plain[0], coded[0])
+    computed: list[int] = []
+    real = codes._factorize
+
+    def counted(values: pd.Series) -> Any:
+        computed.append(1)
+        return real(values)
+
+    monkeypatch.setattr(codes, "_factorize", counted)
+    codes.factorize(coded[0]["channel"])
+    assert computed == []  # coded: remembered as read
+    codes.factorize(plain[0]["channel"])
+    assert computed == [1]
+    reading = copies.parts(PERIOD, ["channel"], False, 2)
+    first = next(reading)
+    assert len(first) == 2
+    copies.patch(engine, PERIOD, ids[:1], {"channel": "store"})  # while the reader waits
+    assert copies.fresh(engine, PERIOD)
+    assert [len(p) for p in reading] == [2, 2]

@@ -239,6 +239,8 @@ class _ChunkedImport:
         """Quarantine, counts and the import record."""
         qt: Table = QuarantinedRow.__table__  # type: ignore[attr-defined]
         it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+        if self.spill is not None:
+            self.spill.flush()  # inside the transaction: a spill that failed fails the import
         if self.analysis:
             self.analysis.finish(self.conn, self.period)
         _quarantine(self.conn, qt, self.source, self.period, self.rejected, lambda: self.fixed, file,

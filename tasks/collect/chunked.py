@@ -19,6 +19,7 @@ file the ordinary way, which reports the same thing it always did.
 from __future__ import annotations
 
 import codecs
+import logging
 import mmap
 import multiprocessing as mp
 import os
@@ -43,6 +44,8 @@ from cxloop.tasks.readers import RawTable, SourceError
 
 if TYPE_CHECKING:
     from cxloop.tasks.comments import InsertAnalysis
+
+log = logging.getLogger(__name__)
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
@@ -182,13 +185,22 @@ def _chunks(path: Path, encoding: str, label: str, rows: int, first: int) -> Ite
 
 
 def _piece(prep: Any, dialect: str, open_keys: frozenset[str]) -> Piece:
-
+    """A prepared chunk as it goes to the main process, its rows in the order of their keys: the
+    database's unique index on (source, response_id) is then written page after page instead of
+    at random. Ids that are not numbered in file order (a UUID's random digits) made SQLite's
+    inserts about twice as slow (measured: 1M such rows 9.5 s in file order, 3.8 s in key order).
+    Python orders text by code point, as SQLite's BINARY collation orders its UTF-8 bytes."""
     fixed = set(open_keys & prep.fixed_keys) if open_keys else set()
-    records = prep.records
+    records, ratings = prep.records, prep.ratings
+    if len(records) > 1:
+        order = np.argsort(records["response_id"].to_numpy(dtype=object), kind="stable")
+        if (order[1:] < order[:-1]).any():  # not in key order already (ids numbered in file order)
+            records = records.iloc[order]
+            ratings = ratings.take(order) if ratings is not None else None
     times = {n: db_times(records[n], dialect) for n, kind in CANONICAL_FIELDS.items()
              if kind == "datetime" and n in records}
     return Piece(records, prep.rejected, prep.rows_read, prep.out_of_period, prep.repeated,
-                 prep.periods, prep.undated, fixed, times, prep.warnings, prep.ratings)
+                 prep.periods, prep.undated, fixed, times, prep.warnings, ratings)
 
 
 def _send(q: Any, message: tuple[Any, ...], folder: Path) -> None:
@@ -227,7 +239,9 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
              dialect: str, open_keys: frozenset[str], rows: int, first: int, folder: Path, q: Any,
              analysis: InsertAnalysis | None = None, spare_only: bool = True) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
-    ("error", message, whether the file was read: the failure was in mapping it)."""
+    ("error", message, whether the file was read: the failure was in mapping it). `analysis`:
+    analyse a chunk's comments when the main process has one waiting (`spare_only` False: every
+    chunk's); an analysis that fails is left to the stage, the load goes on."""
 
     mapping = False
     try:
@@ -241,8 +255,12 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             mapping = True
             piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
             mapping = False
-            if analysis is not None and (not spare_only or _spare_time(q)):
-                piece.analysis = analysis.columns(piece.records, every=True)
+            if analysis is not None and (not spare_only or (number and _spare_time(q))):
+                try:
+                    piece.analysis = analysis.columns(piece.records, every=True)
+                except Exception:  # a speed-up only: the comments stage analyses these rows
+                    log.warning("%s: comments of rows %d-%d left to the comments stage", label,
+                                read - len(frame) + 2, read + 1, exc_info=True)
             _send_piece(q, piece, folder, number)
         _send(q, ("done",) if read else ("give way",), folder)
     except (GiveWay, UnicodeError):
