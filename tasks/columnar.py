@@ -147,7 +147,7 @@ class Copies:
             total = reader.count()
             step = rows or max(total, 1)
             for start in range(0, max(total, 1), step):
-                yield reader.rows(clean, start, start + step, batched=rows is None)
+                yield reader.rows(clean, start, start + step)
 
     def count(self, period: str) -> int:
         """Rows in the copy (quarantined ones too)."""
@@ -158,7 +158,7 @@ class Copies:
              ) -> pd.DataFrame:
         """The copy's rows `start` to `stop` (in the copy's order; a partition of the work on another
         process or machine), with `columns`, typed, ordered by id."""
-        with _Reader(self.path(period), columns) as reader:
+        with _Reader(self.path(period), columns, (start, stop)) as reader:
             return reader.rows(clean, start, stop)
 
     def patch(self, engine: Engine, period: str, ids: Sequence[int] | np.ndarray,
@@ -351,9 +351,12 @@ class _Reader:
     ENUM of the copy's values, which DuckDB returns as codes. The column is then one object per
     distinct value, shared by its rows, and its factorisation is handed to `tasks.codes` as it is
     read. The file is attached only while a range is read: a later write to the copy in this
-    process (`Copies.patch`) would otherwise meet it held by a reader left unfinished."""
+    process (`Copies.patch`) would otherwise meet it held by a reader left unfinished.
 
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    `within`: the one range of rows this reader will read (a partition on a Dask worker), whose
+    values alone make the ENUMs: a hundred partitions do not each scan the whole month for them."""
+
+    def __init__(self, path: Path, columns: Sequence[str], within: tuple[int, int] | None = None) -> None:
         import duckdb
 
         from cxloop.tasks.month import TEXT_COLUMNS
@@ -366,13 +369,14 @@ class _Reader:
         try:
             with self._attached():
                 candidates = [c for c in self.wanted if c in TEXT_COLUMNS and c not in _DISTINCT]
+                scope = _range(*within) if within else "TRUE"
                 if candidates:
                     counts = ", ".join(f"approx_count_distinct({_q(c)})" for c in candidates)
-                    found = self.con.execute(f"SELECT {counts} FROM copy.{TABLE}").fetchone()
+                    found = self.con.execute(f"SELECT {counts} FROM copy.{TABLE} WHERE {scope}").fetchone()
                     for c, k in zip(candidates, found or (), strict=True):
                         if k <= _CODED_VALUES:
                             self.con.execute(f"CREATE TYPE {_q('enum ' + c)} AS ENUM (SELECT DISTINCT {_q(c)}"
-                                             f" FROM copy.{TABLE} WHERE {_q(c)} IS NOT NULL)")
+                                             f" FROM copy.{TABLE} WHERE {scope} AND {_q(c)} IS NOT NULL)")
                             self.coded.append(c)
         except BaseException:
             self.con.close()
@@ -399,29 +403,22 @@ class _Reader:
             found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE}").fetchone()
         return int(found[0]) if found else 0
 
-    def rows(self, clean: bool, start: int, stop: int, *, batched: bool = False) -> pd.DataFrame:
+    def rows(self, clean: bool, start: int, stop: int) -> pd.DataFrame:
         """Rows `start` to `stop` of the copy's order (`clean`: those not quarantined), typed as
-        `tasks.month` types them. `batched`: for a read of a whole big month, fetched ~130k rows at
-        a time into the frame's own arrays, so that DuckDB's batches and the frame are never both
-        held whole (read at once, a 10M-row validate peaked ~0.8 GiB higher)."""
+        `tasks.month` types them. Fetched ~130k rows at a time into the frame's own arrays, so
+        that DuckDB's batches and the frame are never both held whole (a whole 10M-row month read
+        at once peaked ~0.8 GiB higher in validate)."""
         from cxloop.tasks import codes
         from cxloop.tasks.month import typed
 
-        where = f"rowid >= {int(start)} AND rowid < {int(stop)}" + (" AND NOT quarantined" if clean else "")
+        where = _range(start, stop) + (" AND NOT quarantined" if clean else "")
         with self._attached():
-            n = 0
-            if batched:
-                found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE} WHERE {where}").fetchone()
-                n = int(found[0]) if found else 0
+            found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE} WHERE {where}").fetchone()
+            n = int(found[0]) if found else 0
             self.con.execute(f"SELECT {self.select} FROM copy.{TABLE} WHERE {where}")
-            if n:
-                raw, labels, out = self._fill(n)
-            else:
-                frame = _ordered(self.con.df())
-                raw = {c: np.asarray(frame[c].array.codes) for c in self.coded}
-                labels = {c: np.asarray(frame[c].array.categories, dtype=object) for c in self.coded}
-                frame = frame.drop(columns=self.coded)
-                out = typed(frame.assign(**{c: _text(labels[c], raw[c]) for c in self.coded}), self.wanted)
+            if not n:  # typed as DuckDB gives the columns' types
+                return typed(self.con.df(), self.wanted)[self.columns]
+            raw, labels, out = self._fill(n)
         out = out[self.columns]
         for c in self.coded:
             if c in self.columns:
@@ -454,7 +451,7 @@ class _Reader:
                 put(arrays, c, _plain(part[c]))
             at += len(batch)
         ids = arrays["id"]
-        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # as `_ordered`
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():  # a copy written out of id order
             order = np.argsort(ids, kind="stable")
             arrays = {c: v[order] for c, v in arrays.items()}
             raw = {c: v[order] for c, v in raw.items()}
@@ -496,6 +493,10 @@ def _first_seen(raw: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     return seen, labels.take(first)
 
 
+def _range(start: int, stop: int) -> str:
+    return f"rowid >= {int(start)} AND rowid < {int(stop)}"
+
+
 def _sql_text(value: str) -> str:
     return value.replace("'", "''")
 
@@ -525,10 +526,3 @@ def _types() -> dict[str, str]:
         return "DOUBLE" if c in NUMBER_COLUMNS else "VARCHAR"
 
     return {c: kind(c) for c in COLUMNS}
-
-
-def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
-    ids = frame["id"].to_numpy()
-    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-        frame = frame.iloc[np.argsort(ids, kind="stable")]
-    return frame.reset_index(drop=True)
