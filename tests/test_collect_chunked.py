@@ -365,6 +365,14 @@ def test_seen_ids_find_what_was_added() -> None:
         added += keys
     assert seen.may_hold(_id_hashes(added)).all()
     assert len(seen._levels) <= 3
+    # Past a quarter of its filter's buckets the filter grows, and keeps every hash added before.
+    buckets = len(seen._flags)
+    more = [f"S{i}" for i in range(buckets // 2)]
+    seen.add(_id_hashes(more[:buckets // 4]))
+    seen.add(_id_hashes(more[buckets // 4:]))
+    assert len(seen._flags) > buckets
+    assert seen.may_hold(_id_hashes(added + more)).all()
+    assert not seen.may_hold(_id_hashes([f"T{i}" for i in range(buckets)])).any()
 
 
 def test_no_worker_outlives_a_failed_store(twin: tuple[Engine, Engine], tmp_path: Path,
