@@ -21,7 +21,8 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, reduce
+from operator import or_
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,14 @@ from cxloop.tasks import month, workers
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.ngram_scorer import portable
-from cxloop.tasks.segmentation import CJK, add_words, segment, taught, teach
+from cxloop.tasks.segmentation import CJK, add_words, cutter, segment, taught, teach, token_units
 from cxloop.tasks.sentiment import (
     NEGATIVE,
     NEUTRAL,
     POSITIVE,
     SentimentModel,
     TrainedModel,
-    detect_language,
+    detect_languages,
     label_of,
     load_model,
 )
@@ -96,6 +97,7 @@ def topic_name(topic: TopicConfig, lang: str) -> str:
 # --- tagging ---------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1 << 16)  # words repeat: a comment's English words are mostly known ones
 def _singular(word: str) -> str:
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
@@ -147,6 +149,9 @@ class ThemeTagger:
             matchers.append(_Matcher(t.id, frozenset(words), pats))
         self._matchers = matchers
         self._phrases = frozenset(w for m in matchers for w in m.words if " " in w)
+        self._starts = frozenset(p.split(" ", 1)[0] for p in self._phrases)
+        self._cutter: Any = None
+        self._token_bits = _TokenBits({}, None)  # token of `_cutter` -> its topics
         self._bits: dict[str, int] = {}  # keyword -> the topics holding it, one bit per topic
         for k, m in enumerate(matchers):
             for w in m.words:
@@ -155,7 +160,8 @@ class ThemeTagger:
         add_words(zh_words)
 
     def tokens(self, text: str) -> set[str]:
-        """Every unit a keyword can match: jieba words (Chinese) and English word n-grams."""
+        """Every unit a keyword can match: jieba words (Chinese) and English word n-grams. (`tag`
+        matches the same units without making the set.)"""
         words = english_words(text)
         units: set[str] = set()
         i = 0
@@ -173,14 +179,63 @@ class ThemeTagger:
     def tag(self, text: str | None) -> list[str]:
         if not text or not text.strip():
             return []
-        bits = self._bits
-        hit = 0
-        for unit in self.tokens(text):
-            hit |= bits.get(unit, 0)
+        hit = self._english_bits(text)
+        if CJK.search(text):
+            hit |= self._chinese_bits(text)
         for bit, patterns in self._patterned:
             if not hit & bit and any(p.search(text) for p in patterns):
                 hit |= bit
         return [m.id for k, m in enumerate(self._matchers) if hit >> k & 1] if hit else []
+
+    def _english_bits(self, text: str) -> int:
+        """The topics of `tokens`' English units, longest keyword first as there."""
+        words = english_words(text)
+        bits, hit, i = self._bits, 0, 0
+        while i < len(words):
+            step = 1
+            if words[i] in self._starts:  # only a phrase's first word can begin one
+                for n in range(min(self.max_words, len(words) - i), 1, -1):
+                    if (unit := " ".join(words[i:i + n])) in self._phrases:
+                        hit |= bits[unit]
+                        step = n
+                        break
+                else:
+                    hit |= bits.get(words[i], 0)
+            else:
+                hit |= bits.get(words[i], 0)
+            i += step
+        return hit
+
+    def _chinese_bits(self, text: str) -> int:
+        """The topics of `segment(text)`'s units, each token's found once: words repeat across
+        comments even when the comments do not (the Python side of a distinct comment's units
+        cost ~5-10 us). The cut is the cutter's own; the units of a token depend on the cutter
+        only through words the tagger taught it, so a new cutter (words taught) starts over
+        only to hold nothing older than it."""
+        cut = cutter()
+        if cut is not self._cutter:
+            self._cutter, self._token_bits = cut, _TokenBits(self._bits, cut)
+        return reduce(or_, map(self._token_bits.__getitem__, cut.cut(text, False)), 0)
+
+
+class _TokenBits(dict[str, int]):
+    """token -> the topics of its units (`segmentation.token_units`), found on first use; at
+    most `_KNOWN_TOKENS` are kept (~20 MB)."""
+
+    def __init__(self, bits: dict[str, int], cutter: Any) -> None:
+        super().__init__()
+        self._bits, self._cutter = bits, cutter
+
+    def __missing__(self, token: str) -> int:
+        found = 0
+        for unit in token_units(token, self._cutter):
+            found |= self._bits.get(unit, 0)
+        if len(self) < _KNOWN_TOKENS:
+            self[token] = found
+        return found
+
+
+_KNOWN_TOKENS = 200_000  # tokens whose topics a tagger keeps (~20 MB)
 
 
 @lru_cache(maxsize=8)
@@ -249,17 +304,18 @@ def analyse_part(pairs: Sequence[tuple[str, str | None]], model: SentimentModel,
                  ) -> Analysis:
     """`analyse_pairs` in this process (a worker's part). A comment's topics do not depend on its
     language: a text declared in two languages is tagged once."""
-    langs = [detect_language(t, d) for t, d in pairs]
+    langs = detect_languages([t for t, _ in pairs], [d for _, d in pairs])
     scores = model.score([t for t, _ in pairs], langs) if pairs else np.zeros(0)
     tags_of: dict[str, list[str]] = {}
     tags = [tags_of[t] if t in tags_of else tags_of.setdefault(t, tagger.tag(t)) for t, _ in pairs]
     return langs, scores, tags
 
 
-# Distinct comments from which the analysis is shared among worker processes: about 40 us per
-# 50-character comment (the words cut in Rust, `tasks/segmentation.py`; the model's n-grams as
-# arrays, `tasks/ngram_scorer.py`), against ~0.3 s to start a worker and to move the texts and
-# results: below this many, one process is about as fast on two cores.
+# Distinct comments from which the analysis is shared among worker processes: about 25-30 us per
+# 50-character Chinese comment (the words cut in Rust, `tasks/segmentation.py`, each token's
+# topics looked up once; the model's n-grams and the languages as arrays, `tasks/ngram_scorer.py`),
+# against ~0.3 s to start a worker and to move the texts and results: below this many, one
+# process is about as fast on two cores.
 PARALLEL_TEXTS = 50_000
 _PARTS_PER_WORKER = 4  # parts of unequal cost even out
 _worker_state: tuple[SentimentModel, ThemeTagger] | None = None

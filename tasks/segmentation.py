@@ -124,3 +124,21 @@ def segment(text: str) -> list[str]:
     subs = [tok[i:i + n] for tok in words if len(tok) >= 4 and CJK.search(tok)
             for n in (2, 3) for i in range(len(tok) - n + 1)]
     return words + [sub for sub in subs if cutter.has_word(sub)] if subs else words
+
+
+def cutter() -> Any:
+    """The cutter `segment` uses now; a new one once words are taught (`add_words`, `teach`)."""
+    return _rjieba()
+
+
+def token_units(token: str, cutter: Any) -> list[str]:
+    """What `segment` makes of one token of `cutter.cut(text, False)`: the token lower-cased and
+    stripped (nothing if blank), then its dictionary sub-words if it is a 4+ character phrase
+    with Chinese in it. `segment(text)` holds exactly the units of its tokens."""
+    word = token.strip().lower()
+    if not word:
+        return []
+    if len(word) < 4 or not CJK.search(word):
+        return [word]
+    return [word, *(sub for n in (2, 3) for i in range(len(word) - n + 1)
+                    if cutter.has_word(sub := word[i:i + n]))]

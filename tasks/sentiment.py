@@ -48,17 +48,57 @@ def detect_language(text: str, declared: str | None = None) -> str:
     A comment counts as Chinese when at least a fifth of its letters are CJK characters, so an
     English brand name inside a Chinese comment ("APP老是闪退") does not make it English.
     """
+    said = _declared(declared)
+    if said is not None:
+        return said
+    cjk = len(CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    return _by_letters(cjk, latin)
+
+
+def _declared(declared: str | None) -> str | None:
     if declared:
         d = declared.strip().lower()
         if d.startswith("zh") or d in {"cn", "chinese", "中文"}:
             return "zh"
         if d.startswith("en") or d == "english":
             return "en"
-    cjk = len(CJK.findall(text))
-    latin = len(_LATIN.findall(text))
+    return None
+
+
+def _by_letters(cjk: int, latin: int) -> str:
     if cjk == 0:
         return "en" if latin else "zh"
     return "zh" if cjk / (cjk + latin) >= 0.2 else "en"
+
+
+# `segmentation.CJK`'s ranges and `_LATIN`'s, as code points.
+_CJK_POINTS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
+_LATIN_POINTS = ((ord("A"), ord("Z")), (ord("a"), ord("z")))
+
+
+def detect_languages(texts: Sequence[str], declared: Sequence[str | None] | None = None) -> list[str]:
+    """`detect_language` of each text (and its declared language): the same answers, the letters
+    of all of them counted at once as code points in numpy (two regex scans cost ~4 us a
+    comment, a tenth of a distinct comment's analysis)."""
+    said = [_declared(d) for d in declared] if declared is not None else [None] * len(texts)
+    out = [s or "" for s in said]
+    todo = [i for i, s in enumerate(said) if s is None]
+    if not todo:
+        return out
+    chosen = [texts[i] for i in todo]
+    points = np.frombuffer("".join(chosen).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    ends = np.cumsum(np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen)))
+    counts = []
+    for ranges in (_CJK_POINTS, _LATIN_POINTS):
+        inside = np.zeros(len(points), dtype=bool)
+        for lo, hi in ranges:
+            inside |= (points >= lo) & (points <= hi)
+        running = np.concatenate([[0], np.cumsum(inside)])
+        counts.append((running[ends] - running[ends - np.diff(ends, prepend=0)]).tolist())
+    for i, cjk, latin in zip(todo, *counts, strict=True):
+        out[i] = _by_letters(cjk, latin)
+    return out
 
 
 def label_of(score: float, cfg: CommentsConfig) -> str:

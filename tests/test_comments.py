@@ -32,6 +32,7 @@ from cxloop.tasks.sentiment import (
     DefaultModel,
     ModelError,
     detect_language,
+    detect_languages,
     english_probability,
     load_model,
     normalise_labels,
@@ -91,6 +92,43 @@ def test_config_keyword_unknown_to_jieba_is_added_to_its_dictionary(tmp_path: Pa
     assert tagger.tag("我的星享卡积分没了") == ["loyalty"]
     assert tagger.tag("My loyalty cards stopped working") == ["loyalty"]
     assert tagger.tag("my loyalty was tested, card declined") == []  # words must be consecutive
+
+
+def _tags_of_units(tagger: ThemeTagger, text: str) -> list[str]:
+    """What `tag` must answer: the topics of `tokens(text)`, then the patterns (the reference)."""
+    if not text.strip():
+        return []
+    hit = 0
+    for unit in tagger.tokens(text):
+        hit |= tagger._bits.get(unit, 0)
+    for bit, patterns in tagger._patterned:
+        if not hit & bit and any(p.search(text) for p in patterns):
+            hit |= bit
+    return [m.id for k, m in enumerate(tagger._matchers) if hit >> k & 1]
+
+
+def test_tagging_matches_the_units_of_each_comment_exactly(tmp_path: Path) -> None:
+    """`tag` looks each token's topics up once and skips phrases that cannot start at a word: the
+    same topics as the units of `tokens`, in Chinese, English and both, before and after the
+    dictionary learns a word (a new cutter: tokens are looked up again)."""
+    tagger = tagger_for(make_settings(tmp_path))
+    rng = random.Random(7)
+    zh = [k for t in default_topics() for k in t.keywords.get("zh", [])]
+    en = [k for t in default_topics() for k in t.keywords.get("en", [])]
+    filler = ["今天", "我们", "格外", "服务器", "评价", "一般般", "APP", "iPhone", "  ", "，", "。", "!",
+              "check-in", "Boxes", "deliveries", "customers", "service,", "the", "43分钟"]
+    texts = [*_SENTENCES, "", " ", "Customer service", "customer, service", "Deliverance"]
+    for _ in range(3000):
+        words = rng.choices(zh + en + filler, k=rng.randint(1, 9))
+        texts.append(rng.choice(["", " "]).join(words))
+    for text in texts:
+        assert tagger.tag(text) == _tags_of_units(tagger, text), text
+    before = tagger._token_bits
+    tagger_for(make_settings(tmp_path, topics=[{"id": "loyalty", "name_zh": "会员", "name_en": "Loyalty",
+                                               "keywords": {"zh": ["星享卡积分"]}}]))
+    for text in [*texts[:500], "我的星享卡积分没了"]:
+        assert tagger.tag(text) == _tags_of_units(tagger, text), text
+    assert tagger._token_bits is not before
 
 
 def test_english_tagging_words_plurals_phrases_and_patterns(tmp_path: Path) -> None:
@@ -161,6 +199,18 @@ def test_language_detection() -> None:
     assert detect_language("The app keeps crashing") == "en"
     assert detect_language("The app keeps crashing", "zh-CN") == "zh"
     assert detect_language("物流太慢了", "en") == "en"
+
+
+def test_languages_of_many_comments_at_once_as_one_by_one() -> None:
+    rng = random.Random(3)
+    letters = "abcXYZ 中文字\u3400\u4dbf\u4dc0\uf900\ufaff\ufb00😀\ud800é,.1"
+    texts = ["".join(rng.choices(letters, k=rng.randint(0, 12))) for _ in range(5000)]
+    texts += ["", "APP老是闪退", "The app keeps crashing", "ok 好"]
+    declared = [rng.choice([None, "", "zh-CN", " EN ", "fr", "中文", "english"]) for _ in texts]
+    one_by_one = [detect_language(t, d) for t, d in zip(texts, declared, strict=True)]
+    assert detect_languages(texts, declared) == one_by_one
+    assert detect_languages(texts) == [detect_language(t) for t in texts]
+    assert detect_languages([]) == []
 
 
 def test_default_sentiment_on_obvious_comments(tmp_path: Path) -> None:
