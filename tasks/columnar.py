@@ -439,15 +439,17 @@ class _Reader:
                 into[name] = np.empty(n, dtype=values.dtype)
             into[name][at:at + len(values)] = values
 
+        # A coded column is kept as its codes until the end: made text once, not per batch and
+        # again for the frame (each a pass over every value to check it is text).
+        others = [c for c in self.wanted if c not in self.coded]
         at = 0
         while len(batch := self.con.fetch_df_chunk(_FETCH_VECTORS)):
             for c in self.coded:
                 if c not in labels:  # the ENUM's values: the same in every batch
                     labels[c] = np.asarray(batch[c].array.categories, dtype=object)
                 put(raw, c, np.asarray(batch[c].array.codes))
-                batch[c] = _text(labels[c], raw[c][at:at + len(batch)])
-            part = typed(batch, self.wanted)
-            for c in self.wanted:
+            part = typed(batch[others], others)
+            for c in others:
                 put(arrays, c, _plain(part[c]))
             at += len(batch)
         ids = arrays["id"]
@@ -455,7 +457,9 @@ class _Reader:
             order = np.argsort(ids, kind="stable")
             arrays = {c: v[order] for c, v in arrays.items()}
             raw = {c: v[order] for c, v in raw.items()}
-        return raw, labels, pd.DataFrame({c: _typed_array(v) for c, v in arrays.items()}, copy=False)
+        columns = {c: _typed_array(v) for c, v in arrays.items()}
+        columns.update({c: _text(labels[c], raw[c]) for c in self.coded})
+        return raw, labels, pd.DataFrame({c: columns[c] for c in self.wanted}, copy=False)
 
 
 def _plain(column: pd.Series) -> np.ndarray:
