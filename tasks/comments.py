@@ -36,7 +36,7 @@ from cxloop.tasks import month, workers
 from cxloop.tasks.codes import factorize
 from cxloop.tasks.masking import mask_pii
 from cxloop.tasks.ngram_scorer import portable
-from cxloop.tasks.segmentation import CJK, add_words, cutter, segment, taught, teach, token_units
+from cxloop.tasks.segmentation import CJK, add_words, current_cutter, segment, taught, teach, token_units
 from cxloop.tasks.sentiment import (
     NEGATIVE,
     NEUTRAL,
@@ -150,14 +150,13 @@ class ThemeTagger:
         self._matchers = matchers
         self._phrases = frozenset(w for m in matchers for w in m.words if " " in w)
         self._starts = frozenset(p.split(" ", 1)[0] for p in self._phrases)
-        self._cutter: Any = None
-        self._token_bits = _TokenBits({}, None)  # token of `_cutter` -> its topics
         self._bits: dict[str, int] = {}  # keyword -> the topics holding it, one bit per topic
         for k, m in enumerate(matchers):
             for w in m.words:
                 self._bits[w] = self._bits.get(w, 0) | 1 << k
         self._patterned = [(1 << k, m.patterns) for k, m in enumerate(matchers) if m.patterns]
-        add_words(zh_words)
+        add_words(zh_words)  # before any token's topics are found (`_TokenBits`)
+        self._token_bits = _TokenBits(self._bits)
 
     def tokens(self, text: str) -> set[str]:
         """Every unit a keyword can match: jieba words (Chinese) and English word n-grams. (`tag`
@@ -207,28 +206,29 @@ class ThemeTagger:
         return hit
 
     def _chinese_bits(self, text: str) -> int:
-        """The topics of `segment(text)`'s units, each token's found once: words repeat across
-        comments even when the comments do not (the Python side of a distinct comment's units
-        cost ~5-10 us). The cut is the cutter's own; the units of a token depend on the cutter
-        only through words the tagger taught it, so a new cutter (words taught) starts over
-        only to hold nothing older than it."""
-        cut = cutter()
-        if cut is not self._cutter:
-            self._cutter, self._token_bits = cut, _TokenBits(self._bits, cut)
-        return reduce(or_, map(self._token_bits.__getitem__, cut.cut(text, False)), 0)
+        """The topics of `segment(text)`'s units, each token's found once per tagger: words repeat
+        across comments even when the comments do not (the Python side of a distinct comment's
+        units cost ~5-10 us). The text is cut whole by the current cutter, as `segment` cuts it."""
+        cut = current_cutter().cut(text, False)
+        return reduce(or_, map(self._token_bits.__getitem__, cut), 0)
 
 
 class _TokenBits(dict[str, int]):
     """token -> the topics of its units (`segmentation.token_units`), found on first use; at
-    most `_KNOWN_TOKENS` are kept (~20 MB)."""
+    most `_KNOWN_TOKENS` are kept (~20 MB).
 
-    def __init__(self, bits: dict[str, int], cutter: Any) -> None:
+    Never stale, whatever words are taught later: a token's units depend on the cutter only
+    through `has_word` of its sub-words, and a sub-word counts only if it is one of the tagger's
+    keywords - every Chinese one taught when the tagger was made (and dictionaries only grow),
+    the others never taught (only words with Chinese are). So no cutter is held here either."""
+
+    def __init__(self, bits: dict[str, int]) -> None:
         super().__init__()
-        self._bits, self._cutter = bits, cutter
+        self._bits = bits
 
     def __missing__(self, token: str) -> int:
         found = 0
-        for unit in token_units(token, self._cutter):
+        for unit in token_units(token, current_cutter()):
             found |= self._bits.get(unit, 0)
         if len(self) < _KNOWN_TOKENS:
             self[token] = found
@@ -313,7 +313,8 @@ def analyse_part(pairs: Sequence[tuple[str, str | None]], model: SentimentModel,
 
 # Distinct comments from which the analysis is shared among worker processes: about 25-30 us per
 # 50-character Chinese comment (the words cut in Rust, `tasks/segmentation.py`, each token's
-# topics looked up once; the model's n-grams and the languages as arrays, `tasks/ngram_scorer.py`),
+# topics looked up once; the model's n-grams as arrays, `tasks/ngram_scorer.py`, and the
+# languages, `sentiment.detect_languages`),
 # against ~0.3 s to start a worker and to move the texts and results: below this many, one
 # process is about as fast on two cores.
 PARALLEL_TEXTS = 50_000

@@ -113,28 +113,26 @@ def cut(text: str) -> list[str]:
 
 
 def segment(text: str) -> list[str]:
-    """Words of `text`, lower-cased, plus the dictionary sub-words of 4+ character phrases.
+    """Words of `text`, lower-cased, plus the dictionary sub-words of 4+ character phrases
+    (`token_units` of each of jieba's tokens).
 
     jieba's dictionary holds phrases such as 价格便宜 / 服务周到; their 2-3 character dictionary
     words (价格, 服务) are added, so a keyword inside a phrase still counts. Words of 2-3
     characters are kept whole: 服务器 (server) does not yield 服务 (service).
     """
     cutter = _rjieba()  # one cutter for both calls, whatever another thread teaches meanwhile
-    words = list(filter(None, map(str.lower, map(str.strip, cutter.cut(text, False)))))
-    subs = [tok[i:i + n] for tok in words if len(tok) >= 4 and CJK.search(tok)
-            for n in (2, 3) for i in range(len(tok) - n + 1)]
-    return words + [sub for sub in subs if cutter.has_word(sub)] if subs else words
+    return [unit for token in cutter.cut(text, False) for unit in token_units(token, cutter)]
 
 
-def cutter() -> Any:
+def current_cutter() -> Any:
     """The cutter `segment` uses now; a new one once words are taught (`add_words`, `teach`)."""
     return _rjieba()
 
 
 def token_units(token: str, cutter: Any) -> list[str]:
-    """What `segment` makes of one token of `cutter.cut(text, False)`: the token lower-cased and
-    stripped (nothing if blank), then its dictionary sub-words if it is a 4+ character phrase
-    with Chinese in it. `segment(text)` holds exactly the units of its tokens."""
+    """What `segment` makes of one of `cutter.cut(text, False)`'s tokens: the token lower-cased
+    and stripped (nothing if blank), then, for a 4+ character phrase with Chinese in it, its 2-
+    and 3-character sub-words that are dictionary words."""
     word = token.strip().lower()
     if not word:
         return []
