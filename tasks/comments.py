@@ -314,9 +314,8 @@ def analyse_part(pairs: Sequence[tuple[str, str | None]], model: SentimentModel,
 # Distinct comments from which the analysis is shared among worker processes: about 25-30 us per
 # 50-character Chinese comment (the words cut in Rust, `tasks/segmentation.py`, each token's
 # topics looked up once; the model's n-grams as arrays, `tasks/ngram_scorer.py`, and the
-# languages, `sentiment.detect_languages`),
-# against ~0.3 s to start a worker and to move the texts and results: below this many, one
-# process is about as fast on two cores.
+# languages, `sentiment.detect_languages`), against ~0.3 s to start a worker and to move the
+# texts and results: below this many, one process is about as fast on two cores.
 PARALLEL_TEXTS = 50_000
 _PARTS_PER_WORKER = 4  # parts of unequal cost even out
 _worker_state: tuple[SentimentModel, ThemeTagger] | None = None
