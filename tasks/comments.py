@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache, reduce
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 
-from cxloop.config import ConfigError, Settings, TopicConfig, shipped_topic_tables
+from cxloop.config import CommentsConfig, ConfigError, Settings, TopicConfig, shipped_topic_tables
 from cxloop.models import CommentAnalysis, Feedback, utcnow
 from cxloop.paths import TEMPLATES
 from cxloop.tasks import month, workers
@@ -161,16 +161,7 @@ class ThemeTagger:
     def tokens(self, text: str) -> set[str]:
         """Every unit a keyword can match: jieba words (Chinese) and English word n-grams. (`tag`
         matches the same units without making the set.)"""
-        words = english_words(text)
-        units: set[str] = set()
-        i = 0
-        while i < len(words):  # longest keyword first: "customer service" is not also "service"
-            for n in range(min(self.max_words, len(words) - i), 0, -1):
-                unit = " ".join(words[i:i + n])
-                if n == 1 or unit in self._phrases:
-                    units.add(unit)
-                    i += n
-                    break
+        units = set(self._english_units(text))
         if CJK.search(text):
             units.update(segment(text))
         return units
@@ -178,7 +169,9 @@ class ThemeTagger:
     def tag(self, text: str | None) -> list[str]:
         if not text or not text.strip():
             return []
-        hit = self._english_bits(text)
+        bits, hit = self._bits, 0
+        for unit in self._english_units(text):
+            hit |= bits.get(unit, 0)
         if CJK.search(text):
             hit |= self._chinese_bits(text)
         for bit, patterns in self._patterned:
@@ -186,24 +179,21 @@ class ThemeTagger:
                 hit |= bit
         return [m.id for k, m in enumerate(self._matchers) if hit >> k & 1] if hit else []
 
-    def _english_bits(self, text: str) -> int:
-        """The topics of `tokens`' English units, longest keyword first as there."""
+    def _english_units(self, text: str) -> Iterator[str]:
+        """`text`'s English words, a keyword phrase as one unit where one begins, longest first
+        ("customer service" is not also "service"). Only a phrase's first word can begin one, so
+        the other words are not joined with their neighbours at all."""
         words = english_words(text)
-        bits, hit, i = self._bits, 0, 0
+        i = 0
         while i < len(words):
-            step = 1
-            if words[i] in self._starts:  # only a phrase's first word can begin one
+            unit, step = words[i], 1
+            if unit in self._starts:
                 for n in range(min(self.max_words, len(words) - i), 1, -1):
-                    if (unit := " ".join(words[i:i + n])) in self._phrases:
-                        hit |= bits[unit]
-                        step = n
+                    if (phrase := " ".join(words[i:i + n])) in self._phrases:
+                        unit, step = phrase, n
                         break
-                else:
-                    hit |= bits.get(words[i], 0)
-            else:
-                hit |= bits.get(words[i], 0)
+            yield unit
             i += step
-        return hit
 
     def _chinese_bits(self, text: str) -> int:
         """The topics of `segment(text)`'s units, each token's found once per tagger: words repeat
@@ -276,11 +266,18 @@ def analyse_texts(texts: Sequence[str], settings: Settings, *, declared: Sequenc
     decl = declared if declared is not None else [None] * len(texts)
     pairs = list(dict.fromkeys(zip(texts, decl, strict=True)))
     langs, scores, tags = analyse_pairs(pairs, settings, model, tagger)
-    cfg = settings.comments
-    result_of = {key: CommentResult(label_of(float(v), cfg), round(float(v), 6), tag, lang)
-                 for key, lang, v, tag in zip(pairs, langs, scores, tags, strict=True)}
+    labels, stored = _as_stored(scores, settings.comments)
+    result_of = {key: CommentResult(label, v, tag, lang)
+                 for key, lang, label, v, tag in zip(pairs, langs, labels, stored, tags, strict=True)}
     return [replace(result_of[key], themes=list(result_of[key].themes))
             for key in zip(texts, decl, strict=True)]
+
+
+def _as_stored(scores: np.ndarray, cfg: CommentsConfig) -> tuple[list[str], list[float]]:
+    """Each P(positive)'s label and the score as it is stored (6 decimals): one rule for the
+    stage, collect's inserts and `analyse_texts`."""
+    values = scores.tolist()
+    return [label_of(v, cfg) for v in values], [round(v, 6) for v in values]
 
 
 Analysis = tuple[list[str], np.ndarray, list[list[str]]]  # per text: language, P(positive), topics
@@ -615,9 +612,9 @@ class InsertAnalysis:
         if not keys:
             return {}
         _, scores, tags = analyse_part(keys, self.model, self.tagger)
-        cfg = self.settings.comments
-        return {key: (label_of(float(v), cfg), round(float(v), 6), ",".join(t))
-                for key, v, t in zip(keys, scores, tags, strict=True)}
+        labels, stored = _as_stored(scores, self.settings.comments)
+        return {key: (label, v, ",".join(t))
+                for key, label, v, t in zip(keys, labels, stored, tags, strict=True)}
 
     def finish(self, conn: Connection, period: str) -> None:
         """Set the period's marker if it had none and a row got an analysis."""
@@ -640,15 +637,14 @@ def _analyse_rows(rows: pd.DataFrame, texts: np.ndarray, text_code: np.ndarray, 
     declared = [None if pd.isna(lang) else str(lang) for lang in langs[pairs % width]]
     _, scores, tags = analyse_pairs(list(zip(texts[pairs // width].tolist(), declared, strict=True)),
                                     settings, model)
-    cfg = settings.comments
-    labels = np.array([label_of(v, cfg) for v in scores.tolist()], dtype=object)
+    label_list, stored = _as_stored(scores, settings.comments)
+    labels = np.array(label_list, dtype=object)
     themes = np.array([",".join(t) for t in tags], dtype=object)
     n = np.bincount(code, minlength=len(labels))
     for label in (NEGATIVE, NEUTRAL, POSITIVE):
         setattr(summary, label, getattr(summary, label) + int(n[labels == label].sum()))
     summary.with_themes += int(n[themes != ""].sum())
-    new = {"sentiment": labels, "sentiment_score": np.array([round(v, 6) for v in scores.tolist()]),
-           "themes": themes}
+    new = {"sentiment": labels, "sentiment_score": np.array(stored, dtype=np.float64), "themes": themes}
     return {c: v[code] for c, v in new.items()}, len(np.unique(text_code))
 
 
