@@ -107,7 +107,9 @@ class Feedback(SQLModel, table=True):
     themes: str | None = None  # comma-separated topic ids, "" when none matched
     # Bookkeeping.
     content_hash: str
-    import_id: int | None = Field(default=None, foreign_key="import_record.id")
+    # The import that last wrote the row (`ImportRecord.id`), written in the same transaction; not a
+    # foreign key (migration 0013: PostgreSQL's row-by-row check cost a third of a big load).
+    import_id: int | None = None
     quarantined: bool = False
     loaded_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime | None = None
