@@ -31,11 +31,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from cxloop.config import CommentsConfig, Settings
-from cxloop.tasks.segmentation import CJK
 
 POSITIVE, NEUTRAL, NEGATIVE = "positive", "neutral", "negative"
 MODEL_FORMAT = 1
-_LATIN = re.compile(r"[A-Za-z]")
 
 
 class ModelError(Exception):
@@ -48,12 +46,7 @@ def detect_language(text: str, declared: str | None = None) -> str:
     A comment counts as Chinese when at least a fifth of its letters are CJK characters, so an
     English brand name inside a Chinese comment ("APP老是闪退") does not make it English.
     """
-    said = _declared(declared)
-    if said is not None:
-        return said
-    cjk = len(CJK.findall(text))
-    latin = len(_LATIN.findall(text))
-    return _by_letters(cjk, latin)
+    return detect_languages([text], [declared])[0]
 
 
 def _declared(declared: str | None) -> str | None:
@@ -72,7 +65,7 @@ def _by_letters(cjk: int, latin: int) -> str:
     return "zh" if cjk / (cjk + latin) >= 0.2 else "en"
 
 
-# `segmentation.CJK`'s ranges and `_LATIN`'s, as code points.
+# The letters counted: `segmentation.CJK`'s ranges (tests compare them) and ASCII's.
 _CJK_POINTS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
 _LATIN_POINTS = ((ord("A"), ord("Z")), (ord("a"), ord("z")))
 
@@ -333,7 +326,7 @@ def train(texts: Sequence[str], labels: Sequence[Any], *, test_size: float = 0.2
     f1 = float(f1_score(y_te, pred, average="macro"))
     final = build_pipeline()
     final.fit(x, y)
-    langs = [detect_language(t) for t in x]
+    langs = detect_languages(list(x))
     seen = sorted({lang for lang in set(langs) if langs.count(lang) >= max(10, 0.05 * len(langs))})
     model = TrainedModel(
         pipeline=final, languages=seen or sorted(set(langs)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -208,15 +209,27 @@ def test_languages_of_many_comments_at_once_as_one_by_one() -> None:
     texts = ["".join(rng.choices(letters, k=rng.randint(0, 12))) for _ in range(5000)]
     texts += ["", "APP老是闪退", "The app keeps crashing", "ok 好"]
     declared = [rng.choice([None, "", "zh-CN", " EN ", "fr", "中文", "english"]) for _ in texts]
-    one_by_one = [detect_language(t, d) for t, d in zip(texts, declared, strict=True)]
+    from cxloop.tasks.segmentation import CJK
+
+    def by_regex(text: str, said: str | None = None) -> str:
+        """The rule as `detect_language`'s docstring says it, one text at a time."""
+        d = (said or "").strip().lower()
+        if d.startswith("zh") or d in {"cn", "chinese", "中文"}:
+            return "zh"
+        if d.startswith("en") or d == "english":
+            return "en"
+        cjk, latin = len(CJK.findall(text)), len(re.findall("[A-Za-z]", text))
+        return ("en" if latin else "zh") if not cjk else ("zh" if cjk / (cjk + latin) >= 0.2 else "en")
+
+    one_by_one = [by_regex(t, d) for t, d in zip(texts, declared, strict=True)]
     assert detect_languages(texts, declared) == one_by_one
-    assert detect_languages(texts) == [detect_language(t) for t in texts]
+    assert [detect_language(t, d) for t, d in zip(texts, declared, strict=True)] == one_by_one
+    assert detect_languages(texts) == [by_regex(t) for t in texts]
     assert detect_languages([]) == []
     # The code point ranges stand for the regular expressions, over every code point.
-    from cxloop.tasks.segmentation import CJK
-    from cxloop.tasks.sentiment import _CJK_POINTS, _LATIN, _LATIN_POINTS
+    from cxloop.tasks.sentiment import _CJK_POINTS, _LATIN_POINTS
 
-    for pattern, ranges in ((CJK, _CJK_POINTS), (_LATIN, _LATIN_POINTS)):
+    for pattern, ranges in ((CJK, _CJK_POINTS), (re.compile("[A-Za-z]"), _LATIN_POINTS)):
         everything = "".join(map(chr, range(0x110000)))
         assert {ord(c) for c in pattern.findall(everything)} == {
             p for lo, hi in ranges for p in range(lo, hi + 1)}
