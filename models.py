@@ -101,7 +101,8 @@ class Feedback(SQLModel, table=True):
     opened_at: datetime | None = None
     first_response_at: datetime | None = None
     resolved_at: datetime | None = None
-    # Filled by the comments stage.
+    # Filled by the comments stage; not indexed, so that on PostgreSQL the update stays on the row's
+    # page, where migration 0014 keeps room for it (fillfactor 80).
     sentiment: str | None = None
     sentiment_score: float | None = None
     themes: str | None = None  # comma-separated topic ids, "" when none matched

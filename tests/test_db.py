@@ -48,6 +48,35 @@ def test_feedback_import_key_only_where_it_is_cheap(db_url: str) -> None:
         eng.dispose()
 
 
+def test_feedback_pages_keep_room_on_postgresql(db_url: str) -> None:
+    """Migration 0014: PostgreSQL writes feedback pages a fifth empty (the comments stage's updates
+    then stay on their page) and a downgrade resets it; on SQLite, which has no such setting, both
+    directions run and change nothing."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cxloop.db import alembic_config, make_engine
+
+    eng = make_engine(db_url)
+    pg = eng.dialect.name == "postgresql"
+    try:
+        def options() -> list[str] | None:
+            if not pg:
+                return [c["name"] for c in inspect(eng).get_columns("feedback")][-3:]
+            with eng.connect() as conn:
+                return conn.execute(text("SELECT reloptions FROM pg_class WHERE oid = 'feedback'::regclass")
+                                    ).scalar_one()
+
+        command.upgrade(alembic_config(eng), "0013")
+        before = options()
+        command.upgrade(alembic_config(eng), "head")
+        assert options() == (["fillfactor=80"] if pg else before)
+        command.downgrade(alembic_config(eng), "0013")
+        assert options() == before == (None if pg else before)
+    finally:
+        eng.dispose()
+
+
 def test_comment_analysis_markers_move_out_of_cycle_stage(db_url: str) -> None:
     """Migration 0008: a database whose comment-analysis fingerprints sat in `cycle_stage` as the
     pseudo-stage "comments:analysis" keeps them, in `comment_analysis`, and loses the pseudo rows."""
