@@ -109,7 +109,7 @@ class Feedback(SQLModel, table=True):
     # Bookkeeping.
     content_hash: str
     # The import that last wrote the row (`ImportRecord.id`), written in the same transaction; not a
-    # foreign key (migration 0013: PostgreSQL's row-by-row check cost a third of a big load).
+    # foreign key (migration 0013: PostgreSQL's row-by-row check made a 1M-row collect a third slower).
     import_id: int | None = None
     quarantined: bool = False
     loaded_at: datetime = Field(default_factory=utcnow)

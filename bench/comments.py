@@ -34,7 +34,7 @@ from cxloop.tasks.sentiment import (  # noqa: E402
     DefaultModel,
     TrainedModel,
     build_pipeline,
-    detect_language,
+    detect_languages,
     load_trained,
     save_model,
 )
@@ -121,7 +121,7 @@ def bench_default(sets: dict[str, pd.DataFrame], sample: int, seed: int) -> None
     for name, df in sets.items():
         sub = df.sample(min(sample, len(df)), random_state=seed)
         texts = sub.text.tolist()
-        langs = [detect_language(t) for t in texts]
+        langs = detect_languages(texts)
         with Timer() as t:
             p = model.score(texts, langs)
         acc, f1 = scores(sub.label.to_numpy(), p)
@@ -220,7 +220,7 @@ def main() -> None:
         for name, df in en.items():
             texts = df.text.tolist()
             with Timer() as t:
-                p = DefaultModel().score(texts, [detect_language(x) for x in texts])
+                p = DefaultModel().score(texts, detect_languages(texts))
             acc, f1 = scores(df.label.to_numpy(), p)
             line(name, "lexicon", len(df), acc, f1, t.rates(len(df)))
     targets = list(zh) if args.all_targets else ["waimai_10k"]

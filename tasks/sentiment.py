@@ -45,6 +45,7 @@ def detect_language(text: str, declared: str | None = None) -> str:
 
     A comment counts as Chinese when at least a fifth of its letters are CJK characters, so an
     English brand name inside a Chinese comment ("APP老是闪退") does not make it English.
+    One text at a time costs ~0.1 ms (numpy's set-up): for many, call `detect_languages`.
     """
     return detect_languages([text], [declared])[0]
 
@@ -71,8 +72,8 @@ _LATIN_POINTS = ((ord("A"), ord("Z")), (ord("a"), ord("z")))
 
 
 def detect_languages(texts: Sequence[str], declared: Sequence[str | None] | None = None) -> list[str]:
-    """`detect_language` of each text (and its declared language): the same answers, the letters
-    of `_LETTERS_BATCH` texts at a time counted as code points in numpy (two regex scans cost
+    """The language of each text, by the rule `detect_language` states: the letters of
+    `_LETTERS_BATCH` texts at a time counted as code points in numpy (two regex scans per text cost
     ~4 us a comment, a tenth of a distinct comment's analysis)."""
     if declared is not None and len(declared) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(declared)} declared languages")
