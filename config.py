@@ -7,6 +7,7 @@ so secrets such as SMTP passwords need not sit in the file.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import tomllib
@@ -732,12 +733,35 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     cfg = Path(path or env.get("CXLOOP_CONFIG") or "cxloop.toml").expanduser()
     if not cfg.exists():
         raise ConfigError(f"{cfg}: config file not found (create one with `cxloop init`)")
+    if cfg.is_dir():
+        raise ConfigError(f"{cfg}: is a directory, not a config file (name the cxloop.toml in it)")
     try:
-        with cfg.open("rb") as fh:
-            data = tomllib.load(fh)
+        raw = cfg.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{cfg}: cannot be read ({exc.strerror or exc})") from None
+    return settings_from_dict(_parse_config(cfg, raw), cfg.resolve().parent, str(cfg), env)
+
+
+def _parse_config(cfg: Path, raw: bytes) -> dict[str, Any]:
+    """The config's TOML, as Windows editors save it: Notepad writes UTF-8 with a BOM, or "ANSI",
+    which is GBK on Chinese Windows. A BOM is dropped; GB18030 (a superset of GBK) is tried only
+    when the bytes are not UTF-8, and kept only if the text then parses as TOML, so a data file
+    passed as the config by mistake (or binary junk) is told it is not UTF-8 text, at which byte,
+    rather than reported as a TOML syntax error in mojibake."""
+    body = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        try:
+            return tomllib.loads(body.decode("gb18030"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            at = exc.start + len(raw) - len(body)
+            raise ConfigError(f"{cfg}: not UTF-8 text (byte {at} is 0x{raw[at]:02x}): if this is the config, "
+                              "save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{cfg}: not valid TOML: {exc}") from None
-    return settings_from_dict(data, cfg.resolve().parent, str(cfg), env)
 
 
 __all__ = ["ConfigError", "Settings", "load_settings", "settings_from_dict", "SCORE_FIELDS", "KPI_NAMES"]

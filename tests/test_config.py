@@ -132,3 +132,72 @@ def test_invalid_file_exits_2_with_key_path(tmp_path: Path) -> None:
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
     assert done.returncode == 2, done.stderr
     assert "sources[0].kind" in done.stderr and "Traceback" not in done.stderr
+
+
+DEPARTMENT = '[project]\nname = "体验闭环"\n[departments.cs]\nname = "客服部"\n'
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "gbk"])
+def test_bom_and_gbk_configs_load(tmp_path: Path, encoding: str) -> None:
+    """Notepad on Chinese Windows saves UTF-8 with a BOM, or "ANSI" (GBK): both load as written."""
+    cfg = tmp_path / "cxloop.toml"
+    cfg.write_bytes(DEPARTMENT.encode(encoding))
+    settings = load_settings(cfg, env={})
+    assert settings.project.name == "体验闭环" and settings.departments["cs"].name == "客服部"
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("id,渠道,评分\n1,热线,5\n".encode("gbk"), "not UTF-8 text (byte 3 is 0xc7)"),  # a GBK CSV
+    ('[project\nname = "客服"\n'.encode("gbk"), "not UTF-8 text (byte 17 is 0xbf)"),  # GBK, not TOML
+    (b"\xef\xbb\xbf\x00\x9f\xff\xfe junk", "not UTF-8 text (byte 4 is 0x9f)"),  # offset counts the BOM
+    (None, "is a directory, not a config file"),
+])
+def test_config_that_is_not_text_or_a_directory(tmp_path: Path, content: bytes | None, reason: str) -> None:
+    cfg = tmp_path / "cxloop.toml"
+    if content is None:
+        cfg.mkdir()
+    else:
+        cfg.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    message = str(err.value)
+    assert message.startswith(f"{cfg}: ") and reason in message and "\n" not in message
+    if content is not None:
+        assert "save it as UTF-8" in message
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("gbk_csv", "not UTF-8 text (byte 3 is 0xc7)"),
+    ("gbk_toml", "sources[0].kind"),  # read as GBK: validation, not a decode error, names the key
+    ("bom_toml", "sources[0].kind"),  # the BOM dropped: not "not valid TOML ... line 1, column 1"
+    ("dir_option", "is a directory, not a config file"),
+    ("dir_env", "is a directory, not a config file"),
+])
+def test_unreadable_config_exits_2_with_one_line(tmp_path: Path, case: str, reason: str) -> None:
+    """Through a real process: what a new user on Chinese Windows sees for a config that is a GBK
+    data file, a GBK or BOM-marked cxloop.toml (with a bad key, to show it was parsed), or a folder."""
+    bad_kind = '[[sources]]\nname = "热线"\nkind = "xlsx"\npath = "a.xlsx"\n' + DEPARTMENT
+    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    command = ["collect", "--period", "2026-10"]
+    cfg = tmp_path / "cxloop.toml"
+    if case == "gbk_csv":
+        cfg = tmp_path / "hotline_2026-10.csv"
+        cfg.write_bytes("id,渠道,评分\n1,热线,5\n".encode("gbk"))
+    elif case in ("gbk_toml", "bom_toml"):
+        cfg.write_bytes(bad_kind.encode("gbk" if case == "gbk_toml" else "utf-8-sig"))
+    else:
+        cfg = tmp_path / "conf"
+        cfg.mkdir()
+        command = ["run", "--period", "2026-10"]
+    if case == "dir_env":
+        env["CXLOOP_CONFIG"] = str(cfg)
+    else:
+        command += ["-c", str(cfg) + ("/" if case == "dir_option" else "")]
+    done = subprocess.run([sys.executable, "-m", "cxloop", *command], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith(f"config error {cfg}: ") and reason in done.stderr, lines
+    if not case.endswith("_toml"):  # an invalid key's message lists the keys on lines of their own
+        assert len(lines) == 1, lines
+    assert "Traceback" not in done.stderr + done.stdout
