@@ -211,6 +211,47 @@ def _count(engine: Engine, model: Any, *where: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
 
 
+def test_reread_and_other_months_files_count_once(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
+    """Every collect writes a record for each file it reads: an unchanged file's re-read (each row
+    then a duplicate) and a file holding only other months' rows included. The period's counts -
+    validate's and the report's data-quality box - are those of its files as they are now
+    (`current_imports`): the same after any number of re-runs; a corrected file's newest content
+    counts, and a file whose newest import failed shows its error."""
+    from sqlmodel import Session
+
+    from cxloop.tasks.report.quality import _quality
+
+    settings = make_settings(tmp_path)
+    add_rows(engine, [good_row(i) for i in range(10)])
+
+    def imported(file: str, content: str, read: int, **counts: Any) -> None:
+        with session_scope(engine) as s:
+            s.add(ImportRecord(source="web", file=file, content_hash=content, period=PERIOD, rows_read=read,
+                               **counts))
+
+    def figures() -> tuple[int, int, int, int, int]:
+        gate = v.validate_period(settings, engine, PERIOD, now=NOW, lang="en")
+        with Session(engine) as s:
+            box = _quality(s, PERIOD, None, None)
+        assert (box.rows_read, box.duplicates) == (gate.read, gate.duplicates)
+        return gate.read, gate.duplicates, box.files, box.loaded, box.updated
+
+    imported("web.csv", "a", 12, loaded=10, duplicates=1, rejected=1)
+    imported("web_09.csv", "p", 40, out_of_period=40)
+    assert figures() == (12, 1, 1, 10, 0)
+    for _ in range(2):  # two re-runs: both files read again, unchanged
+        imported("web.csv", "a", 12, duplicates=11, rejected=1)
+        imported("web_09.csv", "p", 40, out_of_period=40)
+    assert figures() == (12, 1, 1, 10, 0)
+    imported("web.csv", "b", 13, loaded=1, updated=2, duplicates=8, rejected=2)  # corrected, then re-read
+    imported("web.csv", "b", 13, duplicates=11, rejected=2)
+    assert figures() == (13, 8, 1, 1, 2)
+    imported("web_11.csv", "", 0, error="not a CSV")
+    assert figures()[:3] == (13, 8, 2)
+    with Session(engine) as s:
+        assert _quality(s, PERIOD, None, None).import_errors == ["web_11.csv: not a CSV"]
+
+
 def test_quarantine_keeps_rows_counts_add_up_and_rerun_is_idempotent(
         engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
     settings = make_settings(tmp_path, quality={"max_quarantine_share": 0.5})

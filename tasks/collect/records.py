@@ -1,8 +1,10 @@
-"""Reading back what collect stored: the import records, newest first (`cxloop imports`)."""
+"""Reading back what collect stored: the import records, newest first (`cxloop imports`), and
+the ones that describe a period's files as they are now (`current_imports`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, Table, select
 
@@ -29,3 +31,37 @@ def list_imports(engine: Engine, period: str | None = None, source: str | None =
         r["started_at"] = as_utc(r["started_at"])
     return rows
 
+
+
+class _Imported(Protocol):
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=_Imported)
+
+
+def current_imports(records: Iterable[R]) -> list[R]:
+    """The records that describe the period's files as they are now, in import order: per
+    (source, file), the first import of its newest content (its newest record when that one
+    failed). Every collect writes a record for each file it reads, an unchanged file's re-read
+    included (every row then counts as a duplicate), so a sum over all records counted each
+    file once per run. A corrected file's first import counts the rows it left unchanged as
+    duplicates of the earlier version's."""
+    files: dict[tuple[str, str], list[R]] = {}
+    for r in sorted(records, key=lambda r: r.id or 0):
+        files.setdefault((r.source, r.file), []).append(r)
+    out = []
+    for group in files.values():
+        newest = group[-1]
+        same = [r for r in group if r.content_hash == newest.content_hash and not r.error]
+        out.append(newest if newest.error or not same else same[0])
+    return sorted(out, key=lambda r: r.id or 0)

@@ -14,11 +14,14 @@ from cxloop.models import (
     QualityCheck,
     QuarantinedRow,
 )
+from cxloop.tasks.collect.records import current_imports
 from cxloop.tasks.report.data import Quality
 
 
 def _quality(session: Session, period: str, cycle: Cycle | None, out_dir: Path | None) -> Quality:
-    imports = list(session.scalars(select(ImportRecord).where(col(ImportRecord.period) == period)))
+    imports = [i for i in current_imports(session.scalars(
+        select(ImportRecord).where(col(ImportRecord.period) == period)))
+        if i.error or i.rows_read > i.out_of_period]  # not the files holding only other months' rows
     quarantined = len(list(session.scalars(select(col(QuarantinedRow.id)).where(
         col(QuarantinedRow.period) == period, col(QuarantinedRow.readmitted_at).is_(None)))))
     checks = list(session.scalars(select(QualityCheck).where(col(QualityCheck.period) == period)))
@@ -33,7 +36,7 @@ def _quality(session: Session, period: str, cycle: Cycle | None, out_dir: Path |
         link = vpath.name if out_dir is not None and vpath.parent.resolve() == out_dir.resolve() \
             else (vpath.resolve().as_uri() if vpath.is_absolute() else str(vpath))
     return Quality(
-        files=len(imports), rows_read=sum(i.rows_read for i in imports),
+        files=len(imports), rows_read=sum(i.rows_read - i.out_of_period for i in imports),
         loaded=sum(i.loaded for i in imports), duplicates=sum(i.duplicates for i in imports),
         updated=sum(i.updated for i in imports), rejected=sum(i.rejected for i in imports),
         quarantined=quarantined, gate=(cycle.gate or "") if cycle else "",

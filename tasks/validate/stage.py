@@ -24,6 +24,7 @@ from cxloop.models import (
     utcnow,
 )
 from cxloop.tasks import month
+from cxloop.tasks.collect.records import current_imports
 from cxloop.tasks.validate.batch import batch_frames, check_batch
 from cxloop.tasks.validate.gx import build_gx, run_expectations
 from cxloop.tasks.validate.messages import json_safe
@@ -179,10 +180,9 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
         readmitted = len(readmit_ids)
         collect_rows = [q for q in existing.values() if q.stage == "collect" and q.readmitted_at is None
                         and f"{q.source}|{q.row_key}" not in present]
-        imports = conn.execute(
-            select(func.coalesce(func.sum(IR.rows_read), 0),
-                   func.coalesce(func.sum(IR.duplicates), 0), func.count())
-            .where(IR.period == period)).one()
+        imports = current_imports(conn.execute(
+            select(IR.id, IR.source, IR.file, IR.content_hash, IR.error, IR.rows_read, IR.out_of_period,
+                   IR.duplicates).where(IR.period == period)))
     # The flags are committed: the month frame kept for the cycle's later stages follows them.
     month_rows.patch(to_set, {"quarantined": True})
     month_rows.patch(to_clear, {"quarantined": False})
@@ -196,14 +196,14 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     checks = row_checks + batch_checks
     failed_critical = [c.expectation for c in checks if c.gating]
     total = len(df) + len(collect_rows)
-    duplicates = int(imports[1])
+    duplicates = sum(int(i.duplicates) for i in imports)
     result = GateResult(
         period=period, status="held" if failed_critical else "passed", checks=checks,
         failed_critical=failed_critical, rows=len(df), quarantined=quarantined,
         collect_quarantined=len(collect_rows),
         quarantine_share=(quarantined + len(collect_rows)) / total if total else 0.0,
         report_path=None, readmitted=readmitted, duplicates=duplicates,
-        read=int(imports[0]) if imports[2] else total + duplicates)
+        read=sum(int(i.rows_read - i.out_of_period) for i in imports) if imports else total + duplicates)
 
     with session_scope(engine) as session:
         session.execute(delete(QualityCheck).where(QC.period == period))
