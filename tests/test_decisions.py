@@ -206,6 +206,10 @@ def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine,
                       overdue=[], still_open=[], verdicts=[], subject="", report_url=None, project="cxloop",
                       confidence="95")
     assert "Also short because of this" in rendered and "delivery" in rendered
+    # the distance from the target as read: below a higher-is-better target is negative
+    assert item.value is not None and item.target == 30 and item.gap is not None
+    assert item.gap == pytest.approx(item.value - 30) and item.gap < 0
+    assert f"(target 30.0, -{abs(item.gap):.1f})" in rendered, rendered
     from cxloop.tasks.report import render_report
 
     page = render_report(settings, engine, "2026-10", lang="en")

@@ -55,7 +55,7 @@ class ActionItem:
     ci_high: float | None = None
     n: int | None = None
     target: float | None = None
-    gap: float | None = None
+    gap: float | None = None  # value - target, as the notice shows it
     comments: list[str] = field(default_factory=list)
     playbook: str = ""
     note: str = ""
@@ -191,9 +191,10 @@ def _num_or_none(value: Any) -> float | None:
 def action_item(settings: Settings, action: Action, period: str, lang: str, note: str = "") -> ActionItem:
     ev = _latest_evidence(action, period)
     value, target = _num_or_none(ev.get("value")), _num_or_none(ev.get("target", action.target))
-    gap = _num_or_none(ev.get("gap"))
-    if gap is None and value is not None and target is not None:
-        gap = value - target
+    # Shown as "value (target T, value - T)": NPS -22.4 against 20 reads "-42.4", a response time of
+    # 9.5 h against 4 reads "+5.5". The evidence's own `gap` is the shortfall (positive = worse,
+    # `actions.gap_of`), whose "+42.4" on a miss read as beating the target.
+    gap = value - target if value is not None and target is not None else None
     comments = ev.get("comments") or ev.get("worst_comments") or []
     n = ev.get("n")
     overdue = is_overdue(action, period_end_date(period))  # one definition with `cxloop actions`
