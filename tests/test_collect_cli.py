@@ -113,6 +113,10 @@ def test_init_output_collects_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert sum(r["loaded"] for r in rows) > 300
     assert sum(r["rejected"] for r in rows) == 2  # the two rows the sample quarantines on purpose
     assert (target / "cxloop.db").exists()  # default database next to the config
+    from cxloop.config import load_settings
+
+    settings = load_settings(cfg)  # every gap has a department to go to, the unowned ones too
+    assert settings.actions.default_owner in settings.departments
     # Writing over an existing project needs --force.
     code, _, err = run(["init", str(target)], monkeypatch, capsys)
     assert code == 1 and "--force" in err
