@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
 from cxloop.config import Settings
-from cxloop.output import EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
+from cxloop.output import EXIT_ERROR, EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
 from cxloop.periods import parse_period, period_range
 from cxloop.tasks.cycles import stage_records, stored_cycles
 
@@ -159,7 +159,8 @@ def run(
 ) -> None:
     """Run the monthly cycle for one period (re-running resumes and duplicates nothing).
 
-    Exit code 3 when the data-quality gate held the cycle, 4 when a notice could not be delivered."""
+    Exit code 3 when the data-quality gate held the cycle, 4 when a notice could not be delivered,
+    1 when a source file could not be read (named on stderr; the cycle went on without it)."""
     _quiet_prefect(verbose)
     if accept_data_risk and not reason:
         raise typer.BadParameter("--accept-data-risk needs --reason '…' (it is recorded)")
@@ -178,6 +179,8 @@ def run(
                       "no action opened, no department notified. Fix the source and re-run, or "
                       "re-run with --accept-data-risk --reason '…'.[/]")
     code = exit_code(engine, [outcome])
+    for line in collect_failures(engine, period):
+        print_error("error", f"{line} (the cycle went on without it)")
     if code == EXIT_NOTICES_FAILED:
         print_error("error", f"cycle {period}: notices could not be delivered (`cxloop outbox --status "
                     "failed`); the next run or `cxloop notify --retry` sends them")
@@ -187,14 +190,28 @@ def run(
 
 def exit_code(engine: Any, outcomes: list[dict[str, Any]]) -> int:
     """What a finished run tells cron: 3 when a cycle was held (the bigger news), else 4 when a
-    notice of these periods is still undelivered (`failed` in the outbox), else 0."""
+    notice of these periods is still undelivered (`failed` in the outbox), else 1 when a source
+    file could not be read (the cycle went on without it: `cxloop collect` exits 1 for the same),
+    else 0."""
     from cxloop.tasks.notify import outbox_rows
 
     if any(o["status"] == "held" for o in outcomes):
         return EXIT_HELD
     if any(outbox_rows(engine, o["period"], "failed") for o in outcomes):
         return EXIT_NOTICES_FAILED
+    if any(collect_failures(engine, o["period"]) for o in outcomes):
+        return EXIT_ERROR
     return 0
+
+
+def collect_failures(engine: Any, period: str) -> list[str]:
+    """The files the period's last collect could not read, one line each (none when it read all)."""
+    from cxloop.tasks.collect.records import failures_since
+
+    collect = stage_records(engine, period).get("collect")
+    if collect is None or not (collect.counts or {}).get("errors"):
+        return []
+    return failures_since(engine, period, collect.started_at)
 
 
 def _where_next(engine: Any, period: str) -> None:
@@ -219,6 +236,9 @@ def backfill(
     cfg, settings, engine = _checked(config)
     outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser())
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=Console())
+    for o in outcomes:
+        for line in collect_failures(engine, o["period"]):
+            print_error("error", f"{o['period']}: {line} (the cycle went on without it)")
     code = exit_code(engine, outcomes)
     if code:
         raise typer.Exit(code)

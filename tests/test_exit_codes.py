@@ -62,3 +62,34 @@ def test_cxloop_run_exit_code(status: str, cycle: str, expected: int, engine: En
     assert code == expected, err
     code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", P, "--to", P)
     assert code == expected, err
+
+
+def test_cxloop_run_names_the_files_collect_could_not_read(engine: Engine, db_url: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A source that could not be read does not stop the cycle, but `run` and `backfill` name it on
+    stderr and exit 1, as `cxloop collect` does; a failure from an earlier collect is not repeated."""
+    from datetime import timedelta
+
+    from cxloop.models import CycleStage, ImportRecord, utcnow
+
+    cfg = write_config(tmp_path, db_url, free_port())
+    started = utcnow()
+    with session_scope(engine) as s:
+        s.add(ImportRecord(source="tickets", file="data/old.csv", content_hash="", period=P,
+                           started_at=started - timedelta(days=1), error="data/old.csv: gone long ago"))
+        s.add(CycleStage(period=P, stage="collect", status="completed", started_at=started,
+                         finished_at=started, counts={"files": 1, "errors": 1}))
+        s.add(ImportRecord(source="tickets", file="data/t_*.csv", content_hash="", period=P,
+                           started_at=started + timedelta(seconds=1),
+                           error="data/t_*.csv: no file matches (looked for t_*.csv)"))
+
+    def flow(config: Path, settings: Any, periods: list[str], *args: Any) -> list[dict[str, Any]]:
+        return [{"period": p, "status": "completed", "gate": "passed", "resumed": []} for p in periods]
+
+    monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
+    code, _, err = cxloop(capsys, monkeypatch, cfg, "run", "--period", P)
+    assert code == 1 and "source 'tickets': data/t_*.csv: no file matches" in err, err
+    assert "gone long ago" not in err and "Traceback" not in err
+    code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", P, "--to", P)
+    assert code == 1 and f"{P}: source 'tickets': data/t_*.csv" in err, err

@@ -4,6 +4,7 @@ the ones that describe a period's files as they are now (`current_imports`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine, Table, select
@@ -65,3 +66,14 @@ def current_imports(records: Iterable[R]) -> list[R]:
         same = [r for r in group if r.content_hash == newest.content_hash and not r.error]
         out.append(newest if newest.error or not same else same[0])
     return sorted(out, key=lambda r: r.id or 0)
+
+
+def failures_since(engine: Engine, period: str, since: datetime) -> list[str]:
+    """One line per source file a collect of `period` since `since` could not read (a source
+    whose glob matched nothing included): the cycle goes on without them, so `cxloop run` names
+    them rather than leaving a count in the collect stage's record."""
+    it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(select(it.c.source, it.c.error).where(
+            it.c.period == period, it.c.error.is_not(None), it.c.started_at >= since).order_by(it.c.id)).all()
+    return [f"source {source!r}: {error}" for source, error in rows]
