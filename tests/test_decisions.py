@@ -210,6 +210,16 @@ def test_stages_store_the_decision_and_open_one_action_per_cause(engine: Engine,
     assert item.value is not None and item.target == 30 and item.gap is not None
     assert item.gap == pytest.approx(item.value - 30) and item.gap < 0
     assert f"(target 30.0, -{abs(item.gap):.1f})" in rendered, rendered
+    # the playbook's steps, not the facts it opens with (the notice lists those itself); each quote once
+    [playbook] = [line for line in rendered.splitlines() if "Suggested playbook" in line]
+    assert "1. " in playbook and "2. " in playbook and "What customers said" not in playbook, playbook
+    assert "Severity" not in playbook and "##" not in playbook, playbook
+    from cxloop.models import Action
+
+    echoed = Action(department="logistics", kpi="nps", scope="touchpoint", scope_value="courier",
+                    opened_period="2026-10", evidence=[{**entry, "worst_comments": [
+                        {"text": "退款太慢"}, {"text": "退款太慢"}, {"text": "没人接电话"}]}])
+    assert action_item(settings, echoed, "2026-10", "zh").comments == ["退款太慢", "没人接电话"]  # each once
     from cxloop.tasks.report import render_report
 
     page = render_report(settings, engine, "2026-10", lang="en")

@@ -188,6 +188,16 @@ def _num_or_none(value: Any) -> float | None:
         return None
 
 
+def _steps(playbook: str) -> str:
+    """What a notice quotes of an action's playbook: the lines under its last "### " heading, the
+    steps. A shipped playbook opens with the facts of the shortfall (`templates/playbooks/
+    _facts.md.j2`), which the notice already lists beside it; one without such a heading is
+    quoted whole."""
+    lines = playbook.strip().splitlines()
+    heads = [i for i, line in enumerate(lines) if line.startswith("### ")]
+    return "\n".join(line.strip() for line in lines[heads[-1] + 1 if heads else 0:] if line.strip())
+
+
 def action_item(settings: Settings, action: Action, period: str, lang: str, note: str = "") -> ActionItem:
     ev = _latest_evidence(action, period)
     value, target = _num_or_none(ev.get("value")), _num_or_none(ev.get("target", action.target))
@@ -207,8 +217,8 @@ def action_item(settings: Settings, action: Action, period: str, lang: str, note
         due=action.due, overdue=overdue, opened_period=action.opened_period, value=value,
         ci_low=_num_or_none(ev.get("ci_low")), ci_high=_num_or_none(ev.get("ci_high")),
         n=int(n) if isinstance(n, int | float) else None, target=target, gap=gap,
-        comments=[c for c in (_comment_text(c) for c in comments if c) if c],
-        playbook=mask_pii(action.playbook or "").strip(), note=mask_pii(note),
+        comments=list(dict.fromkeys(c for c in (_comment_text(c) for c in comments if c) if c)),
+        playbook=mask_pii(_steps(action.playbook or "")), note=mask_pii(note),
         context=[_context_line(settings, c, lang) for c in ev.get("context") or []],
         drivers=[driver_line(d, lang) for d in ev.get("drivers") or [] if isinstance(d, dict)],
     )
