@@ -37,8 +37,8 @@ def list_command(
     try:
         rows = [action_row(a) for a in list_actions(engine, status=status, department=department,
                                                     period=period)]
-    except ActionError as exc:
-        raise CxError(str(exc)) from None
+    except ActionError as exc:  # a status it does not know: bad usage (exit 2), like a bad --format
+        raise typer.BadParameter(str(exc), param_hint="--status") from None
     emit(rows, fmt, LIST_COLUMNS, title="actions")
 
 

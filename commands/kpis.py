@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
+from cxloop.commands.common import ConfigOpt, FormatOpt, PeriodOpt, load
 from cxloop.output import Format, emit
 from cxloop.tasks.cycles import gate_held
 from cxloop.vocabulary import KPIS, kpi_label
@@ -45,10 +45,11 @@ def kpis(
     settings, engine = load(config)
     known = engine_kpis.scope_names(settings)
     if scope and scope not in known:
-        raise CxError(f"unknown scope {scope!r}; known: {', '.join(known)}")
+        raise typer.BadParameter(f"unknown scope {scope!r}; known: {', '.join(known)}", param_hint="--scope")
     bad = sorted(set(kpi or []) - set(KPIS))
     if bad:
-        raise CxError(f"unknown KPI {', '.join(bad)}; known: {', '.join(KPIS)}")
+        raise typer.BadParameter(f"unknown KPI {', '.join(bad)}; known: {', '.join(KPIS)}",
+                                 param_hint="--kpi")
     note = ""
     rows = [] if recompute else engine_kpis.stored_rows(engine, period, scope)
     if recompute or not rows:

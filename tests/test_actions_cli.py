@@ -70,7 +70,7 @@ def test_list_json_keys_and_filters(setup: Path, capsys: pytest.CaptureFixture[s
     code, out, _ = cxloop(capsys, monkeypatch, setup, "actions", "list")
     assert code == 0 and "delivery" in out and "hotline" in out
     code, _, err = cxloop(capsys, monkeypatch, setup, "actions", "list", "--status", "bogus")
-    assert code == 1 and "unknown status 'bogus'" in err
+    assert code == 2 and "unknown status 'bogus'" in err  # bad usage, like a bad --format
 
 
 def test_lifecycle_through_the_cli(setup: Path, engine: Engine, capsys: pytest.CaptureFixture[str],

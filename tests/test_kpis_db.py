@@ -270,6 +270,8 @@ def test_cli_json_table_and_csv(engine: Engine, db_url: str, tmp_path: Path) -> 
                         env={"COLUMNS": "160"})
     assert res.exit_code == 0 and "NPS" in res.stdout and "95% CI" in res.stdout
     res = runner.invoke(app, ["kpis", "-p", "2026-10", "-c", str(cfg), "--scope", "planet"])
-    assert res.exit_code != 0
+    assert res.exit_code == 2 and "unknown scope 'planet'" in res.output  # bad usage, as README says
+    res = runner.invoke(app, ["kpis", "-p", "2026-10", "-c", str(cfg), "-k", "joy"])
+    assert res.exit_code == 2 and "unknown KPI joy" in res.output
     res = runner.invoke(app, ["kpis", "-p", "2026-13", "-c", str(cfg)])
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "month 13 is not 01-12" in res.output
