@@ -31,12 +31,13 @@ def list_command(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """List actions (filter by status, department, and period opened or re-confirmed in)."""
-    from cxloop.tasks.actions import ActionError, action_row, list_actions
+    from cxloop.tasks.actions import ActionError, action_row, latest_measurements, list_actions
 
     _, engine = load(config)
     try:
-        rows = [action_row(a) for a in list_actions(engine, status=status, department=department,
-                                                    period=period)]
+        actions = list_actions(engine, status=status, department=department, period=period)
+        latest = latest_measurements(engine, [a.id for a in actions if a.id is not None])
+        rows = [action_row(a, latest.get(a.id or 0)) for a in actions]
     except ActionError as exc:  # a status it does not know: bad usage (exit 2), like a bad --format
         raise typer.BadParameter(str(exc), param_hint="--status") from None
     emit(rows, fmt, LIST_COLUMNS, title="actions")

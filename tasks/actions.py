@@ -647,9 +647,25 @@ def is_overdue(action: Action, on: date) -> bool:
         action.due is not None and action.due < on
 
 
-def action_row(action: Action) -> dict[str, Any]:
-    """The flat view of an action used by `actions list` (JSON/CSV) and by digests."""
+def latest_measurements(engine: Engine, action_ids: Sequence[int]) -> dict[int, Measurement]:
+    """Each action's newest re-measurement (by period), for `action_row`."""
+    out: dict[int, Measurement] = {}
+    with Session(engine) as session:
+        for start in range(0, len(action_ids), 1000):
+            for m in session.exec(select(Measurement).where(
+                    col(Measurement.action_id).in_(action_ids[start:start + 1000]))
+                    .order_by(col(Measurement.period))):
+                out[m.action_id] = m
+    return out
+
+
+def action_row(action: Action, latest: Measurement | None = None) -> dict[str, Any]:
+    """The flat view of an action used by `actions list` (JSON/CSV) and by digests. `last_period`
+    and `last_value` are the newest figure: the last cycle's evidence, or `latest` (the action's
+    newest re-measurement, `latest_measurements`) when that is newer and has a value."""
     last = (action.evidence or [{}])[-1]
+    if latest is not None and latest.value is not None and latest.period > str(last.get("period") or ""):
+        last = {"period": latest.period, "value": latest.value}
     return {
         "id": action.id, "kpi": action.kpi, "scope": action.scope, "scope_value": action.scope_value,
         "department": action.department, "head": action.head, "status": action.status,

@@ -24,6 +24,7 @@ from cxloop.tasks.actions import (
     due_date,
     gap_of,
     is_overdue,
+    latest_measurements,
     list_actions,
     open_actions,
     playbook_source,
@@ -505,5 +506,14 @@ def test_queries(engine: Engine, tmp_path: Path) -> None:
     row = action_row(second)
     assert {"id", "kpi", "scope", "scope_value", "department", "status", "opened_period", "due",
             "severity"} <= set(row)
+    # `actions list` shows the newest figure: a re-measurement newer than the last evidence wins
+    assert action_row(first)["last_period"] == "2026-10"
+    latest = latest_measurements(engine, [first.id or 0, second.id or 0])
+    assert set(latest) == {first.id} and action_row(first, latest[first.id or 0])["last_period"] == "2026-10"
+    with session_scope(engine) as s:
+        s.add(Measurement(action_id=first.id or 0, period="2026-11", value=21, n=390, verdict="no_change"))
+    newest = latest_measurements(engine, [first.id or 0])[first.id or 0]
+    row = action_row(first, newest)
+    assert (row["last_period"], row["last_value"]) == ("2026-11", 21)
     assert first.due == date(2026, 10, 7)
     assert is_overdue(first, date(2026, 10, 8)) and not is_overdue(first, date(2026, 10, 7))
