@@ -30,7 +30,7 @@ def notify(
     --dry-run DIR writes the notices that would go out to files (HTML for e-mail routes, Markdown
     for chat routes) and prints them; nothing is sent or stored.
     """
-    from cxloop.tasks.notify import deliver, preview, queue_notices  # on use: not at CLI start-up
+    from cxloop.tasks.notify import deliver, outbox_rows, preview, queue_notices  # on use: not at start-up
 
     settings, engine = load(config)
     if not retry and period is None and dry_run is None:
@@ -50,6 +50,9 @@ def notify(
                 typer.echo(f"==> {path}")
                 typer.echo(path.read_text(encoding="utf-8"))
         emit(summary.messages, fmt, COLUMNS[:-1], title=f"dry run: {len(summary.files)} file(s) in {dry_run}")
+        if period is not None and not summary.files and (sent := outbox_rows(engine, period, "sent")):
+            typer.echo(f"nothing would go out again: {len(sent)} notice(s) of {period} were sent already "
+                       f"(`cxloop outbox --period {period}` lists them)", err=True)
         return
     emit(summary.messages, fmt, COLUMNS, title="notices")
     if fmt is Format.table:

@@ -86,6 +86,9 @@ def test_notify_retry_outbox_and_dry_run(engine: Engine, db_url: str, tmp_path: 
     assert [(r["recipient"], r["status"]) for r in listing] == [("logistics", "sent"), ("service", "sent")]
     assert run(["outbox", "-c", cfg, "--status", "failed", "--format", "csv"]).count("\n") == 1
     assert SECRET not in run(["outbox", "-c", cfg])
+    # a dry run of a period whose notices went out shows nothing, and says why
+    out = run(["notify", "-c", cfg, "--period", P, "--dry-run", str(tmp_path / "late")])
+    assert f"2 notice(s) of {P} were sent already" in out and SECRET not in out
 
 
 def test_held_cycle_queues_only_the_data_owner_alert(engine: Engine, db_url: str, tmp_path: Path) -> None:
