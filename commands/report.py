@@ -40,11 +40,16 @@ def report_command(
     from cxloop.tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
 
     settings, engine = load(config)
+    # Pages that differ from the cycle's (a forced language, another journey KPI) go to a folder of
+    # their own, reports/<period>/<lang>-<kpi>/: the cycle's pages are what notices link to.
+    variant = "-".join(v for v in (lang, journey_kpi if journey_kpi != "nps" else None) if v)
+    folder = report_dir(settings, period) / variant if variant else report_dir(settings, period)
     try:
         if department is None and out is None:
-            paths = write_reports(settings, engine, period, lang=lang, journey_kpi=journey_kpi)
+            paths = write_reports(settings, engine, period, out_dir=folder, lang=lang,
+                                  journey_kpi=journey_kpi)
         else:
-            path = out or report_dir(settings, period) / report_filename(department)
+            path = out or folder / report_filename(department)
             html = render_report(settings, engine, period, department, lang, journey_kpi=journey_kpi,
                                  out_dir=path.parent)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -505,6 +505,14 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
     assert '<html lang="zh-CN">' in single.read_text(encoding="utf-8")
     res = runner.invoke(app, ["report", "-p", PERIOD, "--lang", "fr", "--config", str(cfg)])
     assert res.exit_code == 2 and "use zh or en" in res.output
+    # pages unlike the cycle's (forced language, another journey KPI) leave the cycle's pages alone
+    cycle_pages = {p.name: p.read_bytes() for p in out.glob("*.html")}
+    res = runner.invoke(app, ["report", "-p", PERIOD, "--lang", "en", "--journey-kpi", "csat",
+                              "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert res.output.split()[0] == str(out / "en-csat" / "report.html")
+    assert '<html lang="en">' in (out / "en-csat" / "report.html").read_text(encoding="utf-8")
+    assert {p.name: p.read_bytes() for p in out.glob("*.html")} == cycle_pages
     res = runner.invoke(app, ["report", "-p", PERIOD, "-d", "nope", "--config", str(cfg)])
     assert isinstance(res.exception, CxError) and "unknown department 'nope'" in str(res.exception)
 
