@@ -6,15 +6,16 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
 
 
 def parse_period(text: str) -> str:
     """Validate "YYYY-MM"; raise ValueError with the accepted form otherwise."""
-    if not _PERIOD.match(text.strip()):
-        if (m := re.match(r"^\d{4}-(\d{2})$", text.strip())) is not None:  # the form, not the month
-            raise ValueError(f"period {text!r}: month {m.group(1)} is not 01-12 (YYYY-MM, e.g. 2026-10)")
+    m = _PERIOD.match(text.strip())
+    if m is None:
         raise ValueError(f"period {text!r} is not of the form YYYY-MM (e.g. 2026-10)")
+    if not 1 <= int(m.group(2)) <= 12:
+        raise ValueError(f"period {text!r}: month {m.group(2)} is not 01-12 (YYYY-MM, e.g. 2026-10)")
     return text.strip()
 
 

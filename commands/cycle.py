@@ -178,9 +178,10 @@ def run(
         console.print(f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, "
                       "no action opened, no department notified. Fix the source and re-run, or "
                       "re-run with --accept-data-risk --reason '…'.[/]")
-    code = exit_code(engine, [outcome])
-    for line in collect_failures(engine, period):
+    unread = collect_failures(engine, period)
+    for line in unread:
         print_error("error", f"{line} (the cycle went on without it)")
+    code = exit_code(engine, [outcome], bool(unread))
     if code == EXIT_NOTICES_FAILED:
         print_error("error", f"cycle {period}: notices could not be delivered (`cxloop outbox --status "
                     "failed`); the next run or `cxloop notify --retry` sends them")
@@ -188,20 +189,18 @@ def run(
         raise typer.Exit(code)
 
 
-def exit_code(engine: Any, outcomes: list[dict[str, Any]]) -> int:
+def exit_code(engine: Any, outcomes: list[dict[str, Any]], unread: bool) -> int:
     """What a finished run tells cron: 3 when a cycle was held (the bigger news), else 4 when a
     notice of these periods is still undelivered (`failed` in the outbox), else 1 when a source
-    file could not be read (the cycle went on without it: `cxloop collect` exits 1 for the same),
-    else 0."""
+    file could not be read (`unread`, from `collect_failures`: the cycle went on without it, and
+    `cxloop collect` exits 1 for the same), else 0."""
     from cxloop.tasks.notify import outbox_rows
 
     if any(o["status"] == "held" for o in outcomes):
         return EXIT_HELD
     if any(outbox_rows(engine, o["period"], "failed") for o in outcomes):
         return EXIT_NOTICES_FAILED
-    if any(collect_failures(engine, o["period"]) for o in outcomes):
-        return EXIT_ERROR
-    return 0
+    return EXIT_ERROR if unread else 0
 
 
 def collect_failures(engine: Any, period: str) -> list[str]:
@@ -236,10 +235,10 @@ def backfill(
     cfg, settings, engine = _checked(config)
     outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser())
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=Console())
-    for o in outcomes:
-        for line in collect_failures(engine, o["period"]):
-            print_error("error", f"{o['period']}: {line} (the cycle went on without it)")
-    code = exit_code(engine, outcomes)
+    unread = [f"{o['period']}: {line}" for o in outcomes for line in collect_failures(engine, o["period"])]
+    for line in unread:
+        print_error("error", f"{line} (the cycle went on without it)")
+    code = exit_code(engine, outcomes, bool(unread))
     if code:
         raise typer.Exit(code)
 
