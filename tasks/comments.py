@@ -522,9 +522,10 @@ class InsertAnalysis:
     the stage analyses only the rows still without one.
 
     With a trained model (tens of microseconds a comment) the chunks' reading process analyses
-    every comment of a chunk while it has time to spare (`in_reader`, `columns(every=True)`): a
-    big load's inserts keep the main process busy, and the reader waits on them about half the
-    time. What it analyses is written with the rows, as above, and the stage is left the rest."""
+    every comment of a chunk (`in_reader`, `columns(every=True)`): on SQLite every chunk's, as
+    the inserts keep the main process busy on one core; on PostgreSQL while it has time to spare,
+    as the server takes the other (`tasks.collect.chunked.EVERY_CHUNK`). What it analyses is
+    written with the rows, as above, and the stage is left the rest."""
 
     REPEATS = 10  # in a chunk (100k rows)
     _KNOWN = 100_000  # analyses kept across chunks
