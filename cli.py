@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer._click import exceptions as click  # the click Typer carries (0.29: its own copy)
 
 from cxloop import __version__
 from cxloop.commands import (
@@ -73,7 +74,20 @@ def main() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        app()
+        code = typer.main.get_command(app).main(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:  # `cxloop` alone: the help, as click shows it
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:  # click's own form takes four lines: usage, hint, blank, error
+        where = exc.ctx.command_path if exc.ctx is not None else "cxloop"
+        print_error("usage error", f"{where}: {exc.format_message()} (see `{where} --help`)")
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:  # a file option click could not open
+        print_error("error", exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt (Ctrl-C exits 130)
+        print_error("error", "aborted")
+        sys.exit(EXIT_ERROR)
     except ConfigError as exc:
         print_error("config error", str(exc))
         sys.exit(EXIT_USAGE)
@@ -83,6 +97,7 @@ def main() -> None:
     except SQLAlchemyError as exc:
         print_error("database error", _database_message(exc))
         sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else 0)  # `typer.Exit(code)`'s code; a command returns None
 
 
 def _database_message(exc: Exception) -> str:

@@ -73,6 +73,21 @@ def test_list_json_keys_and_filters(setup: Path, capsys: pytest.CaptureFixture[s
     assert code == 2 and "unknown status 'bogus'" in err  # bad usage, like a bad --format
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (("actions", "list", "--status", "bogus"),
+     "cxloop actions list: Invalid value for --status: unknown status"),
+    (("actions", "list", "--bogus"), "cxloop actions list: No such option: --bogus"),
+    (("actionz",), "cxloop: No such command 'actionz'."),
+])
+def test_bad_usage_is_one_line(setup: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], says: str) -> None:
+    """A mistyped option or command gets one line naming it and where the help is (click's own
+    form took four: usage, a hint, a blank line, the error), and exit 2."""
+    code, out, err = cxloop(capsys, monkeypatch, setup, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"usage error {says}") and err.count("\n") == 1 and "--help`)" in err
+
+
 def test_lifecycle_through_the_cli(setup: Path, engine: Engine, capsys: pytest.CaptureFixture[str],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     nps = next(a for a in actions(engine) if a.kpi == "nps")
