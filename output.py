@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -85,12 +86,26 @@ def terminal_safe(text: str) -> str:
     return _CONTROL.sub("", _TERMINAL_SEQUENCE.sub("", text))
 
 
+PIPED_WIDTH = 1000  # columns of output that goes to a pipe or a file
+
+
+def cli_console(*, stderr: bool = False) -> Console:
+    """The CLI's console. On a terminal Rich fits lines and tables to its width; piped or
+    redirected (`| grep`, `> run.log`) it would wrap them at 80 columns, splitting a table's cells
+    over several lines and a command to copy in two. There lines keep their length (up to
+    `PIPED_WIDTH`), unless the COLUMNS variable asks for a width."""
+    out = Console(stderr=stderr)
+    if out.is_terminal or os.environ.get("COLUMNS"):
+        return out
+    return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
 def print_error(label: str, message: str, console: Console | None = None) -> None:
     """An error on stderr: the label in bold red, the message as plain text.
 
     Never Rich markup: `[...]` in a path, a value or a config key must show as written, not be
     eaten as a style tag (or crash the printer as an unknown closing tag)."""
-    err = console or Console(stderr=True)
+    err = console or cli_console(stderr=True)
     err.print(Text.assemble((label, "bold red"), " ", terminal_safe(message)), highlight=False,
               soft_wrap=True)
 
@@ -129,7 +144,7 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
             writer.writerow({csv_safe(k): _csv_value(v) for k, v in r.items()})
         sys.stdout.write(buf.getvalue())
         return
-    console = console or Console()
+    console = console or cli_console()
     table = Table(title=title, show_lines=False, header_style="bold")
     for c in cols:
         table.add_column(c, overflow="fold")
@@ -144,3 +159,4 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
         console.print(Text(f"{title + ': ' if title else ''}nothing to show", style="dim"))
     else:
         console.print(table)
+

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
-from cxloop.output import Format, emit, terminal_safe
+from cxloop.output import Format, cli_console, emit, terminal_safe
 
 actions_app = typer.Typer(help="Corrective actions: list, show, acknowledge, start, finish, cancel, assign.",
                           no_args_is_help=True)
@@ -68,10 +68,9 @@ def show_command(action_id: IdArg, config: ConfigOpt = None, fmt: FormatOpt = Fo
 
 
 def _show_table(data: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markdown import Markdown
 
-    console = Console()
+    console = cli_console()
     action = data["action"]
     fields = ["id", "kpi", "scope", "scope_value", "department", "head", "status", "severity",
               "opened_period", "due", "baseline_value", "target", "closed_period"]
@@ -95,7 +94,7 @@ def _show_table(data: dict[str, Any]) -> None:
                              "effect_ci_low", "effect_ci_high", "method", "verdict", "decision")}
           for m in data["measurements"]], Format.table, title="measurements", console=console)
     if action.get("playbook"):
-        console.print(Markdown(terminal_safe(action["playbook"])))
+        console.print(Markdown(terminal_safe(action["playbook"])), width=min(console.width, 100))
 
 
 def _move(word: str, action_id: int, note: str, by: str | None, config: Any) -> None:

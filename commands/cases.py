@@ -10,12 +10,11 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from sqlmodel import Session, col, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, load
 from cxloop.models import as_utc
-from cxloop.output import EXIT_USAGE, Format, emit, print_error
+from cxloop.output import EXIT_USAGE, Format, cli_console, emit, print_error
 
 followup_app = typer.Typer(help="The daily follow-up run: new cases, reminders, escalations.",
                            no_args_is_help=True)
@@ -79,7 +78,7 @@ def list_command(config: ConfigOpt = None,
     statuses = list(OPEN_STATUSES) if status == "open" else [status] if status else None
     if status and status != "open" and status not in ALLOWED:
         print_error("error", f"--status: unknown status {status!r}; known: open, {', '.join(ALLOWED)}",
-                    Console(stderr=True))
+                    cli_console(stderr=True))
         raise typer.Exit(EXIT_USAGE)
     with Session(engine) as s:
         query = select(FollowupCase).order_by(col(FollowupCase.id))

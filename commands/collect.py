@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, load
-from cxloop.output import EXIT_ERROR, EXIT_USAGE, Format, emit, print_error
+from cxloop.output import EXIT_ERROR, EXIT_USAGE, Format, cli_console, emit, print_error
 
 IMPORT_COLUMNS = ["id", "started_at", "period", "source", "file", "rows_read", "loaded", "updated",
                   "duplicates", "rejected", "out_of_period", "error", "warnings"]
@@ -30,7 +29,7 @@ def init(
         written = write_example_project(directory, force=force)
     except (FileExistsError, CannotWrite) as exc:
         raise CxError(str(exc)) from None
-    out = Console()
+    out = cli_console()
     for path in written:
         out.print(f"wrote {path}", highlight=False, markup=False)
     config = directory / "cxloop.toml"
@@ -55,7 +54,7 @@ def collect(period: PeriodOpt, config: ConfigOpt = None, fmt: FormatOpt = Format
     emit(rows, fmt, columns=SUMMARY_COLUMNS, title=f"collect {period}")
     if summary.outcomes is not None and fmt is Format.table:
         emit([f.row() for f in summary.outcomes.files], fmt, columns=OUTCOME_COLUMNS, title="outcomes")
-    err = Console(stderr=True)
+    err = cli_console(stderr=True)
     for line in summary.warning_lines:
         print_error("warning", line, err)
     if summary.errors:

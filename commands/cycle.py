@@ -16,14 +16,14 @@ from sqlalchemy import Engine
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, PeriodOpt, _period, load
 from cxloop.config import Settings
-from cxloop.output import EXIT_ERROR, EXIT_HELD, EXIT_NOTICES_FAILED, Format, emit, print_error
+from cxloop.output import EXIT_ERROR, EXIT_HELD, EXIT_NOTICES_FAILED, Format, cli_console, emit, print_error
 from cxloop.periods import parse_period, period_range
 from cxloop.tasks.cycles import stage_records, stored_cycles
 
 if TYPE_CHECKING:
     from cxloop.tasks.demo_followup import FollowupStory
 
-console = Console(stderr=True)
+console = cli_console(stderr=True)
 
 
 def _quiet_prefect(verbose: bool) -> None:
@@ -172,7 +172,7 @@ def run(
         if row["stage"] in outcome.get("resumed", []):
             row["status"] = "unchanged (kept)"
     emit(rows, Format.table, ["stage", "status", "seconds", "counts"],
-         title=f"cycle {period}: {outcome['status']} (gate {outcome['gate']})", console=Console())
+         title=f"cycle {period}: {outcome['status']} (gate {outcome['gate']})", console=cli_console())
     _where_next(engine, period)
     if outcome["status"] == "held":
         console.print(f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, "
@@ -216,7 +216,7 @@ def collect_failures(engine: Any, period: str) -> list[str]:
 def _where_next(engine: Any, period: str) -> None:
     rows = _cycle_rows(engine, period)
     if rows and rows[0]["report"]:
-        Console().print(f"report: {rows[0]['report']}", markup=False)
+        cli_console().print(f"report: {rows[0]['report']}", markup=False)
 
 
 def backfill(
@@ -234,7 +234,7 @@ def backfill(
         raise typer.BadParameter(str(exc)) from None
     cfg, settings, engine = _checked(config)
     outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser())
-    emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=Console())
+    emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=cli_console())
     unread = [f"{o['period']}: {line}" for o in outcomes for line in collect_failures(engine, o["period"])]
     for line in unread:
         print_error("error", f"{line} (the cycle went on without it)")
@@ -280,7 +280,7 @@ def deploy(
     from cxloop.flows.schedule import deploy as deploy_flow
 
     registered = deploy_flow(_config_path(config), pool, name)
-    out = Console()
+    out = cli_console()
     for deployment, deployment_id in registered.items():
         out.print(f"deployment {escape(deployment)} registered ({deployment_id})", highlight=False)
     out.print(f"start a worker with `prefect worker start --pool {escape(pool)}`", highlight=False)
@@ -304,7 +304,7 @@ def demo(
         raise CxError(f"{directory} already holds a demo; remove it or pick another --dir")
     plan = default_plan(last, months, rows, seed)
     cfg = write_demo(directory, plan)
-    out = Console()
+    out = cli_console()
     out.print(f"[bold]cxloop demo[/]: {months} months of feedback written to {escape(str(directory))}/data "
               f"({plan.periods[0]} .. {plan.periods[-1]})")
     cfg, settings, engine = _checked(cfg)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from cxloop.commands.common import ConfigOpt, FormatOpt, PeriodOpt, load
-from cxloop.output import Format, emit
+from cxloop.output import Format, cli_console, emit
 from cxloop.tasks.cycles import gate_held
 from cxloop.vocabulary import KPIS, kpi_label
 
@@ -86,7 +85,7 @@ def kpis(
         emit([{**{k: r.as_dict()[k] for k in JSON_KEYS}, "q": (r.stats.get("decision") or {}).get("q"),
                "act": (r.stats.get("decision") or {}).get("act")} for r in rows], fmt)
     if note:
-        Console(stderr=True).print(f"[dim]{note}[/]", highlight=False)
+        cli_console(stderr=True).print(f"[dim]{note}[/]", highlight=False)
 
 
 def _decision_word(decision: dict[str, Any] | None) -> str:
