@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Engine, func, text
 from sqlalchemy import select as sa_select
@@ -57,17 +57,37 @@ def period_lock(engine: Engine, period: str) -> Iterator[None]:
         return
     db_file = engine.url.database or "cxloop"
     lock_path = Path(f"{db_file}.{period}.lock") if db_file != ":memory:" else Path(f"/tmp/cx.{period}.lock")
-    with open(lock_path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CycleBusy(busy) from None
+    with _locked_file(lock_path, busy) as fh:
+        fh.truncate(0)
         fh.write(f"{socket.gethostname()}:{os.getpid()}\n")
         fh.flush()
         try:
             yield
         finally:
+            lock_path.unlink(missing_ok=True)  # while still held: whoever comes next locks a new file
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _locked_file(path: Path, busy: str) -> TextIO:
+    """`path` opened and locked, the file that is at `path` now. The holder removes the file
+    before it lets go (a lock file per period would otherwise stay beside the database): a
+    process that opened it just before then holds a lock on a removed file, so it checks that
+    the path still names what it locked, and tries again on the new file if not."""
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - returned open: the caller holds it for the run
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise CycleBusy(busy) from None
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        held = os.fstat(fh.fileno())
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return fh
+        fh.close()
 
 
 def _hash_files(root: Path, pattern: str) -> str:

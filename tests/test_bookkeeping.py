@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,49 @@ def test_second_run_of_a_period_is_refused_while_the_first_holds_it(engine: Engi
             pass
     with period_lock(engine, "2026-10"):  # released afterwards
         pass
+
+
+def test_the_sqlite_period_lock_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A lock file per period run used to stay beside the database. Removed on release; a run
+    that opened the old file meanwhile locks the new one instead (not a removed file)."""
+    from cxloop.db import open_db
+
+    engine = open_db(f"sqlite:///{tmp_path / 'cx.db'}")
+    lock = tmp_path / "cx.db.2026-10.lock"
+    with period_lock(engine, "2026-10"):
+        assert lock.is_file() and lock.read_text().strip().endswith(f":{os.getpid()}")
+        stale = open(lock)  # noqa: SIM115 - a second run that opened the file just before its removal
+    assert not lock.exists()
+    with period_lock(engine, "2026-10"):
+        assert lock.is_file()
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the removed file: no lock on the period
+        with pytest.raises(CycleBusy), period_lock(engine, "2026-10"):  # the new file is the one held
+            pass
+    stale.close()
+    assert list(tmp_path.glob("*.lock")) == []
+    engine.dispose()
+
+
+def test_a_lock_taken_on_a_file_just_removed_is_taken_again_on_the_new_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder removes the file between this run's open and its lock: the run locks the file
+    at the path now, not the removed one (else two runs would hold the period at once)."""
+    from cxloop.flows import bookkeeping
+
+    path = tmp_path / "cx.db.2026-10.lock"
+    path.write_text("holder\n")
+    calls: list[int] = []
+    real = fcntl.flock
+
+    def holder_lets_go_first(fh: object, op: int) -> None:
+        if not calls:
+            path.unlink()
+        calls.append(op)
+        real(fh, op)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bookkeeping.fcntl, "flock", holder_lets_go_first)
+    with bookkeeping._locked_file(path, "busy") as fh:
+        assert len(calls) == 2 and os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
 
 
 def test_a_finished_stage_is_skipped_only_for_the_same_input(engine: Engine) -> None:
