@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
-from typer._click import exceptions as click  # the click Typer carries (0.29: its own copy)
+from typer._click import exceptions as click  # the click Typer carries since 0.29 (pyproject's floor)
 
 from cxloop import __version__
 from cxloop.commands import (
@@ -85,7 +85,7 @@ def main() -> None:
     except click.ClickException as exc:  # a file option click could not open
         print_error("error", exc.format_message())
         sys.exit(exc.exit_code)
-    except typer.Abort:  # end of input at a prompt (Ctrl-C exits 130)
+    except typer.Abort:  # Ctrl-C or end of input at a prompt (Ctrl-C elsewhere exits 130)
         print_error("error", "aborted")
         sys.exit(EXIT_ERROR)
     except ConfigError as exc:

@@ -90,14 +90,20 @@ PIPED_WIDTH = 1000  # columns of output that goes to a pipe or a file
 
 
 def cli_console(*, stderr: bool = False) -> Console:
-    """The CLI's console. On a terminal Rich fits lines and tables to its width; piped or
-    redirected (`| grep`, `> run.log`) it would wrap them at 80 columns, splitting a table's cells
-    over several lines and a command to copy in two. There lines keep their length (up to
-    `PIPED_WIDTH`), unless the COLUMNS variable asks for a width."""
-    out = Console(stderr=stderr)
-    if out.is_terminal or os.environ.get("COLUMNS"):
-        return out
+    """The CLI's console. With a terminal on any standard stream Rich fits lines and tables to
+    its width (piped into `less` too). With none (cron, CI, a scheduled run's log file) it wraps
+    them at 80 columns, splitting a table's cells over several lines and a command to copy in
+    two: there lines keep their length (up to `PIPED_WIDTH`), unless COLUMNS asks for a width."""
+    if os.environ.get("COLUMNS") or any(_is_terminal(fd) for fd in (0, 1, 2)):
+        return Console(stderr=stderr)
     return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+def _is_terminal(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 def print_error(label: str, message: str, console: Console | None = None) -> None:
@@ -159,4 +165,3 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format | str, columns: Sequence[st
         console.print(Text(f"{title + ': ' if title else ''}nothing to show", style="dim"))
     else:
         console.print(table)
-

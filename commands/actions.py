@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, OptionalPeriodOpt, load
-from cxloop.output import Format, cli_console, emit, terminal_safe
+from cxloop.output import PIPED_WIDTH, Format, cli_console, emit, terminal_safe
 
 actions_app = typer.Typer(help="Corrective actions: list, show, acknowledge, start, finish, cancel, assign.",
                           no_args_is_help=True)
@@ -94,7 +94,8 @@ def _show_table(data: dict[str, Any]) -> None:
                              "effect_ci_low", "effect_ci_high", "method", "verdict", "decision")}
           for m in data["measurements"]], Format.table, title="measurements", console=console)
     if action.get("playbook"):
-        console.print(Markdown(terminal_safe(action["playbook"])), width=min(console.width, 100))
+        console.print(Markdown(terminal_safe(action["playbook"])),  # no terminal: as wide as one
+                      width=100 if console.width >= PIPED_WIDTH else None)
 
 
 def _move(word: str, action_id: int, note: str, by: str | None, config: Any) -> None:

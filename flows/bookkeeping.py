@@ -12,7 +12,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -64,7 +64,8 @@ def period_lock(engine: Engine, period: str) -> Iterator[None]:
         try:
             yield
         finally:
-            lock_path.unlink(missing_ok=True)  # while still held: whoever comes next locks a new file
+            with suppress(OSError):  # while still held: whoever comes next locks a new file
+                lock_path.unlink()
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -77,14 +78,17 @@ def _locked_file(path: Path, busy: str) -> TextIO:
         fh = open(path, "a+")  # noqa: SIM115 - returned open: the caller holds it for the run
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            held = os.fstat(fh.fileno())
         except BlockingIOError:
             fh.close()
             raise CycleBusy(busy) from None
-        try:
-            now = os.stat(path)
-        except FileNotFoundError:
-            now = None
-        held = os.fstat(fh.fileno())
+        except BaseException:
+            fh.close()
+            raise
         if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
             return fh
         fh.close()

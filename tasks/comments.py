@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -319,11 +318,7 @@ _worker_state: tuple[SentimentModel, ThemeTagger] | None = None
 
 
 def _worker_count() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(cores, 8)
+    return min(workers.cores(), 8)
 
 
 def _start_worker(model: SentimentModel, topics: list[TopicConfig], words: dict[str, tuple[int, int]]

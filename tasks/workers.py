@@ -25,6 +25,14 @@ from typing import Any
 _PRELOAD = ["cxloop.tasks.collect", "cxloop.tasks.comments"]
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _forkserver() -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)

@@ -228,8 +228,8 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
 def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engine, Engine], tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """With a trained model the chunks' reading process analyses each chunk's comments, written
-    with its rows (on SQLite every chunk's, as here; on PostgreSQL only while the main process
-    has a chunk waiting, here made every chunk's too). The stage then has only the rewritten
+    with its rows (on SQLite with 2 cores every chunk's, as here; on PostgreSQL only while the
+    main process has a chunk waiting, here made every chunk's too). The stage then has only the rewritten
     row left, and both ways end with the same rows as the whole file analysed by the stage."""
     from cxloop.tasks.comments import analyse_comments
     from cxloop.tasks.demo import write_training_set
@@ -239,6 +239,7 @@ def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engi
     settings = settings_for(tmp_path)
     save_model(train(*read_labelled(tmp_path / "labelled.csv"), source="test").model,
                settings.resolve(settings.comments.model_path))
+    monkeypatch.setattr(chunked.workers, "cores", lambda: 2)  # the rule's machine (2 cores)
     if twin[0].dialect.name != "sqlite":  # PostgreSQL analyses with time to spare: not for a test to arrange
         monkeypatch.setattr(chunked, "EVERY_CHUNK", frozenset({twin[0].dialect.name}))
     write(tmp_path / "export.csv", SAID)

@@ -58,8 +58,14 @@ _POLL = 1.0  # seconds between liveness checks of the other process
 # what the reader analyses is written once, with its rows, instead of again by the stage. At 1M
 # rows (2 cores): collect + comments 17.5-20.6 s against 21.1-22.9 s with the spare-time rule.
 # PostgreSQL's server process takes that second core: there every chunk made collect + comments
-# 26.5-28.7 s against 24.5-26.7 s, so it keeps the rule.
+# 26.5-28.7 s against 24.5-26.7 s, so it keeps the rule. Measured on 2 cores only: with more, the
+# stage's worker processes share the analysis, which one reader cannot, so the rule stays there too.
 EVERY_CHUNK = frozenset({"sqlite"})
+EVERY_CHUNK_CORES = 2  # at most
+
+
+def _every_chunk(dialect: str) -> bool:
+    return dialect in EVERY_CHUNK and workers.cores() <= EVERY_CHUNK_CORES
 
 
 class GiveWay(Exception):
@@ -295,7 +301,7 @@ class Feed:
         self._proc = ctx.Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
                                        CHUNK_ROWS, min(CHUNK_ROWS, FIRST_CHUNK_ROWS), self._folder,
-                                       self._queue, analysis, dialect not in EVERY_CHUNK))
+                                       self._queue, analysis, not _every_chunk(dialect)))
         self._proc.start()
 
     def __enter__(self) -> Feed:
