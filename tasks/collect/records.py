@@ -87,6 +87,19 @@ def current_imports(records: Iterable[R]) -> list[R]:
     return sorted(out, key=lambda r: r.id or 0)
 
 
+class _Counted(Protocol):
+    @property
+    def rows_read(self) -> int: ...
+    @property
+    def out_of_period(self) -> int: ...
+
+
+def rows_of_period_read(imports: Iterable[_Counted]) -> int:
+    """The rows of the period that `current_imports`' files hold: what validate's record and the
+    report's data-quality box both call "read"."""
+    return sum(int(i.rows_read) - int(i.out_of_period) for i in imports)
+
+
 def latest_failures(engine: Engine, period: str) -> list[str]:
     """One line per source file the latest collect of each source could not read for `period`
     (a source whose glob matched nothing included): the cycle goes on without them, so `cxloop

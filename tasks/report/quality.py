@@ -14,7 +14,7 @@ from cxloop.models import (
     QualityCheck,
     QuarantinedRow,
 )
-from cxloop.tasks.collect.records import current_imports
+from cxloop.tasks.collect.records import current_imports, rows_of_period_read
 from cxloop.tasks.report.data import Quality
 
 
@@ -36,7 +36,7 @@ def _quality(session: Session, period: str, cycle: Cycle | None, out_dir: Path |
         link = vpath.name if out_dir is not None and vpath.parent.resolve() == out_dir.resolve() \
             else (vpath.resolve().as_uri() if vpath.is_absolute() else str(vpath))
     return Quality(
-        files=len(imports), rows_read=sum(i.rows_read - i.out_of_period for i in imports),
+        files=len(imports), rows_read=rows_of_period_read(imports),
         loaded=sum(i.loaded for i in imports), duplicates=sum(i.duplicates for i in imports),
         updated=sum(i.updated for i in imports), rejected=sum(i.rejected for i in imports),
         quarantined=quarantined, gate=(cycle.gate or "") if cycle else "",

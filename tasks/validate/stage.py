@@ -24,7 +24,7 @@ from cxloop.models import (
     utcnow,
 )
 from cxloop.tasks import month
-from cxloop.tasks.collect.records import current_imports
+from cxloop.tasks.collect.records import current_imports, rows_of_period_read
 from cxloop.tasks.validate.batch import batch_frames, check_batch
 from cxloop.tasks.validate.gx import build_gx, run_expectations
 from cxloop.tasks.validate.messages import json_safe
@@ -203,7 +203,7 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
         collect_quarantined=len(collect_rows),
         quarantine_share=(quarantined + len(collect_rows)) / total if total else 0.0,
         report_path=None, readmitted=readmitted, duplicates=duplicates,
-        read=sum(int(i.rows_read - i.out_of_period) for i in imports) if imports else total + duplicates)
+        read=rows_of_period_read(imports) if imports else total + duplicates)
 
     with session_scope(engine) as session:
         session.execute(delete(QualityCheck).where(QC.period == period))
