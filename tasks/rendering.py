@@ -63,6 +63,15 @@ def _signed(value: Any, digits: int = 1) -> str:
     return f"{float(value):+,.{digits}f}"
 
 
+def to_target(value: Any, target: Any) -> float | None:
+    """A KPI's distance from its target as notices and pages show it, value - target: NPS -22.4
+    against 20 reads -42.4, a response time of 9.5 h against 4 reads +5.5 (the evidence's own
+    `gap` is the shortfall, positive = worse, `actions.gap_of`). None when either is missing."""
+    if value is None or target is None:
+        return None
+    return float(value) - float(target)
+
+
 @cache
 def environment(lang: str = "en") -> Environment:
     if lang not in LANGUAGES:
@@ -82,7 +91,7 @@ def environment(lang: str = "en") -> Environment:
         else (s if n == 1 else p),
         newstyle=True,
     )
-    env.filters.update(mask=mask_pii, num=_num, signed=_signed, md=escape_markdown)
+    env.filters.update(mask=mask_pii, num=_num, signed=_signed, md=escape_markdown, to_target=to_target)
     env.globals["lang"] = lang
     return env
 

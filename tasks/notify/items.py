@@ -13,7 +13,7 @@ from cxloop.models import Action, Measurement, OutboxMessage
 from cxloop.periods import period_end_date
 from cxloop.tasks.actions import is_overdue
 from cxloop.tasks.masking import mask_pii
-from cxloop.tasks.rendering import translate
+from cxloop.tasks.rendering import to_target, translate
 from cxloop.vocabulary import kpi_label
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
@@ -201,10 +201,7 @@ def _steps(playbook: str) -> str:
 def action_item(settings: Settings, action: Action, period: str, lang: str, note: str = "") -> ActionItem:
     ev = _latest_evidence(action, period)
     value, target = _num_or_none(ev.get("value")), _num_or_none(ev.get("target", action.target))
-    # Shown as "value (target T, value - T)": NPS -22.4 against 20 reads "-42.4", a response time of
-    # 9.5 h against 4 reads "+5.5". The evidence's own `gap` is the shortfall (positive = worse,
-    # `actions.gap_of`), whose "+42.4" on a miss read as beating the target.
-    gap = value - target if value is not None and target is not None else None
+    gap = to_target(value, target)  # shown as "value (target T, value - T)"
     comments = ev.get("comments") or ev.get("worst_comments") or []
     n = ev.get("n")
     overdue = is_overdue(action, period_end_date(period))  # one definition with `cxloop actions`
