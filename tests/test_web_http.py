@@ -77,7 +77,7 @@ def test_acting_follows_the_lifecycle_and_is_recorded(site: tuple[Workspace, str
     ws, base = site
     anna, aid = signed_in(base, "anna"), ws.service_action
     page = anna.get(f"/actions/{aid}").text
-    evidence = action_detail(ws.engine, aid)["action"].evidence[-1]  # its distance from target: value - target
+    evidence = action_detail(ws.engine, aid)["action"].evidence[-1]  # shown: value - target
     assert f"<td>{evidence['value'] - evidence['target']:+,.1f}</td>" in page
     token = csrf_of(page)
     r = anna.post(f"/actions/{aid}/move", data={"move": "cancel", "note": "x", "csrf": token})
