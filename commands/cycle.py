@@ -205,12 +205,12 @@ def exit_code(engine: Any, outcomes: list[dict[str, Any]], unread: bool) -> int:
 
 def collect_failures(engine: Any, period: str) -> list[str]:
     """The files the period's last collect could not read, one line each (none when it read all)."""
-    from cxloop.tasks.collect.records import latest_failures
+    from cxloop.tasks.collect.records import failures_since
 
     collect = stage_records(engine, period).get("collect")
     if collect is None or not (collect.counts or {}).get("errors"):
         return []
-    return latest_failures(engine, period)
+    return failures_since(engine, period, collect.started_at)
 
 
 def _where_next(engine: Any, period: str) -> None:

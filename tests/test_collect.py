@@ -577,38 +577,6 @@ def test_missing_file_and_glob_fail_alone(engine: Engine, tmp_path: Path) -> Non
     assert len(errors) == 2
 
 
-def test_a_failure_is_current_only_from_its_sources_latest_collect(engine: Engine, tmp_path: Path) -> None:
-    """A glob that matched nothing is recorded under the source's path, not a file's name. Once a
-    later collect reads the files, that failure leaves the data-quality box and `cxloop run`'s list;
-    a file the same later collect could not read stays in both. Every record of one collect of a
-    source carries that collect's start."""
-    from sqlmodel import Session
-
-    from cxloop.tasks.collect.records import latest_failures
-    from cxloop.tasks.report.quality import _quality
-
-    settings = make_settings(tmp_path, [{"name": "web", "kind": "csv", "path": "exports/*.csv"}])
-
-    def shown() -> tuple[list[str], list[str]]:
-        with Session(engine) as s:
-            box = _quality(s, P, None, None).import_errors
-        return box, latest_failures(engine, P)
-
-    collect_period(settings, engine, P)
-    box, listed = shown()
-    assert len(box) == len(listed) == 1 and "no file matches" in box[0] and "no file matches" in listed[0]
-    write_csv(tmp_path / "exports" / "a.csv", ["response_id,submitted_at,channel,nps", "k1,2026-10-03,web,9"])
-    write_csv(tmp_path / "exports" / "b.csv", ["id,time", "k2,2026-10-04"])  # no column it needs
-    summary = collect_period(settings, engine, P)
-    assert [i.error is None for i in summary.imports] == [True, False]
-    assert len({i.started_at for i in summary.imports}) == 1
-    box, listed = shown()
-    assert len(box) == len(listed) == 1 and "b.csv" in box[0] and "b.csv" in listed[0]
-    write_csv(tmp_path / "exports" / "b.csv", ["response_id,submitted_at,channel,nps", "k2,2026-10-04,web,7"])
-    collect_period(settings, engine, P)
-    assert shown() == ([], [])
-
-
 def test_missing_mapped_column_names_file_and_column(tmp_path: Path) -> None:
     write_csv(tmp_path / "m.csv", ["编号,提交时间,渠道,评价", "r1,2026-10-03,web,好"])
     settings = make_settings(

@@ -3,7 +3,7 @@ the ones that describe a period's files as they are now (`current_imports`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -45,21 +45,9 @@ class _Imported(Protocol):
     def content_hash(self) -> str: ...
     @property
     def error(self) -> str | None: ...
-    @property
-    def started_at(self) -> datetime: ...
 
 
 R = TypeVar("R", bound=_Imported)
-
-
-def _latest_collects(records: Sequence[R]) -> dict[str, datetime]:
-    """Per source, the start of its latest collect: every record one collect of a source writes
-    carries that collect's start (`ImportSummary.started_at`)."""
-    latest: dict[str, datetime] = {}
-    for r in records:
-        if r.source not in latest or r.started_at > latest[r.source]:
-            latest[r.source] = r.started_at
-    return latest
 
 
 def current_imports(records: Iterable[R]) -> list[R]:
@@ -68,17 +56,10 @@ def current_imports(records: Iterable[R]) -> list[R]:
     failed). Every collect writes a record for each file it reads, an unchanged file's re-read
     included (every row then counts as a duplicate), so a sum over all records counted each
     file once per run. A corrected file's first import counts the rows it left unchanged as
-    duplicates of the earlier version's.
-
-    A failure counts only from its source's latest collect (as `latest_failures`): a source whose
-    files could not be listed is recorded under its configured path, not a file's name, so once
-    its glob matches, no newer record of that name would ever replace the failure."""
-    ordered = sorted(records, key=lambda r: r.id or 0)
-    latest = _latest_collects(ordered)
+    duplicates of the earlier version's."""
     files: dict[tuple[str, str], list[R]] = {}
-    for r in ordered:
-        if not r.error or r.started_at == latest[r.source]:
-            files.setdefault((r.source, r.file), []).append(r)
+    for r in sorted(records, key=lambda r: r.id or 0):
+        files.setdefault((r.source, r.file), []).append(r)
     out = []
     for group in files.values():
         newest = group[-1]
@@ -100,13 +81,12 @@ def rows_of_period_read(imports: Iterable[_Counted]) -> int:
     return sum(int(i.rows_read) - int(i.out_of_period) for i in imports)
 
 
-def latest_failures(engine: Engine, period: str) -> list[str]:
-    """One line per source file the latest collect of each source could not read for `period`
-    (a source whose glob matched nothing included): the cycle goes on without them, so `cxloop
-    run` names them rather than leaving a count in the collect stage's record. The same failures
-    as the report's data-quality box shows (`current_imports`)."""
+def failures_since(engine: Engine, period: str, since: datetime) -> list[str]:
+    """One line per source file a collect of `period` since `since` could not read (a source
+    whose glob matched nothing included): the cycle goes on without them, so `cxloop run` names
+    them rather than leaving a count in the collect stage's record."""
     it: Table = ImportRecord.__table__  # type: ignore[attr-defined]
     with engine.connect() as conn:
-        rows = conn.execute(select(it.c.id, it.c.source, it.c.file, it.c.content_hash, it.c.error,
-                                   it.c.started_at).where(it.c.period == period)).all()
-    return [f"source {r.source!r}: {r.error}" for r in current_imports(rows) if r.error]
+        rows = conn.execute(select(it.c.source, it.c.error).where(
+            it.c.period == period, it.c.error.is_not(None), it.c.started_at >= since).order_by(it.c.id)).all()
+    return [f"source {source!r}: {error}" for source, error in rows]

@@ -14,6 +14,7 @@ from cxloop.config import Settings, SourceConfig
 from cxloop.models import (
     ImportRecord,
     QuarantinedRow,
+    utcnow,
 )
 from cxloop.tasks.collect.summary import ImportSummary
 
@@ -101,7 +102,7 @@ def _reuse(engine: Engine, source: SourceConfig, label: str, data: Callable[[], 
     periods = {**ref.periods, "reused": int(ref.id)}
     with engine.begin() as conn:
         imp.import_id = int(conn.execute(insert(it).values(
-            source=source.name, file=label, content_hash=digest, period=period, started_at=imp.started_at,
+            source=source.name, file=label, content_hash=digest, period=period, started_at=utcnow(),
             error=None, periods=periods, **counts,
         )).inserted_primary_key[0])  # type: ignore[index]
     for name, value in counts.items():
