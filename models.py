@@ -139,6 +139,9 @@ class ImportRecord(SQLModel, table=True):
     content_hash: str
     period: str = Field(index=True)
     started_at: datetime = Field(default_factory=utcnow)
+    # The start of the collect that wrote it, shared by every record of one collect of a source:
+    # which failures are current (`tasks/collect/records.py`). None: written before migration 0015.
+    collect_started: datetime | None = None
     rows_read: int = 0
     loaded: int = 0
     duplicates: int = 0

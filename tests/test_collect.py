@@ -577,6 +577,71 @@ def test_missing_file_and_glob_fail_alone(engine: Engine, tmp_path: Path) -> Non
     assert len(errors) == 2
 
 
+def test_a_failure_is_current_only_from_its_sources_latest_collect(engine: Engine, tmp_path: Path) -> None:
+    """A glob that matched nothing is recorded under the source's path, not a file's name. Once a
+    later collect reads the files, that failure leaves the data-quality box; a file the same
+    later collect could not read stays. Every record of one collect of a source carries that
+    collect's start (`collect_started`, migration 0015)."""
+    from sqlmodel import Session
+
+    from cxloop.tasks.report.quality import _quality
+
+    settings = make_settings(tmp_path, [{"name": "web", "kind": "csv", "path": "exports/*.csv"}])
+
+    def box() -> list[str]:
+        with Session(engine) as s:
+            return _quality(s, P, None, None).import_errors
+
+    collect_period(settings, engine, P)
+    assert len(box()) == 1 and "no file matches" in box()[0]
+    write_csv(tmp_path / "exports" / "a.csv", ["response_id,submitted_at,channel,nps", "k1,2026-10-03,web,9"])
+    write_csv(tmp_path / "exports" / "b.csv", ["id,time", "k2,2026-10-04"])  # no column it needs
+    summary = collect_period(settings, engine, P)
+    assert [i.error is None for i in summary.imports] == [True, False]
+    assert len(box()) == 1 and "b.csv" in box()[0]
+    write_csv(tmp_path / "exports" / "b.csv", ["response_id,submitted_at,channel,nps", "k2,2026-10-04,web,7"])
+    collect_period(settings, engine, P)
+    assert box() == []
+    with session_scope(engine) as s:
+        records = sorted(s.execute(select(ImportRecord)).scalars(), key=lambda r: r.id or 0)
+        starts = [r.collect_started for r in records]
+    assert starts[1] == starts[2] != starts[0] and None not in starts  # a.csv and b.csv: one collect
+
+
+def test_failures_written_before_collects_were_recorded_all_stay(engine: Engine) -> None:
+    """Records from before migration 0015 carry no collect: for a source whose newest record is
+    one of them, every failure stays in the box as before (else all but its newest would vanish);
+    once the source is collected again, only that collect's failures count."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from cxloop.models import utcnow
+    from cxloop.tasks.report.quality import _quality
+
+    def record(file: str, error: str | None, collect: datetime | None = None) -> None:
+        with session_scope(engine) as s:
+            s.add(ImportRecord(source="web", file=file, content_hash="h" if error is None else "", period=P,
+                               rows_read=1, loaded=1 if error is None else 0, error=error,
+                               collect_started=collect))
+
+    def box() -> list[str]:
+        with Session(engine) as s:
+            return _quality(s, P, None, None).import_errors
+
+    record("exports/*.csv", "exports/*.csv: no file matches")
+    record("exports/a.csv", "exports/a.csv: cannot be read")
+    record("exports/b.csv", None)
+    assert box() == ["exports/*.csv: exports/*.csv: no file matches",
+                     "exports/a.csv: exports/a.csv: cannot be read"]
+    now = utcnow()
+    record("exports/a.csv", None, now)
+    record("exports/b.csv", None, now)
+    assert box() == []
+    record("exports/b.csv", "exports/b.csv: cannot be read", now + timedelta(hours=1))
+    assert box() == ["exports/b.csv: exports/b.csv: cannot be read"]
+
+
 def test_missing_mapped_column_names_file_and_column(tmp_path: Path) -> None:
     write_csv(tmp_path / "m.csv", ["编号,提交时间,渠道,评价", "r1,2026-10-03,web,好"])
     settings = make_settings(

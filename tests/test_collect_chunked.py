@@ -120,7 +120,7 @@ def stored(engine: Engine) -> dict[str, Any]:
         "readmitted": sorted(str(r["row_key"]) for r in table(engine, QuarantinedRow, "row_key", ())
                              if r["readmitted_at"] is not None),
         "imports": [{k: v for k, v in r.items() if k != "id"}
-                    for r in table(engine, ImportRecord, "id", ("started_at",))],
+                    for r in table(engine, ImportRecord, "id", ("started_at", "collect_started"))],
     }
 
 

@@ -86,11 +86,12 @@ def test_feedback_pages_keep_room_on_postgresql(db_url: str) -> None:
 
         command.upgrade(alembic_config(eng), "0013")
         before = options()
-        command.upgrade(alembic_config(eng), "head")
+        command.upgrade(alembic_config(eng), "0014")
         assert options() == (["fillfactor=80"] if pg else before)
         command.downgrade(alembic_config(eng), "0013")
         assert options() == before == (None if pg else before)
     finally:
+        command.upgrade(alembic_config(eng), "head")
         eng.dispose()
 
 

@@ -304,13 +304,13 @@ def _is_big(source: SourceConfig, path: Path) -> bool:
 
 
 def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path: Path, label: str,
-                 fingerprint: str, period: str) -> ImportSummary | None:
+                 fingerprint: str, period: str, started: datetime) -> ImportSummary | None:
     """One big CSV file, read and prepared in chunks by a worker process (`tasks.collect.chunked`) while
     this process stores each chunk: the two overlap, and memory stays bounded. The same import
     as `collect_source` makes of the whole file; None when the file must be read whole after all
     (the transaction is then rolled back)."""
 
-    imp = ImportSummary(source.name, label)
+    imp = ImportSummary(source.name, label, collect_started=started)
     with engine.connect() as conn:
         analysis = InsertAnalysis.start(conn, settings, period)
     try:
@@ -332,6 +332,7 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
             with engine.begin() as conn:
                 import_id = int(conn.execute(insert(it).values(
                     source=source.name, file=label, content_hash=digest, period=period, started_at=now,
+                    collect_started=started,
                     **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=None,
                 )).inserted_primary_key[0])  # type: ignore[index]
                 store = _ChunkedImport(conn, source.name, period, import_id, now, analysis,
@@ -344,7 +345,7 @@ def _collect_big(settings: Settings, engine: Engine, source: SourceConfig, path:
         except chunked.GiveWay:
             return None
         except SourceError as exc:
-            imp = ImportSummary(source.name, label, error=str(exc),
+            imp = ImportSummary(source.name, label, error=str(exc), collect_started=started,
                                 encoding=feed.encoding if feed.read else None)
             _record_failure(engine, period, imp, digest)
             return imp

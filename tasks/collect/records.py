@@ -3,7 +3,7 @@ the ones that describe a period's files as they are now (`current_imports`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -45,9 +45,18 @@ class _Imported(Protocol):
     def content_hash(self) -> str: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def collect_started(self) -> datetime | None: ...
 
 
 R = TypeVar("R", bound=_Imported)
+
+
+def _latest_collects(ordered: Sequence[R]) -> dict[str, datetime | None]:
+    """Per source, the start of its latest collect: that of its newest record (records in id
+    order), which every record of that collect shares. None: the newest record predates
+    migration 0015, which gave records a collect."""
+    return {r.source: r.collect_started for r in ordered}
 
 
 def current_imports(records: Iterable[R]) -> list[R]:
@@ -56,10 +65,19 @@ def current_imports(records: Iterable[R]) -> list[R]:
     failed). Every collect writes a record for each file it reads, an unchanged file's re-read
     included (every row then counts as a duplicate), so a sum over all records counted each
     file once per run. A corrected file's first import counts the rows it left unchanged as
-    duplicates of the earlier version's."""
+    duplicates of the earlier version's.
+
+    A failure counts only from its source's latest collect: a source whose files could not be
+    listed is recorded under its configured path, not a file's name, so once its glob matches no
+    newer record of that name would ever replace the failure. Records written before migration
+    0015 have no collect (None), the same for all: a source whose newest record is one of them
+    keeps every failure, as before."""
+    ordered = sorted(records, key=lambda r: r.id or 0)
+    latest = _latest_collects(ordered)
     files: dict[tuple[str, str], list[R]] = {}
-    for r in sorted(records, key=lambda r: r.id or 0):
-        files.setdefault((r.source, r.file), []).append(r)
+    for r in ordered:
+        if not r.error or r.collect_started == latest[r.source]:
+            files.setdefault((r.source, r.file), []).append(r)
     out = []
     for group in files.values():
         newest = group[-1]

@@ -103,6 +103,7 @@ def _reuse(engine: Engine, source: SourceConfig, label: str, data: Callable[[], 
     with engine.begin() as conn:
         imp.import_id = int(conn.execute(insert(it).values(
             source=source.name, file=label, content_hash=digest, period=period, started_at=utcnow(),
+            collect_started=imp.collect_started,
             error=None, periods=periods, **counts,
         )).inserted_primary_key[0])  # type: ignore[index]
     for name, value in counts.items():

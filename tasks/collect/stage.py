@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from cxloop.config import Settings, SourceConfig
+from cxloop.models import utcnow
 from cxloop.periods import parse_period
 from cxloop.tasks import readers
 from cxloop.tasks.collect import reuse
@@ -29,6 +30,7 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
 
     A file whose exact content was imported before under the same mapping is not parsed again
     when that says nothing can change for this period (see `_reuse`)."""
+    started = utcnow()  # every record of this collect of the source says so (`ImportSummary`)
     loaders: list[tuple[str, Path | None]] = []
     if source.kind == "sql":
         assert source.url is not None and source.query is not None
@@ -38,7 +40,7 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
         try:
             files = source_files(settings, source)
         except SourceError as exc:
-            imp = ImportSummary(source.name, source.path or "", error=str(exc))
+            imp = ImportSummary(source.name, source.path or "", error=str(exc), collect_started=started)
             _record_failure(engine, period, imp, "")
             return [imp]
         loaders.extend((_label(settings, path), path) for path in files)
@@ -46,11 +48,11 @@ def collect_source(settings: Settings, engine: Engine, source: SourceConfig, per
     done: list[ImportSummary] = []
     for label, path in loaders:
         if path is not None and _is_big(source, path):
-            big = _collect_big(settings, engine, source, path, label, fingerprint, period)
+            big = _collect_big(settings, engine, source, path, label, fingerprint, period, started)
             if big is not None:
                 done.append(big)
                 continue
-        imp = ImportSummary(source.name, label)
+        imp = ImportSummary(source.name, label, collect_started=started)
         digest = ""
         try:
             if path is None:

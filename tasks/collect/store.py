@@ -40,6 +40,7 @@ def _store(engine: Engine, source: SourceConfig, prep: Prepared, period: str, im
     with engine.begin() as conn:
         import_id = conn.execute(insert(it).values(
             source=source.name, file=imp.file, content_hash=content_hash, period=period, started_at=now,
+            collect_started=imp.collect_started,
             **dict.fromkeys(COUNT_NAMES, 0), error=None, periods=periods, warnings=prep.warnings or None,
         )).inserted_primary_key[0]  # type: ignore[index]
         imp.import_id = int(import_id)
@@ -139,5 +140,6 @@ def _record_failure(engine: Engine, period: str, imp: ImportSummary, content_has
     with engine.begin() as conn:
         imp.import_id = int(conn.execute(insert(it).values(
             source=imp.source, file=imp.file, content_hash=content_hash, period=period,
-            started_at=utcnow(), error=imp.error, **dict.fromkeys(COUNT_NAMES, 0),
+            started_at=utcnow(), collect_started=imp.collect_started, error=imp.error,
+            **dict.fromkeys(COUNT_NAMES, 0),
         )).inserted_primary_key[0])  # type: ignore[index]

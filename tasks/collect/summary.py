@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from cxloop.models import utcnow
 from cxloop.tasks.collect.outcomes import OutcomesSummary
 
 if TYPE_CHECKING:
@@ -31,6 +33,9 @@ class ImportSummary:
     import_id: int | None = None
     encoding: str | None = None
     warnings: dict[str, Any] = field(default_factory=dict)  # ImportRecord.warnings
+    # When the collect that read it started: the same for every file of a source's collect, which
+    # is how `records.current_imports` tells that collect's records from older ones.
+    collect_started: datetime = field(default_factory=utcnow)
     # The rows inserted, in insertion order (canonical fields and source): what a new month is.
     # A big import's are on disk (`columnar.Spill`), for the month's columnar copy.
     inserted: pd.DataFrame | Spill | None = field(default=None, repr=False)

@@ -181,8 +181,8 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
         collect_rows = [q for q in existing.values() if q.stage == "collect" and q.readmitted_at is None
                         and f"{q.source}|{q.row_key}" not in present]
         imports = current_imports(conn.execute(
-            select(IR.id, IR.source, IR.file, IR.content_hash, IR.error, IR.rows_read, IR.out_of_period,
-                   IR.duplicates).where(IR.period == period)))
+            select(IR.id, IR.source, IR.file, IR.content_hash, IR.error, IR.collect_started, IR.rows_read,
+                   IR.out_of_period, IR.duplicates).where(IR.period == period)))
     # The flags are committed: the month frame kept for the cycle's later stages follows them.
     month_rows.patch(to_set, {"quarantined": True})
     month_rows.patch(to_clear, {"quarantined": False})
