@@ -123,3 +123,35 @@ def test_comment_analysis_markers_move_out_of_cycle_stage(db_url: str) -> None:
                 ("comments:analysis", "fp1"), ("kpis", "x")]
     finally:
         eng.dispose()
+
+
+def test_collect_started_round_trip_keeps_the_rows(db_url: str) -> None:
+    """Migration 0015 adds import_record.collect_started; its downgrade drops the column and keeps
+    every row, also with a feedback row pointing at the record (SQLite keeps that foreign key,
+    0013, so rebuilding the table would be refused)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cxloop.db import alembic_config, make_engine
+
+    eng = make_engine(db_url)
+    try:
+        command.upgrade(alembic_config(eng), "head")
+        with eng.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO import_record (id, source, file, content_hash, period, started_at, rows_read,"
+                " loaded, duplicates, updated, rejected, out_of_period, collect_started) VALUES (7, 'web',"
+                " 'a.csv', 'h', '2026-10', '2026-10-05 01:00:00', 1, 1, 0, 0, 0, 0, '2026-10-05 01:00:00')"))
+            conn.execute(text(
+                "INSERT INTO feedback (source, response_id, period, submitted_at, channel, content_hash,"
+                " import_id, quarantined, loaded_at) VALUES ('web', 'r1', '2026-10', '2026-10-03 09:00:00',"
+                " 'web', 'c', 7, false, '2026-10-05 01:00:00')"))
+        command.downgrade(alembic_config(eng), "0014")
+        assert "collect_started" not in {c["name"] for c in inspect(eng).get_columns("import_record")}
+        command.upgrade(alembic_config(eng), "head")
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM feedback WHERE import_id = 7")).scalar_one() == 1
+            kept = conn.execute(text("SELECT collect_started FROM import_record WHERE id = 7")).scalar_one()
+            assert kept is None
+    finally:
+        eng.dispose()

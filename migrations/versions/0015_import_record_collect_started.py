@@ -26,5 +26,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('import_record') as batch:
-        batch.drop_column('collect_started')
+    # Not a batch rebuild: on SQLite that drops the table, which feedback's kept foreign key
+    # (0013) refuses once a row points at a record. SQLite 3.35+ drops a column in place.
+    op.drop_column('import_record', 'collect_started')

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from cxloop.models import utcnow
 from cxloop.tasks.collect.outcomes import OutcomesSummary
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ class ImportSummary:
     warnings: dict[str, Any] = field(default_factory=dict)  # ImportRecord.warnings
     # When the collect that read it started: the same for every file of a source's collect, which
     # is how `records.current_imports` tells that collect's records from older ones.
-    collect_started: datetime = field(default_factory=utcnow)
+    collect_started: datetime = field(kw_only=True)  # no default: a path that forgot it would hide failures
     # The rows inserted, in insertion order (canonical fields and source): what a new month is.
     # A big import's are on disk (`columnar.Spill`), for the month's columnar copy.
     inserted: pd.DataFrame | Spill | None = field(default=None, repr=False)
