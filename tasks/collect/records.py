@@ -3,7 +3,7 @@ the ones that describe a period's files as they are now (`current_imports`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -52,13 +52,6 @@ class _Imported(Protocol):
 R = TypeVar("R", bound=_Imported)
 
 
-def _latest_collects(ordered: Sequence[R]) -> dict[str, datetime | None]:
-    """Per source, the start of its latest collect: that of its newest record (records in id
-    order), which every record of that collect shares. None: the newest record predates
-    migration 0015, which gave records a collect."""
-    return {r.source: r.collect_started for r in ordered}
-
-
 def current_imports(records: Iterable[R]) -> list[R]:
     """The records that describe the period's files as they are now, in import order: per
     (source, file), the first import of its newest content (its newest record when that one
@@ -73,7 +66,7 @@ def current_imports(records: Iterable[R]) -> list[R]:
     0015 have no collect (None), the same for all: a source whose newest record is one of them
     keeps every failure, as before."""
     ordered = sorted(records, key=lambda r: r.id or 0)
-    latest = _latest_collects(ordered)
+    latest = {r.source: r.collect_started for r in ordered}  # its newest record's collect, per source
     files: dict[tuple[str, str], list[R]] = {}
     for r in ordered:
         if not r.error or r.collect_started == latest[r.source]:
