@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, load
 from cxloop.models import as_utc
-from cxloop.output import EXIT_USAGE, Format, cli_console, emit, print_error
+from cxloop.output import Format, emit
 
 followup_app = typer.Typer(help="The daily follow-up run: new cases, reminders, escalations.",
                            no_args_is_help=True)
@@ -74,12 +74,11 @@ def list_command(config: ConfigOpt = None,
     from cxloop.models import FollowupCase
     from cxloop.tasks.cases.lifecycle import ALLOWED, OPEN_STATUSES
 
+    if status and status != "open" and status not in ALLOWED:  # bad usage (exit 2), as `actions list`
+        raise typer.BadParameter(f"unknown status {status!r}; known: open, {', '.join(ALLOWED)}",
+                                 param_hint="--status")
     settings, engine = load(config)
     statuses = list(OPEN_STATUSES) if status == "open" else [status] if status else None
-    if status and status != "open" and status not in ALLOWED:
-        print_error("error", f"--status: unknown status {status!r}; known: open, {', '.join(ALLOWED)}",
-                    cli_console(stderr=True))
-        raise typer.Exit(EXIT_USAGE)
     with Session(engine) as s:
         query = select(FollowupCase).order_by(col(FollowupCase.id))
         if statuses:
