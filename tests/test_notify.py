@@ -193,6 +193,24 @@ def test_receiver_down_then_back_arrives_exactly_once(engine: Engine, tmp_path: 
     assert msg.status == "sent" and msg.attempts == 3
 
 
+def test_a_file_sink_that_cannot_write_says_why(engine: Engine, tmp_path: Path) -> None:
+    """The outbox records the operating system's reason (Apprise alone recorded "An exception
+    occured sending a cxloop file sink notification"); the notice is retried later."""
+    seed(engine)
+    (tmp_path / "notices").write_text("a file where the folder should be")
+    settings = make_settings(tmp_path, [f"cxfile://localhost/{tmp_path}/notices/logistics"], [])
+    queue_notices(settings, engine, P, held=False)
+    assert deliver(settings, engine, P).failed == 1
+    [msg] = [m for m in outbox(engine) if m.recipient == "logistics"]
+    assert msg.status == "failed" and msg.next_attempt_at is not None
+    # (the route's path is masked there, as any part of a route's URL may be a token)
+    assert "cxfile: cannot write to /tmp/" in (msg.last_error or "")
+    assert ": Not a directory" in (msg.last_error or "") and "exception" not in (msg.last_error or "")
+    (tmp_path / "notices").unlink()
+    assert deliver(settings, engine, None, force=True).sent == 1
+    assert len(list((tmp_path / "notices" / "logistics").iterdir())) == 1
+
+
 def test_partial_failure_retries_only_the_missing_receiver(engine: Engine, tmp_path: Path) -> None:
     seed(engine)
     up = HttpReceiver().start()
