@@ -470,3 +470,21 @@ def test_two_runs_at_once_never_both_send(engine: Engine, tmp_path: Path) -> Non
         [stale] = [m for m in outbox(engine) if m.recipient == "logistics"]
         stale.status, stale.attempts = "failed", 0  # a run still holding the old row cannot claim it
         assert _claim(engine, stale, later) is False
+
+
+def test_a_playbook_of_several_sections_is_quoted_whole(tmp_path: Path) -> None:
+    """A department's own playbook with two "### " sections: the notice quotes both (the rule
+    that took only the last section dropped the steps), and not the facts the notice lists."""
+    from cxloop.tasks.notify.items import action_item
+
+    settings = make_settings(tmp_path, [])
+    playbook = ("## NPS · delivery\n\n- Value: 12.0\n\n### Steps\n1. Call the carrier.\n"
+                "2. Review late orders.\n\n### If it is not better next month\n3. Change carrier.\n")
+    action = Action(id=1, kpi="nps", scope="journey_stage", scope_value="delivery", department="logistics",
+                    opened_period=P, playbook=playbook,
+                    evidence=[{"period": P, "value": 12.0, "target": 30.0}])
+    assert action_item(settings, action, P, "en").playbook == (
+        "1. Call the carrier.\n2. Review late orders.\nIf it is not better next month\n3. Change carrier.")
+    shipped = Action(id=2, kpi="nps", scope="journey_stage", scope_value="delivery", department="logistics",
+                     opened_period=P, playbook="just call them back")  # no heading: quoted whole
+    assert action_item(settings, shipped, P, "en").playbook == "just call them back"

@@ -189,13 +189,14 @@ def _num_or_none(value: Any) -> float | None:
 
 
 def _steps(playbook: str) -> str:
-    """What a notice quotes of an action's playbook: the lines under its last "### " heading, the
+    """What a notice quotes of an action's playbook: what follows its first "### " heading, the
     steps. A shipped playbook opens with the facts of the shortfall (`templates/playbooks/
-    _facts.md.j2`), which the notice already lists beside it; one without such a heading is
-    quoted whole."""
+    _facts.md.j2`, which has no such heading), which the notice already lists beside it; one
+    without such a heading is quoted whole. A playbook of several sections keeps all of them,
+    their later headings as plain lines."""
     lines = playbook.strip().splitlines()
-    heads = [i for i, line in enumerate(lines) if line.startswith("### ")]
-    return "\n".join(line.strip() for line in lines[heads[-1] + 1 if heads else 0:] if line.strip())
+    first = next((i for i, line in enumerate(lines) if line.startswith("### ")), -1)
+    return "\n".join(line.strip().removeprefix("### ") for line in lines[first + 1:] if line.strip())
 
 
 def action_item(settings: Settings, action: Action, period: str, lang: str, note: str = "") -> ActionItem:
