@@ -156,7 +156,7 @@ def main() -> None:
             summary = collect_period(settings, engine, "2026-10")
         dt = time.perf_counter() - t
         c = summary.counts()
-        rate = int(c["rows_read"]) / dt
+        rate = summary.total("rows_read") / dt
         out.write(f"{label}: {dt:.2f} s total = {rate:,.0f} rows/s | read {c['rows_read']:,}, "
                   f"loaded {c['loaded']:,}, updated {c['updated']:,}, duplicates {c['duplicates']:,}, "
                   f"rejected {c['rejected']:,}, out_of_period {c['out_of_period']:,} | "

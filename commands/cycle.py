@@ -208,9 +208,11 @@ def collect_failures(engine: Any, period: str) -> list[str]:
     from cxloop.tasks.collect.records import failures_since
 
     collect = stage_records(engine, period).get("collect")
-    if collect is None or not (collect.counts or {}).get("errors"):
+    counts = (collect.counts or {}) if collect is not None else {}
+    if collect is None or not counts.get("errors"):
         return []
-    return failures_since(engine, period, collect.started_at)
+    outcomes = [str(line) for line in counts.get("outcome_failures") or []]
+    return failures_since(engine, period, collect.started_at) + outcomes
 
 
 def _where_next(engine: Any, period: str) -> None:

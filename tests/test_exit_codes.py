@@ -93,3 +93,35 @@ def test_cxloop_run_names_the_files_collect_could_not_read(engine: Engine, db_ur
     assert "gone long ago" not in err and "Traceback" not in err
     code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", P, "--to", P)
     assert code == 1 and f"{P}: source 'tickets': data/t_*.csv" in err, err
+
+
+def test_cxloop_run_names_an_outcomes_file_collect_could_not_read(
+        engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An `[outcomes]` file that cannot be read: `run` names it and exits 1, as `cxloop collect`
+    does (no import record keeps it: the collect stage's record does). The stage record is what a
+    real collect leaves (the flow itself is stubbed)."""
+    from cxloop.config import load_settings
+    from cxloop.flows.bookkeeping import begin_stage, end_stage
+    from cxloop.tasks.collect import collect_period
+
+    cfg = write_config(tmp_path, db_url, free_port())
+    cfg.write_text(cfg.read_text(encoding="utf-8") + """
+[outcomes]
+kind = "csv"
+path = "data/orders.csv"
+columns = { customer_id = "会员号", date = "日期", orders = "订单数" }
+""", encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "orders.csv").write_bytes(b"\xff\xfe\x00garbage")
+    summary = collect_period(load_settings(cfg), engine, P)
+    assert summary.outcomes is not None and summary.outcomes.errors
+    begin_stage(engine, P, "collect", "")
+    end_stage(engine, P, "collect", status="completed", counts=summary.counts())
+
+    def flow(config: Path, settings: Any, periods: list[str], *args: Any) -> list[dict[str, Any]]:
+        return [{"period": p, "status": "completed", "gate": "passed", "resumed": []} for p in periods]
+
+    monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
+    code, _, err = cxloop(capsys, monkeypatch, cfg, "run", "--period", P)
+    assert code == 1 and "outcomes: data/orders.csv" in err and "went on without it" in err, err

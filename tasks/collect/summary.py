@@ -96,10 +96,14 @@ class CollectSummary:
         """The rows this collect inserted, file by file in the order they were inserted."""
         return [i.inserted for i in self.imports if i.inserted is not None]
 
-    def counts(self) -> dict[str, int | float | str]:
-        out: dict[str, int | float | str] = {"files": len(self.imports)}
+    def counts(self) -> dict[str, int | float | str | list[str]]:
+        """What the stage record keeps. The lines of outcomes files that failed go with it
+        (`outcome_failures`): unlike a source's, no import record keeps them for `cxloop run`."""
+        out: dict[str, int | float | str | list[str]] = {"files": len(self.imports)}
         out.update({name: self.total(name) for name in COUNT_NAMES})
         out["errors"] = len(self.errors)
         if self.outcomes is not None:
             out.update(self.outcomes.counts())
+            if self.outcomes.errors:
+                out["outcome_failures"] = self.outcomes.errors
         return out
