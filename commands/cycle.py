@@ -23,9 +23,6 @@ from cxloop.tasks.cycles import stage_records, stored_cycles
 if TYPE_CHECKING:
     from cxloop.tasks.demo_followup import FollowupStory
 
-console = cli_console(stderr=True)
-
-
 def _quiet_prefect(verbose: bool) -> None:
     """Prefect logs every task to the terminal; an admin wants the outcome, not the chatter."""
     if not verbose:
@@ -98,7 +95,8 @@ def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reas
     outcomes = []
     for period in periods:
         current.append(period)
-        status_ctx = console.status(f"cycle {period}: running …") if console.is_terminal else None
+        err = cli_console(stderr=True)  # made when used: the streams a test or a scheduler set up
+        status_ctx = err.status(f"cycle {period}: running …") if err.is_terminal else None
         try:
             if status_ctx:
                 status_ctx.start()
@@ -175,9 +173,10 @@ def run(
          title=f"cycle {period}: {outcome['status']} (gate {outcome['gate']})", console=cli_console())
     _where_next(engine, period)
     if outcome["status"] == "held":
-        console.print(f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, "
-                      "no action opened, no department notified. Fix the source and re-run, or "
-                      "re-run with --accept-data-risk --reason '…'.[/]")
+        cli_console(stderr=True).print(
+            f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, no "
+            "action opened, no department notified. Fix the source and re-run, or re-run with "
+            "--accept-data-risk --reason '…'.[/]")
     unread = collect_failures(engine, period)
     for line in unread:
         print_error("error", f"{line} (the cycle went on without it)")

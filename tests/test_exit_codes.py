@@ -60,6 +60,9 @@ def test_cxloop_run_exit_code(status: str, cycle: str, expected: int, engine: En
     monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
     code, _, err = cxloop(capsys, monkeypatch, cfg, "run", "--period", P)
     assert code == expected, err
+    # a held cycle says so on stderr, on one line (no terminal here: lines keep their length)
+    assert (f"cycle {P} is HELD by the data-quality gate" in err) == (cycle == "held"), err
+    assert cycle != "held" or any(line.endswith("--reason '…'.") for line in err.splitlines()), err
     code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", P, "--to", P)
     assert code == expected, err
 
