@@ -172,6 +172,8 @@ def run(
     emit(rows, Format.table, ["stage", "status", "seconds", "counts"],
          title=f"cycle {period}: {outcome['status']} (gate {outcome['gate']})", console=cli_console())
     _where_next(engine, period)
+    if outcome.get("note"):
+        print_error("note", f"cycle {period}: {outcome['note']}")
     if outcome["status"] == "held":
         cli_console(stderr=True).print(
             f"[yellow]cycle {period} is HELD by the data-quality gate: KPIs are provisional, no "
@@ -236,6 +238,9 @@ def backfill(
     cfg, settings, engine = _checked(config)
     outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser())
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=cli_console())
+    for o in outcomes:
+        if o.get("note"):
+            print_error("note", f"cycle {o['period']}: {o['note']}")
     unread = [f"{o['period']}: {line}" for o in outcomes for line in collect_failures(engine, o["period"])]
     for line in unread:
         print_error("error", f"{line} (the cycle went on without it)")

@@ -21,7 +21,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from cxloop.config import Settings
-from cxloop.models import Action, Cycle, CycleStage, KpiResult, Outcome, utcnow
+from cxloop.models import Action, AuditEntry, Cycle, CycleStage, KpiResult, Outcome, utcnow
 from cxloop.paths import EXPECTATIONS, TEMPLATES
 from cxloop.tasks import claims
 
@@ -258,6 +258,38 @@ def mark_interrupted(engine: Engine, period: str, reason: str) -> None:
             row.status, row.finished_at, row.error = "interrupted", now, reason
             s.add(row)
         s.commit()
+
+
+def set_gate(engine: Engine, period: str, gate: str, *, accepted_by: str | None = None, reason: str = "",
+             rechecked: bool = True) -> tuple[str, str | None]:
+    """Record the data-quality gate of the period's cycle -> (the gate in force, a note for the
+    admin or None).
+
+    `accepted_by`: a held gate overridden (`--accept-data-risk`): the cycle keeps who, when and
+    why, and the audit log gets an entry (verb `accept_data_risk`) that stays whatever later runs
+    do. A run without the override keeps an earlier acceptance while the data it was given for is
+    unchanged (`rechecked` False: validate did not run again); a changed month that holds again
+    clears it from the cycle, and the note says so."""
+    with Session(engine) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == period)).one()
+        note = None
+        if gate == "held" and accepted_by is not None:
+            why = reason or "(no reason given)"
+            cycle.gate, cycle.risk_accepted_by, cycle.risk_accepted_at = "accepted", accepted_by, utcnow()
+            cycle.risk_reason = why
+            s.add(AuditEntry(actor=accepted_by, verb="accept_data_risk", target=f"cycle:{period}",
+                             detail=why[:2000]))
+        elif gate == "held" and cycle.gate == "accepted" and not rechecked:
+            pass  # the same data as when the risk was accepted
+        else:
+            if gate == "held" and cycle.gate == "accepted":
+                note = (f"the data changed since {cycle.risk_accepted_by} accepted the risk; the "
+                        "data-quality gate holds again (that acceptance stays in the audit log)")
+            cycle.gate, cycle.risk_accepted_by, cycle.risk_accepted_at = gate, None, None
+            cycle.risk_reason = None
+        s.add(cycle)
+        s.commit()
+        return cycle.gate or gate, note
 
 
 def update_cycle(engine: Engine, period: str, **fields: Any) -> None:

@@ -27,6 +27,7 @@ from cxloop.flows.bookkeeping import (
     end_stage,
     mark_interrupted,
     period_lock,
+    set_gate,
     skip_stage,
     source_fingerprint,
     stage_done_with,
@@ -183,7 +184,9 @@ def notify_owners(ctx: CycleContext, held: bool) -> dict[str, Any]:
 
 
 @task(name="write reports", cache_policy=NO_CACHE)
-def write_reports(ctx: CycleContext) -> dict[str, Any]:
+def write_reports(ctx: CycleContext, gate: str) -> dict[str, Any]:
+    """The period's reports; written again when the gate changes (a held month's pages say its
+    figures are provisional; once the risk is accepted they must not)."""
     from cxloop.tasks.report import write_reports as write
 
     def work() -> dict[str, Any]:
@@ -195,7 +198,8 @@ def write_reports(ctx: CycleContext) -> dict[str, Any]:
             counts["driver_scopes"] = len(ctx.key_drivers())  # scopes with enough rated responses
         return counts
 
-    return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions", "outcomes"), work)
+    return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions", "outcomes") + f":{gate}",
+                   work)
 
 
 @flow(name="cx-monthly-cycle", flow_run_name="cx-{period}", log_prints=True)
@@ -222,14 +226,10 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
         try:
             done["collect"] = collect_feedback(ctx)
             done["validate"] = validate_data(ctx)
-            gate = done["validate"].get("status", "passed")
-            held = gate == "held" and not accept_data_risk
-            if gate == "held" and accept_data_risk:
-                update_cycle(engine, period, gate="accepted", risk_accepted_by=started_by,
-                             risk_accepted_at=utcnow(), risk_reason=risk_reason or "(no reason given)")
-            else:
-                update_cycle(engine, period, gate=gate, risk_accepted_by=None, risk_accepted_at=None,
-                             risk_reason=None)
+            gate, note = set_gate(engine, period, done["validate"].get("status", "passed"),
+                                  accepted_by=started_by if accept_data_risk else None, reason=risk_reason,
+                                  rechecked=not done["validate"].get("resumed"))
+            held = gate == "held"
             done["comments"] = read_comments(ctx)
             done["kpis"] = compute_kpis(ctx, provisional=held)
             if held:
@@ -239,7 +239,7 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
                 done["remeasure"] = remeasure_actions(ctx)
                 done["actions"] = assign_actions(ctx)
             done["notify"] = notify_owners(ctx, held=held)
-            done["report"] = write_reports(ctx)
+            done["report"] = write_reports(ctx, gate)
         except BaseException as exc:
             if (signame := interruption(exc)) is not None:  # stopped from outside: not `failed`
                 mark_interrupted(engine, period, f"stopped by {signame}")
@@ -250,4 +250,4 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
         status = "held" if held else "completed"
         update_cycle(engine, period, status=status, finished_at=utcnow())
     resumed = [name for name, counts in done.items() if counts.get("resumed")]
-    return {"period": period, "status": status, "gate": gate, "resumed": resumed}
+    return {"period": period, "status": status, "gate": gate, "resumed": resumed, "note": note}

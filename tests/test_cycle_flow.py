@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import Session, select
 
 from cxloop.flows.cycle import cx_monthly_cycle
-from cxloop.models import Action, Cycle, CycleStage, Feedback, Measurement, OutboxMessage
+from cxloop.models import Action, AuditEntry, Cycle, CycleStage, Feedback, Measurement, OutboxMessage
 from cxloop.tasks.demo import DemoPlan, Truth, write_demo
 
 PERIODS = ["2026-06", "2026-07", "2026-08", "2026-09"]
@@ -110,6 +110,40 @@ def test_accepting_the_data_risk_publishes_a_held_month(prefect_harness: None, d
         assert cycle.risk_accepted_at is not None
         kinds = {o.kind for o in s.exec(select(OutboxMessage).where(OutboxMessage.period == "2026-09"))}
         assert "digest" in kinds, "departments hear about the month once the risk is accepted"
+        [audit] = s.exec(select(AuditEntry).where(AuditEntry.verb == "accept_data_risk")).all()
+        assert (audit.actor, audit.target, audit.detail) == (
+            "ann", "cycle:2026-09", "app export checked by hand")
+        report = Path(cycle.report_path or "")
+    assert accepted["gate"] == "accepted" and accepted["note"] is None
+    assert 'id="provisional"' not in report.read_text(encoding="utf-8")  # no longer a provisional month
+
+    # A run without the override on the same data keeps the acceptance (it flipped back to held).
+    again = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="schedule")
+    assert (again["status"], again["gate"], again["note"]) == ("completed", "accepted", None)
+    assert 'id="provisional"' not in report.read_text(encoding="utf-8")
+
+    # Data that changed and still fails the gate: held again, and the run says why; the audit log
+    # keeps the acceptance.
+    survey = next((demo_config.parent / "data" / "survey").glob("survey_2026-09.csv"))
+    lines = survey.read_text(encoding="utf-8-sig").splitlines()
+    survey.write_text("\n".join([*lines, lines[-1].replace(lines[-1].split(",")[0], "late-1", 1)]) + "\n",
+                      encoding="utf-8-sig")
+    changed = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="schedule")
+    assert (changed["status"], changed["gate"]) == ("held", "held")
+    assert "the data changed since ann accepted the risk" in changed["note"]
+    with Session(engine) as s:
+        cycle = s.exec(select(Cycle).where(Cycle.period == "2026-09")).one()
+        assert (cycle.gate, cycle.risk_accepted_by, cycle.risk_reason) == ("held", None, None)
+        assert len(s.exec(select(AuditEntry).where(AuditEntry.verb == "accept_data_risk")).all()) == 1
+    assert 'id="provisional"' in report.read_text(encoding="utf-8")
+    # The reports are written again when only the gate changes (nothing else need differ: accepting
+    # a month that opens no action left its pages saying "provisional").
+    from cxloop.flows.context import CycleContext
+    from cxloop.flows.cycle import write_reports
+
+    ctx = CycleContext.for_run(load_settings(demo_config), engine, "2026-09")
+    assert write_reports.fn(ctx, "held").get("resumed")
+    assert not write_reports.fn(ctx, "accepted").get("resumed")
     engine.dispose()
 
 
