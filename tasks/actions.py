@@ -410,13 +410,19 @@ def render_playbook(settings: Settings, action: Action, entry: dict[str, Any]) -
 # --------------------------------------------------------------------------- the stage
 
 def _covering_action(session: Session, result: KpiResult) -> tuple[Action | None, bool]:
-    """(the open action for this KPI and scope, whether any action already holds this period)."""
+    """(the open action for this KPI and scope, whether the period is settled for it already: an
+    action holds its evidence, or one was opened for a later period).
+
+    A month run after a later one (a backfill of history) adds nothing to the actions of that
+    later month: their evidence, re-measurement and notices go forward from the month they were
+    opened in, and a second action for the same scope would be noise for its department."""
     actions = session.exec(select(Action).where(
         Action.kpi == result.kpi, Action.scope == result.scope, Action.scope_value == result.scope_value)
         .order_by(col(Action.id))).all()
-    done_before = any(e.get("period") == result.period for a in actions for e in (a.evidence or []))
+    settled = any(e.get("period") == result.period for a in actions for e in (a.evidence or [])) or any(
+        a.opened_period > result.period for a in actions)
     current = next((a for a in reversed(actions) if a.status in lifecycle.OPEN_STATUSES), None)
-    return current, done_before
+    return current, settled
 
 
 def _describe(entry: dict[str, Any], kpi: str) -> str:
@@ -448,8 +454,8 @@ def open_actions(settings: Settings, engine: Engine, period: str, *,
         by_key: dict[tuple[str, str, str], Action] = {}
         comments: pd.DataFrame | None = None  # read on first need: a re-run skips every candidate
         for result in found:
-            action, done_before = _covering_action(session, result)
-            if done_before:
+            action, settled = _covering_action(session, result)
+            if settled:
                 summary.skipped += 1
                 continue
             if comments is None:

@@ -186,6 +186,24 @@ def test_next_cycle_adds_evidence_to_the_open_action(engine: Engine, tmp_path: P
     assert notes[1].startswith("new evidence: 2026-10")
 
 
+def test_an_earlier_month_run_later_adds_nothing_to_a_later_months_action(engine: Engine,
+                                                                           tmp_path: Path) -> None:
+    """A backfill of history after a live month: the earlier month's shortfall in the same scope
+    neither becomes evidence of the later month's action (it did, as "new evidence: 2026-09")
+    nor opens a second action; another scope of the earlier month still opens its own."""
+    settings = make_settings(tmp_path)
+    add_result(engine, "2026-10")
+    add_result(engine, "2026-09", value=18, ci=(12, 24))
+    add_result(engine, "2026-09", "csat", "channel", "hotline", value=60, ci=(55, 65), target=80)
+    assert open_actions(settings, engine, "2026-10").opened == 1
+    earlier = open_actions(settings, engine, "2026-09")
+    assert (earlier.opened, earlier.updated, earlier.skipped) == (1, 0, 1)
+    nps = next(a for a in actions(engine) if a.kpi == "nps")
+    assert nps.opened_period == "2026-10" and [e["period"] for e in nps.evidence] == ["2026-10"]
+    assert [e.note[:9] for e in events(engine, nps.id or 0)] == ["opened fo"]
+    assert [(a.kpi, a.opened_period) for a in actions(engine)] == [("nps", "2026-10"), ("csat", "2026-09")]
+
+
 def test_rerunning_a_period_changes_nothing(engine: Engine, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     add_result(engine, "2026-09")
