@@ -195,15 +195,18 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     batch_checks = check_batch(batch_exps, frames)
     checks = row_checks + batch_checks
     failed_critical = [c.expectation for c in checks if c.gating]
-    total = len(df) + len(collect_rows)
-    duplicates = sum(int(i.duplicates) for i in imports)
+    total = len(df) + len(collect_rows)  # the month's responses: loaded + quarantined
+    # Rows read that repeat a response of the month. Not the import records' `duplicates`: a
+    # corrected file's import also counts there the rows it left unchanged, which are loaded.
+    read = rows_of_period_read(imports) if imports else total
+    duplicates = max(0, read - total)
     result = GateResult(
         period=period, status="held" if failed_critical else "passed", checks=checks,
         failed_critical=failed_critical, rows=len(df), quarantined=quarantined,
         collect_quarantined=len(collect_rows),
         quarantine_share=(quarantined + len(collect_rows)) / total if total else 0.0,
         report_path=None, readmitted=readmitted, duplicates=duplicates,
-        read=rows_of_period_read(imports) if imports else total + duplicates)
+        read=read)
 
     with session_scope(engine) as session:
         session.execute(delete(QualityCheck).where(QC.period == period))
