@@ -80,7 +80,9 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except click.UsageError as exc:  # click's own form takes four lines: usage, hint, blank, error
         where = exc.ctx.command_path if exc.ctx is not None else "cxloop"
-        print_error("usage error", f"{where}: {exc.format_message()} (see `{where} --help`)")
+        # Typer words a value its converter refused as pydantic does: "...: Value error, 'xml' is not..."
+        why = exc.format_message().replace(": Value error, ", ": ")
+        print_error("usage error", f"{where}: {why} (see `{where} --help`)")
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:  # a file option click could not open
         print_error("error", exc.format_message())

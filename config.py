@@ -712,7 +712,8 @@ def _format_error(source: str, exc: ValidationError) -> str:
         loc = ""
         for part in err["loc"]:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-        lines.append(f"  {loc or '(top level)'}: {err['msg']}")
+        # a validator's own words, without pydantic's "Value error, " in front
+        lines.append(f"  {loc or '(top level)'}: {err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ import typer
 
 from cxloop.commands.common import ConfigOpt, CxError, FormatOpt, PeriodOpt, load
 from cxloop.models import CANONICAL_FIELDS, QuarantinedRow
-from cxloop.output import EXIT_USAGE, Format, emit
+from cxloop.output import Format, emit
 from cxloop.tasks.quarantine import quarantined_rows
 
 quarantine = typer.Typer(help="Rows held back by the data-quality gate: list, show, export, readmit.",
@@ -102,18 +103,23 @@ def show(key: Annotated[str, typer.Argument(help="Quarantine id, row key (respon
          fmt, title="Reasons")
 
 
+class ExportFormat(StrEnum):
+    """What `quarantine export` writes: a file to fix rows in (`quarantine list` shows a table)."""
+
+    csv = "csv"
+    json = "json"
+
+
 @quarantine.command("export")
 def export(period: PeriodOpt,
-           fmt: Annotated[Format, typer.Option("--format", "-f", help="csv or json.")] = Format.csv,
+           fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.csv,
            out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here, not to stdout.")] = None,
            include_readmitted: ALL_OPT = False, stage: STAGE_OPT = None, config: ConfigOpt = None) -> None:
-    """Export quarantined rows (raw values + reasons) to fix them at the source."""
-    if fmt is Format.table:
-        typer.echo("export writes csv or json; use `quarantine list` for a table", err=True)
-        raise typer.Exit(EXIT_USAGE)
+    """Export quarantined rows (raw values + reasons) to fix them at the source (`quarantine list`
+    shows them as a table)."""
     _settings, engine = load(config)
     rows = quarantined_rows(engine, period, include_readmitted, stage)
-    data = [_full(q) for q in rows] if fmt is Format.json else [_flat(q) for q in rows]
+    data = [_full(q) for q in rows] if fmt is ExportFormat.json else [_flat(q) for q in rows]
     if out is None:
         emit(data, fmt)
         return

@@ -77,6 +77,8 @@ def test_list_json_keys_and_filters(setup: Path, capsys: pytest.CaptureFixture[s
     (("actions", "list", "--status", "bogus"),
      "cxloop actions list: Invalid value for --status: unknown status"),
     (("actions", "list", "--bogus"), "cxloop actions list: No such option: --bogus"),
+    (("actions", "list", "--format", "xml"),
+     "cxloop actions list: Invalid value for '--format' / '-f': 'xml' is not one of 'table', 'json', 'csv'."),
     (("actionz",), "cxloop: No such command 'actionz'."),
 ])
 def test_bad_usage_is_one_line(setup: Path, capsys: pytest.CaptureFixture[str],

@@ -70,7 +70,9 @@ def test_list_show_export_readmit(engine: Engine, db_url: str, tmp_path: Path) -
     assert res.exit_code == 0 and "3 row(s)" in res.stderr
     exported = json.loads(target.read_text(encoding="utf-8"))
     assert {r["row_key"] for r in exported} == {"r7", "r8", "web.csv:12"}
-    assert runner.invoke(app, ["quarantine", "export", *base, "--format", "table"]).exit_code == 2
+    table = runner.invoke(app, ["quarantine", "export", *base, "--format", "table"])
+    assert table.exit_code == 2 and "'table' is not one of 'csv', 'json'" in table.output, table.output
+    assert "<csv|json>" in runner.invoke(app, ["quarantine", "export", "--help"]).output  # not table
 
     with session_scope(engine) as s:
         s.execute(update(Feedback).where(v.FB.response_id == "r8").values(csat=3))
