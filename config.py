@@ -11,6 +11,7 @@ import codecs
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
@@ -684,13 +685,16 @@ def _env_path(name: str) -> list[str] | None:
     return [section, key] if section in _SECTIONS and key else None
 
 
-def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    """Set the values `CXLOOP_...` variables name; -> key path (as errors name it) -> variable."""
+    applied: dict[str, str] = {}
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX):
             continue
         path = _env_path(name)
         if not path:
             continue
+        applied[_key_path([int(p) if p.isdigit() else p for p in path])] = name
         node: Any = data
         try:
             for part in path[:-1]:
@@ -704,16 +708,28 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
                    }.get(type(exc), "a key inside a value that is not a table")
             raise ConfigError(f"environment variable {name}: cannot set {'.'.join(path)}: it names "
                               f"{why}") from None
+    return applied
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def _key_path(loc: Sequence[Any]) -> str:
+    """A key path as messages name it: sources[5].encoding."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_error(source: str, exc: ValidationError, from_env: dict[str, str] | None = None) -> str:
+    """One line per error, naming the key path, and the environment variable that set the value
+    (`from_env`, from `_apply_env`) when one did: that is where the fix goes, not the file."""
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
-        loc = ""
-        for part in err["loc"]:
-            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        loc = _key_path(err["loc"])
+        var = next((v for k, v in (from_env or {}).items() if loc == k or loc.startswith((f"{k}.", f"{k}["))),
+                   None)
+        where = f"{loc} (set by environment variable {var})" if var else loc or "(top level)"
         # a validator's own words, without pydantic's "Value error, " in front
-        lines.append(f"  {loc or '(top level)'}: {err['msg'].removeprefix('Value error, ')}")
+        lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -721,11 +737,11 @@ def settings_from_dict(data: dict[str, Any], base_dir: Path, source: str = "conf
                        env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     data = _expand(data, "", env)
-    _apply_env(data, env)
+    from_env = _apply_env(data, env)
     try:
         return Settings(**data, base_dir=base_dir)
     except ValidationError as exc:
-        raise ConfigError(_format_error(source, exc)) from None
+        raise ConfigError(_format_error(source, exc, from_env)) from None
 
 
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:

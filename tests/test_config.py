@@ -106,6 +106,25 @@ def test_invalid_config_names_key_path(tmp_path: Path, text: str, path: str, rea
     assert "Value error" not in message  # pydantic's prefix to a validator's own words
 
 
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CXLOOP_KPIS__MIN_N", "abc", "kpis.min_n (set by environment variable CXLOOP_KPIS__MIN_N): "),
+    ("CXLOOP_PROJECT_TIMEZON", "UTC",
+     "project.timezon (set by environment variable CXLOOP_PROJECT_TIMEZON): Extra inputs are not permitted"),
+    ("CXLOOP_SOURCES__0__KIND", "xml",
+     "sources[0].kind (set by environment variable CXLOOP_SOURCES__0__KIND): "),
+])
+def test_a_bad_value_from_the_environment_names_its_variable(tmp_path: Path, name: str, value: str,
+                                                              says: str) -> None:
+    """The fix goes in the environment, not the file: the message says which variable set it."""
+    cfg = write(tmp_path, '[[sources]]\nname = "web"\nkind = "csv"\npath = "a.csv"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={name: value})
+    assert says in str(err.value), str(err.value)
+    with pytest.raises(ConfigError) as err:  # the same value in the file: no variable named
+        load_settings(write(tmp_path, '[kpis]\nmin_n = "abc"\n'), env={})
+    assert "kpis.min_n: " in str(err.value) and "environment" not in str(err.value)
+
+
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[project\nname = 1\n"), env={})
