@@ -38,8 +38,16 @@ def report_command(
     reports/<period>/. The pages are self-contained: open them offline, attach them, print them.
     """
     from cxloop.tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
+    from cxloop.tasks.report.journey import JOURNEY_KPIS
 
+    if journey_kpi not in JOURNEY_KPIS:  # bad usage (exit 2), before the config is read
+        raise typer.BadParameter(f"the journey map cannot show {journey_kpi!r}; use one of "
+                                 f"{', '.join(JOURNEY_KPIS)}", param_hint="--journey-kpi")
     settings, engine = load(config)
+    if department is not None and department not in settings.departments:
+        raise typer.BadParameter(f"unknown department {department!r}; known: "
+                                 f"{', '.join(settings.departments) or 'none configured'}",
+                                 param_hint="--department")
     # Pages that differ from the cycle's (a forced language, another journey KPI) go to a folder of
     # their own, reports/<period>/<lang>-<kpi>/: the cycle's pages are what notices link to.
     variant = "-".join(v for v in (lang, journey_kpi if journey_kpi != "nps" else None) if v)

@@ -487,7 +487,6 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
     from typer.testing import CliRunner
 
     from cxloop.cli import app
-    from cxloop.commands.common import CxError
 
     seed(engine, tmp_path)
     cfg = _write_config(tmp_path, db_url)
@@ -514,7 +513,10 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
     assert '<html lang="en">' in (out / "en-csat" / "report.html").read_text(encoding="utf-8")
     assert {p.name: p.read_bytes() for p in out.glob("*.html")} == cycle_pages
     res = runner.invoke(app, ["report", "-p", PERIOD, "-d", "nope", "--config", str(cfg)])
-    assert isinstance(res.exception, CxError) and "unknown department 'nope'" in str(res.exception)
+    assert res.exit_code == 2 and "Invalid value for --department: unknown department 'nope'" in res.output
+    res = runner.invoke(app, ["report", "-p", PERIOD, "--journey-kpi", "complaint_rate",
+                              "--config", str(cfg)])
+    assert res.exit_code == 2 and "the journey map cannot show 'complaint_rate'" in res.output
 
 
 @pytest.mark.parametrize("journey_kpi", ["nps", "cx_index"])

@@ -92,7 +92,9 @@ def test_accounts_are_checked(ws: Workspace) -> None:
     with pytest.raises(UserError, match="unknown role"):
         add_user(ws.settings, ws.engine, "x", "boss")
     with pytest.raises(UserError, match="needs --department"):
-        add_user(ws.settings, ws.engine, "x", "head", "nowhere")
+        add_user(ws.settings, ws.engine, "x", "head")
+    with pytest.raises(UserError, match="unknown department 'nowhere'; known: .*logistics"):
+        add_user(ws.settings, ws.engine, "x", "head", "nowhere")  # it was told it needs one
     with pytest.raises(UserError, match="leave out --department"):
         add_user(ws.settings, ws.engine, "x", "viewer", "logistics")
     with pytest.raises(UserError, match="no user"):

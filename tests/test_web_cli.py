@@ -28,7 +28,7 @@ def test_users_add_list_disable_reset(engine: Engine, db_url: str, tmp_path: Pat
     assert (code, out.strip()) == (0, "user li@example.com: member of logistics")
     code, _, err = cxloop(capsys, monkeypatch, ws.config, "users", "add", "x", "--role", "head",
                           "--department", "nowhere")
-    assert code == 1 and "needs --department" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "unknown department 'nowhere'" in err and len(err.strip().splitlines()) == 1
     code, out, _ = cxloop(capsys, monkeypatch, ws.config, "users", "list", "--format", "json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["li@example.com"]["password"] is True and rows["wang"]["password"] is False

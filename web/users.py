@@ -31,8 +31,10 @@ def add_user(settings: Settings, engine: Engine, name: str, role: str, departmen
         raise UserError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
     if role in DEPARTMENT_ROLES:
         known = {*settings.departments, settings.actions.default_owner}
-        if department not in known:
+        if not department:
             raise UserError(f"a {role} needs --department, one of: {', '.join(sorted(known))}")
+        if department not in known:
+            raise UserError(f"unknown department {department!r}; known: {', '.join(sorted(known))}")
     elif department:
         raise UserError(f"a {role} sees every department; leave out --department")
     with session_scope(engine) as session:
