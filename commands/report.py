@@ -38,11 +38,12 @@ def report_command(
     reports/<period>/. The pages are self-contained: open them offline, attach them, print them.
     """
     from cxloop.tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
-    from cxloop.tasks.report.journey import JOURNEY_KPIS
+    from cxloop.tasks.report.journey import check_journey_kpi
 
-    if journey_kpi not in JOURNEY_KPIS:  # bad usage (exit 2), before the config is read
-        raise typer.BadParameter(f"the journey map cannot show {journey_kpi!r}; use one of "
-                                 f"{', '.join(JOURNEY_KPIS)}", param_hint="--journey-kpi")
+    try:  # bad usage (exit 2), before the config is read
+        check_journey_kpi(journey_kpi)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--journey-kpi") from None
     settings, engine = load(config)
     if department is not None and department not in settings.departments:
         raise typer.BadParameter(f"unknown department {department!r}; known: "

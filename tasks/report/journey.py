@@ -23,6 +23,14 @@ from cxloop.vocabulary import (
 )
 
 JOURNEY_KPIS = ("nps", "csat", "ces", "ces_top", "cx_index")
+
+
+def check_journey_kpi(kpi: str) -> None:
+    """ValueError unless the journey map can show `kpi`."""
+    if kpi not in JOURNEY_KPIS:
+        raise ValueError(f"the journey map cannot show {kpi!r}; use one of {', '.join(JOURNEY_KPIS)}")
+
+
 _MIN_SPAN = {"nps": 20.0, "cx_index": 20.0, "csat": 10.0, "ces_top": 10.0, "ces": 0.5}
 
 
@@ -57,8 +65,7 @@ def _journey(page: FeedbackSummary, company: FeedbackSummary, settings: Settings
     data = groups[groups["journey_stage"].notna() & groups[col_field].notna()]
     if data.empty:
         return None, [], scope_label("journey_stage", lang), scope_label(col_field, lang)
-    if kpi not in JOURNEY_KPIS:
-        raise ValueError(f"the journey map cannot show {kpi!r}; use one of {', '.join(JOURNEY_KPIS)}")
+    check_journey_kpi(kpi)
     overall, _, _ = _stats(company.groups)
     min_n = settings.kpis.min_n_per_kpi.get(kpi, settings.kpis.min_n)
     lower = lower_is_better(kpi)
