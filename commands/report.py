@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import Engine
 
 from cxloop.commands.common import ConfigOpt, CxError, PeriodOpt, load
+from cxloop.output import print_error
 
 
 def _lang(value: str | None) -> str | None:
@@ -70,6 +72,20 @@ def report_command(
         raise CxError(str(exc)) from None
     for p in paths:
         typer.echo(str(p))
+    if not _has_month(engine, period):
+        print_error("warning", f"{period}: no responses and no cycle for this month, so the report is "
+                    "empty (collect it, or run its cycle, first)")
+
+
+def _has_month(engine: Engine, period: str) -> bool:
+    """Whether the period has a response or a cycle: a report of neither is empty, likely a typo."""
+    from sqlmodel import Session, select
+
+    from cxloop.models import Cycle, Feedback
+
+    with Session(engine) as s:
+        return (s.exec(select(Feedback.id).where(Feedback.period == period).limit(1)).first() is not None
+                or s.exec(select(Cycle.id).where(Cycle.period == period)).first() is not None)
 
 
 def register(app: typer.Typer) -> None:

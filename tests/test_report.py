@@ -501,6 +501,9 @@ def test_cli_writes_reports_and_prints_paths(engine: Engine, db_url: str, tmp_pa
                               "--out", str(single), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert res.output.strip() == str(single)
+    empty = runner.invoke(app, ["report", "-p", "2031-05", "--config", str(cfg)])  # a typo, likely
+    assert empty.exit_code == 0 and "2031-05: no responses and no cycle for this month" in empty.stderr
+    assert "no responses" not in res.stderr
     assert '<html lang="zh-CN">' in single.read_text(encoding="utf-8")
     res = runner.invoke(app, ["report", "-p", PERIOD, "--lang", "fr", "--config", str(cfg)])
     assert res.exit_code == 2 and "use zh or en" in res.output
