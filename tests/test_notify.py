@@ -92,8 +92,8 @@ def test_digest_content_language_escaping_and_masking(engine: Engine, tmp_path: 
     lg, sv = msgs["logistics"], msgs["service"]
     assert (lg.language, sv.language) == ("zh", "en")
     assert lg.kind == sv.kind == "digest"
-    assert "新增 1 项" in lg.subject and "逾期 1 项" in lg.subject
-    assert "1 new, 0 open, 0 overdue" in sv.subject
+    assert "新增 1 项" in lg.subject and "其中逾期 1 项" in lg.subject
+    assert "1 new, 0 still open from earlier (0 overdue) actions" in sv.subject
     for body in (lg.body_html, lg.body_text):
         assert f"#{ids['new']}" in body or f">{ids['new']}<" in body
         assert "本期新增事项" in body and "已逾期" in body

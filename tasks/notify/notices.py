@@ -82,9 +82,10 @@ def _digest(settings: Settings, session: Session, period: str, dept_id: str,
         item.link, item.latest_note = urls.get(item.id, ""), notes.get(item.id, "")
     open_count = len(overdue) + len(still_open)
     if new or open_count or verdicts:
-        subject = translated("[cxloop] %(period)s %(dept)s: %(new)s new, %(open)s open, %(overdue)s overdue "
-                     "actions", lang, period=period, dept=dept.name, new=len(new), open=open_count,
-                     overdue=len(overdue))
+        # "open": opened in earlier cycles and still open, the overdue ones among them
+        subject = translated("[cxloop] %(period)s %(dept)s: %(new)s new, %(open)s still open from earlier "
+                             "(%(overdue)s overdue) actions", lang, period=period, dept=dept.name,
+                             new=len(new), open=open_count, overdue=len(overdue))
     else:
         subject = translated("[cxloop] %(period)s %(dept)s: nothing to act on", lang, period=period,
                      dept=dept.name)
