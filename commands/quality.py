@@ -143,6 +143,9 @@ def readmit_cmd(period: PeriodOpt, fmt: FormatOpt = Format.table, config: Config
     except SuiteError as exc:
         raise CxError(str(exc)) from None
     emit([result], fmt, title=f"Readmit {period}")
+    if result["readmitted"]:  # the stored KPIs, actions and report do not count them yet
+        typer.echo(f"{result['readmitted']} row(s) readmitted: run the cycle again (`cxloop run --period "
+                   f"{period}`) so its KPIs, actions and report count them.", err=True)
     if result["collect_quarantined"]:
         typer.echo(f"{result['collect_quarantined']} row(s) could not be parsed at collection; fix the "
                    f"source file and re-collect (`cxloop collect --period {period}`).", err=True)

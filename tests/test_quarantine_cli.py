@@ -78,6 +78,7 @@ def test_list_show_export_readmit(engine: Engine, db_url: str, tmp_path: Path) -
         s.execute(update(Feedback).where(v.FB.response_id == "r8").values(csat=3))
     res = runner.invoke(app, ["quarantine", "readmit", *base, "--format", "json"])
     assert res.exit_code == 0, res.output
+    assert f"1 row(s) readmitted: run the cycle again (`cxloop run --period {PERIOD}`)" in res.stderr
     summary = json.loads(res.stdout)[0]
     assert (summary["readmitted"], summary["still_quarantined"], summary["collect_quarantined"]) == (1, 1, 1)
     assert "re-collect" in res.stderr
