@@ -6,6 +6,7 @@ import getpass
 import logging
 import os
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -51,10 +52,11 @@ def _config_path(config: Path | None) -> Path:
 
 
 def run_cycles(config: Path, settings: Settings, periods: list[str], by: str, accept_risk: bool = False,
-               reason: str = "") -> list[dict[str, Any]]:
-    """Run the periods' cycles in order. SIGTERM (or Ctrl-C) stops the command cleanly: the
-    running cycle is marked `interrupted` with the signal, Prefect's temporary server is stopped,
-    and the command exits 128 + the signal's number (143, 130) after one line on stderr."""
+               reason: str = "", notify_only: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Run the periods' cycles in order; `notify_only`: the periods whose cycles notify (None:
+    all). SIGTERM (or Ctrl-C) stops the command cleanly: the running cycle is marked `interrupted`
+    with the signal, Prefect's temporary server is stopped, and the command exits 128 + the
+    signal's number (143, 130) after one line on stderr."""
     from cxloop.flows.process import interruption, stop_cleanly_on_sigterm, temporary_server
     from cxloop.flows.warmup import warm_up
 
@@ -63,7 +65,7 @@ def run_cycles(config: Path, settings: Settings, periods: list[str], by: str, ac
         with stop_cleanly_on_sigterm():
             warm_up(settings)  # the stages' libraries load while Prefect's server starts
             with temporary_server():
-                return _run_each(config, periods, by, accept_risk, reason, current)
+                return _run_each(config, periods, by, accept_risk, reason, current, notify_only)
     except BaseException as exc:  # a signal, or an error Prefect raised while handling one
         if interruption(exc) is None:
             raise
@@ -87,7 +89,7 @@ def _interrupted(config: Path, current: list[str], exc: BaseException) -> NoRetu
 
 
 def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reason: str,
-              current: list[str]) -> list[dict[str, Any]]:
+              current: list[str], notify_only: Collection[str] | None = None) -> list[dict[str, Any]]:
     from cxloop.flows.bookkeeping import CycleBusy
     from cxloop.flows.cycle import cx_monthly_cycle, on_temporary_server
     from cxloop.flows.process import interruption
@@ -102,7 +104,8 @@ def _run_each(config: Path, periods: list[str], by: str, accept_risk: bool, reas
                 status_ctx.start()
             with on_temporary_server():
                 outcomes.append(cx_monthly_cycle(period, config=str(config), started_by=by,
-                                                 accept_data_risk=accept_risk, risk_reason=reason))
+                                                 accept_data_risk=accept_risk, risk_reason=reason,
+                                                 notify=notify_only is None or period in notify_only))
         except CycleBusy as exc:
             raise CxError(str(exc)) from None
         except Exception as exc:
@@ -228,16 +231,29 @@ def backfill(
     config: ConfigOpt = None,
     by: Annotated[str, typer.Option(help="Who starts the run (recorded).")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    notify_all: Annotated[bool, typer.Option(
+        "--notify-all", help="Notify every month, not only the newest.")] = False,
 ) -> None:
-    """Run every period from --from to --to in order; each re-measures the actions of the ones before."""
+    """Run every period from --from to --to in order; each re-measures the actions of the ones before.
+
+    Only the newest month notifies, and only when no later month has a cycle: a department head
+    is told once where things stand (its digest lists what earlier months left open), not sent a
+    year of stale notices (`--notify-all` sends them; `cxloop notify --period P` one month's)."""
     _quiet_prefect(verbose)
     try:
         periods = period_range(parse_period(first), parse_period(last))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     cfg, settings, engine = _checked(config)
-    outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser())
+    newest = [] if any(c.period > periods[-1] for c in stored_cycles(engine)) else periods[-1:]
+    outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser(),
+                          notify_only=None if notify_all else newest)
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=cli_console())
+    if not notify_all and len(newest) < len(periods):
+        quiet = [p for p in periods if p not in newest]
+        print_error("note", f"no notices for {quiet[0]}{'..' + quiet[-1] if len(quiet) > 1 else ''} "
+                    "(months of history; `cxloop notify --period P` sends one month's, "
+                    "`backfill --notify-all` every month's)")
     for o in outcomes:
         if o.get("note"):
             print_error("note", f"cycle {o['period']}: {o['note']}")

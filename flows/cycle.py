@@ -204,18 +204,25 @@ def write_reports(ctx: CycleContext, gate: str) -> dict[str, Any]:
 
 @flow(name="cx-monthly-cycle", flow_run_name="cx-{period}", log_prints=True)
 def cx_monthly_cycle(period: str, config: str | None = None, started_by: str = "schedule",
-                     accept_data_risk: bool = False, risk_reason: str = "") -> dict[str, Any]:
-    """One monthly CX cycle. Safe to re-run: finished stages with unchanged inputs are not redone."""
+                     accept_data_risk: bool = False, risk_reason: str = "",
+                     notify: bool = True) -> dict[str, Any]:
+    """One monthly CX cycle. Safe to re-run: finished stages with unchanged inputs are not redone.
+    `notify` False: no notice is queued or sent (`NOT_NOTIFIED`; a backfilled month of history)."""
     settings = load_settings(config)  # once per run: every stage is handed these (`CycleContext`)
     engine = open_db(settings.database_url)
     try:
-        return _run(settings, engine, period, started_by, accept_data_risk, risk_reason)
+        return _run(settings, engine, period, started_by, accept_data_risk, risk_reason, notify)
     finally:
         engine.dispose()
 
 
+# Why a month's notify stage did not run when its cycle was told not to notify.
+NOT_NOTIFIED = ("a month of history run by backfill: only the newest month notifies "
+                "(`cxloop notify --period P` sends this one's notices)")
+
+
 def _run(settings: Settings, engine: Engine, period: str, started_by: str, accept_data_risk: bool,
-         risk_reason: str) -> dict[str, Any]:
+         risk_reason: str, notify: bool = True) -> dict[str, Any]:
     with period_lock(engine, period), background_checkpoints(engine):
         ctx = CycleContext.for_run(settings, engine, period)
         _, died = start_cycle(engine, period, started_by)
@@ -238,7 +245,10 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
             else:
                 done["remeasure"] = remeasure_actions(ctx)
                 done["actions"] = assign_actions(ctx)
-            done["notify"] = notify_owners(ctx, held=held)
+            if notify:
+                done["notify"] = notify_owners(ctx, held=held)
+            else:
+                skip_stage(engine, period, "notify", NOT_NOTIFIED)
             done["report"] = write_reports(ctx, gate)
         except BaseException as exc:
             if (signame := interruption(exc)) is not None:  # stopped from outside: not `failed`

@@ -192,3 +192,24 @@ def test_cycles_on_prefect_s_temporary_server_send_no_heartbeats() -> None:
         assert get_current_settings().flows.heartbeat_frequency is None
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}), on_temporary_server():
         assert get_current_settings().flows.heartbeat_frequency == default
+
+
+def test_a_cycle_told_not_to_notify_queues_no_notice(prefect_harness: None, demo_config: Path) -> None:
+    """A backfilled month of history (`cxloop backfill` tells every month but the newest not to
+    notify): its notify stage is skipped with the reason, and the outbox holds nothing of it."""
+    from cxloop.config import load_settings
+    from cxloop.db import open_db
+    from cxloop.flows.cycle import NOT_NOTIFIED
+
+    engine = open_db(load_settings(demo_config).database_url)
+    done = cx_monthly_cycle(PERIODS[0], config=str(demo_config), started_by="test", notify=False)
+    assert done["status"] == "completed"
+    with Session(engine) as s:
+        stage = s.exec(select(CycleStage).where(CycleStage.period == PERIODS[0],
+                                                CycleStage.stage == "notify")).one()
+        assert (stage.status, stage.counts) == ("skipped", {"reason": NOT_NOTIFIED})
+        assert not s.exec(select(OutboxMessage)).all()
+        report = s.exec(select(CycleStage).where(CycleStage.period == PERIODS[0],
+                                                 CycleStage.stage == "report")).one()
+        assert report.status == "completed"
+    engine.dispose()

@@ -54,7 +54,7 @@ def test_cxloop_run_exit_code(status: str, cycle: str, expected: int, engine: En
     _outbox(engine, status)
     cfg = write_config(tmp_path, db_url, free_port())
 
-    def flow(config: Path, settings: Any, periods: list[str], *args: Any) -> list[dict[str, Any]]:
+    def flow(config: Path, settings: Any, periods: list[str], *args: Any, **kw: Any) -> list[dict[str, Any]]:
         return [{"period": p, "status": cycle, "gate": "passed", "resumed": []} for p in periods]
 
     monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
@@ -87,7 +87,7 @@ def test_cxloop_run_names_the_files_collect_could_not_read(engine: Engine, db_ur
                            started_at=started + timedelta(seconds=1),
                            error="data/t_*.csv: no file matches (looked for t_*.csv)"))
 
-    def flow(config: Path, settings: Any, periods: list[str], *args: Any) -> list[dict[str, Any]]:
+    def flow(config: Path, settings: Any, periods: list[str], *args: Any, **kw: Any) -> list[dict[str, Any]]:
         return [{"period": p, "status": "completed", "gate": "passed", "resumed": []} for p in periods]
 
     monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
@@ -122,9 +122,38 @@ columns = { customer_id = "会员号", date = "日期", orders = "订单数" }
     begin_stage(engine, P, "collect", "")
     end_stage(engine, P, "collect", status="completed", counts=summary.counts())
 
-    def flow(config: Path, settings: Any, periods: list[str], *args: Any) -> list[dict[str, Any]]:
+    def flow(config: Path, settings: Any, periods: list[str], *args: Any, **kw: Any) -> list[dict[str, Any]]:
         return [{"period": p, "status": "completed", "gate": "passed", "resumed": []} for p in periods]
 
     monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
     code, _, err = cxloop(capsys, monkeypatch, cfg, "run", "--period", P)
     assert code == 1 and "outcomes: data/orders.csv" in err and "went on without it" in err, err
+
+
+def test_backfill_notifies_only_the_newest_month(engine: Engine, db_url: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A year of history must not reach department heads as twelve stale digests: backfill tells
+    only its newest month to notify, and none when a later month has run already (its digest
+    is the current one); `--notify-all` notifies each."""
+    from cxloop.models import Cycle
+
+    cfg = write_config(tmp_path, db_url, free_port())
+    told: list[Any] = []
+
+    def flow(config: Path, settings: Any, periods: list[str], by: str, *args: Any,
+             notify_only: Any = "unset") -> list[dict[str, Any]]:
+        told.append(notify_only)
+        return [{"period": p, "status": "completed", "gate": "passed", "resumed": []} for p in periods]
+
+    monkeypatch.setattr(cycle_cmd, "run_cycles", flow)
+    code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", "2026-07", "--to", "2026-09")
+    assert code == 0 and told[-1] == ["2026-09"]
+    assert "no notices for 2026-07..2026-08 (months of history" in err, err
+    code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", "2026-07", "--to", "2026-09",
+                          "--notify-all")
+    assert code == 0 and told[-1] is None and "no notices" not in err
+    with session_scope(engine) as s:
+        s.add(Cycle(period="2026-10", status="completed", started_by="schedule"))
+    code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", "2026-08", "--to", "2026-09")
+    assert code == 0 and told[-1] == [] and "no notices for 2026-08..2026-09" in err, err
