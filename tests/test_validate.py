@@ -313,6 +313,25 @@ def test_quarantine_keeps_rows_counts_add_up_and_rerun_is_idempotent(
     assert (fixed["read"], fixed["loaded"], fixed["quarantined"], fixed["duplicates"]) == (27, 20, 5, 2)
 
 
+def test_a_quarantined_row_names_the_file_that_loaded_it(engine: Engine, tmp_path: Path,
+                                                         gx_loaded: None) -> None:
+    """Where to fix a row validate quarantined: the file of its import record (quarantine show and
+    export showed an empty file for every such row)."""
+    settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
+    with session_scope(engine) as s:
+        record = ImportRecord(source="web", file="exports/web_10.csv", content_hash="x", period=PERIOD,
+                              rows_read=6, loaded=6)
+        s.add(record)
+        s.flush()
+        for r in [good_row(i) for i in range(5)] + [good_row(9, csat=9)]:
+            s.add(Feedback(period=PERIOD, content_hash="h", import_id=record.id, **r))
+        s.add(Feedback(period=PERIOD, content_hash="h", **good_row(10, ces=0)))  # loaded some other way
+    assert v.validate_period(settings, engine, PERIOD, now=NOW).quarantined == 2
+    with session_scope(engine) as s:
+        files = {q.row_key: (q.file, q.line) for q in s.execute(select(QuarantinedRow)).scalars()}
+    assert files == {"r9": ("exports/web_10.csv", None), "r10": (None, None)}
+
+
 def test_fixed_row_is_readmitted(engine: Engine, tmp_path: Path, gx_loaded: None) -> None:
     settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
     add_rows(engine, [good_row(i) for i in range(5)] + [good_row(9, csat=9), good_row(10, ces=0)])

@@ -58,15 +58,18 @@ def load_period_rows(month_rows: month.Month, columns: list[str] | None = None) 
     return month_rows.rows(["id", "source", "quarantined", *wanted])
 
 
-def _raw_values(engine: Engine, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Every canonical value of the given rows, JSON-safe: what quarantine keeps of a row."""
-    out: dict[int, dict[str, Any]] = {}
+def _raw_values(engine: Engine, ids: list[int]) -> dict[int, tuple[dict[str, Any], str | None]]:
+    """Every canonical value of the given rows, JSON-safe, and the file that loaded each (its import
+    record's): what quarantine keeps of a row, so `quarantine show` / `export` say where to fix
+    it. (Not the line: a stored row does not keep it; its response id finds it in the file.)"""
+    out: dict[int, tuple[dict[str, Any], str | None]] = {}
     with engine.connect() as conn:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
-            for row in conn.execute(select(FB.id, *[FB[c] for c in CANONICAL_FIELDS])
-                                    .where(FB.id.in_(chunk))).mappings():
-                out[int(row["id"])] = {c: json_safe(row[c]) for c in CANONICAL_FIELDS}
+            query = (select(FB.id, IR.file.label("loaded_from"), *[FB[c] for c in CANONICAL_FIELDS])
+                     .select_from(FT.outerjoin(IR.id.table, FB.import_id == IR.id)).where(FB.id.in_(chunk)))
+            for row in conn.execute(query).mappings():
+                out[int(row["id"])] = ({c: json_safe(row[c]) for c in CANONICAL_FIELDS}, row["loaded_from"])
     return out
 
 
@@ -141,7 +144,7 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
                 conn.execute(update(FT).where(FB.id.in_(ids[start:start + _CHUNK]))
                              .values(quarantined=flag))
         existing = {(r.source, r.row_key): r for r in conn.execute(
-            select(QR.id, QR.source, QR.row_key, QR.stage, QR.raw, QR.reasons, QR.readmitted_at)
+            select(QR.id, QR.source, QR.row_key, QR.stage, QR.raw, QR.reasons, QR.readmitted_at, QR.file)
             .where(QR.period == period))}
         # "source|response_id" of the period's rows that have a quarantine entry (a set of all 1M
         # keys costs more than looking the entries' keys up)
@@ -153,16 +156,16 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
         for rec in bad:
             key = (str(rec["source"]), str(rec["response_id"]))
             row_reasons = reasons[rec["row_key"]]
-            raw = raws[int(rec["id"])]
+            raw, file = raws[int(rec["id"])]
             q = existing.get(key)
             if q is None:
                 inserts.append({"period": period, "source": key[0], "row_key": key[1], "response_id": key[1],
-                                "file": None, "line": None, "stage": STAGE, "raw": raw,
+                                "file": file, "line": None, "stage": STAGE, "raw": raw,
                                 "reasons": row_reasons, "created_at": created, "readmitted_at": None})
             elif (q.stage != STAGE or q.readmitted_at is not None or q.reasons != row_reasons
-                  or q.raw != raw):
+                  or q.raw != raw or q.file != file):
                 updates.append({"b_id": q.id, "stage": STAGE, "raw": raw, "reasons": row_reasons,
-                                "readmitted_at": None, "response_id": key[1]})
+                                "readmitted_at": None, "response_id": key[1], "file": file})
         for start in range(0, len(inserts), _BULK):
             conn.execute(insert(QT), inserts[start:start + _BULK])
         if updates:
