@@ -186,6 +186,8 @@ class Cycle(SQLModel, table=True):
     risk_accepted_by: str | None = None
     risk_accepted_at: datetime | None = None
     risk_reason: str | None = None
+    # validate's figures of the month the risk was accepted for (`flows.bookkeeping.gate_basis`)
+    risk_basis: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     report_path: str | None = None
     validation_report_path: str | None = None

@@ -260,36 +260,52 @@ def mark_interrupted(engine: Engine, period: str, reason: str) -> None:
         s.commit()
 
 
-def set_gate(engine: Engine, period: str, gate: str, *, accepted_by: str | None = None, reason: str = "",
-             rechecked: bool = True) -> tuple[str, str | None]:
+def gate_basis(validated: dict[str, Any]) -> str:
+    """What an acceptance of a held month is given for: validate's figures of that month (its
+    stage record's counts). The same figures later, the same month for the gate."""
+    keys = ("read", "rows", "quarantined", "failed", "failed_critical")
+    return json.dumps({k: validated.get(k) for k in keys}, sort_keys=True)
+
+
+def set_gate(engine: Engine, period: str, gate: str, basis: str, *, accepted_by: str | None = None,
+             reason: str = "") -> tuple[str, str | None]:
     """Record the data-quality gate of the period's cycle -> (the gate in force, a note for the
     admin or None).
 
-    `accepted_by`: a held gate overridden (`--accept-data-risk`): the cycle keeps who, when and
-    why, and the audit log gets an entry (verb `accept_data_risk`) that stays whatever later runs
-    do. A run without the override keeps an earlier acceptance while the data it was given for is
-    unchanged (`rechecked` False: validate did not run again); a changed month that holds again
-    clears it from the cycle, and the note says so."""
+    `accepted_by`: a held gate overridden (`--accept-data-risk`): the cycle keeps who, when, why
+    and `basis` (`gate_basis`), and the audit log gets an entry (verb `accept_data_risk`) that
+    stays whatever later runs do. A run without the override keeps the acceptance while the gate
+    sees the month as it was accepted (the same basis), whatever else changed (other months, the
+    config); a month that changed and holds again loses it, and the note says so."""
     with Session(engine) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == period)).one()
         note = None
         if gate == "held" and accepted_by is not None:
             why = reason or "(no reason given)"
             cycle.gate, cycle.risk_accepted_by, cycle.risk_accepted_at = "accepted", accepted_by, utcnow()
-            cycle.risk_reason = why
+            cycle.risk_reason, cycle.risk_basis = why, basis
             s.add(AuditEntry(actor=accepted_by, verb="accept_data_risk", target=f"cycle:{period}",
                              detail=why[:2000]))
-        elif gate == "held" and cycle.gate == "accepted" and not rechecked:
-            pass  # the same data as when the risk was accepted
+        elif gate == "held" and cycle.gate == "accepted" and cycle.risk_basis == basis:
+            pass  # the month the risk was accepted for
         else:
             if gate == "held" and cycle.gate == "accepted":
-                note = (f"the data changed since {cycle.risk_accepted_by} accepted the risk; the "
-                        "data-quality gate holds again (that acceptance stays in the audit log)")
+                note = (f"the month's data changed since {cycle.risk_accepted_by} accepted the risk; "
+                        "the data-quality gate holds again (that acceptance stays in the audit log)")
             cycle.gate, cycle.risk_accepted_by, cycle.risk_accepted_at = gate, None, None
-            cycle.risk_reason = None
+            cycle.risk_reason = cycle.risk_basis = None
         s.add(cycle)
         s.commit()
         return cycle.gate or gate, note
+
+
+def acceptance(engine: Engine, period: str) -> str:
+    """The period's gate as its report shows it - the gate, and who accepted a held one and why -
+    as a digest to add to a stage's fingerprint (which is kept in a comma-separated list)."""
+    with Session(engine) as s:
+        c = s.exec(select(Cycle).where(Cycle.period == period)).first()
+    shown = json.dumps([c.gate, c.risk_accepted_by, c.risk_reason] if c else None)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 def update_cycle(engine: Engine, period: str, **fields: Any) -> None:

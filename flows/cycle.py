@@ -22,9 +22,11 @@ from sqlalchemy import Engine
 from cxloop.config import Settings, load_settings
 from cxloop.db import background_checkpoints, checkpoint_soon, open_db
 from cxloop.flows.bookkeeping import (
+    acceptance,
     begin_stage,
     data_fingerprint,
     end_stage,
+    gate_basis,
     mark_interrupted,
     period_lock,
     set_gate,
@@ -38,6 +40,7 @@ from cxloop.flows.context import CycleContext
 from cxloop.flows.process import interruption
 from cxloop.flows.warmup import warm_up
 from cxloop.models import utcnow
+from cxloop.tasks.cycles import stage_records
 
 STAGES = ("collect", "validate", "comments", "kpis", "remeasure", "actions", "notify", "report")
 IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
@@ -184,9 +187,9 @@ def notify_owners(ctx: CycleContext, held: bool) -> dict[str, Any]:
 
 
 @task(name="write reports", cache_policy=NO_CACHE)
-def write_reports(ctx: CycleContext, gate: str) -> dict[str, Any]:
-    """The period's reports; written again when the gate changes (a held month's pages say its
-    figures are provisional; once the risk is accepted they must not)."""
+def write_reports(ctx: CycleContext) -> dict[str, Any]:
+    """The period's reports; written again when the gate or its acceptance changes (a held
+    month's pages say its figures are provisional, an accepted one's who accepted it)."""
     from cxloop.tasks.report import write_reports as write
 
     def work() -> dict[str, Any]:
@@ -198,8 +201,8 @@ def write_reports(ctx: CycleContext, gate: str) -> dict[str, Any]:
             counts["driver_scopes"] = len(ctx.key_drivers())  # scopes with enough rated responses
         return counts
 
-    return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions", "outcomes") + f":{gate}",
-                   work)
+    return _staged(ctx, "report", _fingerprint(ctx, "feedback", "kpis", "actions", "outcomes")
+                   + acceptance(ctx.engine, ctx.period), work)
 
 
 @flow(name="cx-monthly-cycle", flow_run_name="cx-{period}", log_prints=True)
@@ -233,9 +236,9 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
         try:
             done["collect"] = collect_feedback(ctx)
             done["validate"] = validate_data(ctx)
-            gate, note = set_gate(engine, period, done["validate"].get("status", "passed"),
-                                  accepted_by=started_by if accept_data_risk else None, reason=risk_reason,
-                                  rechecked=not done["validate"].get("resumed"))
+            validated = done["validate"]
+            gate, note = set_gate(engine, period, validated.get("status", "passed"), gate_basis(validated),
+                                  accepted_by=started_by if accept_data_risk else None, reason=risk_reason)
             held = gate == "held"
             done["comments"] = read_comments(ctx)
             done["kpis"] = compute_kpis(ctx, provisional=held)
@@ -247,9 +250,9 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
                 done["actions"] = assign_actions(ctx)
             if notify:
                 done["notify"] = notify_owners(ctx, held=held)
-            else:
-                skip_stage(engine, period, "notify", NOT_NOTIFIED)
-            done["report"] = write_reports(ctx, gate)
+            elif getattr(stage_records(engine, period).get("notify"), "status", None) != "completed":
+                skip_stage(engine, period, "notify", NOT_NOTIFIED)  # (a month that notified keeps its record)
+            done["report"] = write_reports(ctx)
         except BaseException as exc:
             if (signame := interruption(exc)) is not None:  # stopped from outside: not `failed`
                 mark_interrupted(engine, period, f"stopped by {signame}")

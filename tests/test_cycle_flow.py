@@ -117,10 +117,14 @@ def test_accepting_the_data_risk_publishes_a_held_month(prefect_harness: None, d
     assert accepted["gate"] == "accepted" and accepted["note"] is None
     assert 'id="provisional"' not in report.read_text(encoding="utf-8")  # no longer a provisional month
 
-    # A run without the override on the same data keeps the acceptance (it flipped back to held).
+    # A run without the override on the same data keeps the acceptance (it flipped back to held),
+    # also once a later month has run (which changes validate's inputs, not this month).
     again = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="schedule")
     assert (again["status"], again["gate"], again["note"]) == ("completed", "accepted", None)
     assert 'id="provisional"' not in report.read_text(encoding="utf-8")
+    cx_monthly_cycle("2026-10", config=str(demo_config), started_by="schedule")  # no data: held
+    again = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="schedule")
+    assert (again["status"], again["gate"], again["note"]) == ("completed", "accepted", None)
 
     # Data that changed and still fails the gate: held again, and the run says why; the audit log
     # keeps the acceptance.
@@ -130,20 +134,24 @@ def test_accepting_the_data_risk_publishes_a_held_month(prefect_harness: None, d
                       encoding="utf-8-sig")
     changed = cx_monthly_cycle("2026-09", config=str(demo_config), started_by="schedule")
     assert (changed["status"], changed["gate"]) == ("held", "held")
-    assert "the data changed since ann accepted the risk" in changed["note"]
+    assert "the month's data changed since ann accepted the risk" in changed["note"]
     with Session(engine) as s:
         cycle = s.exec(select(Cycle).where(Cycle.period == "2026-09")).one()
         assert (cycle.gate, cycle.risk_accepted_by, cycle.risk_reason) == ("held", None, None)
         assert len(s.exec(select(AuditEntry).where(AuditEntry.verb == "accept_data_risk")).all()) == 1
     assert 'id="provisional"' in report.read_text(encoding="utf-8")
-    # The reports are written again when only the gate changes (nothing else need differ: accepting
-    # a month that opens no action left its pages saying "provisional").
+    # The reports are written again when only the gate or its acceptance changes (nothing else need
+    # differ: accepting a month that opens no action left its pages saying "provisional").
+    from cxloop.flows.bookkeeping import update_cycle
     from cxloop.flows.context import CycleContext
     from cxloop.flows.cycle import write_reports
 
     ctx = CycleContext.for_run(load_settings(demo_config), engine, "2026-09")
-    assert write_reports.fn(ctx, "held").get("resumed")
-    assert not write_reports.fn(ctx, "accepted").get("resumed")
+    assert write_reports.fn(ctx).get("resumed")
+    update_cycle(engine, "2026-09", gate="accepted", risk_accepted_by="ann", risk_reason="checked")
+    assert not write_reports.fn(ctx).get("resumed")
+    update_cycle(engine, "2026-09", risk_reason="checked again, by phone")
+    assert not write_reports.fn(ctx).get("resumed")
     engine.dispose()
 
 

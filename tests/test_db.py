@@ -155,3 +155,29 @@ def test_collect_started_round_trip_keeps_the_rows(db_url: str) -> None:
             assert kept is None
     finally:
         eng.dispose()
+
+
+def test_risk_basis_round_trip_keeps_the_cycles(db_url: str) -> None:
+    """Migration 0016 adds cycle.risk_basis (what an accepted risk was accepted for); its downgrade
+    drops the column and keeps every cycle, its acceptance included."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from cxloop.db import alembic_config, make_engine
+
+    eng = make_engine(db_url)
+    try:
+        command.upgrade(alembic_config(eng), "head")
+        with eng.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO cycle (period, status, gate, started_by, started_at, risk_accepted_by,"
+                " risk_basis) VALUES ('2026-09', 'completed', 'accepted', 'ann', '2026-10-02 01:00:00',"
+                " 'ann', '{}')"))
+        command.downgrade(alembic_config(eng), "0015")
+        assert "risk_basis" not in {c["name"] for c in inspect(eng).get_columns("cycle")}
+        command.upgrade(alembic_config(eng), "head")
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT gate, risk_accepted_by, risk_basis FROM cycle")).all() == [
+                ("accepted", "ann", None)]
+    finally:
+        eng.dispose()
