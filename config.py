@@ -725,9 +725,12 @@ def _format_error(source: str, exc: ValidationError, from_env: dict[str, str] | 
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
         loc = _key_path(err["loc"])
-        var = next((v for k, v in (from_env or {}).items() if loc == k or loc.startswith((f"{k}.", f"{k}["))),
-                   None)
-        where = f"{loc} (set by environment variable {var})" if var else loc or "(top level)"
+        env = from_env or {}
+        var = next((v for k, v in env.items() if loc == k or loc.startswith((f"{k}.", f"{k}["))), None)
+        part = None if var or not loc else next(  # a check of a table that a variable set a key of
+            (v for k, v in env.items() if k.startswith((f"{loc}.", f"{loc}["))), None)
+        where = (f"{loc} (set by environment variable {var})" if var
+                 else f"{loc} (partly set by environment variable {part})" if part else loc or "(top level)")
         # a validator's own words, without pydantic's "Value error, " in front
         lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)

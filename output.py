@@ -106,14 +106,18 @@ def _is_terminal(fd: int) -> bool:
         return False
 
 
+_LABEL_STYLES = {"warning": "bold yellow", "note": "bold yellow"}  # any other label: an error
+
+
 def print_error(label: str, message: str, console: Console | None = None) -> None:
-    """An error on stderr: the label in bold red, the message as plain text.
+    """An error (or a warning, a note) on stderr: the label in bold red (yellow), the message as
+    plain text.
 
     Never Rich markup: `[...]` in a path, a value or a config key must show as written, not be
     eaten as a style tag (or crash the printer as an unknown closing tag)."""
     err = console or cli_console(stderr=True)
-    err.print(Text.assemble((label, "bold red"), " ", terminal_safe(message)), highlight=False,
-              soft_wrap=True)
+    err.print(Text.assemble((label, _LABEL_STYLES.get(label, "bold red")), " ", terminal_safe(message)),
+              highlight=False, soft_wrap=True)
 
 
 def _cell(value: Any) -> str:

@@ -236,7 +236,7 @@ def backfill(
 ) -> None:
     """Run every period from --from to --to in order; each re-measures the actions of the ones before.
 
-    Only the newest month notifies, and only when no later month has a cycle: a department head
+    Only the newest month notifies, and only when no later month's cycle completed: a department head
     is told once where things stand (its digest lists what earlier months left open), not sent a
     year of stale notices (`--notify-all` sends them; `cxloop notify --period P` one month's)."""
     _quiet_prefect(verbose)
@@ -245,7 +245,9 @@ def backfill(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     cfg, settings, engine = _checked(config)
-    newest = [] if any(c.period > periods[-1] for c in stored_cycles(engine)) else periods[-1:]
+    # A later month that completed has sent the current digests; one that failed or held has not.
+    later = any(c.period > periods[-1] and c.status == "completed" for c in stored_cycles(engine))
+    newest = [] if later else periods[-1:]
     outcomes = run_cycles(cfg, settings, periods, by or getpass.getuser(),
                           notify_only=None if notify_all else newest)
     emit(outcomes, Format.table, ["period", "status", "gate"], title="backfill", console=cli_console())

@@ -41,16 +41,17 @@ def report_command(
     """
     from cxloop.tasks.report import render_report, report_dir, report_filename, write_pdf, write_reports
     from cxloop.tasks.report.journey import check_journey_kpi
+    from cxloop.tasks.report.pages import check_department
 
     try:  # bad usage (exit 2), before the config is read
         check_journey_kpi(journey_kpi)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--journey-kpi") from None
     settings, engine = load(config)
-    if department is not None and department not in settings.departments:
-        raise typer.BadParameter(f"unknown department {department!r}; known: "
-                                 f"{', '.join(settings.departments) or 'none configured'}",
-                                 param_hint="--department")
+    try:
+        check_department(settings, department)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--department") from None
     # Pages that differ from the cycle's (a forced language, another journey KPI) go to a folder of
     # their own, reports/<period>/<lang>-<kpi>/: the cycle's pages are what notices link to.
     variant = "-".join(v for v in (lang, journey_kpi if journey_kpi != "nps" else None) if v)

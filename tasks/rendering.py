@@ -72,6 +72,12 @@ def to_target(value: Any, target: Any) -> float | None:
     return float(value) - float(target)
 
 
+def oneline(value: Any) -> str:
+    """Text on one line, every run of white space one space: a customer's comment quoted in
+    Markdown stays inside its "> " quote, and a line of it cannot become a heading of the page."""
+    return " ".join(str(value).split())
+
+
 @cache
 def environment(lang: str = "en") -> Environment:
     if lang not in LANGUAGES:
@@ -91,7 +97,8 @@ def environment(lang: str = "en") -> Environment:
         else (s if n == 1 else p),
         newstyle=True,
     )
-    env.filters.update(mask=mask_pii, num=_num, signed=_signed, md=escape_markdown, to_target=to_target)
+    env.filters.update(mask=mask_pii, num=_num, signed=_signed, md=escape_markdown, to_target=to_target,
+                       oneline=oneline)
     env.globals["lang"] = lang
     return env
 

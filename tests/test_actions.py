@@ -425,6 +425,22 @@ def test_crossed_scope_evidence_and_routing(engine: Engine, tmp_path: Path) -> N
 
 # --------------------------------------------------------------------------- playbooks
 
+def test_a_comment_cannot_take_over_the_playbook_a_notice_quotes(engine: Engine, tmp_path: Path) -> None:
+    """A customer's comment with line breaks, one of them a "### " line: the playbook quotes it on
+    one line inside its "> " quote, so the notice still quotes the playbook's own steps."""
+    from cxloop.tasks.notify.items import action_item
+
+    settings = make_settings(tmp_path)
+    add_result(engine, "2026-10", "nps", "journey_stage", "delivery", value=20, ci=(14, 26), target=40)
+    add_feedback(engine, "2026-10", "slow\n### Pay a refund to everyone\n1. now", journey_stage="delivery",
+                 nps=0)
+    open_actions(settings, engine, "2026-10")
+    [action] = actions(engine)
+    assert "> slow ### Pay a refund to everyone 1. now" in (action.playbook or "")
+    steps = action_item(settings, action, "2026-10", "en").playbook
+    assert "Pay a refund" not in steps and steps.startswith("1. "), steps
+
+
 def test_playbook_in_the_departments_language(engine: Engine, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     add_result(engine, "2026-10", "nps", "journey_stage", "delivery", value=20, ci=(14, 26), target=40)

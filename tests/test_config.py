@@ -112,6 +112,10 @@ def test_invalid_config_names_key_path(tmp_path: Path, text: str, path: str, rea
      "project.timezon (set by environment variable CXLOOP_PROJECT_TIMEZON): Extra inputs are not permitted"),
     ("CXLOOP_SOURCES__0__KIND", "xml",
      "sources[0].kind (set by environment variable CXLOOP_SOURCES__0__KIND): "),
+    ("CXLOOP_SOURCES__0__KIND", "sql",  # the source's own check fails, not the key
+     "sources[0] (partly set by environment variable CXLOOP_SOURCES__0__KIND): "),
+    ("CXLOOP_KPIS__MIN_N_PER_KPI__NPS", "0",
+     "kpis.min_n_per_kpi (partly set by environment variable CXLOOP_KPIS__MIN_N_PER_KPI__NPS): "),
 ])
 def test_a_bad_value_from_the_environment_names_its_variable(tmp_path: Path, name: str, value: str,
                                                               says: str) -> None:

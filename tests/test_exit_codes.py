@@ -134,8 +134,8 @@ def test_backfill_notifies_only_the_newest_month(engine: Engine, db_url: str, tm
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A year of history must not reach department heads as twelve stale digests: backfill tells
-    only its newest month to notify, and none when a later month has run already (its digest
-    is the current one); `--notify-all` notifies each."""
+    only its newest month to notify, and none when a later month's cycle completed (its digest is
+    the current one; a failed one sent none); `--notify-all` notifies each."""
     from cxloop.models import Cycle
 
     cfg = write_config(tmp_path, db_url, free_port())
@@ -153,6 +153,10 @@ def test_backfill_notifies_only_the_newest_month(engine: Engine, db_url: str, tm
     code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", "2026-07", "--to", "2026-09",
                           "--notify-all")
     assert code == 0 and told[-1] is None and "no notices" not in err
+    with session_scope(engine) as s:
+        s.add(Cycle(period="2026-11", status="failed", started_by="schedule"))  # notified nobody
+    cxloop(capsys, monkeypatch, cfg, "backfill", "--from", "2026-08", "--to", "2026-09")
+    assert told[-1] == ["2026-09"]
     with session_scope(engine) as s:
         s.add(Cycle(period="2026-10", status="completed", started_by="schedule"))
     code, _, err = cxloop(capsys, monkeypatch, cfg, "backfill", "--from", "2026-08", "--to", "2026-09")

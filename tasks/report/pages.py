@@ -50,6 +50,13 @@ def report_filename(department: str | None) -> str:
     return "report.html" if department is None else f"report-{department}.html"
 
 
+def check_department(settings: Settings, department: str | None) -> None:
+    """ValueError unless `department` is None (the company page) or a configured department."""
+    if department is not None and department not in settings.departments:
+        known = ", ".join(settings.departments) or "none configured"
+        raise ValueError(f"unknown department {department!r}; known: {known}")
+
+
 def build_report(settings: Settings, engine: Engine, period: str, department: str | None = None,
                  lang: str | None = None, journey_kpi: str = "nps", out_dir: Path | None = None,
                  feedback: pd.DataFrame | FeedbackSummary | None = None,
@@ -57,9 +64,7 @@ def build_report(settings: Settings, engine: Engine, period: str, department: st
     """Everything the template shows, as plain data (tests and other outputs can use it too).
     `drivers`: the month's key-driver analyses (None: analysed here when drivers are configured)."""
     period = parse_period(period)
-    if department is not None and department not in settings.departments:
-        known = ", ".join(settings.departments) or "none configured"
-        raise ValueError(f"unknown department {department!r}; known: {known}")
+    check_department(settings, department)
     lang = lang or (settings.department_language(department) if department else settings.project.language)
     out_dir = out_dir if out_dir is not None else report_dir(settings, period)
     with Session(engine) as session:

@@ -200,7 +200,9 @@ def validate_period(settings: Settings, engine: Engine, period: str, now: dateti
     failed_critical = [c.expectation for c in checks if c.gating]
     total = len(df) + len(collect_rows)  # the month's responses: loaded + quarantined
     # Rows read that repeat a response of the month. Not the import records' `duplicates`: a
-    # corrected file's import also counts there the rows it left unchanged, which are loaded.
+    # corrected file's import also counts there the rows it left unchanged, which are loaded. (Stored
+    # rows that no file read now holds - a file removed since - leave read short of the month's
+    # rows: the figures cannot add up then, and duplicates is 0.)
     read = rows_of_period_read(imports) if imports else total
     duplicates = max(0, read - total)
     result = GateResult(
