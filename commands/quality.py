@@ -55,7 +55,8 @@ def _flat(q: QuarantinedRow) -> dict[str, Any]:
     """One CSV line: bookkeeping, every reason in one cell, then the raw values as columns."""
     out = {k: v for k, v in _full(q).items() if k not in ("raw", "reasons")}
     out["reasons"] = _reason_text(q.reasons or [])
-    out["expectations"] = ",".join(str(r.get("expectation", "")) for r in q.reasons or [])
+    # validate's reasons name an expectation, collect's the check that refused the value
+    out["expectations"] = ",".join(str(r.get("expectation") or r.get("check") or "") for r in q.reasons or [])
     raw = q.raw or {}
     for key in [*CANONICAL_FIELDS, *sorted(set(raw) - set(CANONICAL_FIELDS))]:
         val = raw.get(key)

@@ -29,8 +29,8 @@ def _setup(engine: Engine, db_url: str, tmp_path: Path) -> Path:
     with session_scope(engine) as s:
         s.add(QuarantinedRow(period=PERIOD, source="web", row_key="web.csv:12", file="web.csv", line=12,
                              stage="collect", raw={"nps": "ten", "submitted_at": "yesterday"},
-                             reasons=[{"expectation": "parse", "column": "nps", "value": "ten",
-                                       "message": "nps: 'ten' is not a number"}]))
+                             reasons=[{"check": "parse_int", "column": "nps", "field": "nps",
+                                       "value": "ten", "message": "nps: 'ten' is not a number"}]))
     settings = make_settings(tmp_path, quality={"max_quarantine_share": 1.0})
     v.validate_period(settings, engine, PERIOD, now=NOW)
     return cfg
@@ -65,6 +65,8 @@ def test_list_show_export_readmit(engine: Engine, db_url: str, tmp_path: Path) -
     assert set(lines) == {"r7", "r8", "web.csv:12"}
     assert lines["r7"]["raw.nps"] == "42" and "outside 0 .. 10" in lines["r7"]["reasons"]
     assert lines["web.csv:12"]["raw.nps"] == "ten" and lines["web.csv:12"]["line"] == "12"
+    assert lines["web.csv:12"]["expectations"] == "parse_int"  # collect's check (it was empty)
+    assert set(lines["r7"]["expectations"].split(",")) == {"nps_in_scale", "channel_in_vocabulary"}
     target = tmp_path / "out" / "q.json"
     res = runner.invoke(app, ["quarantine", "export", *base, "--format", "json", "--out", str(target)])
     assert res.exit_code == 0 and "3 row(s)" in res.stderr
