@@ -725,15 +725,24 @@ def _format_error(source: str, exc: ValidationError, from_env: dict[str, str] | 
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
         loc = _key_path(err["loc"])
-        env = from_env or {}
-        var = next((v for k, v in env.items() if loc == k or loc.startswith((f"{k}.", f"{k}["))), None)
-        part = None if var or not loc else next(  # a check of a table that a variable set a key of
-            (v for k, v in env.items() if k.startswith((f"{loc}.", f"{loc}["))), None)
-        where = (f"{loc} (set by environment variable {var})" if var
-                 else f"{loc} (partly set by environment variable {part})" if part else loc or "(top level)")
         # a validator's own words, without pydantic's "Value error, " in front
-        lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
+        lines.append(f"  {loc or '(top level)'}{_set_by(loc, from_env or {})}: "
+                     f"{err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
+
+
+def _set_by(loc: str, from_env: dict[str, str]) -> str:
+    """The suffix naming the environment variable behind the value at `loc`: "set by" when it set
+    that value or a table holding it, "partly set by" when it set a key inside the table at `loc`
+    (a check of the whole table failed); "" when none did: the fix goes in the file."""
+    def within(key: str, table: str) -> bool:
+        return key.startswith((f"{table}.", f"{table}["))
+
+    for key, var in from_env.items():
+        if loc and (loc == key or within(loc, key)):
+            return f" (set by environment variable {var})"
+    part = next((var for key, var in from_env.items() if loc and within(key, loc)), None)
+    return f" (partly set by environment variable {part})" if part else ""
 
 
 def settings_from_dict(data: dict[str, Any], base_dir: Path, source: str = "config",

@@ -212,10 +212,9 @@ def collect_failures(engine: Any, period: str) -> list[str]:
     from cxloop.tasks.collect.records import failures_since
 
     collect = stage_records(engine, period).get("collect")
-    counts = (collect.counts or {}) if collect is not None else {}
-    if collect is None or not counts.get("errors"):
+    if collect is None or not (collect.counts or {}).get("errors"):
         return []
-    outcomes = [str(line) for line in counts.get("outcome_failures") or []]
+    outcomes = [str(line) for line in collect.counts.get("outcome_failures") or []]  # no record keeps them
     return failures_since(engine, period, collect.started_at) + outcomes
 
 

@@ -82,11 +82,13 @@ def _has_month(engine: Engine, period: str) -> bool:
     """Whether the period has a response or a cycle: a report of neither is empty, likely a typo."""
     from sqlmodel import Session, select
 
-    from cxloop.models import Cycle, Feedback
+    from cxloop.models import Feedback
+    from cxloop.tasks.cycles import stored_cycles
 
+    if stored_cycles(engine, period):
+        return True
     with Session(engine) as s:
-        return (s.exec(select(Feedback.id).where(Feedback.period == period).limit(1)).first() is not None
-                or s.exec(select(Cycle.id).where(Cycle.period == period)).first() is not None)
+        return s.exec(select(Feedback.id).where(Feedback.period == period).limit(1)).first() is not None
 
 
 def register(app: typer.Typer) -> None:

@@ -125,10 +125,10 @@ def test_comment_analysis_markers_move_out_of_cycle_stage(db_url: str) -> None:
         eng.dispose()
 
 
-def test_collect_started_round_trip_keeps_the_rows(db_url: str) -> None:
-    """Migration 0015 adds import_record.collect_started; its downgrade drops the column and keeps
-    every row, also with a feedback row pointing at the record (SQLite keeps that foreign key,
-    0013, so rebuilding the table would be refused)."""
+def _column_round_trip(db_url: str, inserts: list[str], table: str, column: str, before: str,
+                       query: str) -> list[Any]:
+    """Upgrade to head, insert, downgrade to `before` (the migration after it drops `table.column`,
+    checked), upgrade again: the rows `query` then reads."""
     from alembic import command
     from sqlalchemy import text
 
@@ -138,46 +138,39 @@ def test_collect_started_round_trip_keeps_the_rows(db_url: str) -> None:
     try:
         command.upgrade(alembic_config(eng), "head")
         with eng.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO import_record (id, source, file, content_hash, period, started_at, rows_read,"
-                " loaded, duplicates, updated, rejected, out_of_period, collect_started) VALUES (7, 'web',"
-                " 'a.csv', 'h', '2026-10', '2026-10-05 01:00:00', 1, 1, 0, 0, 0, 0, '2026-10-05 01:00:00')"))
-            conn.execute(text(
-                "INSERT INTO feedback (source, response_id, period, submitted_at, channel, content_hash,"
-                " import_id, quarantined, loaded_at) VALUES ('web', 'r1', '2026-10', '2026-10-03 09:00:00',"
-                " 'web', 'c', 7, false, '2026-10-05 01:00:00')"))
-        command.downgrade(alembic_config(eng), "0014")
-        assert "collect_started" not in {c["name"] for c in inspect(eng).get_columns("import_record")}
+            for sql in inserts:
+                conn.execute(text(sql))
+        command.downgrade(alembic_config(eng), before)
+        assert column not in {c["name"] for c in inspect(eng).get_columns(table)}
         command.upgrade(alembic_config(eng), "head")
         with eng.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM feedback WHERE import_id = 7")).scalar_one() == 1
-            kept = conn.execute(text("SELECT collect_started FROM import_record WHERE id = 7")).scalar_one()
-            assert kept is None
+            return [tuple(r) for r in conn.execute(text(query)).all()]
     finally:
         eng.dispose()
+
+
+def test_collect_started_round_trip_keeps_the_rows(db_url: str) -> None:
+    """Migration 0015 adds import_record.collect_started; its downgrade drops the column and keeps
+    every row, also with a feedback row pointing at the record (SQLite keeps that foreign key,
+    0013, so rebuilding the table would be refused)."""
+    kept = _column_round_trip(db_url, [
+        "INSERT INTO import_record (id, source, file, content_hash, period, started_at, rows_read,"
+        " loaded, duplicates, updated, rejected, out_of_period, collect_started) VALUES (7, 'web',"
+        " 'a.csv', 'h', '2026-10', '2026-10-05 01:00:00', 1, 1, 0, 0, 0, 0, '2026-10-05 01:00:00')",
+        "INSERT INTO feedback (source, response_id, period, submitted_at, channel, content_hash,"
+        " import_id, quarantined, loaded_at) VALUES ('web', 'r1', '2026-10', '2026-10-03 09:00:00',"
+        " 'web', 'c', 7, false, '2026-10-05 01:00:00')",
+    ], "import_record", "collect_started", "0014",
+        "SELECT (SELECT count(*) FROM feedback WHERE import_id = 7),"
+        " (SELECT collect_started FROM import_record WHERE id = 7)")
+    assert kept == [(1, None)]
 
 
 def test_risk_basis_round_trip_keeps_the_cycles(db_url: str) -> None:
     """Migration 0016 adds cycle.risk_basis (what an accepted risk was accepted for); its downgrade
     drops the column and keeps every cycle, its acceptance included."""
-    from alembic import command
-    from sqlalchemy import text
-
-    from cxloop.db import alembic_config, make_engine
-
-    eng = make_engine(db_url)
-    try:
-        command.upgrade(alembic_config(eng), "head")
-        with eng.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO cycle (period, status, gate, started_by, started_at, risk_accepted_by,"
-                " risk_basis) VALUES ('2026-09', 'completed', 'accepted', 'ann', '2026-10-02 01:00:00',"
-                " 'ann', '{}')"))
-        command.downgrade(alembic_config(eng), "0015")
-        assert "risk_basis" not in {c["name"] for c in inspect(eng).get_columns("cycle")}
-        command.upgrade(alembic_config(eng), "head")
-        with eng.connect() as conn:
-            assert conn.execute(text("SELECT gate, risk_accepted_by, risk_basis FROM cycle")).all() == [
-                ("accepted", "ann", None)]
-    finally:
-        eng.dispose()
+    kept = _column_round_trip(db_url, [
+        "INSERT INTO cycle (period, status, gate, started_by, started_at, risk_accepted_by, risk_basis)"
+        " VALUES ('2026-09', 'completed', 'accepted', 'ann', '2026-10-02 01:00:00', 'ann', '{}')",
+    ], "cycle", "risk_basis", "0015", "SELECT gate, risk_accepted_by, risk_basis FROM cycle")
+    assert kept == [("accepted", "ann", None)]
