@@ -516,11 +516,12 @@ class InsertAnalysis:
     the current analysis or none. Collect sets an absent marker once it wrote an analysis, so
     the stage analyses only the rows still without one.
 
-    With a trained model (tens of microseconds a comment) the chunks' reading process analyses
-    every comment of a chunk (`in_reader`, `columns(every=True)`): on SQLite every chunk's, as
-    the inserts keep the main process busy on one core; on PostgreSQL while it has time to spare,
-    as the server takes the other (`tasks.collect.chunked.EVERY_CHUNK`). What it analyses is
-    written with the rows, as above, and the stage is left the rest."""
+    With a trained model (tens of microseconds a comment) every comment of a chunk is analysed
+    during collect (`in_reader`, `columns(every=True)`): by the chunks' reading process, or by
+    the main process when that one waited for chunks (`tasks.collect.chunked.MAIN_WAITED`); on up
+    to 2 cores every chunk's, on more only while the reader has time to spare
+    (`tasks.collect.chunked.EVERY_CHUNK`). What is analysed is written with the rows, as above,
+    and the stage is left the rest."""
 
     REPEATS = 10  # in a chunk (100k rows)
     _KNOWN = 100_000  # analyses kept across chunks

@@ -228,9 +228,9 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
 def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engine, Engine], tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """With a trained model the chunks' reading process analyses each chunk's comments, written
-    with its rows (on SQLite with 2 cores every chunk's, as here; on PostgreSQL only while the
-    main process has a chunk waiting, here made every chunk's too). The stage then has only the rewritten
-    row left, and both ways end with the same rows as the whole file analysed by the stage."""
+    with its rows (with 2 cores every chunk's, as here; here it does all of them, as if the main
+    process never waited). The stage then has only the rewritten row left, and both ways end with
+    the same rows as the whole file analysed by the stage."""
     from cxloop.tasks.comments import analyse_comments
     from cxloop.tasks.demo import write_training_set
     from cxloop.tasks.sentiment import read_labelled, save_model, train
@@ -240,8 +240,7 @@ def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engi
     save_model(train(*read_labelled(tmp_path / "labelled.csv"), source="test").model,
                settings.resolve(settings.comments.model_path))
     monkeypatch.setattr(chunked.workers, "cores", lambda: 2)  # the rule's machine (2 cores)
-    if twin[0].dialect.name != "sqlite":  # PostgreSQL analyses with time to spare: not for a test to arrange
-        monkeypatch.setattr(chunked, "EVERY_CHUNK", frozenset({twin[0].dialect.name}))
+    monkeypatch.setattr(chunked, "MAIN_WAITED", 1e9)  # the main process never analyses
     write(tmp_path / "export.csv", SAID)
     same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
     assert summary(same[0]) == summary(same[1])
@@ -254,6 +253,55 @@ def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engi
     assert feedback_rows(twin[0]) == feedback_rows(twin[1])
     assert {k: v for k, v in feedback_rows(twin[0]).items() if k in analysed} == {
         k: v for k, v in rows.items() if k in analysed}  # what collect wrote, left as it was
+
+
+def test_a_waiting_main_process_analyses_the_chunks_itself(twin: tuple[Engine, Engine], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """When the main process waited for chunks, the reader leaves their analysis to it (here: every
+    chunk, as if it always waited). What it writes equals the stage's analysis of the whole file;
+    and a chunk whose analysis fails there is left to the stage, the load going on."""
+    from cxloop.tasks.comments import InsertAnalysis, analyse_comments
+    from cxloop.tasks.demo import write_training_set
+    from cxloop.tasks.sentiment import read_labelled, save_model, train
+
+    write_training_set(tmp_path / "labelled.csv")
+    settings = settings_for(tmp_path)
+    save_model(train(*read_labelled(tmp_path / "labelled.csv"), source="test").model,
+               settings.resolve(settings.comments.model_path))
+    monkeypatch.setattr(chunked, "MAIN_WAITED", -1.0)  # read by the main process, passed to the reader
+    analysed_here: list[bool] = []
+    insert = tc._ChunkedImport._insert
+
+    def watched(self: tc._ChunkedImport, records: Any, times: Any, new: list[int], analysed: Any,
+                every: bool = False) -> None:
+        analysed_here.append(every and analysed is None)
+        insert(self, records, times, new, analysed, every)
+
+    monkeypatch.setattr(tc._ChunkedImport, "_insert", watched)
+    write(tmp_path / "export.csv", SAID)
+    same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
+    assert summary(same[0]) == summary(same[1])
+    assert len(analysed_here) > 1 and all(analysed_here[:len(PIECES)])
+    rows = feedback_rows(twin[0])
+    analysed = {k for k, (_, sentiment, _, _) in rows.items() if sentiment is not None}
+    commented = {k for k, (comment, _, _, _) in rows.items() if comment and comment.strip()}
+    assert analysed == commented - {"R0"}  # R0's later copy rewrote it: its analysis cleared
+    stage = [analyse_comments(settings, e, P) for e in twin]
+    assert (stage[0].analysed, stage[1].analysed) == (len(commented), len(commented))
+    assert feedback_rows(twin[0]) == feedback_rows(twin[1])
+
+    def broken(self: InsertAnalysis, records: Any, every: bool = False) -> None:
+        raise RuntimeError("model file gone")
+
+    monkeypatch.setattr(InsertAnalysis, "columns", broken)
+    write(tmp_path / "export.csv", [r.replace("R", "S", 1) for r in SAID])
+    done = collect(tmp_path, twin[0], 4)
+    assert not done.imports[0].error and done.imports[0].loaded
+    assert "left to the comments stage" in caplog.text
+    monkeypatch.undo()
+    later = analyse_comments(settings, twin[0], P)
+    assert later.analysed > stage[0].analysed  # the new rows' comments, analysed by the stage
 
 
 def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from cxloop.tasks.comments import InsertAnalysis
 from cxloop.tasks.mapping import Rejection, merge_warnings
 from cxloop.tasks.readers import SourceError
 
+log = logging.getLogger(__name__)
 
 class _SeenIds:
     """The 64-bit hashes of the response ids inserted so far, in a few sorted arrays merged like a
@@ -143,7 +145,7 @@ class _ChunkedImport:
         rewrite: list[tuple[int, int]] = []
         if self.stored or earlier:
             new, changed, rewrite = self._sort(keys, records["content_hash"].tolist(), earlier)
-        self._insert(records, piece.times, new, piece.analysis)
+        self._insert(records, piece.times, new, piece.analysis, piece.analyse_here)
         self.seen.add(hashes[new])
         _update_changed(self.conn, records, changed, {
             "period": self.period, "import_id": self.import_id, "updated_at": self.now,
@@ -218,9 +220,10 @@ class _ChunkedImport:
         return _existing(self.conn, _FB, self.source, candidates)
 
     def _insert(self, records: pd.DataFrame, times: dict[str, np.ndarray], new: list[int],
-                analysed: dict[str, np.ndarray] | None) -> None:
+                analysed: dict[str, np.ndarray] | None, every: bool = False) -> None:
         """Insert rows `new` of `records`; `analysed`: the reading process's analysis of the
-        records' comments (`chunked.Piece.analysis`), else the repeated ones are analysed here."""
+        records' comments (`chunked.Piece.analysis`), else the repeated ones are analysed here,
+        or (`every`: `chunked.Piece.analyse_here`) all of them."""
         if not new:
             return
         if len(new) < len(records):
@@ -229,6 +232,12 @@ class _ChunkedImport:
             analysed = {name: values[new] for name, values in analysed.items()} if analysed else None
         if analysed is not None and self.analysis is not None:
             self.analysis.written = True
+        elif self.analysis is not None and every:
+            try:
+                analysed = self.analysis.columns(records, every=True)
+            except Exception:  # a speed-up only, as in the reading process: the stage analyses them
+                log.warning("%s: comments of %d rows left to the comments stage", self.source,
+                            len(records), exc_info=True)
         elif self.analysis is not None:
             analysed = self.analysis.columns(records)
         if analysed:  # as object columns: pandas would make text ones `str`, with NaN for None

@@ -27,6 +27,7 @@ import pickle
 import queue
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,14 +54,17 @@ FIRST_CHUNK_ROWS = 10_000  # the first chunk is small: the main process waits fo
 QUEUE_CHUNKS = 4  # chunks prepared ahead of the main process at most (~25 MB each)
 _ENCODINGS = frozenset({"utf-8", "utf-8-sig", "gb18030", "gbk", "gb2312"})  # "\n" is one byte
 _POLL = 1.0  # seconds between liveness checks of the other process
-# The databases on which the reader analyses every chunk's comments, not only with time to spare.
-# SQLite writes in this process: its inserts hold one core and leave the other to the reader, and
-# what the reader analyses is written once, with its rows, instead of again by the stage. At 1M
-# rows (2 cores): collect + comments 17.5-20.6 s against 21.1-22.9 s with the spare-time rule.
-# PostgreSQL's server process takes that second core: there every chunk made collect + comments
-# 26.5-28.7 s against 24.5-26.7 s, so it keeps the rule. Measured on 2 cores only: with more, the
-# stage's worker processes share the analysis, which one reader cannot, so the rule stays there too.
-EVERY_CHUNK = frozenset({"sqlite"})
+MAIN_WAITED = 0.05  # seconds the main process waited since the previous chunk: it analyses the next
+# The databases on which every chunk's comments are analysed during collect (by the reader, or by
+# the main process when it waited: `MAIN_WAITED`), not only with time to spare: what is analysed
+# is written once, with its rows, instead of again by the stage (an UPDATE per row). At 1M rows
+# on 2 cores, SQLite: collect + comments 17.5-20.6 s against 21.1-22.9 s with the spare-time rule
+# (the reader alone analysing). PostgreSQL, whose server process takes a core as well, kept the
+# spare-time rule until the main process shared the analysis (7 Dec 2026, whole cycle: 26.4-32.0 s,
+# median 30.4, against 30.3-31.5 s, peak with workers 1.71 GiB against 2.03-2.07: the stage starts
+# no worker processes). Measured on 2 cores only: with more, the stage's worker processes share the
+# analysis among more cores than these two processes, so the spare-time rule stays there.
+EVERY_CHUNK = frozenset({"sqlite", "postgresql"})
 EVERY_CHUNK_CORES = 2  # at most
 
 
@@ -91,6 +95,7 @@ class Piece:
     warnings: dict[str, Any] = field(default_factory=dict)  # mapping.Prepared.warnings
     ratings: Any = None  # mapping.Prepared.ratings
     analysis: dict[str, np.ndarray] | None = None  # comments.InsertAnalysis.columns of `records`
+    analyse_here: bool = False  # the main process was waiting: it analyses every comment of `records`
 
 
 def wanted(source: SourceConfig, path: Path) -> bool:
@@ -249,17 +254,26 @@ def _spare_time(q: Any) -> bool:
 
 def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, period: str,
              dialect: str, open_keys: frozenset[str], rows: int, first: int, folder: Path, q: Any,
-             analysis: InsertAnalysis | None = None, spare_only: bool = True) -> None:
+             analysis: InsertAnalysis | None = None, spare_only: bool = True, waited: Any = None,
+             idle: float = 0.0) -> None:
     """The worker: ("encoding", name), ("chunk", Piece)..., then ("done",), ("give way",) or
     ("error", message, whether the file was read: the failure was in mapping it). `analysis`:
     analyse every chunk's comments, or (`spare_only`) a chunk's when the main process has one
-    waiting (`EVERY_CHUNK`); an analysis that fails is left to the stage, the load goes on."""
+    waiting (`EVERY_CHUNK`); an analysis that fails is left to the stage, the load goes on.
+
+    `waited`: the seconds the main process has waited for chunks so far. When it waited more
+    than `idle` (`MAIN_WAITED`) since this process's previous chunk, this process is the slower
+    one: a chunk it would analyse goes without, marked `analyse_here`, and the main process
+    analyses it before its inserts, on the core it would otherwise leave idle. So the analysis
+    falls to whichever process has time. (Not whether it waits at the very moment a chunk is
+    ready: the two fall into step, each chunk ready just before the main process waits for it.)"""
 
     mapping = False
     try:
         encoding = _encoding(path, source.encoding)
         _send(q, ("encoding", encoding), folder)
         read = 0
+        seen = 0.0  # `waited` at the previous chunk
         nul = _holds_nul(path)
         for number, frame in enumerate(_chunks(path, encoding, label, rows, first)):
             raw = RawTable(frame, np.arange(read + 2, read + len(frame) + 2), "", encoding, nul)
@@ -267,7 +281,11 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             mapping = True
             piece = _piece(prepare(settings, source, raw, period, label), dialect, open_keys)
             mapping = False
-            if analysis is not None and (not spare_only or (number and _spare_time(q))):
+            now = waited.value if waited is not None else 0.0
+            main_waited, seen = now - seen, now
+            if analysis is not None and main_waited > idle:
+                piece.analyse_here = True
+            elif analysis is not None and (not spare_only or (number and _spare_time(q))):
                 try:
                     piece.analysis = analysis.columns(piece.records, every=True)
                 except Exception:  # a speed-up only: the comments stage analyses these rows
@@ -297,11 +315,13 @@ class Feed:
         self.encoding: str | None = None
         self.read = False  # whether a failure came after the file was read (while mapping it)
         self._queue = ctx.Queue(QUEUE_CHUNKS)
+        self._waited = ctx.Value("d", 0.0, lock=False)  # seconds this process waited for chunks
         self._folder = Path(tempfile.mkdtemp(prefix="cxloop-chunks-"))
         self._proc = ctx.Process(target=_produce, name="cxloop-collect-reader", daemon=True,
                                  args=(settings, source, path, label, period, dialect, open_keys,
                                        CHUNK_ROWS, min(CHUNK_ROWS, FIRST_CHUNK_ROWS), self._folder,
-                                       self._queue, analysis, not _every_chunk(dialect)))
+                                       self._queue, analysis, not _every_chunk(dialect), self._waited,
+                                       MAIN_WAITED))
         self._proc.start()
 
     def __enter__(self) -> Feed:
@@ -319,7 +339,17 @@ class Feed:
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def _get(self) -> tuple[Any, ...]:
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        started = time.perf_counter()
+        try:
+            return self._wait()
+        finally:
+            self._waited.value += time.perf_counter() - started
 
+    def _wait(self) -> tuple[Any, ...]:
         while True:
             try:
                 return self._queue.get(timeout=_POLL)
