@@ -139,15 +139,16 @@ class Copies:
             _stamp(conn, period, rows, max_id)
         return rows
 
-    def parts(self, period: str, columns: Sequence[str], clean: bool, rows: int | None
-              ) -> Iterator[pd.DataFrame]:
+    def parts(self, period: str, columns: Sequence[str], clean: bool, rows: int | None,
+              having: str | None = None) -> Iterator[pd.DataFrame]:
         """The copy's rows with `columns` (+ `id`), `rows` at a time (None: all in one frame),
-        typed as `tasks.month` types them, each ordered by id. A copy without rows is one empty part."""
+        typed as `tasks.month` types them, each ordered by id. A copy without rows is one empty part.
+        `having`: only the rows whose `having` column has a value."""
         with _Reader(self.path(period), columns) as reader:
             total = reader.count()
             step = rows or max(total, 1)
             for start in range(0, max(total, 1), step):
-                yield reader.rows(clean, start, start + step)
+                yield reader.rows(clean, start, start + step, having)
 
     def count(self, period: str) -> int:
         """Rows in the copy (quarantined ones too)."""
@@ -403,15 +404,17 @@ class _Reader:
             found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE}").fetchone()
         return int(found[0]) if found else 0
 
-    def rows(self, clean: bool, start: int, stop: int) -> pd.DataFrame:
-        """Rows `start` to `stop` of the copy's order (`clean`: those not quarantined), typed as
-        `tasks.month` types them. Fetched ~130k rows at a time into the frame's own arrays, so
-        that DuckDB's batches and the frame are never both held whole (a whole 10M-row month read
-        at once peaked ~0.8 GiB higher in validate)."""
+    def rows(self, clean: bool, start: int, stop: int, having: str | None = None) -> pd.DataFrame:
+        """Rows `start` to `stop` of the copy's order (`clean`: those not quarantined; `having`:
+        those whose `having` column has a value), typed as `tasks.month` types them. Fetched ~130k
+        rows at a time into the frame's own arrays, so that DuckDB's batches and the frame are
+        never both held whole (a whole 10M-row month read at once peaked ~0.8 GiB higher in
+        validate)."""
         from cxloop.tasks import codes
         from cxloop.tasks.month import typed
 
-        where = _range(start, stop) + (" AND NOT quarantined" if clean else "")
+        where = (_range(start, stop) + (" AND NOT quarantined" if clean else "")
+                 + (f" AND {_q(having)} IS NOT NULL" if having else ""))
         with self._attached():
             found = self.con.execute(f"SELECT count(*) FROM copy.{TABLE} WHERE {where}").fetchone()
             n = int(found[0]) if found else 0

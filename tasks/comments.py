@@ -449,7 +449,7 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
     with engine.connect() as conn:
         full = _marker(conn, period) != fingerprint
     month_rows = month_rows or month.Month(engine, period)
-    rows = month_rows.rows(["id", "comment", "language", *RESULT_COLUMNS])
+    rows = month_rows.rows(["id", "comment", "language", *RESULT_COLUMNS], having="comment")
     # The whole column's codes (KPIs ask for them again): on the rows with a comment they are the
     # codes of those rows alone, as missing comments have none.
     all_codes, texts = factorize(rows["comment"])

@@ -53,6 +53,26 @@ def test_a_rebuilt_copy_reads_as_the_database_does(engine: Engine, tmp_path: Pat
     pd.testing.assert_frame_equal(empty, month.read_month(engine, "2026-11"))
 
 
+
+def test_rows_having_a_value_are_read_alone_from_the_copy_and_the_database(engine: Engine,
+                                                                           tmp_path: Path) -> None:
+    """`having`: a stage that skips rows without a comment reads only the others, from the copy
+    and from the database alike; a kept month comes whole (its arrays are shared)."""
+    ids = _seed(engine)
+    commented = [i for k, i in enumerate(ids) if k % 2]
+    copies = Copies(tmp_path / "columnar")
+    copies.rebuild(engine, PERIOD)
+    from_db = month.read_month(engine, PERIOD, ["id", "comment", "nps"], having="comment")
+    (from_copy,) = copies.parts(PERIOD, ["id", "comment", "nps"], False, None, "comment")
+    assert from_db["id"].tolist() == commented == from_copy["id"].tolist()
+    pd.testing.assert_frame_equal(from_copy, from_db)
+    whole = month.read_month(engine, PERIOD, ["id", "comment", "nps"])
+    pd.testing.assert_frame_equal(from_db, whole[whole["comment"].notna()].reset_index(drop=True))
+    kept = month.Month(engine, PERIOD, keep=True)
+    assert len(kept.rows(["comment"], having="comment")) == len(ids)
+    on_copy = month.Month(engine, PERIOD, copies=copies)
+    assert on_copy.rows(["id", "comment"], having="comment")["id"].tolist() == commented
+
 def test_a_rebuilt_copy_holds_the_rows_in_id_order_whatever_order_they_are_read_in(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A range of the copy's rows is a range of the month in id order (validate's partitions list
