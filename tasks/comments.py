@@ -450,8 +450,9 @@ def analyse_comments(settings: Settings, engine: Engine, period: str,
         full = _marker(conn, period) != fingerprint
     month_rows = month_rows or month.Month(engine, period)
     rows = month_rows.rows(["id", "comment", "language", *RESULT_COLUMNS], having="comment")
-    # The whole column's codes (KPIs ask for them again): on the rows with a comment they are the
-    # codes of those rows alone, as missing comments have none.
+    # A kept month's whole column's codes (KPIs ask for them again; a month read from its copy or
+    # the database comes without the rows that have no comment): on the rows with a comment they
+    # are the codes of those rows alone, as missing comments have none.
     all_codes, texts = factorize(rows["comment"])
     present = all_codes >= 0
     rows = rows[present].reset_index(drop=True)

@@ -225,13 +225,8 @@ def test_repeated_comments_are_analysed_as_they_are_inserted(twin: tuple[Engine,
             assert conn.execute(select(MARK.c.fingerprint).where(MARK.c.period == P)).scalar_one()
 
 
-def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engine, Engine], tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a trained model the chunks' reading process analyses each chunk's comments, written
-    with its rows (with 2 cores every chunk's, as here; here it does all of them, as if the main
-    process never waited). The stage then has only the rewritten row left, and both ways end with
-    the same rows as the whole file analysed by the stage."""
-    from cxloop.tasks.comments import analyse_comments
+def _trained(tmp_path: Path) -> Settings:
+    """Settings whose sentiment model is trained on the demo's labelled set (analysed in collect)."""
     from cxloop.tasks.demo import write_training_set
     from cxloop.tasks.sentiment import read_labelled, save_model, train
 
@@ -239,8 +234,16 @@ def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engi
     settings = settings_for(tmp_path)
     save_model(train(*read_labelled(tmp_path / "labelled.csv"), source="test").model,
                settings.resolve(settings.comments.model_path))
-    monkeypatch.setattr(chunked.workers, "cores", lambda: 2)  # the rule's machine (2 cores)
-    monkeypatch.setattr(chunked, "MAIN_WAITED", 1e9)  # the main process never analyses
+    return settings
+
+
+def _collected_and_analysed(tmp_path: Path, twin: tuple[Engine, Engine], settings: Settings
+                            ) -> tuple[dict[str, Any], set[str]]:
+    """SAID collected in chunks (twin[0]) and whole (twin[1]): collect analysed every comment but
+    the rewritten one, and after the stage both hold the same rows. -> the chunked rows as collect
+    left them, and the ids it analysed."""
+    from cxloop.tasks.comments import analyse_comments
+
     write(tmp_path / "export.csv", SAID)
     same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
     assert summary(same[0]) == summary(same[1])
@@ -251,6 +254,19 @@ def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engi
     stage = [analyse_comments(settings, e, P) for e in twin]
     assert (stage[0].analysed, stage[1].analysed) == (len(commented), len(commented))
     assert feedback_rows(twin[0]) == feedback_rows(twin[1])
+    return rows, analysed
+
+
+def test_with_a_trained_model_the_reader_analyses_every_comment(twin: tuple[Engine, Engine], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a trained model the chunks' reading process analyses each chunk's comments, written
+    with its rows (with 2 cores every chunk's, as here; here it does all of them, as if the main
+    process never waited). The stage then has only the rewritten row left, and both ways end with
+    the same rows as the whole file analysed by the stage."""
+    settings = _trained(tmp_path)
+    monkeypatch.setattr(chunked.workers, "cores", lambda: 2)  # the rule's machine (2 cores)
+    monkeypatch.setattr(chunked, "MAIN_WAITED", 1e9)  # the main process never analyses
+    rows, analysed = _collected_and_analysed(tmp_path, twin, settings)
     assert {k: v for k, v in feedback_rows(twin[0]).items() if k in analysed} == {
         k: v for k, v in rows.items() if k in analysed}  # what collect wrote, left as it was
 
@@ -262,13 +278,9 @@ def test_a_waiting_main_process_analyses_the_chunks_itself(twin: tuple[Engine, E
     chunk, as if it always waited). What it writes equals the stage's analysis of the whole file;
     and a chunk whose analysis fails there is left to the stage, the load going on."""
     from cxloop.tasks.comments import InsertAnalysis, analyse_comments
-    from cxloop.tasks.demo import write_training_set
-    from cxloop.tasks.sentiment import read_labelled, save_model, train
 
-    write_training_set(tmp_path / "labelled.csv")
-    settings = settings_for(tmp_path)
-    save_model(train(*read_labelled(tmp_path / "labelled.csv"), source="test").model,
-               settings.resolve(settings.comments.model_path))
+    settings = _trained(tmp_path)
+    monkeypatch.setattr(chunked.workers, "cores", lambda: 2)  # every chunk analysed in collect
     monkeypatch.setattr(chunked, "MAIN_WAITED", -1.0)  # read by the main process, passed to the reader
     analysed_here: list[bool] = []
     insert = tc._ChunkedImport._insert
@@ -279,17 +291,8 @@ def test_a_waiting_main_process_analyses_the_chunks_itself(twin: tuple[Engine, E
         insert(self, records, times, new, analysed, every)
 
     monkeypatch.setattr(tc._ChunkedImport, "_insert", watched)
-    write(tmp_path / "export.csv", SAID)
-    same = collect(tmp_path, twin[0], 4), collect(tmp_path, twin[1], None)
-    assert summary(same[0]) == summary(same[1])
+    _collected_and_analysed(tmp_path, twin, settings)
     assert len(analysed_here) > 1 and all(analysed_here[:len(PIECES)])
-    rows = feedback_rows(twin[0])
-    analysed = {k for k, (_, sentiment, _, _) in rows.items() if sentiment is not None}
-    commented = {k for k, (comment, _, _, _) in rows.items() if comment and comment.strip()}
-    assert analysed == commented - {"R0"}  # R0's later copy rewrote it: its analysis cleared
-    stage = [analyse_comments(settings, e, P) for e in twin]
-    assert (stage[0].analysed, stage[1].analysed) == (len(commented), len(commented))
-    assert feedback_rows(twin[0]) == feedback_rows(twin[1])
 
     def broken(self: InsertAnalysis, records: Any, every: bool = False) -> None:
         raise RuntimeError("model file gone")
@@ -299,9 +302,15 @@ def test_a_waiting_main_process_analyses_the_chunks_itself(twin: tuple[Engine, E
     done = collect(tmp_path, twin[0], 4)
     assert not done.imports[0].error and done.imports[0].loaded
     assert "left to the comments stage" in caplog.text
+
+    def new_rows() -> dict[str, Any]:
+        return {k: v for k, v in feedback_rows(twin[0]).items() if k.startswith("S")}
+
+    commented = {k for k, (comment, _, _, _) in new_rows().items() if comment and comment.strip()}
+    assert commented and not any(v[1] for v in new_rows().values())  # no analysis written
     monkeypatch.undo()
-    later = analyse_comments(settings, twin[0], P)
-    assert later.analysed > stage[0].analysed  # the new rows' comments, analysed by the stage
+    analyse_comments(settings, twin[0], P)
+    assert {k for k, v in new_rows().items() if v[1]} == commented  # the stage analysed them
 
 
 def test_a_period_analysed_by_another_model_gets_no_analysis_from_collect(

@@ -53,7 +53,6 @@ def test_a_rebuilt_copy_reads_as_the_database_does(engine: Engine, tmp_path: Pat
     pd.testing.assert_frame_equal(empty, month.read_month(engine, "2026-11"))
 
 
-
 def test_rows_having_a_value_are_read_alone_from_the_copy_and_the_database(engine: Engine,
                                                                            tmp_path: Path) -> None:
     """`having`: a stage that skips rows without a comment reads only the others, from the copy
@@ -72,6 +71,7 @@ def test_rows_having_a_value_are_read_alone_from_the_copy_and_the_database(engin
     assert len(kept.rows(["comment"], having="comment")) == len(ids)
     on_copy = month.Month(engine, PERIOD, copies=copies)
     assert on_copy.rows(["id", "comment"], having="comment")["id"].tolist() == commented
+
 
 def test_a_rebuilt_copy_holds_the_rows_in_id_order_whatever_order_they_are_read_in(
         engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,7 @@ from cxloop.tasks.readers import SourceError
 
 log = logging.getLogger(__name__)
 
+
 class _SeenIds:
     """The 64-bit hashes of the response ids inserted so far, in a few sorted arrays merged like a
     binary counter (8 bytes per id), cheap to add to and to search; in front of them a filter of

@@ -60,9 +60,10 @@ MAIN_WAITED = 0.05  # seconds the main process waited since the previous chunk: 
 # is written once, with its rows, instead of again by the stage (an UPDATE per row). At 1M rows
 # on 2 cores, SQLite: collect + comments 17.5-20.6 s against 21.1-22.9 s with the spare-time rule
 # (the reader alone analysing). PostgreSQL, whose server process takes a core as well, kept the
-# spare-time rule until the main process shared the analysis (7 Dec 2026, whole cycle: 26.4-32.0 s,
-# median 30.4, against 30.3-31.5 s, peak with workers 1.71 GiB against 2.03-2.07: the stage starts
-# no worker processes). Measured on 2 cores only: with more, the stage's worker processes share the
+# spare-time rule until the main process shared the analysis; since then the two are about even
+# there (7 Dec 2026, whole cycle 26.4-32.0 s, median 30.4, against 30.3-31.5 s) and every chunk's
+# costs less memory (peak with workers 1.71 GiB against 2.03-2.07: the stage starts no worker
+# processes). Measured on 2 cores only: with more, the stage's worker processes share the
 # analysis among more cores than these two processes, so the spare-time rule stays there.
 EVERY_CHUNK = frozenset({"sqlite", "postgresql"})
 EVERY_CHUNK_CORES = 2  # at most
@@ -149,8 +150,6 @@ def _utf8_stop(path: Path) -> int | None:
 
 def _mixed(path: Path, stop: int) -> bool:
     """`readers.looks_mixed` over the mapped file, without reading it into memory."""
-
-
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return readers.looks_mixed(data, stop)
 
@@ -261,12 +260,14 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
     analyse every chunk's comments, or (`spare_only`) a chunk's when the main process has one
     waiting (`EVERY_CHUNK`); an analysis that fails is left to the stage, the load goes on.
 
-    `waited`: the seconds the main process has waited for chunks so far. When it waited more
-    than `idle` (`MAIN_WAITED`) since this process's previous chunk, this process is the slower
-    one: a chunk it would analyse goes without, marked `analyse_here`, and the main process
-    analyses it before its inserts, on the core it would otherwise leave idle. So the analysis
-    falls to whichever process has time. (Not whether it waits at the very moment a chunk is
-    ready: the two fall into step, each chunk ready just before the main process waits for it.)"""
+    `waited`: the seconds the main process has waited for chunks so far, each wait added when it
+    ends. Where every chunk is analysed (not `spare_only`), a chunk goes without its analysis,
+    marked `analyse_here`, when the main process's waits that ended since this process's previous
+    chunk (in effect, the wait for that chunk) add up to more than `idle` (`MAIN_WAITED`): this
+    process is then the slower one, and the main process analyses the chunk before its inserts, on
+    the core it would otherwise leave idle. So the analysis falls to whichever process has time.
+    (Not whether it waits at the very moment a chunk is ready: the two fall into step, each chunk
+    ready just before the main process waits for it.)"""
 
     mapping = False
     try:
@@ -283,7 +284,7 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             mapping = False
             now = waited.value if waited is not None else 0.0
             main_waited, seen = now - seen, now
-            if analysis is not None and main_waited > idle:
+            if analysis is not None and not spare_only and main_waited > idle:
                 piece.analyse_here = True
             elif analysis is not None and (not spare_only or (number and _spare_time(q))):
                 try:
