@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache, reduce
+from itertools import repeat
 from operator import or_
 from typing import Any
 
@@ -107,9 +108,25 @@ def _singular(word: str) -> str:
     return word
 
 
+class _Singulars(dict[str, str]):
+    """word -> `_singular(word)`, found on first use: words repeat across comments even where the
+    comments do not, and a Python call per word was a fifth of tagging a comment. At most
+    `_KNOWN_WORDS` are kept."""
+
+    def __missing__(self, word: str) -> str:
+        found = _singular(word)
+        if len(self) < _KNOWN_WORDS:
+            self[word] = found
+        return found
+
+
+_KNOWN_WORDS = 200_000
+_SINGULARS = _Singulars()
+
+
 def english_words(text: str) -> list[str]:
     """Lower-case words with simple plural stripping ("deliveries" -> "delivery")."""
-    return [_singular(w) for w in _EN_WORD.findall(text.lower())]
+    return list(map(_SINGULARS.__getitem__, _EN_WORD.findall(text.lower())))
 
 
 def _phrase(keyword: str) -> str:
@@ -156,11 +173,12 @@ class ThemeTagger:
         self._patterned = [(1 << k, m.patterns) for k, m in enumerate(matchers) if m.patterns]
         add_words(zh_words)  # before any token's topics are found (`_TokenBits`)
         self._token_bits = _TokenBits(self._bits)
+        self._ids: dict[int, list[str]] = {}  # topics found (one bit each) -> their ids, in order
 
     def tokens(self, text: str) -> set[str]:
         """Every unit a keyword can match: jieba words (Chinese) and English word n-grams. (`tag`
         matches the same units without making the set.)"""
-        units = set(self._english_units(text))
+        units = set(self._english_units(english_words(text)))
         if CJK.search(text):
             units.update(segment(text))
         return units
@@ -168,21 +186,30 @@ class ThemeTagger:
     def tag(self, text: str | None) -> list[str]:
         if not text or not text.strip():
             return []
-        bits, hit = self._bits, 0
-        for unit in self._english_units(text):
-            hit |= bits.get(unit, 0)
+        words = english_words(text)
+        if self._starts.isdisjoint(words):  # no keyword phrase can begin here: each word is a unit
+            hit = reduce(or_, map(self._bits.get, words, repeat(0)), 0)
+        else:
+            hit = reduce(or_, map(self._bits.get, self._english_units(words), repeat(0)), 0)
         if CJK.search(text):
             hit |= self._chinese_bits(text)
         for bit, patterns in self._patterned:
-            if not hit & bit and any(p.search(text) for p in patterns):
-                hit |= bit
-        return [m.id for k, m in enumerate(self._matchers) if hit >> k & 1] if hit else []
+            if not hit & bit:
+                for p in patterns:
+                    if p.search(text):
+                        hit |= bit
+                        break
+        if not hit:
+            return []
+        ids = self._ids.get(hit)
+        if ids is None:
+            ids = self._ids[hit] = [m.id for k, m in enumerate(self._matchers) if hit >> k & 1]
+        return list(ids)
 
-    def _english_units(self, text: str) -> Iterator[str]:
-        """`text`'s English words, a keyword phrase as one unit where one begins, longest first
-        ("customer service" is not also "service"). Only a phrase's first word can begin one, so
-        the other words are not joined with their neighbours at all."""
-        words = english_words(text)
+    def _english_units(self, words: list[str]) -> Iterator[str]:
+        """A text's English `words` (`english_words`), a keyword phrase as one unit where one
+        begins, longest first ("customer service" is not also "service"). Only a phrase's first
+        word can begin one, so the other words are not joined with their neighbours at all."""
         i = 0
         while i < len(words):
             unit, step = words[i], 1
