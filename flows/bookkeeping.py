@@ -353,9 +353,13 @@ def end_stage(engine: Engine, period: str, stage: str, *, status: str, counts: d
         s.commit()
 
 
-def skip_stage(engine: Engine, period: str, stage: str, reason: str) -> None:
+def skip_stage(engine: Engine, period: str, stage: str, reason: str, *, keep_done: bool = False) -> None:
+    """Record the stage as skipped for `reason`; `keep_done`: a completed record stays as it is
+    (a stage that did its work in an earlier run keeps saying what it did)."""
     with Session(engine) as s:
         row = _stage_row(s, period, stage)
+        if keep_done and row is not None and row.status == "completed":
+            return
         row = row or CycleStage(period=period, stage=stage)
         row.status, row.started_at, row.finished_at = "skipped", utcnow(), utcnow()
         row.counts, row.error, row.input_hash = {"reason": reason}, None, None

@@ -40,7 +40,6 @@ from cxloop.flows.context import CycleContext
 from cxloop.flows.process import interruption
 from cxloop.flows.warmup import warm_up
 from cxloop.models import utcnow
-from cxloop.tasks.cycles import stage_records
 
 STAGES = ("collect", "validate", "comments", "kpis", "remeasure", "actions", "notify", "report")
 IO_RETRIES: dict[str, Any] = {"retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=2)}
@@ -250,8 +249,8 @@ def _run(settings: Settings, engine: Engine, period: str, started_by: str, accep
                 done["actions"] = assign_actions(ctx)
             if notify:
                 done["notify"] = notify_owners(ctx, held=held)
-            elif getattr(stage_records(engine, period).get("notify"), "status", None) != "completed":
-                skip_stage(engine, period, "notify", NOT_NOTIFIED)  # (a month that notified keeps its record)
+            else:  # a month that notified in an earlier run keeps its record
+                skip_stage(engine, period, "notify", NOT_NOTIFIED, keep_done=True)
             done["report"] = write_reports(ctx)
         except BaseException as exc:
             if (signame := interruption(exc)) is not None:  # stopped from outside: not `failed`

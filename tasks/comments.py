@@ -17,13 +17,13 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache, reduce
 from itertools import repeat
 from operator import or_
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ from cxloop.vocabulary import split_themes
 DEFAULT_TAXONOMY = TEMPLATES / "topics.default.toml"
 FEEDBACK: Table = Feedback.__table__  # type: ignore[attr-defined]
 _EN_WORD = re.compile(r"[a-z0-9]+")
+_V = TypeVar("_V")
 log = logging.getLogger(__name__)
 
 # --- taxonomy -----------------------------------------------------------------------------------
@@ -108,20 +109,23 @@ def _singular(word: str) -> str:
     return word
 
 
-class _Singulars(dict[str, str]):
-    """word -> `_singular(word)`, found on first use: words repeat across comments even where the
-    comments do not, and a Python call per word was a fifth of tagging a comment. At most
-    `_KNOWN_WORDS` are kept."""
+class _Found(dict[str, _V]):
+    """text -> `find(text)`, found on first use and kept, at most `limit` of them: words and tokens
+    repeat across comments even where the comments do not."""
 
-    def __missing__(self, word: str) -> str:
-        found = _singular(word)
-        if len(self) < _KNOWN_WORDS:
-            self[word] = found
+    def __init__(self, find: Callable[[str], _V], limit: int = 200_000) -> None:
+        super().__init__()
+        self._find, self._limit = find, limit
+
+    def __missing__(self, text: str) -> _V:
+        found = self._find(text)
+        if len(self) < self._limit:
+            self[text] = found
         return found
 
 
-_KNOWN_WORDS = 200_000
-_SINGULARS = _Singulars()
+# A Python call per word was a fifth of tagging a comment.
+_SINGULARS: _Found[str] = _Found(_singular)
 
 
 def english_words(text: str) -> list[str]:
@@ -171,8 +175,9 @@ class ThemeTagger:
             for w in m.words:
                 self._bits[w] = self._bits.get(w, 0) | 1 << k
         self._patterned = [(1 << k, m.patterns) for k, m in enumerate(matchers) if m.patterns]
-        add_words(zh_words)  # before any token's topics are found (`_TokenBits`)
-        self._token_bits = _TokenBits(self._bits)
+        add_words(zh_words)  # before any token's topics are found (`_token_topics`)
+        # token -> the topics of its units, found once per tagger (~20 MB at most)
+        self._token_bits: _Found[int] = _Found(self._token_topics)
         self._ids: dict[int, list[str]] = {}  # topics found (one bit each) -> their ids, in order
 
     def tokens(self, text: str) -> set[str]:
@@ -221,6 +226,16 @@ class ThemeTagger:
             yield unit
             i += step
 
+    def _token_topics(self, token: str) -> int:
+        """The topics of a token's units (`segmentation.token_units`).
+
+        Never stale, whatever words are taught later: a token's units depend on the cutter only
+        through `has_word` of its sub-words, and a sub-word counts only if it is one of the
+        tagger's keywords - every Chinese one taught when the tagger was made (and dictionaries
+        only grow), the others never taught (only words with Chinese are). So a token's topics
+        are kept, and no cutter is held."""
+        return reduce(or_, map(self._bits.get, token_units(token, current_cutter()), repeat(0)), 0)
+
     def _chinese_bits(self, text: str) -> int:
         """The topics of `segment(text)`'s units, each token's found once per tagger: words repeat
         across comments even when the comments do not (the Python side of a distinct comment's
@@ -229,29 +244,6 @@ class ThemeTagger:
         return reduce(or_, map(self._token_bits.__getitem__, cut), 0)
 
 
-class _TokenBits(dict[str, int]):
-    """token -> the topics of its units (`segmentation.token_units`), found on first use; at
-    most `_KNOWN_TOKENS` are kept (~20 MB).
-
-    Never stale, whatever words are taught later: a token's units depend on the cutter only
-    through `has_word` of its sub-words, and a sub-word counts only if it is one of the tagger's
-    keywords - every Chinese one taught when the tagger was made (and dictionaries only grow),
-    the others never taught (only words with Chinese are). So no cutter is held here either."""
-
-    def __init__(self, bits: dict[str, int]) -> None:
-        super().__init__()
-        self._bits = bits
-
-    def __missing__(self, token: str) -> int:
-        found = 0
-        for unit in token_units(token, current_cutter()):
-            found |= self._bits.get(unit, 0)
-        if len(self) < _KNOWN_TOKENS:
-            self[token] = found
-        return found
-
-
-_KNOWN_TOKENS = 200_000  # tokens whose topics a tagger keeps (~20 MB)
 
 
 @lru_cache(maxsize=8)
