@@ -623,6 +623,15 @@ class InsertAnalysis:
         self.written = self.written or bool(len(rows))
         return out
 
+    def every_comment(self, records: pd.DataFrame, what: str) -> dict[str, np.ndarray] | None:
+        """`columns(records, every=True)`, or None when the analysis fails (logged, naming `what`):
+        it only spares the comments stage work, which then analyses these rows; the load goes on."""
+        try:
+            return self.columns(records, every=True)
+        except Exception:
+            log.warning("%s left to the comments stage", what, exc_info=True)
+            return None
+
     def _analyse(self, keys: list[_Key]) -> dict[_Key, _Result]:
         """The distinct `keys` analysed in this process, as `analyse_texts` would (never in worker
         processes or on a cluster: the chunks' reading process may not start any)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,6 @@ from cxloop.tasks.columnar import Spill
 from cxloop.tasks.comments import InsertAnalysis
 from cxloop.tasks.mapping import Rejection, merge_warnings
 from cxloop.tasks.readers import SourceError
-
-log = logging.getLogger(__name__)
 
 
 class _SeenIds:
@@ -234,11 +231,7 @@ class _ChunkedImport:
         if analysed is not None and self.analysis is not None:
             self.analysis.written = True
         elif self.analysis is not None and every:
-            try:
-                analysed = self.analysis.columns(records, every=True)
-            except Exception:  # a speed-up only, as in the reading process: the stage analyses them
-                log.warning("%s: comments of %d rows left to the comments stage", self.source,
-                            len(records), exc_info=True)
+            analysed = self.analysis.every_comment(records, f"{self.source}: comments of {len(records)} rows")
         elif self.analysis is not None:
             analysed = self.analysis.columns(records)
         if analysed:  # as object columns: pandas would make text ones `str`, with NaN for None

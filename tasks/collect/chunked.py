@@ -19,7 +19,6 @@ file the ordinary way, which reports the same thing it always did.
 from __future__ import annotations
 
 import codecs
-import logging
 import mmap
 import multiprocessing as mp
 import os
@@ -45,8 +44,6 @@ from cxloop.tasks.readers import RawTable, SourceError
 
 if TYPE_CHECKING:
     from cxloop.tasks.comments import InsertAnalysis
-
-log = logging.getLogger(__name__)
 
 BIG_FILE_BYTES = 16 << 20  # CSV files above this are read in chunks (about 150k rows)
 CHUNK_ROWS = 100_000  # rows per chunk: the worker's lead over the first insert, and the memory
@@ -287,11 +284,8 @@ def _produce(settings: Settings, source: SourceConfig, path: Path, label: str, p
             if analysis is not None and not spare_only and main_waited > idle:
                 piece.analyse_here = True
             elif analysis is not None and (not spare_only or (number and _spare_time(q))):
-                try:
-                    piece.analysis = analysis.columns(piece.records, every=True)
-                except Exception:  # a speed-up only: the comments stage analyses these rows
-                    log.warning("%s: comments of rows %d-%d left to the comments stage", label,
-                                read - len(frame) + 2, read + 1, exc_info=True)
+                piece.analysis = analysis.every_comment(
+                    piece.records, f"{label}: comments of rows {read - len(frame) + 2}-{read + 1}")
             _send_piece(q, piece, folder, number)
         _send(q, ("done",) if read else ("give way",), folder)
     except (GiveWay, UnicodeError):
